@@ -1,0 +1,46 @@
+"""Constraints for learnable leak coefficients."""
+
+import keras
+from keras import ops
+
+from keras_relu_kit._registry import register
+from keras_relu_kit._validation import check_number
+
+
+@register
+class Clip(keras.constraints.Constraint):
+    """Clips every coefficient of a weight into `[min_value, max_value]`.
+
+    Use it to keep a learnable slope in a sensible range, for instance a
+    PReLU `alpha` in `[0, 1]` (so the activation stays monotonic and below
+    the identity) or PELU's parameters above `0.1` as Trottier et al. do.
+
+    Args:
+        min_value: float. Lower bound. Defaults to `0.0`.
+        max_value: float or `None`. Upper bound, `None` for none. Defaults
+            to `1.0`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_relu_kit.constraints import Clip
+    >>> Clip(0.0, 1.0)(np.array([-0.5, 0.3, 2.0])).numpy().tolist()
+    [0.0, 0.3..., 1.0]
+    """
+
+    def __init__(self, min_value: float = 0.0, max_value: float | None = 1.0):
+        self.min_value = check_number("min_value", min_value, owner="Clip")
+        if max_value is not None:
+            max_value = check_number(
+                "max_value", max_value, low=self.min_value, owner="Clip"
+            )
+        self.max_value = max_value
+
+    def __call__(self, w):
+        w = ops.maximum(w, ops.cast(self.min_value, w.dtype))
+        if self.max_value is not None:
+            w = ops.minimum(w, ops.cast(self.max_value, w.dtype))
+        return w
+
+    def get_config(self):
+        return {"min_value": self.min_value, "max_value": self.max_value}

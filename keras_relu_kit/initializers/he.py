@@ -1,0 +1,130 @@
+import keras
+
+from keras_relu_kit._registry import register
+from keras_relu_kit._validation import check_number
+
+MODES = ("fan_in", "fan_out", "fan_avg")
+
+
+def _gain(negative_slope, owner):
+    slope = check_number(
+        "negative_slope", negative_slope, low=0.0, high=1.0, owner=owner
+    )
+    return slope, 2.0 / (1.0 + slope**2)
+
+
+@register
+class HeNormal(keras.initializers.VarianceScaling):
+    """He normal initializer that accounts for the activation's leak.
+
+    Keras' `HeNormal` assumes ReLU (a slope of 0). For a leaky rectifier
+    with negative slope `a`, He et al. (2015) show that the variance that
+    keeps activations at a constant scale is `2 / ((1 + a^2) * fan)`; this
+    is PyTorch's `kaiming_normal_(a=...)`. With `negative_slope=0` it equals
+    `keras.initializers.HeNormal`.
+
+    Draws from a truncated normal (rescaled so that the standard deviation
+    is exact) with `stddev = sqrt(2 / ((1 + a^2) * fan))`.
+
+    Args:
+        negative_slope: float in `[0, 1]`. The activation's slope for
+            negative inputs (`alpha` of LeakyReLU, initial PReLU slope).
+            Defaults to `0.0`.
+        mode: one of `"fan_in"`, `"fan_out"`, `"fan_avg"`. Defaults to
+            `"fan_in"`.
+        distribution: `"truncated_normal"` or `"untruncated_normal"`.
+            Defaults to `"truncated_normal"`.
+        seed: int or `None`, as in Keras initializers. Defaults to `None`.
+
+    Example:
+
+    >>> from keras_relu_kit.initializers import HeNormal
+    >>> values = HeNormal(negative_slope=0.25, seed=1)(shape=(2000, 100))
+    >>> round(float(values.numpy().std() * (2000 / (2 / 1.0625)) ** 0.5), 1)
+    1.0
+    >>> import keras
+    >>> layer = keras.layers.Dense(3, kernel_initializer=HeNormal(0.01))
+
+    Reference:
+        He et al., 2015. Delving Deep into Rectifiers: Surpassing
+        Human-Level Performance on ImageNet Classification. ICCV.
+    """
+
+    _distributions = ("truncated_normal", "untruncated_normal")
+
+    def __init__(
+        self,
+        negative_slope: float = 0.0,
+        mode: str = "fan_in",
+        distribution: str = "truncated_normal",
+        seed: int | None = None,
+    ):
+        owner = type(self).__name__
+        self.negative_slope, scale = _gain(negative_slope, owner)
+        if mode not in MODES:
+            raise ValueError(
+                f"`{owner}` argument `mode` must be one of {MODES}. "
+                f"Received: mode={mode!r}"
+            )
+        if distribution not in self._distributions:
+            raise ValueError(
+                f"`{owner}` argument `distribution` must be one of "
+                f"{self._distributions}. Received: distribution={distribution!r}"
+            )
+        super().__init__(
+            scale=scale, mode=mode, distribution=distribution, seed=seed
+        )
+
+    def get_config(self):
+        return {
+            "negative_slope": self.negative_slope,
+            "mode": self.mode,
+            "distribution": self.distribution,
+            "seed": super().get_config()["seed"],
+        }
+
+
+@register
+class HeUniform(HeNormal):
+    """He uniform initializer that accounts for the activation's leak.
+
+    Draws from `U(-limit, limit)` with
+    `limit = sqrt(6 / ((1 + a^2) * fan))`, i.e. the variance
+    `2 / ((1 + a^2) * fan)` of He et al. (2015); PyTorch's
+    `kaiming_uniform_(a=...)`. With `negative_slope=0` it equals
+    `keras.initializers.HeUniform`.
+
+    Args:
+        negative_slope: float in `[0, 1]`. The activation's slope for
+            negative inputs. Defaults to `0.0`.
+        mode: one of `"fan_in"`, `"fan_out"`, `"fan_avg"`. Defaults to
+            `"fan_in"`.
+        seed: int or `None`, as in Keras initializers. Defaults to `None`.
+
+    Example:
+
+    >>> from keras_relu_kit.initializers import HeUniform
+    >>> values = HeUniform(negative_slope=0.0, seed=1)(shape=(600, 10))
+    >>> bool(abs(values.numpy()).max() <= (6 / 600) ** 0.5)
+    True
+    >>> import keras
+    >>> layer = keras.layers.Dense(3, kernel_initializer=HeUniform(0.2))
+
+    Reference:
+        He et al., 2015. Delving Deep into Rectifiers. ICCV.
+    """
+
+    _distributions = ("uniform",)
+
+    def __init__(
+        self,
+        negative_slope: float = 0.0,
+        mode: str = "fan_in",
+        seed: int | None = None,
+    ):
+        super().__init__(negative_slope, mode, "uniform", seed)
+
+    def get_config(self):
+        config = super().get_config()
+        del config["distribution"]
+        return config

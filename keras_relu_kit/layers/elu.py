@@ -1,0 +1,47 @@
+from keras import ops
+
+from keras_relu_kit._registry import register
+from keras_relu_kit.layers._base import AdjustableAlphaLayer
+
+
+@register
+class ELU(AdjustableAlphaLayer):
+    """Exponential Linear Unit whose `alpha` can be changed while training.
+
+    Same function as `keras.layers.ELU`, but `alpha` is a non-trainable
+    Keras variable (`layer.alpha`), so a callback can `assign` a new value
+    and an already compiled function picks it up without retracing.
+
+    Formula:
+
+    ```
+    f(x) = x                      if x > 0
+    f(x) = alpha * (exp(x) - 1)   if x <= 0
+    ```
+
+    Args:
+        alpha: float >= 0. Value the output saturates to, negated, for large
+            negative inputs. Defaults to `1.0`.
+        **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_relu_kit.layers import ELU
+    >>> ELU(alpha=1.0)(np.array([-50.0, 0.0, 2.0])).numpy().tolist()
+    [-1.0, 0.0, 2.0]
+
+    Reference:
+        Clevert et al., 2016. Fast and Accurate Deep Network Learning by
+        Exponential Linear Units (ELUs). ICLR.
+    """
+
+    def __init__(self, alpha: float = 1.0, **kwargs):
+        super().__init__(alpha, **kwargs)
+
+    def call(self, inputs):
+        alpha = ops.cast(self.alpha, inputs.dtype)
+        # The minimum keeps exp() finite on the branch `where` discards, so
+        # large positive inputs give no inf * 0 = NaN in the gradient.
+        negative = alpha * ops.expm1(ops.minimum(inputs, 0))
+        return ops.where(inputs > 0, inputs, negative)

@@ -1,0 +1,122 @@
+import keras
+from keras import ops
+
+from keras_relu_kit._registry import register
+from keras_relu_kit.constraints import Clip
+from keras_relu_kit.layers._base import as_initializer
+
+
+@register
+class PELU(keras.layers.Layer):
+    """Parametric ELU: an ELU whose scale and shape are learned per channel.
+
+    Use it where ELU helps and you want the network to learn the negative
+    saturation (`alpha`) and the slope (`beta`) of each channel. Both are
+    kept positive (at least 0.1 by default, as in the paper) so the function
+    stays differentiable at 0. `alpha` is the variable the other kit layers
+    call `alpha`, so callbacks find it in the same place.
+
+    Formula (Trottier et al. 2017, with their `a` as `alpha`, `b` as `beta`):
+
+    ```
+    f(x) = (alpha / beta) * x               if x >= 0
+    f(x) = alpha * (exp(x / beta) - 1)      if x < 0
+    ```
+
+    Args:
+        alpha_initializer: initializer or float. Defaults to `1.0`.
+        beta_initializer: initializer or float. Defaults to `1.0`.
+        alpha_constraint: constraint for `alpha`. Defaults to
+            `Clip(0.1, None)`.
+        beta_constraint: constraint for `beta`. Defaults to `Clip(0.1, None)`.
+        shared: bool. One `alpha` and one `beta` for the whole layer instead
+            of one per channel (last axis). Defaults to `False`.
+        **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_relu_kit.layers import PELU
+    >>> PELU(alpha_initializer=2.0, beta_initializer=4.0)(
+    ...     np.array([[8.0]])).numpy().tolist()
+    [[4.0]]
+
+    Reference:
+        Trottier et al., 2017. Parametric Exponential Linear Unit for Deep
+        Convolutional Neural Networks. ICMLA.
+    """
+
+    def __init__(
+        self,
+        alpha_initializer=1.0,
+        beta_initializer=1.0,
+        alpha_constraint="default",
+        beta_constraint="default",
+        shared: bool = False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.alpha_initializer = as_initializer(alpha_initializer)
+        self.beta_initializer = as_initializer(beta_initializer)
+        if alpha_constraint == "default":
+            alpha_constraint = Clip(0.1, None)
+        if beta_constraint == "default":
+            beta_constraint = Clip(0.1, None)
+        self.alpha_constraint = keras.constraints.get(alpha_constraint)
+        self.beta_constraint = keras.constraints.get(beta_constraint)
+        self.shared = bool(shared)
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        if self.shared:
+            shape = ()
+        else:
+            if input_shape[-1] is None:
+                raise ValueError(
+                    "`PELU` needs a known channel size (last axis), or "
+                    f"shared=True. Received: input_shape={input_shape}"
+                )
+            shape = (input_shape[-1],)
+        self.alpha = self.add_weight(
+            name="alpha",
+            shape=shape,
+            initializer=self.alpha_initializer,
+            constraint=self.alpha_constraint,
+        )
+        self.beta = self.add_weight(
+            name="beta",
+            shape=shape,
+            initializer=self.beta_initializer,
+            constraint=self.beta_constraint,
+        )
+        self.built = True
+
+    def call(self, inputs):
+        alpha = ops.cast(self.alpha, inputs.dtype)
+        beta = ops.cast(self.beta, inputs.dtype)
+        negative = alpha * ops.expm1(ops.minimum(inputs, 0) / beta)
+        return ops.where(inputs >= 0, (alpha / beta) * inputs, negative)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "alpha_initializer": keras.initializers.serialize(
+                    self.alpha_initializer
+                ),
+                "beta_initializer": keras.initializers.serialize(
+                    self.beta_initializer
+                ),
+                "alpha_constraint": keras.constraints.serialize(
+                    self.alpha_constraint
+                ),
+                "beta_constraint": keras.constraints.serialize(
+                    self.beta_constraint
+                ),
+                "shared": self.shared,
+            }
+        )
+        return config

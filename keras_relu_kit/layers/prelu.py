@@ -1,0 +1,184 @@
+import keras
+from keras import ops
+
+from keras_relu_kit._registry import register
+from keras_relu_kit.layers._base import as_initializer
+
+MODES = ("channel", "shared", "element")
+
+
+@register
+class PReLU(keras.layers.Layer):
+    """Parametric ReLU with a learned slope per channel, shared, or per element.
+
+    Use it where units die under ReLU and you want the network to learn how
+    much leak each channel needs. By default there is one slope per channel,
+    initialised at 0.25, as in He et al. (2015); this works with `None`
+    spatial sizes (`keras.Input((None, None, 3))`). `mode="element"` is
+    Keras' `PReLU` (one slope per input element, `shared_axes` supported).
+    He et al. apply no weight decay to the slopes: there is no regularizer
+    unless you pass one.
+
+    Formula:
+
+    ```
+    f(x) = x          if x >= 0
+    f(x) = alpha * x  if x < 0
+    ```
+
+    Args:
+        alpha_initializer: initializer or float. Initial slopes; a float
+            means `keras.initializers.Constant(value)`. Defaults to `0.25`.
+        alpha_regularizer: regularizer for the slopes. Defaults to `None`.
+        alpha_constraint: constraint for the slopes, for instance
+            `keras_relu_kit.constraints.Clip(0.0, 1.0)`. Defaults to `None`.
+        mode: one of `"channel"` (one slope per channel), `"shared"` (one
+            slope for the whole layer) or `"element"` (one slope per input
+            element, as `keras.layers.PReLU`). Defaults to `"element"` when
+            `shared_axes` is given, else `"channel"`.
+        shared_axes: list of int. With `mode="element"`, the axes along
+            which slopes are shared, as in `keras.layers.PReLU`. Defaults to
+            `None`.
+        data_format: `"channels_last"` or `"channels_first"`, which axis is
+            the channel axis for inputs of rank 3 or more. Defaults to
+            `keras.config.image_data_format()`.
+        **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_relu_kit.layers import PReLU
+    >>> layer = PReLU()
+    >>> layer(np.array([[-4.0, 4.0]])).numpy().tolist()
+    [[-1.0, 4.0]]
+    >>> tuple(layer.alpha.shape)
+    (2,)
+
+    Reference:
+        He et al., 2015. Delving Deep into Rectifiers: Surpassing
+        Human-Level Performance on ImageNet Classification. ICCV.
+    """
+
+    def __init__(
+        self,
+        alpha_initializer="default",
+        alpha_regularizer=None,
+        alpha_constraint=None,
+        mode: str | None = None,
+        shared_axes=None,
+        data_format: str | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if alpha_initializer == "default":
+            alpha_initializer = 0.25
+        self.alpha_initializer = as_initializer(alpha_initializer)
+        self.alpha_regularizer = keras.regularizers.get(alpha_regularizer)
+        self.alpha_constraint = keras.constraints.get(alpha_constraint)
+        if shared_axes is not None:
+            if isinstance(shared_axes, int):
+                shared_axes = [shared_axes]
+            shared_axes = list(shared_axes)
+        if mode is None:
+            mode = "element" if shared_axes else "channel"
+        if mode not in MODES:
+            raise ValueError(
+                f"`PReLU` argument `mode` must be one of {MODES}. "
+                f"Received: mode={mode!r}"
+            )
+        if shared_axes and mode != "element":
+            raise ValueError(
+                "`PReLU` argument `shared_axes` only applies to "
+                f'mode="element". Received: mode={mode!r}, '
+                f"shared_axes={shared_axes!r}"
+            )
+        if data_format is None:
+            data_format = keras.config.image_data_format()
+        if data_format not in ("channels_last", "channels_first"):
+            raise ValueError(
+                "`PReLU` argument `data_format` must be 'channels_last' or "
+                f"'channels_first'. Received: data_format={data_format!r}"
+            )
+        self.mode = mode
+        self.shared_axes = shared_axes
+        self.data_format = data_format
+        self.supports_masking = True
+
+    def _channel_axis(self, rank):
+        if self.data_format == "channels_first" and rank > 2:
+            return 1
+        return rank - 1
+
+    def build(self, input_shape):
+        rank = len(input_shape)
+        if self.mode == "shared":
+            param_shape = ()
+        elif self.mode == "channel":
+            axis = self._channel_axis(rank)
+            channels = input_shape[axis]
+            if channels is None:
+                raise ValueError(
+                    '`PReLU` with mode="channel" needs a known channel size '
+                    f"(axis {axis}). Received: input_shape={input_shape}"
+                )
+            param_shape = (channels,)
+        else:
+            param_shape = list(input_shape[1:])
+            for axis in self.shared_axes or []:
+                if not -rank < axis < rank or axis % rank == 0:
+                    raise ValueError(
+                        "`PReLU` argument `shared_axes` must name axes "
+                        f"1..{rank - 1} of the input (not the batch axis). "
+                        f"Received: shared_axes={self.shared_axes}, "
+                        f"input_shape={input_shape}"
+                    )
+                param_shape[axis % rank - 1] = 1
+            unknown = [i + 1 for i, d in enumerate(param_shape) if d is None]
+            if unknown:
+                raise ValueError(
+                    '`PReLU` with mode="element" needs known sizes on every '
+                    f"axis it does not share; axes {unknown} are None. "
+                    'Use mode="channel", or add them to `shared_axes`. '
+                    f"Received: input_shape={input_shape}"
+                )
+            param_shape = tuple(param_shape)
+        self.alpha = self.add_weight(
+            name="alpha",
+            shape=param_shape,
+            initializer=self.alpha_initializer,
+            regularizer=self.alpha_regularizer,
+            constraint=self.alpha_constraint,
+        )
+        self.built = True
+
+    def call(self, inputs):
+        alpha = ops.cast(self.alpha, inputs.dtype)
+        if self.mode == "channel":
+            rank = len(inputs.shape)
+            shape = [1] * rank
+            shape[self._channel_axis(rank)] = -1
+            alpha = ops.reshape(alpha, shape)
+        return ops.where(inputs >= 0, inputs, alpha * inputs)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "alpha_initializer": keras.initializers.serialize(
+                    self.alpha_initializer
+                ),
+                "alpha_regularizer": keras.regularizers.serialize(
+                    self.alpha_regularizer
+                ),
+                "alpha_constraint": keras.constraints.serialize(
+                    self.alpha_constraint
+                ),
+                "mode": self.mode,
+                "shared_axes": self.shared_axes,
+                "data_format": self.data_format,
+            }
+        )
+        return config

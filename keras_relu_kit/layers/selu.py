@@ -1,0 +1,56 @@
+import keras
+from keras import ops
+
+from keras_relu_kit._registry import register
+
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+@register
+class SELU(keras.layers.Layer):
+    """Scaled Exponential Linear Unit with the exact Klambauer constants.
+
+    Use it with `keras.initializers.LecunNormal` (what
+    `keras_relu_kit.initializers.initializer_for("selu")` returns) and
+    `keras.layers.AlphaDropout` for self-normalising networks. The constants
+    are fixed by the paper so that activations keep zero mean and unit
+    variance, so unlike `LeakyReLU` and `ELU` this layer has no adjustable
+    `alpha`, and `AutoLeak` leaves it alone.
+
+    Formula:
+
+    ```
+    f(x) = scale * x                      if x > 0
+    f(x) = scale * alpha * (exp(x) - 1)   if x <= 0
+    alpha = 1.6732632423543772848170429916717
+    scale = 1.0507009873554804934193349852946
+    ```
+
+    Args:
+        **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_relu_kit.layers import SELU
+    >>> SELU()(np.array([1.0])).numpy().round(6).tolist()
+    [1.050701]
+
+    Reference:
+        Klambauer et al., 2017. Self-Normalizing Neural Networks. NeurIPS.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+        self.built = True
+
+    def call(self, inputs):
+        alpha = ops.cast(SELU_ALPHA, inputs.dtype)
+        scale = ops.cast(SELU_SCALE, inputs.dtype)
+        negative = alpha * ops.expm1(ops.minimum(inputs, 0))
+        return scale * ops.where(inputs > 0, inputs, negative)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
