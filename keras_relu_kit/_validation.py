@@ -4,8 +4,9 @@ import math
 import numbers
 
 
-def check_number(name, value, *, low=None, high=None, low_open=False,
-                 high_open=False, owner=""):
+def check_number(
+    name, value, *, low=None, high=None, low_open=False, high_open=False, owner=""
+):
     """Return `value` as a float, or raise a `ValueError` naming `name`."""
     where = f"`{owner}` " if owner else ""
     interval = _interval(low, high, low_open, high_open)

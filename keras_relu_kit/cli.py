@@ -7,8 +7,7 @@ import sys
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="relu-kit",
-        description="Rectifier activations for Keras 3: demos and "
-        "diagnostics.",
+        description="Rectifier activations for Keras 3: demos and diagnostics.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser(

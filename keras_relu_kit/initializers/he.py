@@ -71,9 +71,7 @@ class HeNormal(keras.initializers.VarianceScaling):
                 f"`{owner}` argument `distribution` must be one of "
                 f"{self._distributions}. Received: distribution={distribution!r}"
             )
-        super().__init__(
-            scale=scale, mode=mode, distribution=distribution, seed=seed
-        )
+        super().__init__(scale=scale, mode=mode, distribution=distribution, seed=seed)
 
     def get_config(self):
         return {

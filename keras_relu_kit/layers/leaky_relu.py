@@ -67,4 +67,3 @@ class LeakyReLU(AdjustableAlphaLayer):
     def call(self, inputs):
         alpha = ops.cast(self.alpha, inputs.dtype)
         return ops.where(inputs >= 0, inputs, alpha * inputs)
-

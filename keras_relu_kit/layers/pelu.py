@@ -107,15 +107,9 @@ class PELU(keras.layers.Layer):
                 "alpha_initializer": keras.initializers.serialize(
                     self.alpha_initializer
                 ),
-                "beta_initializer": keras.initializers.serialize(
-                    self.beta_initializer
-                ),
-                "alpha_constraint": keras.constraints.serialize(
-                    self.alpha_constraint
-                ),
-                "beta_constraint": keras.constraints.serialize(
-                    self.beta_constraint
-                ),
+                "beta_initializer": keras.initializers.serialize(self.beta_initializer),
+                "alpha_constraint": keras.constraints.serialize(self.alpha_constraint),
+                "beta_constraint": keras.constraints.serialize(self.beta_constraint),
                 "shared": self.shared,
             }
         )

@@ -173,9 +173,7 @@ class PReLU(keras.layers.Layer):
                 "alpha_regularizer": keras.regularizers.serialize(
                     self.alpha_regularizer
                 ),
-                "alpha_constraint": keras.constraints.serialize(
-                    self.alpha_constraint
-                ),
+                "alpha_constraint": keras.constraints.serialize(self.alpha_constraint),
                 "mode": self.mode,
                 "shared_axes": self.shared_axes,
                 "data_format": self.data_format,

@@ -50,7 +50,7 @@ class RReLU(keras.layers.Layer):
     >>> import numpy as np
     >>> from keras_relu_kit.layers import RReLU
     >>> layer = RReLU(lower=0.1, upper=0.3, seed=0)
-    >>> layer(np.array([-1.0, 2.0])).numpy().round(6).tolist()
+    >>> [round(float(v), 6) for v in layer(np.array([-1.0, 2.0]))]
     [-0.2, 2.0]
 
     Reference:
@@ -66,12 +66,8 @@ class RReLU(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.lower = check_number(
-            "lower", lower, low=0.0, high=1.0, owner="RReLU"
-        )
-        self.upper = check_number(
-            "upper", upper, low=0.0, high=1.0, owner="RReLU"
-        )
+        self.lower = check_number("lower", lower, low=0.0, high=1.0, owner="RReLU")
+        self.upper = check_number("upper", upper, low=0.0, high=1.0, owner="RReLU")
         if self.lower > self.upper:
             raise ValueError(
                 "`RReLU` argument `lower` must not exceed `upper`. "
@@ -100,7 +96,5 @@ class RReLU(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {"lower": self.lower, "upper": self.upper, "seed": self.seed}
-        )
+        config.update({"lower": self.lower, "upper": self.upper, "seed": self.seed})
         return config

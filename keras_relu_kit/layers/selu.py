@@ -34,7 +34,7 @@ class SELU(keras.layers.Layer):
 
     >>> import numpy as np
     >>> from keras_relu_kit.layers import SELU
-    >>> SELU()(np.array([1.0])).numpy().round(6).tolist()
+    >>> [round(float(v), 6) for v in SELU()(np.array([1.0]))]
     [1.050701]
 
     Reference:
