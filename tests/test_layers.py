@@ -101,27 +101,35 @@ class TestLeakyReLU:
 
     @pytest.mark.parametrize("jit_compile", [True, False])
     def test_assign_after_compile(self, rng, jit_compile):
+        class CountingLeakyReLU(layers.LeakyReLU):
+            traces = 0
+
+            def call(self, inputs):
+                # Python in `call` runs only while a step is being traced.
+                CountingLeakyReLU.traces += 1
+                return super().call(inputs)
+
         x = _inputs(rng, (8, 6))
-        traces = []
+        model = keras.Sequential([keras.Input((6,)), CountingLeakyReLU(0.1)])
+        alpha = model.layers[0].alpha
+        model.compile(keras.optimizers.SGD(0.1), "mse", jit_compile=jit_compile)
 
-        model = keras.Sequential([keras.Input((6,)), layers.LeakyReLU(0.1)])
-
-        @tf.function(jit_compile=jit_compile)
-        def forward(inputs):
-            traces.append(1)
-            return model(inputs)
-
-        np.testing.assert_allclose(forward(x).numpy(), _leaky(x, 0.1), 1e-6)
-        model.layers[0].alpha.assign(0.25)
-        np.testing.assert_allclose(forward(x).numpy(), _leaky(x, 0.25), 1e-6)
-        assert len(traces) == 1
-
-        model.compile(loss="mse", jit_compile=jit_compile)
+        np.testing.assert_allclose(model.predict(x, verbose=0), _leaky(x, 0.1), 1e-6)
+        traced = CountingLeakyReLU.traces
+        alpha.assign(0.25)
         np.testing.assert_allclose(model.predict(x, verbose=0), _leaky(x, 0.25), 1e-6)
-        predict_function = model.predict_function
-        model.layers[0].alpha.assign(0.5)
-        np.testing.assert_allclose(model.predict(x, verbose=0), _leaky(x, 0.5), 1e-6)
-        assert model.predict_function is predict_function
+        assert CountingLeakyReLU.traces == traced
+
+        # The same holds for the train step: the loss follows alpha.
+        target = np.zeros_like(x)
+        model.fit(x, target, batch_size=8, epochs=1, verbose=0)
+        traced = CountingLeakyReLU.traces
+        for value in [0.0, 0.5]:
+            alpha.assign(value)
+            history = model.fit(x, target, batch_size=8, epochs=1, verbose=0)
+            expected = np.mean(_leaky(x, value) ** 2)
+            np.testing.assert_allclose(history.history["loss"][0], expected, 1e-5)
+        assert CountingLeakyReLU.traces == traced
 
     @pytest.mark.parametrize(
         "kwargs, message",
