@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 from keras_relu_kit import constraints, initializers, layers
 from keras_relu_kit._registry import custom_objects
+from keras_relu_kit.surgery import leakify
 
 __all__ = [
     "__version__",
@@ -18,4 +19,5 @@ __all__ = [
     "custom_objects",
     "initializers",
     "layers",
+    "leakify",
 ]
