@@ -1,0 +1,190 @@
+"""Where the rectifiers are: the sites whose units the diagnostics measure."""
+
+import dataclasses
+import functools
+
+import keras
+
+#: Names of the activation functions that count as rectifiers. Smooth
+#: activations (`gelu`, `silu`, `swish`, `mish`, `softplus`, ...) do not.
+RECTIFIER_ACTIVATIONS = frozenset(
+    {"relu", "relu6", "leaky_relu", "elu", "selu", "celu"}
+)
+
+KINDS = ("activation_layer", "fused_activation", "kit_layer")
+
+_KERAS_RECTIFIER_LAYERS = (
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.PReLU,
+    keras.layers.ELU,
+)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RectifierSite:
+    """One place in a model whose output units can die.
+
+    Attributes:
+        name: str. Unique and stable within the model: the layer's name, or
+            a `/`-separated path (`"encoder/dense_1"`) for a layer inside a
+            nested model or layer.
+        layer: the `keras.layers.Layer` whose output is measured.
+        kind: str. `"activation_layer"` for Keras' `ReLU`, `LeakyReLU`,
+            `PReLU`, `ELU` and `Activation` with a rectifier;
+            `"fused_activation"` for a layer that carries a rectifier as
+            `activation=` (`Dense`, `Conv2D`, ...), whose output is the
+            post-activation; `"kit_layer"` for a `keras_relu_kit.layers`
+            layer.
+    """
+
+    name: str
+    layer: keras.layers.Layer
+    kind: str
+
+    def __repr__(self):
+        return (
+            f"RectifierSite(name={self.name!r}, "
+            f"layer={type(self.layer).__name__}, kind={self.kind!r})"
+        )
+
+
+def is_rectifier_activation(activation) -> bool:
+    """Whether an activation (a name, function or layer) is a rectifier.
+
+    Rectifiers are the ReLU family: `relu`, `relu6`, `leaky_relu`, `elu`,
+    `selu`, `celu` (by function name, so `keras.activations.relu`,
+    `keras.ops.relu` and `tf.nn.relu` all count, as does a
+    `functools.partial` of one of them), Keras' rectifier layers and every
+    kit layer. Smooth activations such as `gelu` or `silu` are not.
+
+    Example:
+
+    >>> import keras
+    >>> from keras_relu_kit.diagnostics import is_rectifier_activation
+    >>> is_rectifier_activation("relu"), is_rectifier_activation("gelu")
+    (True, False)
+    >>> is_rectifier_activation(keras.activations.leaky_relu)
+    True
+    """
+    if activation is None:
+        return False
+    if isinstance(activation, str):
+        return activation in RECTIFIER_ACTIVATIONS
+    if isinstance(activation, keras.layers.Layer):
+        return _layer_kind(activation) is not None
+    while isinstance(activation, functools.partial):
+        activation = activation.func
+    return getattr(activation, "__name__", None) in RECTIFIER_ACTIVATIONS
+
+
+def _is_kit_layer(layer):
+    # Subclasses of kit layers count too.
+    return any(
+        cls.__module__.startswith("keras_relu_kit.layers.")
+        for cls in type(layer).__mro__
+    )
+
+
+def _layer_kind(layer):
+    """The kind of rectifier site `layer` is, or `None`."""
+    if _is_kit_layer(layer):
+        return "kit_layer"
+    if isinstance(layer, _KERAS_RECTIFIER_LAYERS):
+        return "activation_layer"
+    if isinstance(layer, keras.layers.Activation):
+        if is_rectifier_activation(layer.activation):
+            return "activation_layer"
+        return None
+    if isinstance(layer, keras.Model):
+        return None
+    activation = getattr(layer, "activation", None)
+    if activation is not None and is_rectifier_activation(activation):
+        return "fused_activation"
+    return None
+
+
+def _sublayers(layer):
+    if isinstance(layer, keras.Model):
+        # `Model.layers` is public and, for functional and Sequential
+        # models, in graph order; for subclassed models it is the order in
+        # which the layers were assigned.
+        return [
+            sub for sub in layer.layers if not isinstance(sub, keras.layers.InputLayer)
+        ]
+    # A plain layer that holds sublayers (a custom block). Keras tracks
+    # them but has no public accessor outside `Model`.
+    flatten = getattr(layer, "_flatten_layers", None)
+    if flatten is None:
+        return []
+    return list(flatten(include_self=False, recursive=False))
+
+
+def find_rectifier_sites(model) -> list:
+    """Every rectifier site in a model, in model order.
+
+    A site is a layer whose output units can die: a standalone rectifier
+    layer (Keras `ReLU`, `LeakyReLU`, `PReLU`, `ELU`, or `Activation` with
+    `"relu"`, `"relu6"`, `"leaky_relu"`, `"elu"`, `"selu"` or `"celu"`),
+    every `keras_relu_kit.layers` layer, and any layer whose `activation`
+    attribute is a rectifier (`Dense(activation="relu")`, `Conv2D`,
+    `SeparableConv2D`, `DepthwiseConv2D`, ...; their output *is* the
+    post-activation). The search goes into nested models and into layers
+    that hold sublayers, in `Sequential`, functional and subclassed models.
+    It does not go inside a site (a `Dense` whose activation is a kit layer
+    is one site, not two). A layer used several times is one site.
+
+    Args:
+        model: a `keras.Model` (or any `keras.layers.Layer`).
+
+    Returns:
+        A list of `RectifierSite`, each with a unique, stable `name`: the
+        layer's name at the top level, a `/`-separated path below it.
+
+    Example:
+
+    >>> import keras
+    >>> from keras_relu_kit.diagnostics import find_rectifier_sites
+    >>> model = keras.Sequential([
+    ...     keras.Input((4,)),
+    ...     keras.layers.Dense(8, activation="relu", name="hidden"),
+    ...     keras.layers.Dense(8, name="linear"),
+    ...     keras.layers.ReLU(name="act"),
+    ...     keras.layers.Dense(2, activation="softmax", name="head"),
+    ... ])
+    >>> [(s.name, s.kind) for s in find_rectifier_sites(model)]
+    [('hidden', 'fused_activation'), ('act', 'activation_layer')]
+    """
+    if not isinstance(model, keras.layers.Layer):
+        raise TypeError(
+            "`find_rectifier_sites` argument `model` must be a keras.Model "
+            f"or keras.layers.Layer. Received: model={model!r} "
+            f"(of type {type(model).__name__})"
+        )
+    sites = []
+    seen_layers = set()
+    seen_names = set()
+
+    def visit(layer, prefix):
+        for sub in _sublayers(layer):
+            if id(sub) in seen_layers:
+                continue
+            seen_layers.add(id(sub))
+            path = f"{prefix}{sub.name}"
+            kind = _layer_kind(sub)
+            if kind is None:
+                visit(sub, f"{path}/")
+                continue
+            name, k = path, 1
+            while name in seen_names:
+                name = f"{path}_{k}"
+                k += 1
+            seen_names.add(name)
+            sites.append(RectifierSite(name=name, layer=sub, kind=kind))
+
+    kind = _layer_kind(model)
+    if kind is not None:
+        # A single rectifier layer measured on its own.
+        return [RectifierSite(name=model.name, layer=model, kind=kind)]
+    visit(model, "")
+    return sites
