@@ -9,14 +9,22 @@ as a dict for scoped loading.
 
 __version__ = "0.1.0"
 
-from keras_relu_kit import constraints, initializers, layers
+from keras_relu_kit import (
+    callbacks,
+    constraints,
+    diagnostics,
+    initializers,
+    layers,
+)
 from keras_relu_kit._registry import custom_objects
 from keras_relu_kit.surgery import leakify
 
 __all__ = [
     "__version__",
+    "callbacks",
     "constraints",
     "custom_objects",
+    "diagnostics",
     "initializers",
     "layers",
     "leakify",

@@ -1,0 +1,401 @@
+"""`AutoLeak`: raise a layer's leak where its units die, while `fit` runs."""
+
+import json
+import os
+import warnings
+
+import keras
+import numpy as np
+
+from keras_relu_kit._validation import check_number
+from keras_relu_kit.callbacks.dead_relu_monitor import DeadReLUMonitor
+from keras_relu_kit.diagnostics.sites import find_rectifier_sites
+from keras_relu_kit.layers import ELU, LeakyReLU, PReLU
+
+OWNER = "AutoLeak"
+
+#: Kit layers whose `alpha` is a leak that AutoLeak may raise.
+ADJUSTABLE = (LeakyReLU, PReLU, ELU)
+
+STATE_FILE = "auto_leak.json"
+
+
+class AutoLeak(keras.callbacks.Callback):
+    """Raise a layer's `alpha` when its fraction of dead units crosses a threshold.
+
+    The dying-ReLU cure the literature gives (leaky ReLU, PReLU, ELU) is
+    usually applied by hand, everywhere, before training. `AutoLeak` applies
+    it only where and when units actually die: start from plain ReLU
+    (`keras_relu_kit.layers.LeakyReLU(alpha=0.0)`, or `leakify(model)` for an
+    existing model), and at the end of each epoch every adjustable layer
+    whose dead fraction exceeds `threshold` (for `patience` epochs in a row)
+    gets more leak:
+
+    ```
+    new_alpha = start                              if alpha == 0
+    new_alpha = min(alpha * factor + step, max_alpha)  otherwise
+    ```
+
+    Adjustable layers are the kit layers whose `alpha` is a leak:
+    `LeakyReLU`, `PReLU` and `ELU`. For a per-channel (or per-element)
+    `PReLU`, only the slopes of the dead channels are raised. Changes go
+    through `variable.assign`, so the compiled train step is reused (no
+    retrace, with or without XLA) and, under a `tf.distribute` strategy,
+    every replica sees them. `alpha` is a weight: it is saved with the model
+    and restored by `keras.callbacks.BackupAndRestore`; give `backup_dir`
+    (the same directory) to resume AutoLeak's own counters too.
+
+    Measuring: alone, AutoLeak measures dead units itself on a fixed probe
+    (as `DeadReLUMonitor` does; by default a sample of `fit`'s validation
+    data, else its training data). Given `monitor=`, a `DeadReLUMonitor`
+    passed to the same `fit`, it reuses that monitor's measurement of the
+    epoch: one forward pass serves both.
+
+    What it does lands in `logs`: `"alpha/<layer>"` for every layer it
+    manages (the mean when `alpha` is a vector), so `History`,
+    `CSVLogger` and TensorBoard record the leak next to the loss; `changes`
+    lists every raise.
+
+    Args:
+        threshold: float in `[0, 1]`. Dead fraction above which a layer's
+            leak is raised. Defaults to `0.1`.
+        factor: float >= 1. Multiplies a non-zero `alpha`. Defaults to `2.0`.
+        step: float >= 0. Added to a non-zero `alpha` after `factor`.
+            Defaults to `0.0`. `factor` > 1 or `step` > 0 is needed.
+        start: float in `(0, max_alpha]`. The first leak given to a layer at
+            `alpha == 0`. Defaults to `0.01`.
+        max_alpha: float in `(0, 1]`. AutoLeak never raises `alpha` above
+            it (and never lowers one already above it). Defaults to `0.3`.
+        patience: int >= 0. Number of epochs in a row a layer must be above
+            `threshold` for its leak to be raised, counted as Keras'
+            `ReduceLROnPlateau` counts (0 and 1 both raise at the first such
+            epoch). Defaults to `0`.
+        cooldown: int >= 0. Epochs after a raise during which that layer is
+            left alone. Defaults to `0`.
+        layers: list of layer names (or site names, or layer objects) to
+            manage, or `None` for every adjustable layer. Defaults to `None`.
+        monitor: a `DeadReLUMonitor` given to the same `fit`, whose
+            measurement to reuse, or `None` to measure alone. Defaults to
+            `None`.
+        probe: probe data when measuring alone (see `DeadReLUMonitor`).
+            Defaults to `None`.
+        probe_size: int. Size of the default probe sample when measuring
+            alone. Defaults to `1024`.
+        backup_dir: path or `None`. Directory where AutoLeak keeps its
+            counters (`auto_leak.json`) at the end of every epoch, and from
+            which it resumes them when training begins: use the `backup_dir`
+            of your `keras.callbacks.BackupAndRestore`. The file is removed
+            when training ends normally. Defaults to `None`.
+        verbose: int. 0: silent; 1: print a line per raise. Defaults to `0`.
+
+    Attributes:
+        changes: list of dicts, one per raise: `"epoch"` (0-based),
+            `"layer"`, `"old"` and `"new"` (the mean alpha before and
+            after), `"dead_fraction"`, `"raised_units"` (how many slopes
+            changed).
+        layers_managed: names of the layers managed in the current run.
+
+    Example:
+
+    >>> import keras
+    >>> import numpy as np
+    >>> from keras_relu_kit.callbacks import AutoLeak
+    >>> from keras_relu_kit.layers import LeakyReLU
+    >>> model = keras.Sequential([
+    ...     keras.Input((2,)),
+    ...     keras.layers.Dense(4, bias_initializer="ones"),
+    ...     LeakyReLU(alpha=0.0, name="act"),
+    ...     keras.layers.Dense(1),
+    ... ])
+    >>> dense = model.layers[0]
+    >>> _ = dense.kernel.assign(np.zeros((2, 4)))
+    >>> _ = dense.bias.assign([1.0, 1.0, -5.0, -5.0])  # half the units dead
+    >>> model.compile("sgd", "mse")
+    >>> auto = AutoLeak(threshold=0.25, start=0.05)
+    >>> x, y = np.ones((8, 2)), np.zeros((8, 1))
+    >>> _ = model.fit(x, y, epochs=1, verbose=0, callbacks=[auto])
+    >>> round(float(model.get_layer("act").alpha.numpy()), 4)
+    0.05
+    >>> auto.changes[0]["layer"], auto.changes[0]["dead_fraction"]
+    ('act', 0.5)
+    """
+
+    def __init__(
+        self,
+        threshold: float = 0.1,
+        factor: float = 2.0,
+        step: float = 0.0,
+        start: float = 0.01,
+        max_alpha: float = 0.3,
+        patience: int = 0,
+        cooldown: int = 0,
+        layers=None,
+        monitor: DeadReLUMonitor | None = None,
+        probe=None,
+        probe_size: int = 1024,
+        backup_dir=None,
+        verbose: int = 0,
+    ):
+        super().__init__()
+        self.threshold = check_number(
+            "threshold", threshold, low=0.0, high=1.0, owner=OWNER
+        )
+        self.factor = check_number("factor", factor, low=1.0, owner=OWNER)
+        self.step = check_number("step", step, low=0.0, owner=OWNER)
+        if self.factor == 1.0 and self.step == 0.0:
+            raise ValueError(
+                f"`{OWNER}` needs `factor` > 1 or `step` > 0 to raise alpha. "
+                f"Received: factor={factor!r}, step={step!r}"
+            )
+        self.max_alpha = check_number(
+            "max_alpha", max_alpha, low=0.0, high=1.0, low_open=True, owner=OWNER
+        )
+        self.start = check_number(
+            "start",
+            start,
+            low=0.0,
+            high=self.max_alpha,
+            low_open=True,
+            owner=OWNER,
+        )
+        self.patience = _check_count("patience", patience)
+        self.cooldown = _check_count("cooldown", cooldown)
+        if monitor is not None and not isinstance(monitor, DeadReLUMonitor):
+            raise ValueError(
+                f"`{OWNER}` argument `monitor` must be a DeadReLUMonitor or "
+                f"None. Received: monitor of type {type(monitor).__name__}"
+            )
+        if monitor is not None and probe is not None:
+            raise ValueError(
+                f"`{OWNER}` measures with the `monitor`'s probe when one is "
+                "given: pass `probe` to the DeadReLUMonitor instead. "
+                "Received: monitor and probe"
+            )
+        if layers is not None:
+            if isinstance(layers, (str, keras.layers.Layer)):
+                layers = [layers]
+            layers = list(layers)
+            if not layers:
+                raise ValueError(
+                    f"`{OWNER}` argument `layers` must name at least one "
+                    "layer, or be None for every adjustable layer. "
+                    "Received: layers=[]"
+                )
+        if backup_dir is not None and not isinstance(backup_dir, (str, os.PathLike)):
+            raise ValueError(
+                f"`{OWNER}` argument `backup_dir` must be a path or None. "
+                f"Received: backup_dir={backup_dir!r}"
+            )
+        if verbose not in (0, 1, True, False):
+            raise ValueError(
+                f"`{OWNER}` argument `verbose` must be 0 or 1. "
+                f"Received: verbose={verbose!r}"
+            )
+        self.layers = layers
+        self.monitor = monitor
+        self.backup_dir = None if backup_dir is None else os.fspath(backup_dir)
+        self.verbose = int(verbose)
+        # Alone, AutoLeak measures through a private monitor, so the probe is
+        # chosen, checked and measured exactly as DeadReLUMonitor does.
+        self._own_monitor = (
+            None
+            if monitor is not None
+            else DeadReLUMonitor(
+                probe=probe, probe_size=probe_size, per_layer_logs=False
+            )
+        )
+        self.changes = []
+        self.layers_managed = []
+        self._state = {}
+
+    # Keras hooks ---------------------------------------------------------
+
+    def on_train_begin(self, logs=None):
+        self.changes = []
+        self._state = {}
+        self.layers_managed = []
+        self._active = False
+        model = self.model
+        sites = find_rectifier_sites(model)
+        adjustable = {
+            site.name: site for site in sites if isinstance(site.layer, ADJUSTABLE)
+        }
+        fixed = [site.name for site in sites if site.name not in adjustable]
+        managed = self._select(adjustable)
+        if not managed:
+            named = f" Its rectifier sites: {', '.join(fixed)}." if fixed else ""
+            warnings.warn(
+                f"{OWNER}: model '{model.name}' has no adjustable layer "
+                "(keras_relu_kit LeakyReLU, PReLU or ELU); training continues "
+                f"unchanged.{named} Use `keras_relu_kit.leakify(model)` to "
+                "convert its ReLU sites.",
+                stacklevel=2,
+            )
+            return
+        if self.layers is None and fixed:
+            warnings.warn(
+                f"{OWNER} cannot adjust these rectifier sites, whose slope is "
+                f"not a variable: {', '.join(fixed)}. Convert them with "
+                "`keras_relu_kit.leakify(model)` to let AutoLeak manage them.",
+                stacklevel=2,
+            )
+        if self.monitor is not None:
+            if self.monitor.model is not model:
+                raise ValueError(
+                    f"`{OWNER}` argument `monitor` must be a DeadReLUMonitor "
+                    "passed to the same `fit` call (in `callbacks`), so that "
+                    "AutoLeak can reuse its measurement. Received: a monitor "
+                    "that is not attached to this model"
+                )
+        else:
+            self._own_monitor.set_model(model)
+            self._own_monitor.on_train_begin()
+        self.layers_managed = list(managed)
+        self._state = {name: {"wait": 0, "cooldown": 0} for name in self.layers_managed}
+        self._restore()
+        self._active = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self._active:
+            return
+        monitor = self.monitor or self._own_monitor
+        report = monitor.report_for_epoch(epoch)
+        model = self.model  # Syncs the trainer's state into the layers.
+        layers = {site.name: site.layer for site in find_rectifier_sites(model)}
+        for name in self.layers_managed:
+            site = report.sites.get(name)
+            if site is not None:
+                self._consider(epoch, name, layers[name], site)
+            if logs is not None:
+                logs[f"alpha/{name}"] = float(np.mean(layers[name].alpha.numpy()))
+        self._save(epoch)
+
+    def on_train_end(self, logs=None):
+        path = self._state_path()
+        if self._active and path is not None and os.path.exists(path):
+            os.remove(path)
+
+    # Internals -----------------------------------------------------------
+
+    def _select(self, adjustable):
+        if self.layers is None:
+            return dict(adjustable)
+        by_layer_name = {site.layer.name: name for name, site in adjustable.items()}
+        managed = {}
+        for item in self.layers:
+            if isinstance(item, keras.layers.Layer):
+                names = [n for n, s in adjustable.items() if s.layer is item]
+                name = names[0] if names else None
+                label = f"layer object {item.name!r}"
+            else:
+                name = item if item in adjustable else by_layer_name.get(item)
+                label = repr(item)
+            if name is None:
+                raise ValueError(
+                    f"`{OWNER}` argument `layers` names {label}, which is not "
+                    "an adjustable layer of this model. Expected some of: "
+                    f"{sorted(adjustable)}. Received: layers={self.layers!r}"
+                )
+            managed[name] = adjustable[name]
+        return managed
+
+    def _consider(self, epoch, name, layer, site):
+        state = self._state[name]
+        if state["cooldown"] > 0:
+            state["cooldown"] -= 1
+            state["wait"] = 0
+            return
+        if site.dead_fraction <= self.threshold:
+            state["wait"] = 0
+            return
+        state["wait"] += 1
+        if state["wait"] < self.patience:
+            return
+        state["wait"] = 0
+        old = np.asarray(layer.alpha.numpy(), dtype="float64")
+        mask = _channel_mask(layer, old.shape, site.dead_mask)
+        new = np.where(mask, self._raised(old), old)
+        raised = int(np.count_nonzero(new != old))
+        if raised == 0:
+            return
+        layer.alpha.assign(new.astype(old.dtype))
+        state["cooldown"] = self.cooldown
+        change = {
+            "epoch": int(epoch),
+            "layer": name,
+            "old": float(old.mean()),
+            "new": float(new.mean()),
+            "dead_fraction": float(site.dead_fraction),
+            "raised_units": raised,
+        }
+        self.changes.append(change)
+        if self.verbose:
+            size = "" if old.ndim == 0 else f" ({raised} slopes, mean)"
+            print(
+                f"\nEpoch {epoch + 1}: {OWNER} raising alpha of {name} to "
+                f"{change['new']:.4g}{size}; "
+                f"{100 * site.dead_fraction:.1f}% of its units are dead."
+            )
+
+    def _raised(self, alpha):
+        grown = np.minimum(alpha * self.factor + self.step, self.max_alpha)
+        grown = np.where(alpha <= 0.0, self.start, grown)
+        return np.maximum(alpha, grown)
+
+    def _state_path(self):
+        if self.backup_dir is None:
+            return None
+        return os.path.join(self.backup_dir, STATE_FILE)
+
+    def _save(self, epoch):
+        path = self._state_path()
+        if path is None:
+            return
+        os.makedirs(self.backup_dir, exist_ok=True)
+        state = {"epoch": int(epoch), "state": self._state, "changes": self.changes}
+        partial = path + ".partial"
+        with open(partial, "w") as f:
+            json.dump(state, f)
+        os.replace(partial, path)
+
+    def _restore(self):
+        path = self._state_path()
+        if path is None or not os.path.exists(path):
+            return
+        with open(path) as f:
+            saved = json.load(f)
+        for name, state in saved.get("state", {}).items():
+            if name in self._state:
+                self._state[name] = {
+                    "wait": int(state["wait"]),
+                    "cooldown": int(state["cooldown"]),
+                }
+        self.changes = list(saved.get("changes", []))
+
+
+def _channel_mask(layer, shape, dead_mask):
+    """Which entries of `alpha` (of `shape`) belong to dead channels."""
+    dead_mask = np.asarray(dead_mask, dtype=bool)
+    if len(shape) == 0 or not isinstance(layer, PReLU):
+        return np.full(shape, dead_mask.any())
+    # PReLU slopes: (C,) per channel; input_shape[1:] (some axes 1) per
+    # element, with the channels on its last axis or, channels_first, its
+    # first.
+    if layer.mode == "channel":
+        return dead_mask.reshape(shape)
+    axis = 0 if layer.data_format == "channels_first" and len(shape) > 1 else -1
+    if shape[axis] != dead_mask.size:
+        # Slopes shared across channels: raise them when any channel died.
+        return np.full(shape, dead_mask.any())
+    broadcast = [1] * len(shape)
+    broadcast[axis] = dead_mask.size
+    return np.broadcast_to(dead_mask.reshape(broadcast), shape)
+
+
+def _check_count(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(
+            f"`{OWNER}` argument `{name}` must be an integer >= 0. "
+            f"Received: {name}={value!r}"
+        )
+    return value

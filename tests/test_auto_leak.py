@@ -1,0 +1,322 @@
+import keras
+import numpy as np
+import pytest
+
+from keras_relu_kit import layers, leakify
+from keras_relu_kit.callbacks import AutoLeak, DeadReLUMonitor
+
+X = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
+Y = np.zeros((16, 1), "float32")
+
+
+def _dense(units, biases, name):
+    """A Dense layer whose units are forced: bias > 0 alive, -10 dead."""
+    return keras.layers.Dense(
+        units,
+        kernel_initializer="zeros",
+        bias_initializer=keras.initializers.Constant(biases),
+        name=name,
+    )
+
+
+def _planted(activation=lambda name: layers.LeakyReLU(0.0, name=name)):
+    """Three layers with 3/4, 1/4 and 0/4 dead units, frozen by lr=0."""
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            _dense(4, [1.0, -10.0, -10.0, -10.0], "dense_a"),
+            activation("a"),
+            _dense(4, [1.0, 1.0, 1.0, -10.0], "dense_b"),
+            activation("b"),
+            _dense(4, [1.0, 1.0, 1.0, 1.0], "dense_c"),
+            activation("c"),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile(keras.optimizers.SGD(0.0), "mse")
+    return model
+
+
+def _fit(model, callbacks, epochs, **kwargs):
+    return model.fit(
+        X, Y, batch_size=8, epochs=epochs, verbose=0, callbacks=callbacks, **kwargs
+    )
+
+
+class TestAutoLeak:
+    @pytest.mark.parametrize(
+        "kwargs, epochs, expected",
+        [
+            # start at 0, then doubles, capped at max_alpha.
+            ({}, 5, [0.05, 0.1, 0.2, 0.3, 0.3]),
+            # patience=2: two epochs in a row above the threshold per raise.
+            ({"patience": 2}, 5, [0.0, 0.05, 0.05, 0.1, 0.1]),
+            # cooldown=2: two epochs left alone after each raise.
+            ({"cooldown": 2}, 6, [0.05, 0.05, 0.05, 0.1, 0.1, 0.1]),
+            # additive growth.
+            ({"factor": 1.0, "step": 0.04, "start": 0.02}, 3, [0.02, 0.06, 0.1]),
+            # max_alpha is never exceeded.
+            ({"factor": 10.0, "start": 0.2, "max_alpha": 0.25}, 3, [0.2, 0.25, 0.25]),
+        ],
+    )
+    def test_raises_layers_above_threshold_by_rule(self, kwargs, epochs, expected):
+        model = _planted()
+        auto = AutoLeak(threshold=0.5, **{"start": 0.05, **kwargs})
+        history = _fit(model, [auto], epochs)
+        np.testing.assert_allclose(history.history["alpha/a"], expected, rtol=1e-6)
+        np.testing.assert_allclose(history.history["alpha/b"], [0.0] * epochs)
+        np.testing.assert_allclose(history.history["alpha/c"], [0.0] * epochs)
+        assert float(model.get_layer("a").alpha.numpy()) == pytest.approx(expected[-1])
+        raised = [change["new"] for change in auto.changes]
+        assert raised == pytest.approx(sorted(set(expected) - {0.0}))
+        assert {change["layer"] for change in auto.changes} <= {"a"}
+        assert all(change["dead_fraction"] == 0.75 for change in auto.changes)
+
+    def test_threshold_is_strict(self):
+        model = _planted()
+        auto = AutoLeak(threshold=0.25, start=0.05)
+        history = _fit(model, [auto], 1)
+        assert history.history["alpha/a"] == pytest.approx([0.05])
+        # b sits exactly at the threshold: not above it.
+        assert history.history["alpha/b"] == [0.0]
+
+    def test_prelu_raises_only_dead_channels(self):
+        model = _planted(lambda name: layers.PReLU(alpha_initializer=0.0, name=name))
+        _fit(model, [AutoLeak(threshold=0.2, start=0.05)], 2)
+        np.testing.assert_allclose(
+            model.get_layer("a").alpha.numpy(), [0, 0.1, 0.1, 0.1]
+        )
+        np.testing.assert_allclose(model.get_layer("b").alpha.numpy(), [0, 0, 0, 0.1])
+        np.testing.assert_allclose(model.get_layer("c").alpha.numpy(), [0, 0, 0, 0])
+
+    def test_prelu_element_mode_raises_dead_channel_columns(self):
+        inputs = keras.Input((3, 4))
+        h = _dense(2, [1.0, -10.0], "forced")(inputs)
+        h = layers.PReLU(alpha_initializer=0.0, mode="element", name="p")(h)
+        model = keras.Model(inputs, keras.layers.Dense(1)(h))
+        model.compile(keras.optimizers.SGD(0.0), "mse")
+        x = np.random.default_rng(1).normal(size=(8, 3, 4)).astype("float32")
+        model.fit(
+            x,
+            np.zeros((8, 3, 1)),
+            epochs=1,
+            verbose=0,
+            callbacks=[AutoLeak(threshold=0.2, start=0.05)],
+        )
+        np.testing.assert_allclose(
+            model.get_layer("p").alpha.numpy(), [[0.0, 0.05]] * 3
+        )
+
+    def test_layers_argument(self):
+        model = _planted()
+        auto = AutoLeak(threshold=0.2, start=0.05, layers=["b"])
+        history = _fit(model, [auto], 1)
+        assert auto.layers_managed == ["b"]
+        assert history.history["alpha/b"] == pytest.approx([0.05])
+        assert "alpha/a" not in history.history
+        assert float(model.get_layer("a").alpha.numpy()) == 0.0
+
+    def test_beside_monitor_measures_once(self):
+        model = _planted()
+        monitor = DeadReLUMonitor(probe=X)
+        auto = AutoLeak(threshold=0.5, start=0.05, monitor=monitor)
+        history = _fit(model, [auto, monitor], 3)
+        # One measurement per epoch in all, shared by both callbacks.
+        assert len(monitor.history) == 3
+        assert auto._own_monitor is None
+        assert history.history["dead_fraction/a"] == [0.75] * 3
+        assert history.history["alpha/a"] == pytest.approx([0.05, 0.1, 0.2])
+
+    def test_monitor_must_be_in_the_same_fit(self):
+        model = _planted()
+        auto = AutoLeak(monitor=DeadReLUMonitor(probe=X))
+        with pytest.raises(ValueError, match="passed to the same `fit`"):
+            _fit(model, [auto], 1)
+
+    def test_no_retrace_when_alpha_changes_under_xla(self):
+        class CountingLeakyReLU(layers.LeakyReLU):
+            traces = 0
+
+            def call(self, inputs):
+                CountingLeakyReLU.traces += 1
+                return super().call(inputs)
+
+        counts = []
+        for threshold in (0.5, 1.0):  # raises every epoch / never
+            CountingLeakyReLU.traces = 0
+            model = _planted(lambda name: CountingLeakyReLU(0.0, name=name))
+            model.compile(keras.optimizers.SGD(0.0), "mse", jit_compile=True)
+            auto = AutoLeak(threshold=threshold, start=0.05)
+            history = _fit(model, [auto], 4)
+            counts.append(CountingLeakyReLU.traces)
+            raised = history.history["alpha/a"]
+            assert raised == pytest.approx(
+                [0.05, 0.1, 0.2, 0.3] if threshold == 0.5 else [0.0] * 4
+            )
+        assert counts[0] == counts[1]
+
+    def test_mirrored_strategy_updates_every_replica(self, mirrored_strategy):
+        with mirrored_strategy.scope():
+            model = _planted()
+        history = _fit(model, [AutoLeak(threshold=0.5, start=0.05)], 2)
+        assert history.history["alpha/a"] == pytest.approx([0.05, 0.1])
+        variable = model.get_layer("a").alpha.value
+        replicas = [v.numpy() for v in variable.values]
+        assert len(replicas) == 2
+        assert replicas == pytest.approx([0.1, 0.1])
+        # The replicated forward pass uses the raised slope.
+        out = model.get_layer("a")(np.array([[-10.0]], "float32"))
+        assert float(np.asarray(out).ravel()[0]) == pytest.approx(-1.0)
+
+    def test_backup_and_restore_resumes_alpha_and_counters(self, tmp_path):
+        class Interrupt(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                if epoch == 2:
+                    raise RuntimeError("interrupted")
+
+        def run(callbacks, epochs=6):
+            keras.utils.set_random_seed(0)
+            model = _planted()
+            auto = AutoLeak(
+                threshold=0.5, start=0.05, cooldown=2, backup_dir=tmp_path / "b"
+            )
+            backup = keras.callbacks.BackupAndRestore(tmp_path / "b")
+            _fit(model, [auto, backup, *callbacks], epochs)
+            return model, auto
+
+        with pytest.raises(RuntimeError, match="interrupted"):
+            run([Interrupt()])
+        # Saved after epoch 1: alpha raised once, one cooldown epoch left.
+        assert (tmp_path / "b" / "auto_leak.json").exists()
+        resumed, auto = run([])
+        _, reference = run([])
+        # Without the restored cooldown, the resumed run would raise again at
+        # epoch 2; with it, both runs raise at epochs 0 and 3 only.
+        assert [c["epoch"] for c in reference.changes] == [0, 3]
+        assert auto.changes == reference.changes
+        assert float(resumed.get_layer("a").alpha.numpy()) == pytest.approx(0.1)
+        # A run that ends normally removes its state file.
+        assert not (tmp_path / "b" / "auto_leak.json").exists()
+
+    def test_warns_about_sites_it_cannot_adjust(self):
+        model = keras.Sequential(
+            [
+                keras.Input((4,)),
+                _dense(4, [1.0, -10.0, -10.0, -10.0], "fixed"),
+                keras.layers.ReLU(name="relu"),
+                _dense(4, [1.0, -10.0, 1.0, 1.0], "dense"),
+                layers.LeakyReLU(0.0, name="leaky"),
+            ]
+        )
+        model.layers[0].activation = keras.activations.relu
+        model.compile(keras.optimizers.SGD(0.0), "mse")
+        with pytest.warns(UserWarning, match=r"cannot adjust.*fixed, relu.*leakify"):
+            history = model.fit(
+                X,
+                np.zeros((16, 4)),
+                epochs=1,
+                verbose=0,
+                callbacks=[AutoLeak(threshold=0.2, start=0.05)],
+            )
+        assert history.history["alpha/leaky"] == pytest.approx([0.05])
+
+    def test_no_adjustable_layer_warns_and_training_continues(self):
+        model = keras.Sequential(
+            [keras.Input((4,)), keras.layers.Dense(2, activation="relu")]
+        )
+        model.compile("sgd", "mse")
+        with pytest.warns(UserWarning, match="no adjustable layer.*sites: dense"):
+            history = model.fit(
+                X, np.zeros((16, 2)), epochs=2, verbose=0, callbacks=[AutoLeak()]
+            )
+        assert len(history.history["loss"]) == 2
+        assert not any(key.startswith("alpha/") for key in history.history)
+
+    def test_unknown_layer_fails_before_training(self):
+        model = _planted()
+        before = [w.numpy().copy() for w in model.weights]
+        with pytest.raises(ValueError, match=r"names 'nope'.*Expected some of"):
+            _fit(model, [AutoLeak(layers=["nope"])], 1)
+        for a, b in zip(before, model.weights, strict=True):
+            np.testing.assert_array_equal(a, b.numpy())
+
+    @pytest.mark.parametrize(
+        "kwargs, message",
+        [
+            ({"threshold": 1.5}, "Received: threshold=1.5"),
+            ({"threshold": -0.1}, "Received: threshold=-0.1"),
+            ({"factor": 0.5}, "Received: factor=0.5"),
+            ({"factor": 1.0}, "Received: factor=1.0, step=0.0"),
+            ({"max_alpha": 0.0}, "Received: max_alpha=0.0"),
+            ({"max_alpha": 1.5}, "Received: max_alpha=1.5"),
+            ({"start": 0.5}, "Received: start=0.5"),
+            ({"patience": -1}, "Received: patience=-1"),
+            ({"cooldown": -2}, "Received: cooldown=-2"),
+            ({"cooldown": 1.5}, "Received: cooldown=1.5"),
+            ({"layers": []}, "Received: layers=[]"),
+            ({"monitor": "monitor"}, "Received: monitor of type str"),
+        ],
+    )
+    def test_invalid_args(self, kwargs, message):
+        with pytest.raises(ValueError) as info:
+            AutoLeak(**kwargs)
+        assert message in str(info.value)
+        name = next(iter(kwargs))
+        assert f"`{name}`" in str(info.value)
+
+
+def test_digits_dying_relu_is_rescued_by_leakify_and_autoleak():
+    """A dying-prone MLP: hidden biases at -0.5, SGD with momentum 0.9.
+
+    Plain ReLU ends with the deeper layers dead and chance accuracy; the same
+    model leakified and trained with AutoLeak revives them.
+    """
+    from keras_relu_kit.datasets import load_digits
+    from keras_relu_kit.diagnostics import measure
+
+    (x, y), (x_val, y_val) = load_digits()
+
+    def build():
+        keras.utils.set_random_seed(0)
+        stack = [keras.Input((64,))]
+        for _ in range(4):
+            stack.append(
+                keras.layers.Dense(
+                    64,
+                    activation="relu",
+                    kernel_initializer="he_normal",
+                    bias_initializer=keras.initializers.Constant(-0.5),
+                )
+            )
+        stack.append(keras.layers.Dense(10, activation="softmax"))
+        return keras.Sequential(stack)
+
+    def train(model, callbacks):
+        model.compile(
+            keras.optimizers.SGD(0.1, momentum=0.9),
+            "sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        history = model.fit(
+            x,
+            y,
+            epochs=8,
+            batch_size=32,
+            verbose=0,
+            validation_data=(x_val, y_val),
+            callbacks=callbacks,
+        )
+        report = measure(model, x_val)
+        return report, history.history["val_accuracy"][-1]
+
+    plain, plain_accuracy = train(build(), [])
+    deep = [site.dead_fraction for site in plain.sites.values()][2:]
+    assert min(deep) > 0.9
+    assert plain_accuracy < 0.2
+
+    auto = AutoLeak(threshold=0.1, start=0.1, factor=2.0)
+    leaky, leaky_accuracy = train(leakify(build()), [auto])
+    assert leaky.dead_fraction < 0.1
+    assert leaky_accuracy > 0.75
+    assert leaky_accuracy > plain_accuracy + 0.5
+    assert auto.changes
