@@ -149,20 +149,11 @@ def plot_dead_heatmap(history, path=None, *, title=None, cmap="viridis"):
     >>> os.path.getsize(path) > 0
     True
     """
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as error:  # pragma: no cover - depends on extras
-        raise ImportError(
-            "keras_relu_kit.plotting needs matplotlib: "
-            "pip install 'keras_relu_kit[demo]'"
-        ) from error
     sites, labels, matrix = dead_fraction_matrix(history)
     rows, cols = matrix.shape
     width = min(16.0, 2.5 + 0.45 * cols + 0.06 * max(map(len, sites)))
     height = min(12.0, 1.6 + 0.38 * rows)
-    figure = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = _figure(width, height)
     ax = figure.add_subplot()
     image = ax.imshow(
         matrix,
@@ -192,8 +183,152 @@ def plot_dead_heatmap(history, path=None, *, title=None, cmap="viridis"):
                         color="white" if value < 0.5 else "black",
                     )
     figure.colorbar(image, ax=ax, label="dead fraction")
+    _save(figure, path)
+    return figure
+
+
+MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">")
+
+
+def _figure(width, height):
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as error:  # pragma: no cover - depends on extras
+        raise ImportError(
+            "keras_relu_kit.plotting needs matplotlib: "
+            "pip install 'keras_relu_kit[demo]'"
+        ) from error
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save(figure, path):
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, format="png", dpi=100)
+
+
+def plot_dead_fraction_curves(panels, path=None, *, title=None, marks=None):
+    """Draw the dead fraction per epoch of several runs, one line each.
+
+    Args:
+        panels: dict from panel title to a dict from run label to a list of
+            dead fractions: the first measured before training (epoch 0),
+            then one per epoch. One panel per entry, side by side.
+        path: str, path or `None`. Where to save the PNG. Defaults to
+            `None` (not saved).
+        title: str or `None`. Figure title. Defaults to
+            `"Dead units per epoch"`.
+        marks: dict from `(panel title, run label)` to the first epoch (in
+            the curve's indexing) at which that run produced NaN/inf
+            values, marked with a cross. Defaults to `None`.
+
+    Returns:
+        The `matplotlib.figure.Figure`.
+
+    Example:
+
+    >>> from keras_relu_kit.plotting import plot_dead_fraction_curves
+    >>> figure = plot_dead_fraction_curves(
+    ...     {"set-up": {"a": [0.5, 0.2], "b": [0.5, 0.6]}}
+    ... )
+    >>> [line.get_label() for line in figure.axes[0].get_lines()]
+    ['a', 'b']
+    """
+    from matplotlib.lines import Line2D
+
+    marks = marks or {}
+    # One colour and marker per label, the same in every panel.
+    labels = []
+    for curves in panels.values():
+        labels.extend(label for label in curves if label not in labels)
+    style = {
+        label: {"color": f"C{i % 10}", "marker": MARKERS[i % len(MARKERS)]}
+        for i, label in enumerate(labels)
+    }
+    rows = max(len(curves) for curves in panels.values())
+    figure = _figure(5.0 * len(panels) + 1.0, 4.2 + 0.2 * rows)
+    axes = figure.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    for ax, (panel, curves) in zip(axes, panels.items(), strict=True):
+        crosses = False
+        for label, values in curves.items():
+            epochs = list(range(len(values)))
+            ax.plot(
+                epochs,
+                values,
+                markersize=4,
+                fillstyle="none",
+                label=label,
+                **style[label],
+            )
+            epoch = marks.get((panel, label))
+            if epoch is not None:
+                crosses = True
+                ax.plot(
+                    [epoch],
+                    [values[epoch]],
+                    marker="x",
+                    markersize=11,
+                    markeredgewidth=2,
+                    color=style[label]["color"],
+                    linestyle="none",
+                )
+        handles, names = ax.get_legend_handles_labels()
+        if crosses:
+            handles.append(Line2D([], [], marker="x", color="black", linestyle="none"))
+            names.append("first epoch with NaN/inf (diverged)")
+        ax.set_title(panel, fontsize=10)
+        ax.set_xlabel("epoch (0: before training)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(
+            handles,
+            names,
+            fontsize=7,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.16),
+            ncol=2,
+        )
+    axes[0].set_ylabel("dead fraction of hidden units")
+    figure.suptitle(title or "Dead units per epoch")
+    _save(figure, path)
+    return figure
+
+
+def plot_gradient_norms(norms, path=None, *, title=None):
+    """Draw per-layer gradient norms of several models, log scale.
+
+    Args:
+        norms: dict from model label to a list of gradient norms, first
+            hidden layer first.
+        path: str, path or `None`. Where to save the PNG. Defaults to
+            `None` (not saved).
+        title: str or `None`. Figure title. Defaults to
+            `"Gradient norm per layer at initialisation"`.
+
+    Returns:
+        The `matplotlib.figure.Figure`.
+
+    Example:
+
+    >>> from keras_relu_kit.plotting import plot_gradient_norms
+    >>> figure = plot_gradient_norms({"relu": [1.0, 1.0], "sigmoid": [1e-6, 1.0]})
+    >>> figure.axes[0].get_yscale()
+    'log'
+    """
+    figure = _figure(7.0, 4.2)
+    ax = figure.add_subplot()
+    for label, values in norms.items():
+        layers = list(range(1, len(values) + 1))
+        ax.plot(layers, values, marker="o", markersize=3, label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("hidden layer (1: nearest the input)")
+    ax.set_ylabel("|| d loss / d kernel ||")
+    ax.grid(alpha=0.3, which="both")
+    ax.set_title(title or "Gradient norm per layer at initialisation")
+    ax.legend(fontsize=8)
+    _save(figure, path)
     return figure

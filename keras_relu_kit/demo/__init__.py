@@ -1,0 +1,328 @@
+"""`relu-kit demo`: the seed text's claims about ReLU, measured on digits.
+
+The study trains small MLPs on scikit-learn's bundled digits (no
+download) and turns what it measures into one row per claim:
+
+1. gradient norms of the first and last hidden layers at initialisation
+   in a deep MLP with sigmoid, tanh and ReLU (vanishing gradients);
+2. the fraction of exactly-zero hidden activations after training, ReLU
+   against tanh (sparsity);
+3. dead units and validation accuracy in two dying-prone set-ups (a poor
+   bias initialisation; a high learning rate) for ReLU and for every
+   remedy the text names: He initialisation, a lower learning rate,
+   batch normalisation, LeakyReLU, PReLU, ELU, and the kit's own
+   `leakify` + `AutoLeak`.
+
+Verdicts follow from fixed rules (see `keras_relu_kit.demo._claims`).
+Every file is written to a hidden staging folder inside `out` and moved
+into place only when the whole study has succeeded.
+"""
+
+import dataclasses
+import json
+import math
+import sys
+import time
+
+from keras_relu_kit.cli import CommandError
+from keras_relu_kit.demo._files import Staging
+
+DEFAULT_OUT = "demo_out"
+DEFAULT_EPOCHS = 10
+DEFAULT_REPEATS = 3
+
+MODEL_FILE = "autoleak_model.keras"
+FILES = (
+    "dead_fraction.png",
+    "autoleak_heatmap.png",
+    "gradients.png",
+    MODEL_FILE,
+    "results.json",
+    "results.md",
+)
+
+
+def _require_extras():
+    missing = []
+    for module, package in (("sklearn", "scikit-learn"), ("matplotlib", "matplotlib")):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(package)
+    if missing:
+        raise CommandError(
+            f"relu-kit demo needs {' and '.join(missing)}: "
+            "pip install 'keras_relu_kit[demo]'"
+        )
+
+
+def _check_count(name, value):
+    if value is not None and (isinstance(value, bool) or value < 1):
+        raise CommandError(f"{name} must be a positive integer, got {value}")
+
+
+def _clean(value):
+    """`value` with NaN/inf floats replaced by None, for strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def run_demo(
+    out=DEFAULT_OUT,
+    *,
+    epochs: int | None = None,
+    quick: bool = False,
+    seed: int = 0,
+    repeats: int | None = None,
+    log=None,
+) -> dict:
+    """Run the study and write its table, plots and model into `out`.
+
+    Args:
+        out: str or path. Folder for `results.md`, `results.json`,
+            `dead_fraction.png`, `autoleak_heatmap.png`, `gradients.png`
+            and `autoleak_model.keras`. Created if needed; checked to be
+            writable before any training. Defaults to `"demo_out"`.
+        epochs: int or `None`. Epochs per run. Defaults to `10`.
+        quick: bool. One seed, and only the ReLU baseline in the high
+            learning-rate set-up (about a minute on 2 CPU cores). Defaults
+            to `False` (three seeds, every remedy in both set-ups).
+        seed: int. First seed; repeats use `seed + 1`, `seed + 2`, ...
+            Defaults to `0`.
+        repeats: int or `None`. Seeds per run. Defaults to `1` with
+            `quick`, else `3`.
+        log: a text stream for progress lines, or `None` for
+            `sys.stderr`.
+
+    Returns:
+        The dict written to `results.json`, with `"files"` added (the
+        paths written).
+
+    Raises:
+        CommandError: for unusable arguments or an unwritable `out`,
+            before any training.
+    """
+    log = sys.stderr if log is None else log
+    _check_count("--epochs", epochs)
+    _check_count("--repeats", repeats)
+    _require_extras()
+    with Staging(out) as staging:
+        results = _run_study(staging, epochs, quick, seed, repeats, log)
+        files = staging.commit(FILES)
+    results["files"] = [str(path) for path in files]
+    return results
+
+
+def _progress(log, text):
+    print(text, file=log, flush=True)
+
+
+def _dead_fraction_panels(summaries, settings):
+    """The dead-fraction curves per set-up panel, and where runs diverged.
+
+    The poor-init panel holds every poor-init run; the high-LR panel holds
+    the high-LR runs and the same ReLU at the lower learning rate.
+    """
+    curves = {}
+    marks = {}
+    for setup_key, title in (
+        ("poor_init", "Poor initialisation"),
+        ("high_lr", "High learning rate"),
+    ):
+        panel = {}
+        for key, summary in summaries.items():
+            in_panel = summary["setup"] == setup_key or (
+                setup_key == "high_lr" and key == "sound/relu_he"
+            )
+            if not in_panel or "dead_fraction_per_epoch" not in summary:
+                continue
+            label = summary["label"]
+            if key == "sound/relu_he":
+                label = f"ReLU, He, LR {settings.learning_rate:g} (lower LR)"
+            panel[label] = summary["dead_fraction_per_epoch"]
+            first = [
+                r["first_nonfinite_epoch"]
+                for r in summary["per_seed"]
+                if r.get("first_nonfinite_epoch")
+            ]
+            if first:
+                marks[(title, label)] = min(first)
+        curves[title] = panel
+    return curves, marks
+
+
+def _run_study(staging, epochs, quick, seed, repeats, log):
+    import keras
+    import numpy as np
+
+    from keras_relu_kit import plotting
+    from keras_relu_kit.datasets import load_digits
+    from keras_relu_kit.demo import _claims, _study
+    from keras_relu_kit.plotting import plot_dead_heatmap
+
+    if keras.backend.backend() != "tensorflow":
+        raise CommandError(
+            "relu-kit demo computes gradients with TensorFlow; "
+            f"KERAS_BACKEND is '{keras.backend.backend()}'"
+        )
+    started = time.perf_counter()
+    settings = _study.Settings(
+        epochs=epochs or DEFAULT_EPOCHS,
+        repeats=repeats or (1 if quick else DEFAULT_REPEATS),
+        seed=seed,
+        quick=quick,
+    )
+    data = load_digits()
+    (x_train, _), (x_val, y_val) = data
+    runs = _study.plan(settings)
+    total = len(runs) * settings.repeats
+    _progress(
+        log,
+        f"relu-kit demo: {len(runs)} models x {settings.repeats} seed(s), "
+        f"{settings.epochs} epochs each, on digits ({len(x_train)} train / "
+        f"{len(x_val)} validation)",
+    )
+
+    tick = time.perf_counter()
+    norms = {key: [] for key, _, _ in _study.GRADIENT_MODELS}
+    for key, activation, initializer in _study.GRADIENT_MODELS:
+        for s in settings.seeds:
+            norms[key].append(
+                _study.gradient_norms(activation, initializer, settings, data, s)
+            )
+    gradients = _claims.summarize_gradients(norms)
+    _progress(
+        log,
+        f"[gradients] first / last hidden layer at init, "
+        f"{settings.gradient_depth} layers: "
+        + ", ".join(
+            f"{_study.GRADIENT_LABELS[k]} {v['first_over_last']:.2g}"
+            for k, v in gradients.items()
+        )
+        + f"  ({time.perf_counter() - tick:.1f} s)",
+    )
+
+    records = {run.key: [] for run in runs}
+    kept_model = kept_monitor = None
+    step = 0
+    for s in settings.seeds:
+        for run in runs:
+            step += 1
+            record, model, monitor = _study.train(run, settings, data, s)
+            records[run.key].append(record)
+            if run.key == "poor_init/autoleak" and kept_model is None:
+                kept_model, kept_monitor = model, monitor
+            dead = (
+                f"dead {record['dead_fraction_at_init']:.2f} → "
+                f"{record['dead_fraction']:.2f}"
+                if "dead_fraction" in record
+                else f"zeros {record['zero_fraction']:.2f}"
+            )
+            diverged = "  DIVERGED" if record["diverged"] else ""
+            _progress(
+                log,
+                f"[{step:>{len(str(total))}}/{total}] "
+                f"{_claims._setup_name(run.setup.key):<9} "
+                f"{run.variant.label:<30} seed {s}  {dead}  val acc "
+                f"{record['val_accuracy']:.2f}  ({record['seconds']:.1f} s)"
+                f"{diverged}",
+            )
+
+    summaries = {
+        run.key: _claims.summarize_run(run, _study.describe(run), records[run.key])
+        for run in runs
+    }
+    claims = _claims.judge(gradients, summaries, settings)
+
+    # The AutoLeak model: saved, reloaded, and compared on the validation set.
+    model_path = staging.file(MODEL_FILE)
+    kept_model.save(model_path)
+    reloaded = keras.saving.load_model(model_path, compile=False)
+    expected = kept_model.predict(x_val, verbose=0)
+    got = reloaded.predict(x_val, verbose=0)
+    max_diff = float(np.max(np.abs(expected - got)))
+    reload_check = {
+        "path": MODEL_FILE,
+        "run": "poor_init/autoleak",
+        "seed": settings.seeds[0],
+        "max_abs_prediction_difference": max_diff,
+        "predictions_match": bool(max_diff <= 1e-6),
+        "same_predicted_classes": bool(
+            np.array_equal(expected.argmax(-1), got.argmax(-1))
+        ),
+        "val_accuracy": float(np.mean(got.argmax(-1) == y_val)),
+    }
+    _progress(
+        log,
+        f"[model] saved {MODEL_FILE}, reloaded: predictions "
+        f"{'match' if reload_check['predictions_match'] else 'DIFFER'} "
+        f"(max |difference| {max_diff:.2g})",
+    )
+
+    curves, marks = _dead_fraction_panels(summaries, settings)
+    plotting.plot_dead_fraction_curves(
+        curves,
+        staging.file("dead_fraction.png"),
+        title=f"Dead hidden units per epoch ({settings.repeats} seed mean)"
+        if settings.repeats > 1
+        else "Dead hidden units per epoch",
+        marks=marks,
+    )
+    heatmap = plot_dead_heatmap(
+        kept_monitor,
+        title="leakify + AutoLeak, poor initialisation: dead fraction per layer",
+    )
+    heatmap.savefig(staging.file("autoleak_heatmap.png"), format="png", dpi=100)
+    plotting.plot_gradient_norms(
+        {_study.GRADIENT_LABELS[k]: v["norm_per_layer"] for k, v in gradients.items()},
+        staging.file("gradients.png"),
+        title=f"Gradient norm per layer at initialisation "
+        f"({settings.gradient_depth}-layer MLP)",
+    )
+
+    seconds = time.perf_counter() - started
+    results = {
+        "title": "What the numbers say about ReLU",
+        "settings": dataclasses.asdict(settings),
+        "data": {
+            "name": "scikit-learn digits",
+            "train": int(len(x_train)),
+            "validation": int(len(x_val)),
+            "features": int(x_train.shape[1]),
+        },
+        "rules": list(_claims.RULES),
+        "claims": claims,
+        "gradients": gradients,
+        "runs": summaries,
+        "model": reload_check,
+        "seconds": round(seconds, 1),
+    }
+    results = _clean(results)
+    extra = [
+        "## Files",
+        "",
+        "- `dead_fraction.png`: dead fraction per epoch, one line per model.",
+        "- `autoleak_heatmap.png`: the AutoLeak run's monitor, per layer.",
+        "- `gradients.png`: gradient norm per layer at initialisation.",
+        f"- `{MODEL_FILE}`: the AutoLeak model (seed {settings.seeds[0]}); "
+        f"reloaded, its predictions differ by at most {max_diff:.2g}.",
+        "- `results.json`: every number above, per seed.",
+        "",
+        f"Regenerate with `relu-kit demo{' --quick' if quick else ''}` "
+        f"({seconds:.0f} s for this run).",
+    ]
+    text = _claims.markdown(
+        claims, summaries, settings, len(x_train), len(x_val), extra=extra
+    )
+    with open(staging.file("results.json"), "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=1, allow_nan=False, ensure_ascii=False)
+        f.write("\n")
+    with open(staging.file("results.md"), "w", encoding="utf-8") as f:
+        f.write(text)
+    results["markdown"] = text
+    return results

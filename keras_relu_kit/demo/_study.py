@@ -1,0 +1,414 @@
+"""The runs of the study: set-ups, models, training and measurements."""
+
+import dataclasses
+import math
+import time
+import warnings
+
+import keras
+import numpy as np
+
+from keras_relu_kit.callbacks import DeadReLUMonitor
+from keras_relu_kit.callbacks.auto_leak import AutoLeak
+from keras_relu_kit.diagnostics import measure
+from keras_relu_kit.initializers import initializer_for
+from keras_relu_kit.layers import ELU, LeakyReLU, PReLU
+from keras_relu_kit.surgery import leakify
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything that fixes the study; written into `results.json`.
+
+    Every MLP is `hidden_layers` x `Dense(width)` and a softmax, trained
+    with SGD (momentum `momentum`, Keras' default learning rate
+    `learning_rate`) in batches of `batch_size`. The two dying-prone
+    set-ups change one thing each: `poor_bias` on every hidden unit at the
+    start, or a learning rate of `high_learning_rate`.
+    """
+
+    epochs: int = 10
+    repeats: int = 3
+    seed: int = 0
+    quick: bool = False
+    hidden_layers: int = 4
+    width: int = 64
+    batch_size: int = 32
+    learning_rate: float = 0.01
+    high_learning_rate: float = 0.1
+    momentum: float = 0.9
+    poor_bias: float = -0.5
+    leaky_alphas: tuple = (0.01, 0.3)
+    gradient_depth: int = 15
+    gradient_batch: int = 256
+
+    @property
+    def seeds(self):
+        return [self.seed + i for i in range(self.repeats)]
+
+
+@dataclasses.dataclass(frozen=True)
+class SetUp:
+    """A training set-up: the start bias and the learning rate."""
+
+    key: str
+    label: str
+    bias: float
+    learning_rate: float
+
+
+def setups(settings):
+    """The three set-ups: poor initialisation, high LR, and neither."""
+    return {
+        "poor_init": SetUp(
+            "poor_init",
+            f"poor init (bias {settings.poor_bias:g}, LR {settings.learning_rate:g})",
+            settings.poor_bias,
+            settings.learning_rate,
+        ),
+        "high_lr": SetUp(
+            "high_lr",
+            f"high LR (bias 0, LR {settings.high_learning_rate:g})",
+            0.0,
+            settings.high_learning_rate,
+        ),
+        "sound": SetUp(
+            "sound",
+            f"sound (bias 0, LR {settings.learning_rate:g})",
+            0.0,
+            settings.learning_rate,
+        ),
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One model of the study.
+
+    Attributes:
+        key: str. Name of the variant in `results.json`.
+        label: str. Name of the variant in the tables and plots.
+        activation: str. `"relu"` (Keras' fused `activation="relu"`),
+            `"relu_bn"` (`Dense`, `BatchNormalization`, `ReLU`),
+            `"leaky_relu"`, `"prelu"`, `"elu"` (kit layers), `"autoleak"`
+            (the ReLU model through `leakify`, trained with `AutoLeak`) or
+            `"tanh"`.
+        initializer: str. `"he"` (`initializer_for` the activation) or
+            `"glorot"` (Keras' default, `GlorotUniform`).
+        alpha: float or `None`. The `LeakyReLU` slope.
+    """
+
+    key: str
+    label: str
+    activation: str
+    initializer: str = "he"
+    alpha: float | None = None
+
+
+def remedies(settings):
+    """The ReLU baseline and every remedy the seed text names, in order."""
+    leaky = [
+        Variant(f"leaky_relu_{a:g}", f"LeakyReLU({a:g}), He", "leaky_relu", alpha=a)
+        for a in settings.leaky_alphas
+    ]
+    return [
+        Variant("relu_he", "ReLU, He", "relu"),
+        Variant("relu_glorot", "ReLU, Glorot", "relu", initializer="glorot"),
+        Variant("relu_batch_norm", "ReLU, He, batch norm", "relu_bn"),
+        *leaky,
+        Variant("prelu", "PReLU, He", "prelu"),
+        Variant("elu", "ELU, He", "elu"),
+        Variant("autoleak", "ReLU, He, leakify + AutoLeak", "autoleak"),
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """A variant trained in a set-up."""
+
+    setup: SetUp
+    variant: Variant
+
+    @property
+    def key(self):
+        return f"{self.setup.key}/{self.variant.key}"
+
+
+def plan(settings):
+    """Every run of the study, in order.
+
+    The poor-init set-up gets every variant; the high-LR set-up gets the
+    ReLU baseline (and every remedy except Glorot, unless `quick`); the
+    sound set-up gets ReLU and tanh, for sparsity and as the reference.
+    """
+    by_key = setups(settings)
+    runs = [Run(by_key["poor_init"], v) for v in remedies(settings)]
+    for variant in remedies(settings):
+        if variant.key == "relu_he" or not (
+            settings.quick or variant.key == "relu_glorot"
+        ):
+            runs.append(Run(by_key["high_lr"], variant))
+    runs.append(Run(by_key["sound"], Variant("relu_he", "ReLU, He", "relu")))
+    runs.append(
+        Run(
+            by_key["sound"],
+            Variant("tanh", "tanh, Glorot", "tanh", initializer="glorot"),
+        )
+    )
+    return runs
+
+
+def describe(run):
+    """A run's model and set-up in words, for the runs table."""
+    variant = run.variant
+    activation = {
+        "relu": "ReLU",
+        "relu_bn": "Dense, BatchNormalization, ReLU",
+        "leaky_relu": f"kit LeakyReLU(alpha={variant.alpha})",
+        "prelu": "kit PReLU (per channel, alpha 0.25 at start)",
+        "elu": "kit ELU(alpha=1.0)",
+        "autoleak": "ReLU, leakify, AutoLeak()",
+        "tanh": "tanh",
+    }[variant.activation]
+    init = "He" if variant.initializer == "he" else "Glorot"
+    return f"{activation}; {init}; {run.setup.label}"
+
+
+# Models ------------------------------------------------------------------
+
+
+def _kernel_initializer(name, activation):
+    if name == "glorot":
+        return keras.initializers.GlorotUniform()
+    return initializer_for(activation)
+
+
+def _activation_layer(variant, name):
+    if variant.activation == "relu_bn":
+        return keras.layers.ReLU(name=name)
+    if variant.activation == "leaky_relu":
+        return LeakyReLU(alpha=variant.alpha, name=name)
+    if variant.activation == "prelu":
+        return PReLU(name=name)
+    if variant.activation == "elu":
+        return ELU(name=name)
+    raise ValueError(f"Unknown activation: {variant.activation!r}")
+
+
+def build_mlp(run, settings, input_dim, num_classes):
+    """The MLP of one run.
+
+    ReLU and tanh are Keras' fused `activation=` on `Dense` layers named
+    `hidden_<i>`; the other activations are layers named `act_<i>` after
+    linear `Dense` layers `hidden_<i>`.
+    """
+    variant = run.variant
+    bias = keras.initializers.Constant(run.setup.bias)
+    fused = variant.activation in ("relu", "autoleak", "tanh")
+    layers = [keras.Input((input_dim,))]
+    for i in range(1, settings.hidden_layers + 1):
+        if fused:
+            layers.append(
+                keras.layers.Dense(
+                    settings.width,
+                    activation="tanh" if variant.activation == "tanh" else "relu",
+                    kernel_initializer=_kernel_initializer(variant.initializer, "relu"),
+                    bias_initializer=bias,
+                    name=f"hidden_{i}",
+                )
+            )
+            continue
+        activation = _activation_layer(variant, f"act_{i}")
+        matched = "relu" if variant.activation == "relu_bn" else activation
+        layers.append(
+            keras.layers.Dense(
+                settings.width,
+                kernel_initializer=_kernel_initializer(variant.initializer, matched),
+                bias_initializer=bias,
+                name=f"hidden_{i}",
+            )
+        )
+        if variant.activation == "relu_bn":
+            layers.append(keras.layers.BatchNormalization(name=f"batch_norm_{i}"))
+        layers.append(activation)
+    layers.append(
+        keras.layers.Dense(num_classes, activation="softmax", name="classifier")
+    )
+    model = keras.Sequential(layers, name=variant.key)
+    if variant.activation == "autoleak":
+        model = leakify(model)
+    return model
+
+
+# Training ----------------------------------------------------------------
+
+
+def train(run, settings, data, seed):
+    """Train one run with one seed and measure it.
+
+    A `DeadReLUMonitor` probes the validation inputs at the end of every
+    epoch, and `measure` once before training (epoch 0). The `"autoleak"`
+    variant also runs `AutoLeak()` with its defaults, reusing the
+    monitor's measurement. The tanh model has no rectifier unit to
+    monitor. Validation accuracy is measured once, after training.
+
+    Returns:
+        `(record, model, monitor)`: a JSON-ready dict of what was measured,
+        the trained model, and its monitor (`None` for tanh).
+    """
+    (x_train, y_train), (x_val, y_val) = data
+    keras.utils.set_random_seed(seed)
+    model = build_mlp(run, settings, x_train.shape[1], int(y_train.max()) + 1)
+    model.compile(
+        optimizer=keras.optimizers.SGD(
+            run.setup.learning_rate, momentum=settings.momentum
+        ),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    rectified = run.variant.activation != "tanh"
+    callbacks, monitor, auto, initial = [], None, None, None
+    if rectified:
+        initial = measure(model, x_val)
+        monitor = DeadReLUMonitor(probe=x_val)
+        callbacks.append(monitor)
+        if run.variant.activation == "autoleak":
+            auto = AutoLeak(monitor=monitor)
+            callbacks.append(auto)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        # A diverged run is reported in its progress line and its record.
+        warnings.filterwarnings(
+            "ignore", message="DeadReLUMonitor: .* NaN/inf", category=UserWarning
+        )
+        history = model.fit(
+            x_train,
+            y_train,
+            batch_size=settings.batch_size,
+            epochs=settings.epochs,
+            callbacks=callbacks,
+            verbose=0,
+        )
+    seconds = time.perf_counter() - start
+    final_loss = float(history.history["loss"][-1])
+    _, val_accuracy = model.evaluate(x_val, y_val, batch_size=256, verbose=0)
+    record = {
+        "seed": seed,
+        "val_accuracy": float(val_accuracy),
+        "final_loss": final_loss if math.isfinite(final_loss) else None,
+        "diverged": not math.isfinite(final_loss),
+        "zero_fraction": zero_fraction(model, x_val),
+        "seconds": round(seconds, 2),
+    }
+    if rectified:
+        last = monitor.history[-1]
+        sites = list(monitor.last_report.sites)
+        nonfinite = [int(r["nonfinite"]) for r in monitor.history]
+        record.update(
+            {
+                "dead_fraction": float(last["dead_fraction"]),
+                "dead_fraction_at_init": float(initial.dead_fraction),
+                "dead_fraction_per_layer": [
+                    float(last[f"dead_fraction/{site}"]) for site in sites
+                ],
+                "dead_fraction_per_epoch": [float(initial.dead_fraction)]
+                + [float(r["dead_fraction"]) for r in monitor.history],
+                "sites": sites,
+                "nonfinite": nonfinite[-1],
+                "first_nonfinite_epoch": next(
+                    (i + 1 for i, n in enumerate(nonfinite) if n), None
+                ),
+            }
+        )
+        record["diverged"] = record["diverged"] or nonfinite[-1] > 0
+    if auto is not None:
+        record["alpha_per_layer"] = [
+            float(np.mean(layer.alpha.numpy()))
+            for layer in model.layers
+            if isinstance(layer, LeakyReLU)
+        ]
+        record["alpha_raises"] = len(auto.changes)
+    return record, model, monitor
+
+
+def _is_hidden_output(layer):
+    fused = getattr(getattr(layer, "activation", None), "__name__", "")
+    return (
+        layer.name.startswith("act_")
+        or layer.name.endswith("_leaky_relu")
+        or (layer.name.startswith("hidden_") and fused in ("relu", "tanh"))
+    )
+
+
+def zero_fraction(model, data):
+    """The fraction of hidden activation values that are exactly 0.
+
+    Runs the Sequential model's layers one by one, eagerly, in inference
+    mode (cheaper than tracing a new function for 450 examples).
+    """
+    x = keras.ops.convert_to_tensor(data)
+    zeros = total = 0
+    for layer in model.layers:
+        x = layer(x, training=False)
+        if _is_hidden_output(layer):
+            values = keras.ops.convert_to_numpy(x)
+            zeros += int(np.count_nonzero(values == 0))
+            total += values.size
+    return zeros / total
+
+
+# Gradients at initialisation ---------------------------------------------
+
+#: (key, activation, initializer) of the deep MLPs whose gradients are
+#: compared. All but the last use Keras' default initializer, so only the
+#: activation differs.
+GRADIENT_MODELS = (
+    ("sigmoid", "sigmoid", "glorot"),
+    ("tanh", "tanh", "glorot"),
+    ("relu", "relu", "glorot"),
+    ("relu_he", "relu", "he"),
+)
+
+GRADIENT_LABELS = {
+    "sigmoid": "sigmoid, Glorot",
+    "tanh": "tanh, Glorot",
+    "relu": "ReLU, Glorot",
+    "relu_he": "ReLU, He",
+}
+
+
+def gradient_norms(activation, initializer, settings, data, seed):
+    """Per-layer gradient norms of a deep MLP's hidden kernels at init.
+
+    The MLP has `gradient_depth` hidden `Dense(width)` layers (zero
+    biases); the loss is the cross-entropy on the first `gradient_batch`
+    training examples.
+
+    Returns:
+        A list of the Frobenius norms of d(loss)/d(kernel), first hidden
+        layer first.
+    """
+    import tensorflow as tf
+
+    (x_train, y_train), _ = data
+    keras.utils.set_random_seed(seed)
+    layers = [keras.Input((x_train.shape[1],))]
+    for i in range(settings.gradient_depth):
+        layers.append(
+            keras.layers.Dense(
+                settings.width,
+                activation=activation,
+                kernel_initializer=_kernel_initializer(initializer, "relu"),
+                name=f"hidden_{i + 1}",
+            )
+        )
+    layers.append(keras.layers.Dense(int(y_train.max()) + 1, activation="softmax"))
+    model = keras.Sequential(layers)
+    x = x_train[: settings.gradient_batch]
+    y = y_train[: settings.gradient_batch]
+    loss_fn = keras.losses.SparseCategoricalCrossentropy()
+    kernels = [layer.kernel for layer in model.layers[:-1]]
+    with tf.GradientTape() as tape:
+        loss = loss_fn(y, model(x, training=True))
+    gradients = tape.gradient(loss, kernels)
+    return [float(np.linalg.norm(np.asarray(g))) for g in gradients]

@@ -1,0 +1,242 @@
+"""`relu-kit demo`: one real `--quick` run in a subprocess, shared by the tests."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keras_relu_kit.cli import CommandError, main
+from keras_relu_kit.datasets import load_digits
+from keras_relu_kit.demo._claims import effect
+from keras_relu_kit.demo._files import Staging
+from keras_relu_kit.layers import LeakyReLU
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+FILES = (
+    "results.md",
+    "results.json",
+    "dead_fraction.png",
+    "autoleak_heatmap.png",
+    "gradients.png",
+    "autoleak_model.keras",
+)
+CLAIMS = (
+    "vanishing_gradients",
+    "sparsity",
+    "dying",
+    "he_init",
+    "lower_learning_rate",
+    "batch_norm",
+    "leaky_relu",
+    "prelu",
+    "elu",
+    "autoleak",
+)
+QUICK_RUNS = (
+    "poor_init/relu_he",
+    "poor_init/relu_glorot",
+    "poor_init/relu_batch_norm",
+    "poor_init/leaky_relu_0.01",
+    "poor_init/leaky_relu_0.3",
+    "poor_init/prelu",
+    "poor_init/elu",
+    "poor_init/autoleak",
+    "high_lr/relu_he",
+    "sound/relu_he",
+    "sound/tanh",
+)
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    """`python -m keras_relu_kit demo --quick`, run once for this module."""
+    out = tmp_path_factory.mktemp("demo") / "out"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    process = subprocess.run(
+        [sys.executable, "-m", "keras_relu_kit", "demo", "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    return process, out, results
+
+
+class TestQuickDemo:
+    def test_writes_every_file_and_no_staging(self, quick):
+        _, out, _ = quick
+        assert sorted(p.name for p in out.iterdir()) == sorted(FILES)
+        for name in FILES:
+            if name.endswith(".png"):
+                data = (out / name).read_bytes()
+                assert data.startswith(PNG_SIGNATURE) and len(data) > 10_000
+
+    def test_prints_the_table_and_progress(self, quick):
+        process, out, _ = quick
+        table = (out / "results.md").read_text(encoding="utf-8")
+        assert table in process.stdout
+        rows = [line for line in process.stdout.splitlines() if line.startswith("| ")]
+        claim_rows = [r for r in rows if r.split("|")[1].strip().isdigit()]
+        assert [int(r.split("|")[1]) for r in claim_rows] == list(range(1, 11))
+        # One progress line per training run, then the model check.
+        for step in range(1, len(QUICK_RUNS) + 1):
+            assert f"[{step:>2}/{len(QUICK_RUNS)}]" in process.stderr
+        assert "reloaded: predictions match" in process.stderr
+
+    def test_json_has_every_claim_with_numbers(self, quick):
+        _, _, results = quick
+        claims = {c["id"]: c for c in results["claims"]}
+        assert tuple(claims) == CLAIMS
+        for claim in claims.values():
+            assert claim["verdict"].split(":")[0] in (
+                "supported",
+                "partly supported",
+                "contradicted",
+            )
+            numbers = _flat_numbers(claim["numbers"])
+            assert numbers and all(math.isfinite(n) for n in numbers)
+        assert tuple(results["runs"]) == QUICK_RUNS
+        assert results["settings"]["quick"] is True
+        assert results["settings"]["repeats"] == 1
+
+    def test_dying_prone_relu_has_more_dead_units(self, quick):
+        _, _, results = quick
+        runs = results["runs"]
+        relu = runs["poor_init/relu_he"]
+        assert relu["dead_fraction"] > 0.5
+        assert relu["val_accuracy"] < 0.2
+        # Kit LeakyReLU with Keras' own default slope, and AutoLeak.
+        for key in ("poor_init/leaky_relu_0.3", "poor_init/autoleak"):
+            assert runs[key]["dead_fraction"] < relu["dead_fraction"] - 0.2
+            assert runs[key]["val_accuracy"] > 0.8
+        assert (
+            runs["poor_init/leaky_relu_0.01"]["dead_fraction"]
+            <= (relu["dead_fraction"])
+        )
+
+    def test_numbers_are_consistent(self, quick):
+        _, out, results = quick
+        table = (out / "results.md").read_text(encoding="utf-8")
+        for run in results["runs"].values():
+            if "dead_fraction" not in run:
+                continue
+            # Every layer has 64 units, so the overall fraction is the mean.
+            assert run["dead_fraction"] == pytest.approx(
+                np.mean(run["dead_fraction_per_layer"])
+            )
+            assert run["dead_fraction_per_epoch"][-1] == run["dead_fraction"]
+            assert f"| {run['dead_fraction']:.2f} |" in table
+        ratios = results["gradients"]
+        assert ratios["sigmoid"]["first_over_last"] < 1e-3
+        assert 0.1 < ratios["relu"]["first_over_last"] < 10
+        assert (
+            results["claims"][0]["numbers"]["first_over_last"]["sigmoid"]
+            == (ratios["sigmoid"]["first_over_last"])
+        )
+
+    def test_saved_model_reloads_with_the_trained_leak(self, quick):
+        _, out, results = quick
+        model = keras.saving.load_model(out / "autoleak_model.keras")
+        alphas = [
+            float(layer.alpha.numpy())
+            for layer in model.layers
+            if isinstance(layer, LeakyReLU)
+        ]
+        record = results["runs"]["poor_init/autoleak"]["per_seed"][0]
+        np.testing.assert_allclose(alphas, record["alpha_per_layer"], rtol=1e-6)
+        assert max(alphas) > 0.0
+        _, (x_val, y_val) = load_digits()
+        accuracy = np.mean(model.predict(x_val, verbose=0).argmax(-1) == y_val)
+        assert accuracy == pytest.approx(results["model"]["val_accuracy"])
+        assert accuracy == pytest.approx(record["val_accuracy"], abs=1e-6)
+        assert results["model"]["predictions_match"] is True
+
+
+def _flat_numbers(value):
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return []
+    if isinstance(value, (int, float)):
+        return [float(value)]
+    if isinstance(value, dict):
+        return [n for v in value.values() for n in _flat_numbers(v)]
+    return [n for v in value for n in _flat_numbers(v)]
+
+
+class TestEffect:
+    @pytest.mark.parametrize(
+        "dead, diverged, expected",
+        [
+            (0.10, 0, "prevents"),
+            (0.11, 0, "reduces"),
+            (0.40, 0, "reduces"),
+            (0.45, 0, "no effect"),
+            (0.60, 0, "worse"),
+            (0.00, 1, "diverged"),
+        ],
+    )
+    def test_rules(self, dead, diverged, expected):
+        base = {"dead_fraction": 0.5, "diverged_seeds": 0}
+        run = {"dead_fraction": dead, "diverged_seeds": diverged}
+        assert effect(run, base) == expected
+
+
+class TestBadOutput:
+    def test_out_is_a_file(self, tmp_path, capsys):
+        target = tmp_path / "results.md"
+        target.write_text("keep me")
+        assert main(["demo", "--quick", "--out", str(target)]) == 2
+        captured = capsys.readouterr()
+        assert captured.err == (
+            f"relu-kit: error: --out '{target}' exists and is not a directory\n"
+        )
+        assert captured.out == ""
+        assert target.read_text() == "keep me"
+
+    def test_out_below_a_file(self, tmp_path, capsys):
+        (tmp_path / "file").write_text("")
+        target = tmp_path / "file" / "out"
+        assert main(["demo", "--out", str(target)]) == 2
+        assert capsys.readouterr().err == (
+            f"relu-kit: error: cannot write to --out '{target}': Not a directory\n"
+        )
+
+    @pytest.mark.parametrize("option", ["--epochs", "--repeats"])
+    def test_counts_must_be_positive(self, option, capsys):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["demo", option, "0"])
+        assert exit_info.value.code == 2
+        assert "expected a positive integer, got 0" in capsys.readouterr().err
+
+
+class TestStaging:
+    def test_failure_leaves_previous_files_and_no_partial_ones(self, tmp_path):
+        (tmp_path / "results.md").write_text("previous run")
+        with pytest.raises(RuntimeError):
+            with Staging(tmp_path) as staging:
+                staging.file("results.md").write_text("half")
+                staging.file("plot.png").write_bytes(b"\x89PNG")
+                raise RuntimeError("training failed")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["results.md"]
+        assert (tmp_path / "results.md").read_text() == "previous run"
+
+    def test_commit_moves_files_in_place(self, tmp_path):
+        out = tmp_path / "new" / "out"
+        with Staging(out) as staging:
+            staging.file("a.json").write_text("{}")
+            staging.file("b.md").write_text("# b")
+            paths = staging.commit(["a.json", "b.md"])
+        assert paths == [out / "a.json", out / "b.md"]
+        assert sorted(p.name for p in out.iterdir()) == ["a.json", "b.md"]
+        assert (out / "b.md").read_text() == "# b"
+
+    def test_unwritable_out_raises_before_work(self, tmp_path):
+        (tmp_path / "file").write_text("")
+        with pytest.raises(CommandError, match="cannot write to --out"):
+            Staging(tmp_path / "file" / "out")
