@@ -10,7 +10,6 @@ image size (`None` spatial dimensions), which Keras' own PReLU cannot.
 import argparse
 
 import keras
-import numpy as np
 
 from keras_relu_kit.datasets import load_digits
 from keras_relu_kit.initializers import initializer_for

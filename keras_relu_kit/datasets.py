@@ -1,7 +1,5 @@
 """Small real data that ships with scikit-learn: no download, no network."""
 
-import numpy as np
-
 
 def load_digits(
     image_size: int = 8, flatten: bool = True, validation_split=0.25, seed: int = 0
