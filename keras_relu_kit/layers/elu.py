@@ -41,7 +41,23 @@ class ELU(AdjustableAlphaLayer):
 
     def call(self, inputs):
         alpha = ops.cast(self.alpha, inputs.dtype)
-        # The minimum keeps exp() finite on the branch `where` discards, so
-        # large positive inputs give no inf * 0 = NaN in the gradient.
-        negative = alpha * ops.expm1(ops.minimum(inputs, 0))
-        return ops.where(inputs > 0, inputs, negative)
+
+        # The gradient is computed from the output alone, as Keras' fused
+        # `EluGrad` does (f' = f + alpha where f <= 0, as alpha >= 0):
+        # autodiff of `expm1` would evaluate `exp` again and read `x` too.
+        # Every product starts from `upstream`, so a graph cannot compute
+        # `y + alpha` early and hold it until the backward pass.
+        @ops.custom_gradient
+        def elu(x):
+            # The minimum keeps expm1() finite on the branch `where`
+            # discards, so no inf appears for large positive inputs.
+            y = ops.where(x > 0, x, alpha * ops.expm1(ops.minimum(x, 0)))
+
+            def grad(*args, upstream=None):
+                if upstream is None:
+                    (upstream,) = args
+                return ops.where(y > 0, upstream, upstream * y + upstream * alpha)
+
+            return y, grad
+
+        return elu(inputs)

@@ -66,4 +66,21 @@ class LeakyReLU(AdjustableAlphaLayer):
 
     def call(self, inputs):
         alpha = ops.cast(self.alpha, inputs.dtype)
-        return ops.where(inputs >= 0, inputs, alpha * inputs)
+
+        # Autodiff of `where(x >= 0, x, alpha * x)` runs two selects and a
+        # sum backward; this gradient keeps only the one-byte sign mask.
+        # The forward multiplies by a selected slope, which reads the mask
+        # rather than `alpha * x`. The backward starts from `upstream`, so
+        # a graph cannot run any of it early and hold its result.
+        @ops.custom_gradient
+        def leaky_relu(x):
+            positive = x >= 0
+
+            def grad(*args, upstream=None):
+                if upstream is None:
+                    (upstream,) = args
+                return ops.where(positive, upstream, alpha * upstream)
+
+            return x * ops.where(positive, 1.0, alpha), grad
+
+        return leaky_relu(inputs)

@@ -47,10 +47,33 @@ class SELU(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs):
-        alpha = ops.cast(SELU_ALPHA, inputs.dtype)
         scale = ops.cast(SELU_SCALE, inputs.dtype)
-        negative = alpha * ops.expm1(ops.minimum(inputs, 0))
-        return scale * ops.where(inputs > 0, inputs, negative)
+        scale_alpha = ops.cast(SELU_SCALE * SELU_ALPHA, inputs.dtype)
+
+        # The gradient is computed from the output, as Keras' fused
+        # `SeluGrad` does (f' = f + scale * alpha where f <= 0): autodiff of
+        # `expm1` would evaluate `exp` a second time in the backward pass.
+        # Every product starts from `upstream`, so a graph cannot compute
+        # `y + scale * alpha` early and hold it until the backward pass.
+        @ops.custom_gradient
+        def selu(x):
+            # `where` comes last so that XLA hands its result to the
+            # backward pass instead of keeping `expm1` for it.
+            negative = scale_alpha * ops.expm1(ops.minimum(x, 0))
+            y = ops.where(x > 0, scale * x, negative)
+
+            def grad(*args, upstream=None):
+                if upstream is None:
+                    (upstream,) = args
+                return ops.where(
+                    y > 0,
+                    upstream * scale,
+                    upstream * y + upstream * scale_alpha,
+                )
+
+            return y, grad
+
+        return selu(inputs)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -1,0 +1,527 @@
+"""Callback benchmark: what `DeadReLUMonitor` adds to an epoch of `fit`.
+
+Epoch time is measured from `on_epoch_begin` to the end of the last
+`on_epoch_end` (a timer listed after the monitor), so it includes the
+training steps, validation and the monitor's measurement. The same model
+runs `fit` with the monitor at default settings and without it, in
+alternation in one process, after a warm-up `fit` of each; each run's
+first epoch is dropped, and the ratio is the median over rounds of the
+per-round ratio of the median epoch times. A second run without the
+monitor in every round gives the A/A ratio, the noise floor. Two
+cross-checks less exposed to other load on the machine: one `fit` whose
+epochs alternate with and without the monitor's epoch-end work (ratios of
+adjacent epochs), and the time spent inside the monitor's `on_epoch_end`
+itself (stamps listed just before and after it).
+
+The AutoLeak table compares `fit` with a monitor and `AutoLeak(monitor=...)`
+against `fit` with the monitor alone (AutoLeak reuses the monitor's
+measurement), and times AutoLeak's own `on_epoch_end`.
+
+The scaling tables time one measurement (`monitor.report_for_epoch` on a
+new epoch: one forward pass over the probe plus the report) against the
+probe size and the number of rectifier layers.
+"""
+
+import time
+
+import keras
+import numpy as np
+
+from benchmarks import _timing
+from keras_relu_kit import leakify
+from keras_relu_kit.callbacks import AutoLeak, DeadReLUMonitor
+from keras_relu_kit.datasets import load_digits
+
+TARGETS = {"digits MLP": 1.05, "synthetic 20k": 1.02}
+AUTOLEAK_TARGET = 1.01
+
+
+class _Stamps(keras.callbacks.Callback):
+    """Records wall and process CPU time at epoch begin and end."""
+
+    def __init__(self):
+        super().__init__()
+        self.begin = []
+        self.end = []
+        self.cpu_begin = []
+        self.cpu_end = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.begin.append(time.perf_counter())
+        self.cpu_begin.append(time.process_time())
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.end.append(time.perf_counter())
+        self.cpu_end.append(time.process_time())
+
+
+def _mlp(inputs, hidden, classes, seed=0):
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [keras.Input((inputs,))]
+        + [keras.layers.Dense(h, activation="relu") for h in hidden]
+        + [keras.layers.Dense(classes, activation="softmax")]
+    )
+    model.compile(
+        keras.optimizers.Adam(1e-3),
+        "sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def _digits():
+    return load_digits()
+
+
+def _synthetic(n=20_000, features=32, classes=10, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, features)).astype("float32")
+    teacher = rng.normal(size=(features, classes))
+    y = np.argmax(x @ teacher + rng.gumbel(size=(n, classes)), axis=1)
+    return x, y
+
+
+def _case_digits():
+    (x, y), validation = _digits()
+    model = _mlp(64, (128, 64), 10)
+    fit_kwargs = dict(x=x, y=y, validation_data=validation, batch_size=32, shuffle=True)
+    return model, fit_kwargs
+
+
+def _case_synthetic(n=20_000):
+    x, y = _synthetic(n=n)
+    model = _mlp(32, (256, 256), 10)
+    return model, dict(x=x, y=y, batch_size=32, shuffle=True)
+
+
+def _fit_times(model, fit_kwargs, monitor, epochs):
+    """Epoch times of one `fit` (the first, warm-up epoch dropped), and the
+    time spent in the monitor's `on_epoch_end`."""
+    before, after = _Stamps(), _Stamps()
+    callbacks = [before, monitor, after] if monitor is not None else [after]
+    model.fit(**fit_kwargs, epochs=epochs, verbose=0, callbacks=callbacks)
+    epoch_s = [e - b for b, e in zip(after.begin, after.end, strict=True)]
+    cpu_s = [e - b for b, e in zip(after.cpu_begin, after.cpu_end, strict=True)]
+    monitor_s = (
+        [a - b for b, a in zip(before.end, after.end, strict=True)]
+        if monitor is not None
+        else []
+    )
+    return epoch_s[1:], cpu_s[1:], monitor_s[1:]
+
+
+class _EveryOtherEpoch(keras.callbacks.Callback):
+    """Runs a monitor's epoch-end work on every other epoch only."""
+
+    def __init__(self, monitor, phase):
+        super().__init__()
+        self.monitor = monitor
+        self.phase = phase
+
+    def set_model(self, model):
+        super().set_model(model)
+        self.monitor.set_model(model)
+
+    def on_train_begin(self, logs=None):
+        self.monitor.on_train_begin(logs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.monitor.on_epoch_begin(epoch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch % 2 == self.phase:
+            self.monitor.on_epoch_end(epoch, logs)
+
+    def on_train_end(self, logs=None):
+        self.monitor.on_train_end(logs)
+
+
+def compare_fits(model, fit_kwargs, rounds, epochs):
+    """Whole `fit` runs with and without the monitor, in alternation.
+
+    Each round runs three fits, in rotating order: with the monitor,
+    without it, and without it again. The last gives an A/A ratio (the
+    same run against itself): the noise floor of the machine.
+    """
+    names = ("with", "without", "again")
+    times = {name: [] for name in names}
+    monitor_s, paired, control, cpu = [], [], [], []
+    probe = 0
+    for round_ in range(rounds):
+        order = names[round_ % 3 :] + names[: round_ % 3]
+        if round_ % 2:
+            order = order[::-1]
+        medians, cpu_medians = {}, {}
+        for name in order:
+            monitor = DeadReLUMonitor() if name == "with" else None
+            epoch_s, cpu_s, cost_s = _fit_times(model, fit_kwargs, monitor, epochs)
+            times[name].extend(epoch_s)
+            if monitor is not None:
+                probe = monitor.last_report.num_examples
+            monitor_s.extend(cost_s)
+            medians[name] = _timing.median(epoch_s)
+            cpu_medians[name] = _timing.median(cpu_s)
+        paired.append(medians["with"] / medians["without"])
+        control.append(medians["again"] / medians["without"])
+        cpu.append(cpu_medians["with"] / cpu_medians["without"])
+    return {
+        "with": times["with"],
+        "without": times["without"],
+        "monitor": monitor_s,
+        "ratio": _timing.median(paired),
+        "control": _timing.median(control),
+        "cpu": _timing.median(cpu),
+        "probe": probe,
+    }
+
+
+def compare_epochs(model, fit_kwargs, pairs):
+    """One `fit` whose epochs alternate with and without the monitor.
+
+    Adjacent epochs share the machine's load, so the per-pair ratio is far
+    less noisy than that of whole runs; which epoch of a pair measures
+    alternates too.
+    """
+    ratios = []
+    for phase in (0, 1):
+        after = _Stamps()
+        toggle = _EveryOtherEpoch(DeadReLUMonitor(), phase)
+        model.fit(
+            **fit_kwargs,
+            epochs=2 * pairs + 1,
+            verbose=0,
+            callbacks=[toggle, after],
+        )
+        epoch_s = [e - b for b, e in zip(after.begin, after.end, strict=True)]
+        for first in range(1, len(epoch_s) - 1, 2):
+            a, b = epoch_s[first], epoch_s[first + 1]
+            with_s, without_s = (a, b) if first % 2 == phase else (b, a)
+            ratios.append(with_s / without_s)
+    return _timing.median(ratios), len(ratios)
+
+
+def compare(case, rounds, epochs, pairs, warmup=2):
+    model, fit_kwargs = case()
+    # Warm-up: traces the train, test and capture functions.
+    _fit_times(model, fit_kwargs, DeadReLUMonitor(), warmup)
+    _fit_times(model, fit_kwargs, None, warmup)
+    result = compare_fits(model, fit_kwargs, rounds, epochs)
+    result["epoch_ratio"], result["pairs"] = compare_epochs(model, fit_kwargs, pairs)
+    result["steps"] = int(np.ceil(len(fit_kwargs["x"]) / fit_kwargs["batch_size"]))
+    return result
+
+
+def compare_autoleak(quick):
+    """`fit` with a monitor and AutoLeak against `fit` with the monitor alone.
+
+    The digits MLP, leakified (its ReLU sites are kit LeakyReLU layers that
+    AutoLeak manages), in alternating runs after a warm-up run of each.
+    AutoLeak is given the monitor, so both share one measurement per epoch;
+    the monitor is listed first, and stamps just before and after AutoLeak
+    time AutoLeak's own work (its decisions, any `assign`, its logs).
+    """
+    rounds, epochs = (1, 2) if quick else (12, 3)
+    (x, y), validation = _digits()
+    model = leakify(_mlp(64, (128, 64), 10))
+    model.compile(
+        keras.optimizers.Adam(1e-3),
+        "sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    fit_kwargs = dict(x=x, y=y, validation_data=validation, batch_size=32)
+
+    def run_fit(with_autoleak, epochs):
+        monitor = DeadReLUMonitor()
+        before, after = _Stamps(), _Stamps()
+        auto = AutoLeak(monitor=monitor)
+        callbacks = (
+            [monitor, before, auto, after]
+            if with_autoleak
+            else [
+                monitor,
+                before,
+                after,
+            ]
+        )
+        model.fit(**fit_kwargs, epochs=epochs, verbose=0, callbacks=callbacks)
+        epoch_s = [e - b for b, e in zip(after.begin, after.end, strict=True)]
+        cost_s = [a - b for b, a in zip(before.end, after.end, strict=True)]
+        return epoch_s[1:], cost_s[1:], len(auto.changes)
+
+    run_fit(True, 2)
+    run_fit(False, 2)
+    ratios, with_s, without_s, cost_s, empty_s, changes = [], [], [], [], [], 0
+    for round_ in range(rounds):
+        order = (True, False) if round_ % 2 == 0 else (False, True)
+        medians = {}
+        for with_autoleak in order:
+            epochs_s, costs, raised = run_fit(with_autoleak, epochs + 1)
+            medians[with_autoleak] = _timing.median(epochs_s)
+            (with_s if with_autoleak else without_s).extend(epochs_s)
+            (cost_s if with_autoleak else empty_s).extend(costs)
+            changes += raised
+        ratios.append(medians[True] / medians[False])
+    return {
+        "ratio": _timing.median(ratios),
+        "with": _timing.median(with_s),
+        "without": _timing.median(without_s),
+        # AutoLeak's time, less that of two adjacent stamps with nothing
+        # between them.
+        "cost": max(0.0, _timing.median(cost_s) - _timing.median(empty_s)),
+        "epochs": len(with_s),
+        "changes": changes,
+    }
+
+
+def _measurement_s(model, x, probe_size, repeats):
+    """Median seconds of one monitor measurement (a forward pass + report)."""
+    monitor = DeadReLUMonitor(probe=x[:probe_size])
+    model.fit(x[:64], np.zeros(64, "int64"), epochs=1, verbose=0, callbacks=[monitor])
+    epoch = iter(range(1, 10**9))
+    times = _timing.alternate(
+        {"measure": lambda: monitor.report_for_epoch(next(epoch))},
+        repeats,
+        warmup=2,
+    )
+    return _timing.median(times["measure"]), min(times["measure"])
+
+
+def scaling(quick):
+    """Rows of monitor cost against probe size and against depth."""
+    repeats = 3 if quick else 30
+    x, _ = _synthetic(n=16_384, features=64)
+    model = _mlp(64, (128, 64), 10)
+    probe_rows = []
+    sizes = (256,) if quick else (256, 1024, 4096, 16_384)
+    for size in sizes:
+        seconds, fastest = _measurement_s(model, x, size, repeats)
+        probe_rows.append(
+            [
+                f"{size:,}",
+                2,
+                _timing.ms(seconds),
+                _timing.ms(fastest),
+                f"{fastest / size * 1e6:.2f}",
+            ]
+        )
+    depth_rows = []
+    depths = (2,) if quick else (2, 4, 8, 16)
+    for depth in depths:
+        model = _mlp(64, (64,) * depth, 10)
+        seconds, fastest = _measurement_s(model, x, 1024, repeats)
+        depth_rows.append(
+            [
+                depth,
+                f"{depth * 64}",
+                _timing.ms(seconds),
+                _timing.ms(fastest),
+                f"{fastest / depth * 1e3:.3f}",
+            ]
+        )
+    return probe_rows, depth_rows
+
+
+def run(quick: bool = False) -> str:
+    """The callback section of `benchmarks/README.md`, as Markdown."""
+    if quick:
+        # A smoke test of the code path, not a measurement.
+        settings = {
+            "digits MLP": (_case_digits, 1, 2, 1),
+            "synthetic 20k": (lambda: _case_synthetic(2_000), 1, 2, 1),
+        }
+    else:
+        settings = {
+            # name: (case, rounds, epochs per fit, epoch pairs)
+            "digits MLP": (_case_digits, 18, 3, 24),
+            "synthetic 20k": (_case_synthetic, 6, 3, 4),
+        }
+    results = {}
+    for name, (case, rounds, epochs, pairs) in settings.items():
+        results[name] = compare(case, rounds, epochs, pairs, 1 if quick else 2)
+    rows = []
+    for name, r in results.items():
+        without = _timing.median(r["without"])
+        cost = _timing.median(r["monitor"])
+        rows.append(
+            [
+                name,
+                r["steps"],
+                r["probe"],
+                len(r["with"]),
+                _timing.ms(without),
+                _timing.ms(_timing.median(r["with"])),
+                f"**{_timing.ratio(r['ratio'])}**",
+                _timing.ratio(r["control"]),
+                _timing.ratio(r["cpu"]),
+                f"{_timing.ratio(r['epoch_ratio'])} ({r['pairs']})",
+                _timing.ms(cost),
+                _timing.ratio(1 + cost / without),
+                f"{TARGETS[name]:.2f}",
+            ]
+        )
+    autoleak = compare_autoleak(quick)
+    probe_rows, depth_rows = scaling(quick)
+    lines = [
+        "## Callbacks",
+        "",
+        *(
+            [
+                "**Quick run**: one round, one timed epoch, 2,000 synthetic "
+                "examples instead of 20,000. A smoke test of the code path; "
+                "its ratios are not measurements.",
+                "",
+            ]
+            if quick
+            else []
+        ),
+        "`DeadReLUMonitor()` at default settings (a probe of up to 1,024 "
+        "examples from `validation_data`, else from the training data; "
+        "measured every epoch) against the same `fit` without it. digits "
+        "MLP: 64-128-64-10 ReLU MLP, Adam, batch 32, on scikit-learn's "
+        "digits (1,347 training and 450 validation examples, validation "
+        "every epoch, so the probe is the 450 validation examples). "
+        "synthetic 20k: 32-256-256-10 ReLU MLP, batch 32, 20,000 Gaussian "
+        "examples with teacher labels, no validation (probe: 1,024 "
+        "training examples). An epoch runs from `on_epoch_begin` to the "
+        "end of the last `on_epoch_end`, so it includes validation and the "
+        "monitor's measurement.",
+        "",
+        "- **Ratio (runs)**, the figure the targets apply to: whole `fit` "
+        "runs with and without the monitor in alternation, after a warm-up "
+        "run of each; each run's first epoch is dropped; median over rounds "
+        "of (median epoch with / median epoch without).",
+        "- A/A (runs): the same, for a second run without the monitor "
+        "(rounds of three runs in rotating order) against the first: what "
+        "the machine's noise alone does to the ratio.",
+        "- CPU ratio (runs): the same rounds timed in process CPU time "
+        "(all of this process's threads), which other processes' load "
+        "disturbs far less than wall time.",
+        "- Ratio (epochs): a cross-check less exposed to the machine's "
+        "load: one `fit` whose epochs alternate with and without the "
+        "monitor's epoch-end work; median of the ratios of adjacent epochs "
+        "(pairs in brackets).",
+        "- Monitor ms: time inside the monitor's `on_epoch_end`, timed by "
+        "callbacks listed just before and after it; 1 + cost/epoch is the "
+        "ratio it implies.",
+        "",
+        _timing.table(
+            [
+                "Case",
+                "Steps/epoch",
+                "Probe",
+                "Epochs timed",
+                "Without ms",
+                "With ms",
+                "Ratio (runs)",
+                "A/A (runs)",
+                "CPU ratio (runs)",
+                "Ratio (epochs)",
+                "Monitor ms",
+                "1 + cost/epoch",
+                "Target",
+            ],
+            rows,
+        ),
+        "",
+        _timing.verdict(
+            "epoch time with / without the monitor <= 1.05 (digits MLP, runs)",
+            [("digits MLP", results["digits MLP"]["ratio"])],
+            TARGETS["digits MLP"],
+        ),
+        _timing.verdict(
+            "epoch time with / without the monitor <= 1.02 (synthetic 20k, runs)",
+            [("synthetic 20k", results["synthetic 20k"]["ratio"])],
+            TARGETS["synthetic 20k"],
+        ),
+        _timing.verdict(
+            "1 + monitor cost / epoch <= 1.02 (both cases)",
+            [
+                (name, 1 + _timing.median(r["monitor"]) / _timing.median(r["without"]))
+                for name, r in results.items()
+            ],
+            min(TARGETS.values()),
+        ),
+        "",
+        "`AutoLeak(monitor=monitor)` (default settings) beside "
+        "`DeadReLUMonitor()` on the digits MLP, leakified so that its two "
+        "ReLU sites are kit LeakyReLU layers AutoLeak manages, against the "
+        "same `fit` with the monitor alone. Ratio (runs) as above; AutoLeak "
+        "ms is the time inside AutoLeak's `on_epoch_end` (the measurement "
+        "is the monitor's, shared).",
+        "",
+        _timing.table(
+            [
+                "Case",
+                "Epochs timed",
+                "Monitor alone ms",
+                "Monitor + AutoLeak ms",
+                "Ratio (runs)",
+                "AutoLeak ms",
+                "1 + cost/epoch",
+                "Raises",
+                "Target",
+            ],
+            [
+                [
+                    "digits MLP, leakified",
+                    autoleak["epochs"],
+                    _timing.ms(autoleak["without"]),
+                    _timing.ms(autoleak["with"]),
+                    f"**{_timing.ratio(autoleak['ratio'])}**",
+                    _timing.ms(autoleak["cost"]),
+                    _timing.ratio(1 + autoleak["cost"] / autoleak["without"]),
+                    autoleak["changes"],
+                    f"{AUTOLEAK_TARGET:.2f}",
+                ]
+            ],
+        ),
+        "",
+        _timing.verdict(
+            "epoch time with AutoLeak / with the monitor alone <= 1.01 (runs)",
+            [("digits MLP", autoleak["ratio"])],
+            AUTOLEAK_TARGET,
+        ),
+        _timing.verdict(
+            "1 + AutoLeak cost / epoch <= 1.01",
+            [("digits MLP", 1 + autoleak["cost"] / autoleak["without"])],
+            AUTOLEAK_TARGET,
+        ),
+        "",
+        "Ratios of whole runs carry the noise of everything else the "
+        "machine runs meanwhile (a few percent on an idle machine, tens of "
+        "percent on a shared one); the monitor's own time is measured "
+        "directly and does not.",
+        "",
+        "Cost of one measurement (`report_for_epoch` on a new epoch: the "
+        f"forward pass and the report), {5 if quick else 30} timed calls "
+        "after 2 warm-up calls; the minimum is the least disturbed by other "
+        "load. Against the probe size (64-128-64-10 MLP, 2 rectifier "
+        "layers; batches of 256, all in one compiled call):",
+        "",
+        _timing.table(
+            [
+                "Probe examples",
+                "Sites",
+                "ms (median)",
+                "ms (min)",
+                "us / example (min)",
+            ],
+            probe_rows,
+        ),
+        "",
+        "Against the number of rectifier layers (Dense(64, relu) each, "
+        "probe of 1,024):",
+        "",
+        _timing.table(
+            [
+                "Rectifier layers",
+                "Units",
+                "ms (median)",
+                "ms (min)",
+                "ms / layer (min)",
+            ],
+            depth_rows,
+        ),
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,130 @@
+"""Smoke test of `python -m benchmarks --quick --no-write`.
+
+It checks that the entry point runs and prints every table row with ratios
+that parse as positive numbers. It asserts nothing about speed: timings
+belong in `benchmarks/README.md`, never in a test.
+"""
+
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = ROOT / "benchmarks" / "README.md"
+MODES = ("XLA", "graph", "eager")
+LAYER_ROWS = (
+    ("LeakyReLU", "keras.layers.LeakyReLU"),
+    ("ReLU (LeakyReLU alpha=0)", "keras.layers.ReLU"),
+    ("PReLU (element)", "keras.layers.PReLU"),
+    ("ELU", "keras.layers.ELU"),
+    ("SELU", 'keras.layers.Activation("selu")'),
+    ("RReLU (training)", "kit LeakyReLU"),
+    ("RReLU (training)", "keras.layers.GaussianNoise"),
+    ("PELU", "kit LeakyReLU"),
+)
+# What --quick runs of the end-to-end and memory sections.
+QUICK_MODEL_ROWS = (("MLP", "LeakyReLU", "XLA"), ("MLP", "LeakyReLU", "graph"))
+
+
+def _sections(text):
+    """Maps each `## ` heading of the output to the text under it."""
+    parts = re.split(r"^## ", text, flags=re.MULTILINE)
+    return {
+        part.split("\n", 1)[0].strip(): part.split("\n", 1)[-1] for part in parts[1:]
+    }
+
+
+def _rows(section):
+    """The body rows of the Markdown tables in `section`, as cell lists."""
+    rows = []
+    lines = section.splitlines()
+    for i, line in enumerate(lines):
+        if not line.startswith("|") or line.startswith("|---"):
+            continue
+        if i + 1 < len(lines) and lines[i + 1].startswith("|---"):
+            continue  # a header row
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+def _positive(cell):
+    value = float(cell.replace("*", "").split()[0])
+    assert value > 0, cell
+    return value
+
+
+def _section(sections, prefix):
+    matches = [text for title, text in sections.items() if title.startswith(prefix)]
+    assert len(matches) == 1, (prefix, list(sections))
+    return matches[0]
+
+
+@pytest.fixture(scope="module")
+def run():
+    before = README.read_bytes() if README.exists() else None
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--no-write"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    after = README.read_bytes() if README.exists() else None
+    return result, before, after
+
+
+class TestQuickBenchmarks:
+    def test_runs_and_leaves_readme_alone(self, run):
+        result, before, after = run
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert before == after
+        assert result.stdout.startswith("# Benchmarks")
+        assert "python -m benchmarks --quick --no-write" in result.stdout
+        assert "TensorFlow" in result.stdout and "Keras" in result.stdout
+
+    def test_layer_rows(self, run):
+        section = _section(_sections(run[0].stdout), "Layers")
+        rows = {(row[0], row[1], row[2]): row for row in _rows(section)}
+        for name, reference in LAYER_ROWS:
+            for mode in MODES:
+                row = rows[(name, reference, mode)]
+                _positive(row[4])  # kit ms
+                _positive(row[5])  # reference ms
+                _positive(row[6])  # kit / reference, wall clock
+                _positive(row[7])  # kit / reference, CPU time
+                assert float(row[9].rstrip("%")) >= 0  # share of the copy
+        for mode in MODES:
+            _positive(rows[("copy (-x)", "-", mode)][4])
+        assert "kit/Keras <= 1.05 (XLA)" in section
+        assert "effective bandwidth >= 50%" in section
+
+    def test_training_rows(self, run):
+        section = _section(_sections(run[0].stdout), "End-to-end")
+        rows = {(row[0], row[1], row[2]): row for row in _rows(section)}
+        for key in QUICK_MODEL_ROWS:
+            _positive(rows[key][6])  # wall clock
+            _positive(rows[key][7])  # CPU time
+            for control in rows[key][8].split(" / "):  # A/A, wall and CPU
+                _positive(control)
+        assert "end-to-end kit/Keras <= 1.03" in section
+
+    def test_memory_rows(self, run):
+        section = _section(_sections(run[0].stdout), "Peak memory")
+        rows = {(row[0], row[1], row[2]): row for row in _rows(section)}
+        for key in QUICK_MODEL_ROWS:
+            _positive(rows[key][5])
+        assert "peak memory kit/Keras <= 1.05" in section
+
+    def test_callbacks_section_or_note(self, run):
+        stdout = run[0].stdout
+        sections = _sections(stdout)
+        if "Section `callbacks` skipped" in stdout:
+            return
+        section = _section(sections, "Callbacks")
+        assert _rows(section), section
