@@ -640,3 +640,17 @@ class TestBadInput:
                 shuffle=False,
                 callbacks=[monitor],
             )
+
+
+def test_log_dir_without_tensorboard_fails_at_construction(monkeypatch, tmp_path):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "tensorboard" else find_spec(name, *a),
+    )
+    with pytest.raises(ImportError, match=r"keras_relu_kit\[tensorboard\]"):
+        DeadReLUMonitor(log_dir=tmp_path)
+    assert DeadReLUMonitor().log_dir is None

@@ -1,6 +1,7 @@
 """`DeadReLUMonitor`: dead rectifier units, per layer, while `fit` runs."""
 
 import csv
+import importlib.util
 import inspect
 import json
 import os
@@ -165,6 +166,14 @@ class DeadReLUMonitor(keras.callbacks.Callback):
             raise ValueError(
                 f"`{OWNER}` argument `log_dir` must be a path or None. "
                 f"Received: log_dir={log_dir!r}"
+            )
+        if log_dir is not None and importlib.util.find_spec("tensorboard") is None:
+            # TensorFlow no longer installs TensorBoard, whose summary ops
+            # `tf.summary.scalar` needs: fail here, not at the first epoch.
+            raise ImportError(
+                f"`{OWNER}(log_dir=...)` writes TensorBoard event files, which "
+                "needs the tensorboard package: "
+                "pip install 'keras_relu_kit[tensorboard]'"
             )
         if probe is not None and not _data.is_stream(probe):
             probe = _data.to_arrays(_data.unpack_x(probe), "probe")
