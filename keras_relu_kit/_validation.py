@@ -29,6 +29,21 @@ def check_number(
     return value
 
 
+def check_int(name, value, *, low=0, owner=""):
+    """Return `value` if it is an int >= `low`, else raise a `ValueError`."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or (value < low)
+    ):
+        where = f"`{owner}` " if owner else ""
+        raise ValueError(
+            f"{where}argument `{name}` must be an integer >= {low}. "
+            f"Received: {name}={value!r}"
+        )
+    return int(value)
+
+
 def _interval(low, high, low_open, high_open):
     left = "(" if low_open or low is None else "["
     right = ")" if high_open or high is None else "]"

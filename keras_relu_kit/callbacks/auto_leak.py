@@ -7,7 +7,7 @@ import warnings
 import keras
 import numpy as np
 
-from keras_relu_kit._validation import check_number
+from keras_relu_kit._validation import check_int, check_number
 from keras_relu_kit.callbacks.dead_relu_monitor import DeadReLUMonitor
 from keras_relu_kit.diagnostics.sites import find_rectifier_sites
 from keras_relu_kit.layers import ELU, LeakyReLU, PReLU
@@ -158,8 +158,8 @@ class AutoLeak(keras.callbacks.Callback):
             low_open=True,
             owner=OWNER,
         )
-        self.patience = _check_count("patience", patience)
-        self.cooldown = _check_count("cooldown", cooldown)
+        self.patience = check_int("patience", patience, owner=OWNER)
+        self.cooldown = check_int("cooldown", cooldown, owner=OWNER)
         if monitor is not None and not isinstance(monitor, DeadReLUMonitor):
             raise ValueError(
                 f"`{OWNER}` argument `monitor` must be a DeadReLUMonitor or "
@@ -390,12 +390,3 @@ def _channel_mask(layer, shape, dead_mask):
     broadcast = [1] * len(shape)
     broadcast[axis] = dead_mask.size
     return np.broadcast_to(dead_mask.reshape(broadcast), shape)
-
-
-def _check_count(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(
-            f"`{OWNER}` argument `{name}` must be an integer >= 0. "
-            f"Received: {name}={value!r}"
-        )
-    return value
