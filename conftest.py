@@ -1,19 +1,52 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Two host devices for JAX's DataParallel tests; read when JAX starts.
+if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+    ).strip()
+
+import importlib.util  # noqa: E402
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-# Two logical CPU devices, so tests can use a real MirroredStrategy. This
-# must happen before TensorFlow initialises its devices.
-_cpus = tf.config.list_physical_devices("CPU")
-tf.config.set_logical_device_configuration(
-    _cpus[0],
-    [tf.config.LogicalDeviceConfiguration()] * 2,
-)
+BACKEND = keras.backend.backend()
+HAS_TENSORFLOW = importlib.util.find_spec("tensorflow") is not None
+
+if BACKEND == "tensorflow":
+    import tensorflow as tf
+
+    # Two logical CPU devices, so tests can use a real MirroredStrategy.
+    # This must happen before TensorFlow initialises its devices.
+    _cpus = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(
+        _cpus[0],
+        [tf.config.LogicalDeviceConfiguration()] * 2,
+    )
+
+
+def pytest_configure(config):
+    for backend in ("tensorflow", "jax", "torch"):
+        config.addinivalue_line(
+            "markers", f"{backend}_only: runs only under KERAS_BACKEND={backend}"
+        )
+    config.addinivalue_line(
+        "markers", "requires_tensorflow: needs the tensorflow package installed"
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for backend in ("tensorflow", "jax", "torch"):
+            if item.get_closest_marker(f"{backend}_only") and BACKEND != backend:
+                item.add_marker(
+                    pytest.mark.skip(reason=f"runs under the {backend} backend only")
+                )
+        if item.get_closest_marker("requires_tensorflow") and not HAS_TENSORFLOW:
+            item.add_marker(pytest.mark.skip(reason="tensorflow is not installed"))
 
 
 @pytest.fixture(autouse=True)
@@ -36,9 +69,47 @@ def mirrored_strategy():
     """A MirroredStrategy over the two logical CPU devices.
 
     Reduction through one device uses no collective ops, whose instance keys
-    can clash between strategies made in one process.
+    can clash between strategies made in one process. `tf.distribute` is
+    TensorFlow's: tests that use it are skipped on other backends.
     """
+    if BACKEND != "tensorflow":
+        pytest.skip("tf.distribute needs the TensorFlow backend")
+    import tensorflow as tf
+
     return tf.distribute.MirroredStrategy(
         ["/cpu:0", "/cpu:1"],
         cross_device_ops=tf.distribute.ReductionToOneDevice(),
     )
+
+
+class _ArrayBatches(keras.utils.PyDataset):
+    """`(x, y)` in batches, as a Keras `PyDataset` (any backend)."""
+
+    def __init__(self, x, y, batch_size):
+        super().__init__()
+        self.x, self.y, self.batch_size = x, y, batch_size
+
+    def __len__(self):
+        return -(-len(self.x) // self.batch_size)
+
+    def __getitem__(self, index):
+        part = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        return self.x[part], self.y[part]
+
+
+@pytest.fixture
+def dataset_of():
+    """`dataset_of(x, y, batch_size)`: a batched dataset for `fit` and probes.
+
+    A `tf.data.Dataset` where TensorFlow is installed (what most users
+    pass), else a `keras.utils.PyDataset` with the same batches.
+    """
+
+    def make(x, y, batch_size):
+        if HAS_TENSORFLOW:
+            import tensorflow as tf
+
+            return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+        return _ArrayBatches(x, y, batch_size)
+
+    return make

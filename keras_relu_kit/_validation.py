@@ -50,3 +50,47 @@ def _interval(low, high, low_open, high_open):
     lo = "-inf" if low is None else f"{low:g}"
     hi = "inf" if high is None else f"{high:g}"
     return f"{left}{lo}, {hi}{right}"
+
+
+def is_positive_int(value):
+    """Whether `value` is an int >= 1 (a bool is not)."""
+    return (
+        isinstance(value, numbers.Integral)
+        and not isinstance(value, bool)
+        and value >= 1
+    )
+
+
+def check_positive_int(name, value, *, owner=""):
+    """Return `value` if it is an int >= 1, else raise a `ValueError`."""
+    if not is_positive_int(value):
+        where = f"`{owner}` " if owner else ""
+        raise ValueError(
+            f"{where}argument `{name}` must be a positive integer. "
+            f"Received: {name}={value!r}"
+        )
+    return int(value)
+
+
+def check_seed(value, *, owner=""):
+    """Return `value` if it is an int >= 0 (a NumPy seed), else raise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        where = f"`{owner}` " if owner else ""
+        raise ValueError(
+            f"{where}argument `seed` must be an integer >= 0. Received: seed={value!r}"
+        )
+    return int(value)
+
+
+DATA_FORMATS = ("channels_last", "channels_first")
+
+
+def check_data_format(value, *, owner=""):
+    """Return `value` if it is `None` or a Keras data format, else raise."""
+    if value is not None and value not in DATA_FORMATS:
+        where = f"`{owner}` " if owner else ""
+        raise ValueError(
+            f"{where}argument `data_format` must be None, 'channels_last' or "
+            f"'channels_first'. Received: data_format={value!r}"
+        )
+    return value

@@ -1,7 +1,8 @@
+import importlib
+
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_relu_kit import layers as kit
 from keras_relu_kit.diagnostics import (
@@ -219,13 +220,19 @@ class TestFindRectifierSites:
         assert find_rectifier_sites(model) == []
 
     def test_kinds_and_model_order(self):
+        native_relu = {
+            "tensorflow": "tensorflow.nn",
+            "jax": "jax.nn",
+            "torch": "torch",
+        }[keras.backend.backend()]
+        native_relu = importlib.import_module(native_relu).relu
         inputs = keras.Input((8, 8, 1))
         h = keras.layers.Conv2D(2, 3, activation="relu", name="conv")(inputs)
         h = keras.layers.SeparableConv2D(2, 3, activation="elu", name="sep")(h)
         h = keras.layers.DepthwiseConv2D(3, name="depthwise")(h)
         h = keras.layers.ReLU(name="relu")(h)
         h = keras.layers.Flatten(name="flatten")(h)
-        h = keras.layers.Dense(4, activation=tf.nn.relu, name="tf_relu")(h)
+        h = keras.layers.Dense(4, activation=native_relu, name="tf_relu")(h)
         h = keras.layers.LeakyReLU(name="keras_leaky")(h)
         h = kit.LeakyReLU(name="kit_leaky")(h)
         h = keras.layers.Dense(4, name="linear")(h)
@@ -429,16 +436,16 @@ class TestMeasure:
         }
         assert "inner/d1" in report.summary()
 
-    def test_data_forms(self, rng):
+    def test_data_forms(self, rng, dataset_of):
         model, _, expected = build("dense_relu")
         x = probe(rng, n=50)
         y = np.zeros((50, 2))
-        dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+        dataset = dataset_of(x, y, 16)
         for data in [x, (x,), (x, y), (x, y, np.ones(50)), dataset]:
             report = measure(model, data)
             assert_planted(report, expected)
             assert report.num_examples == 50
-        assert_planted(measure(model, tf.constant(x)), expected)
+        assert_planted(measure(model, keras.ops.convert_to_tensor(x)), expected)
 
     def test_multi_input_dict(self, rng):
         a = keras.Input((2,), name="a")

@@ -9,6 +9,8 @@ import numpy as np
 
 from keras_relu_kit._validation import check_int, check_number
 from keras_relu_kit.callbacks.dead_relu_monitor import DeadReLUMonitor
+from keras_relu_kit.diagnostics.measurement import Measurement
+from keras_relu_kit.diagnostics.probe import Probe
 from keras_relu_kit.diagnostics.sites import find_rectifier_sites
 from keras_relu_kit.layers import ELU, LeakyReLU, PReLU
 
@@ -195,15 +197,18 @@ class AutoLeak(keras.callbacks.Callback):
         self.monitor = monitor
         self.backup_dir = None if backup_dir is None else os.fspath(backup_dir)
         self.verbose = int(verbose)
-        # Alone, AutoLeak measures through a private monitor, so the probe is
-        # chosen, checked and measured exactly as DeadReLUMonitor does.
-        self._own_monitor = (
-            None
-            if monitor is not None
-            else DeadReLUMonitor(
-                probe=probe, probe_size=probe_size, per_layer_logs=False
+        # Alone, AutoLeak measures through its own Measurement, on a probe
+        # chosen and checked exactly as DeadReLUMonitor's is.
+        self._own_measurement = None
+        if monitor is None:
+            self._own_measurement = Measurement(
+                Probe(
+                    probe,
+                    size=None if probe is not None else probe_size,
+                    owner=OWNER,
+                ),
+                owner=OWNER,
             )
-        )
         self.changes = []
         self.layers_managed = []
         self._state = {}
@@ -248,8 +253,7 @@ class AutoLeak(keras.callbacks.Callback):
                     "that is not attached to this model"
                 )
         else:
-            self._own_monitor.set_model(model)
-            self._own_monitor.on_train_begin()
+            self._own_measurement.begin(model)
         self.layers_managed = list(managed)
         self._state = {name: {"wait": 0, "cooldown": 0} for name in self.layers_managed}
         self._restore()
@@ -258,8 +262,11 @@ class AutoLeak(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if not self._active:
             return
-        monitor = self.monitor or self._own_monitor
-        report = monitor.report_for_epoch(epoch)
+        if self.monitor is not None:
+            # The monitor's measurement of this epoch, taken once for both.
+            report = self.monitor.report_for_epoch(epoch)
+        else:
+            report = self._own_measurement.report(self.model)
         model = self.model  # Syncs the trainer's state into the layers.
         layers = {site.name: site.layer for site in find_rectifier_sites(model)}
         for name in self.layers_managed:

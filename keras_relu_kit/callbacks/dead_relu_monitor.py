@@ -2,7 +2,6 @@
 
 import csv
 import importlib.util
-import inspect
 import json
 import os
 import warnings
@@ -10,18 +9,10 @@ from pathlib import Path
 
 import keras
 
-from keras_relu_kit.diagnostics import _data
-from keras_relu_kit.diagnostics.capture import (
-    any_batch_size,
-    check_fits,
-    describe_expected,
-    expected_input_shapes,
-    get_capture,
-    is_positive_int,
-    validate_args,
-)
+from keras_relu_kit._validation import check_positive_int
+from keras_relu_kit.diagnostics.measurement import Measurement
+from keras_relu_kit.diagnostics.probe import Probe
 from keras_relu_kit.diagnostics.report import DeadReport
-from keras_relu_kit.diagnostics.sites import find_rectifier_sites
 
 OWNER = "DeadReLUMonitor"
 
@@ -145,12 +136,7 @@ class DeadReLUMonitor(keras.callbacks.Callback):
         seed: int = 0,
     ):
         super().__init__()
-        self.tau = validate_args(batch_size, tau, data_format, OWNER)
-        if not is_positive_int(probe_size):
-            raise ValueError(
-                f"`{OWNER}` argument `probe_size` must be a positive "
-                f"integer. Received: probe_size={probe_size!r}"
-            )
+        check_positive_int("probe_size", probe_size, owner=OWNER)
         if frequency != "epoch" and not is_positive_int(frequency):
             raise ValueError(
                 f"`{OWNER}` argument `frequency` must be 'epoch' or a "
@@ -167,18 +153,22 @@ class DeadReLUMonitor(keras.callbacks.Callback):
                 f"`{OWNER}` argument `log_dir` must be a path or None. "
                 f"Received: log_dir={log_dir!r}"
             )
-        if log_dir is not None and importlib.util.find_spec("tensorboard") is None:
-            # TensorFlow no longer installs TensorBoard, whose summary ops
-            # `tf.summary.scalar` needs: fail here, not at the first epoch.
-            raise ImportError(
-                f"`{OWNER}(log_dir=...)` writes TensorBoard event files, which "
-                "needs the tensorboard package: "
-                "pip install 'keras_relu_kit[tensorboard]'"
-            )
-        if probe is not None and not _data.is_stream(probe):
-            probe = _data.to_arrays(_data.unpack_x(probe), "probe")
-            _data.check_not_empty(probe, "probe")
-        self.probe = probe
+        if log_dir is not None:
+            _check_tensorboard()
+        # A given probe is used whole; the default one is a sample of fit's.
+        self._probe = Probe(
+            probe,
+            size=None if probe is not None else probe_size,
+            batch_size=batch_size,
+            seed=seed,
+            owner=OWNER,
+        )
+        #: The `Measurement` this monitor measures through; `AutoLeak` and
+        #: `Recycle` given this monitor reuse it.
+        self.measurement = Measurement(
+            self._probe, tau=tau, data_format=data_format, owner=OWNER
+        )
+        self.tau = self.measurement.tau
         self.probe_size = int(probe_size)
         self.frequency = frequency if frequency == "epoch" else int(frequency)
         self.log_dir = None if log_dir is None else os.fspath(log_dir)
@@ -195,18 +185,13 @@ class DeadReLUMonitor(keras.callbacks.Callback):
         self.last_report = None
         self.history = []
         self.sites = []
-        self._began = False
         self._reset()
 
     def _reset(self):
         self._active = False
-        self._capture = None
-        self._groups = None
         self._epoch = 0
         self._epoch_start = 0
         self._step = 0
-        self._measured_step = None
-        self._epoch_report = None
         self._warned_nonfinite = False
         self._close_writer()
 
@@ -214,11 +199,10 @@ class DeadReLUMonitor(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._reset()
-        self._began = True
         self.history = []
         self.last_report = None
         model = self.model
-        self.sites = find_rectifier_sites(model)
+        self.sites = self.measurement.begin(model)
         if not self.sites:
             warnings.warn(
                 f"{OWNER}: model '{model.name}' has no rectifier sites "
@@ -228,28 +212,6 @@ class DeadReLUMonitor(keras.callbacks.Callback):
                 stacklevel=2,
             )
             return
-        arrays = self._probe_arrays(model)
-        expected = expected_input_shapes(model)
-        if expected is None:
-            # A subclassed model that has not run yet: the data `fit` is
-            # about to train on says what it expects.
-            expected = _fit_input_shapes(model)
-        check_fits(model, arrays, "probe", expected)
-        self._groups = _data.stack(arrays, self.batch_size)
-        self._capture = get_capture(model, self.sites, data_format=self.data_format)
-        try:
-            # Compiles the capture function now, not in the first epoch.
-            self._capture.run(self._groups, self.tau)
-        except Exception as error:
-            if self._capture.mode == "functional":
-                raise  # The probe's shapes were checked above.
-            raise ValueError(
-                f"Argument `probe` does not fit the model '{model.name}': "
-                "expected inputs of shape "
-                f"{describe_expected(expected)}, received "
-                f"{_data.describe_shapes(arrays)}. Running the model on it "
-                f"raised {type(error).__name__}: {error}"
-            ) from error
         if self.log_dir is not None:
             import tensorflow as tf
 
@@ -291,16 +253,29 @@ class DeadReLUMonitor(keras.callbacks.Callback):
 
     # Public API ----------------------------------------------------------
 
-    def report_for_epoch(self, epoch: int) -> DeadReport:
-        """The `DeadReport` at the end of `epoch`, measured at most once.
+    @property
+    def probe(self):
+        """The given probe (as NumPy arrays, or a dataset), or `None`.
 
-        The first call in an epoch measures (one forward pass over the
-        probe); later calls for the same epoch return the same report. The
-        monitor's own `on_epoch_end` goes through here, so another
-        callback (such as `AutoLeak`) that calls it at the end of the same
-        epoch triggers no second forward pass, whichever runs first. With
-        an int `frequency`, a measurement taken after the epoch's last
-        batch is reused.
+        Set it between `fit` calls to measure the next one on other data.
+        """
+        return self._probe.data
+
+    @probe.setter
+    def probe(self, probe):
+        self._probe.data = probe
+        self._probe.size = None if probe is not None else self.probe_size
+
+    def report_for_epoch(self, epoch: int) -> DeadReport:
+        """The `DeadReport` of the model's current weights, measured once.
+
+        The first call after a training step measures (one forward pass
+        over the probe); later calls before the next step return the same
+        report. The monitor's own `on_epoch_end` goes through here, and so
+        do `AutoLeak` and `Recycle` when given this monitor, so one
+        forward pass serves them all at the end of an epoch, whichever
+        runs first. With an int `frequency`, a measurement taken after the
+        epoch's last batch is reused.
 
         Args:
             epoch: int. The epoch index Keras passes to `on_epoch_end`.
@@ -312,25 +287,14 @@ class DeadReLUMonitor(keras.callbacks.Callback):
         Raises:
             RuntimeError: outside `fit` (before `on_train_begin`).
         """
-        if self._epoch_report is not None and self._epoch_report[0] == epoch:
-            return self._epoch_report[1]
+        if not self.measurement.began:
+            raise RuntimeError(
+                f"{OWNER}.report_for_epoch() measures inside "
+                "`model.fit` (after `on_train_begin`)."
+            )
         if not self._active:
-            if not self._began:
-                raise RuntimeError(
-                    f"{OWNER}.report_for_epoch() measures inside "
-                    "`model.fit` (after `on_train_begin`)."
-                )
             return DeadReport({}, tau=self.tau)
-        if (
-            self.frequency != "epoch"
-            and self.last_report is not None
-            and self._measured_step == self._step
-        ):
-            report = self.last_report
-        else:
-            report = self._measure(epoch)
-        self._epoch_report = (epoch, report)
-        return report
+        return self._measure(epoch)
 
     def save_history(self, path) -> None:
         """Write `history` to `path`: JSON or CSV, by the file's suffix.
@@ -362,12 +326,18 @@ class DeadReLUMonitor(keras.callbacks.Callback):
     # Internals -----------------------------------------------------------
 
     def _measure(self, epoch):
-        # On JAX, reading `self.model` syncs the trainer's state into the
-        # layers, so the capture sees this step's weights.
-        self._sync_model()
-        report = self._capture.run(self._groups, self.tau)
+        # `self.model` syncs the trainer's state into the layers on JAX,
+        # so the capture sees this step's weights. One measurement per
+        # epoch end (or per training batch with an int `frequency`),
+        # however many callbacks ask for it.
+        if self.frequency == "epoch":
+            key = ("epoch", epoch)
+        else:
+            key = ("step", self._step)
+        report = self.measurement.report(self.model, key=key)
+        if report is self.last_report:
+            return report
         self.last_report = report
-        self._measured_step = self._step
         record = {"epoch": int(epoch)}
         if self.frequency != "epoch":
             record["step"] = self._step
@@ -391,9 +361,6 @@ class DeadReLUMonitor(keras.callbacks.Callback):
             )
         return report
 
-    def _sync_model(self):
-        return self.model
-
     def _write_summaries(self, report, epoch):
         import tensorflow as tf
 
@@ -409,82 +376,26 @@ class DeadReLUMonitor(keras.callbacks.Callback):
             writer.close()
         self._writer = None
 
-    def _probe_arrays(self, model):
-        if self.probe is not None:
-            if _data.is_stream(self.probe):
-                return _data.take(self.probe, None, "probe")
-            arrays = _data.to_arrays(_data.unpack_x(self.probe), "probe")
-            _data.check_not_empty(arrays, "probe")
-            return arrays
-        found = _fit_arguments(model)
-        if found is None:
-            raise ValueError(
-                f"`{OWNER}` has no `probe` and is not running inside "
-                "`model.fit`, so it has no data to sample. Pass "
-                "`probe=` (an array, a tuple (x, y) or a tf.data.Dataset)."
-            )
-        x, validation_data = found
-        for source in (validation_data, x):
-            if source is None:
-                continue
-            arrays = self._sample(source)
-            if arrays is not None:
-                return arrays
-        raise ValueError(
-            f"`{OWNER}` cannot sample a probe from the data given to `fit` "
-            f"(of type {type(x).__name__}). Pass `probe=` (an array, a "
-            "tuple (x, y) or a tf.data.Dataset). Received: probe=None"
-        )
 
-    def _sample(self, source):
-        if _data.is_stream(source):
-            arrays = _data.take(source, self.probe_size, "probe")
-        else:
-            if isinstance(source, tuple):
-                source = _data.unpack_x(source)
-            try:
-                arrays = _data.to_arrays(source, "probe")
-            except (TypeError, ValueError):
-                return None
-        if _data.num_examples(arrays) == 0:
-            return None
-        return _data.sample(arrays, self.probe_size, self.batch_size, self.seed)
+def is_positive_int(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-def _fit_input_shapes(model):
-    """The input shapes of the data `fit` trains on, or `None`."""
-    found = _fit_arguments(model)
-    x = None if found is None else found[0]
-    if x is None:
-        return None
-    if _data.is_tf_dataset(x):
-        spec = _data.unpack_x(x.element_spec)
-        shapes = keras.tree.map_structure(lambda s: tuple(s.shape), spec)
-    else:
-        try:
-            shapes = keras.tree.map_structure(
-                lambda a: tuple(a.shape), _data.unpack_x(x)
-            )
-        except (AttributeError, TypeError):
-            return None
-    return any_batch_size(shapes)
+def _check_tensorboard():
+    """`log_dir` writes with `tf.summary`: TensorFlow and TensorBoard only.
 
-
-def _fit_arguments(model):
-    """`(x, validation_data)` of the `model.fit` call running, or `None`.
-
-    Keras 3 gives callbacks no access to the data; the running `fit` frame
-    holds it (after `validation_split`, `validation_data` holds the split).
+    TensorFlow no longer installs TensorBoard, whose summary ops
+    `tf.summary.scalar` needs: fail at construction, not at the first
+    epoch, and on any backend when TensorFlow is missing.
     """
-    frame = inspect.currentframe()
-    try:
-        frame = frame.f_back
-        while frame is not None:
-            if frame.f_code.co_name == "fit":
-                local = frame.f_locals
-                if local.get("self") is model and "x" in local:
-                    return local.get("x"), local.get("validation_data")
-            frame = frame.f_back
-    finally:
-        del frame
-    return None
+    missing = [
+        name
+        for name in ("tensorflow", "tensorboard")
+        if importlib.util.find_spec(name) is None
+    ]
+    if missing:
+        raise ImportError(
+            f"`{OWNER}(log_dir=...)` writes TensorBoard event files with "
+            f"`tf.summary`, which needs {' and '.join(missing)} (on any Keras "
+            "backend): pip install 'keras_relu_kit[tensorboard]'"
+        )

@@ -1,14 +1,22 @@
 """Find the rectifier sites of any Keras model and measure their dead units.
 
-The one place the kit measures: `DeadReLUMonitor`, `AutoLeak` and the
-command line all call `measure`.
+The one place the kit measures. `DeadReLUMonitor`, `AutoLeak`, `measure`
+and the command line all go through one path:
 
 - `find_rectifier_sites(model)`: every ReLU-family site, in model order.
-- `measure(model, data)`: one compiled forward pass over probe data, and a
-  `DeadReport` with a `SiteReport` per site.
+- `Probe`: the inputs to measure on (given data, or what `fit` trains on),
+  as fixed, equal-sized batches checked against the model.
+- `get_capture(model, sites)`: one compiled forward pass over the model's
+  current weights that reduces every site's output per unit.
+- `Measurement`: a probe and a capture, measured at most once per
+  training step, shared by the callbacks of one `fit`.
+- `measure(model, data)`: the same path, called once; a `DeadReport` with
+  a `SiteReport` per site.
 """
 
-from keras_relu_kit.diagnostics.capture import Capture, get_capture, measure
+from keras_relu_kit.diagnostics.capture import Capture, get_capture
+from keras_relu_kit.diagnostics.measurement import Measurement, measure
+from keras_relu_kit.diagnostics.probe import Probe
 from keras_relu_kit.diagnostics.report import DeadReport, SiteReport
 from keras_relu_kit.diagnostics.sites import (
     RECTIFIER_ACTIVATIONS,
@@ -21,6 +29,8 @@ __all__ = [
     "RECTIFIER_ACTIVATIONS",
     "Capture",
     "DeadReport",
+    "Measurement",
+    "Probe",
     "RectifierSite",
     "SiteReport",
     "find_rectifier_sites",

@@ -193,26 +193,166 @@ class DeadReport:
             record[f"nonfinite/{name}"] = int(site.nonfinite)
         return record
 
+    def to_dict(self) -> dict:
+        """The report as a nested, JSON-ready dict (what `inspect` prints).
+
+        Returns:
+            A dict of plain Python values: `"examples"`, `"units"`,
+            `"dead"`, `"dead_fraction"`, `"nonfinite"` (totals) and
+            `"sites"`, a list with, per site in model order, `"name"`,
+            `"layer"` (the layer's name), `"class"` (its class name),
+            `"kind"`, `"units"`, `"dead"`, `"dead_fraction"`,
+            `"dead_units"` (the indices of the dead units) and
+            `"nonfinite"`. When the report has a `tau`, also `"tau"` and
+            `"dormant_fraction"`, and per site `"dormant_fraction"` and
+            `"dormant_units"`.
+        """
+        dormant = self.tau is not None
+        result = {
+            "examples": int(self.num_examples),
+            "units": int(self.units),
+            "dead": int(self.dead),
+            "dead_fraction": float(self.dead_fraction),
+            "nonfinite": int(self.nonfinite),
+        }
+        if dormant:
+            result["tau"] = float(self.tau)
+            result["dormant_fraction"] = float(self.dormant_fraction)
+        result["sites"] = []
+        for name, site in self.sites.items():
+            entry = {
+                "name": name,
+                "layer": site.layer.name,
+                "class": type(site.layer).__name__,
+                "kind": site.kind,
+                "units": int(site.units),
+                "dead": int(site.dead),
+                "dead_fraction": float(site.dead_fraction),
+                "dead_units": _indices(site.dead_mask),
+                "nonfinite": int(site.nonfinite),
+            }
+            if dormant:
+                entry["dormant_fraction"] = float(site.dormant_fraction)
+                entry["dormant_units"] = _indices(site.dormant_mask)
+            result["sites"].append(entry)
+        return result
+
     def summary(self) -> str:
         """A short table, one row per site, as the monitor prints it."""
-        name_width = max([4, *(len(n) for n in self.sites)])
-        show_dormant = self.tau is not None
-        show_nonfinite = self.nonfinite > 0
-        header = f"  {'site':<{name_width}}  {'units':>6}  {'dead':>6}"
-        header += f"  {'dead %':>7}"
-        if show_dormant:
-            header += f"  {'dormant %':>9}"
-        if show_nonfinite:
-            header += f"  {'NaN/inf':>8}"
-        lines = [header]
-        for name, site in self.sites.items():
-            line = (
-                f"  {name:<{name_width}}  {site.units:>6}  {site.dead:>6}"
-                f"  {100 * site.dead_fraction:>7.1f}"
+        sites = list(self.sites.values())
+        columns = [
+            ("site", list(self.sites), "<", 4),
+            ("units", [str(s.units) for s in sites], ">", 6),
+            ("dead", [str(s.dead) for s in sites], ">", 6),
+            ("dead %", [_percent(s.dead_fraction) for s in sites], ">", 7),
+        ]
+        if self.tau is not None:
+            columns.append(
+                ("dormant %", [_percent(s.dormant_fraction) for s in sites], ">", 9)
             )
-            if show_dormant:
-                line += f"  {100 * site.dormant_fraction:>9.1f}"
-            if show_nonfinite:
-                line += f"  {site.nonfinite:>8}"
-            lines.append(line)
+        if self.nonfinite > 0:
+            columns.append(("NaN/inf", [str(s.nonfinite) for s in sites], ">", 8))
+        return "\n".join(_render(columns))
+
+    def table(self) -> str:
+        """A table of every site with its dead units, and the totals.
+
+        One row per site: its name, its layer's class, units, dead units,
+        dead % (dormant % with a `tau`; NaN/inf values when any were
+        seen), and which units are dead, as index ranges. A last line
+        gives the totals. `relu-kit inspect` prints it.
+
+        Example:
+
+        >>> import keras
+        >>> import numpy as np
+        >>> from keras_relu_kit.diagnostics import measure
+        >>> model = keras.Sequential([
+        ...     keras.Input((3,)),
+        ...     keras.layers.Dense(
+        ...         4, activation="relu", name="hidden",
+        ...         kernel_initializer="ones",
+        ...         bias_initializer=keras.initializers.Constant([1, -9, -9, 1]),
+        ...     ),
+        ... ])
+        >>> print(measure(model, np.ones((8, 3))).table())
+          site    layer  units  dead  dead %  dead units
+          hidden  Dense      4     2    50.0  1-2
+        Total: 2 of 4 units dead (50.0%) in 1 rectifier site.
+        """
+        if not self.sites:
+            return (
+                "No rectifier sites (ReLU-family layers or layers with a "
+                "rectifier activation): nothing to measure."
+            )
+        sites = list(self.sites.values())
+        columns = [
+            ("site", list(self.sites), "<", 4),
+            ("layer", [type(s.layer).__name__ for s in sites], "<", 5),
+            ("units", [str(s.units) for s in sites], ">", 5),
+            ("dead", [str(s.dead) for s in sites], ">", 4),
+            ("dead %", [_percent(s.dead_fraction) for s in sites], ">", 6),
+        ]
+        if self.tau is not None:
+            columns.append(
+                ("dormant %", [_percent(s.dormant_fraction) for s in sites], ">", 9)
+            )
+        if self.nonfinite > 0:
+            columns.append(("NaN/inf", [str(s.nonfinite) for s in sites], ">", 7))
+        dead_units = [_ranges(_indices(s.dead_mask)) or "-" for s in sites]
+        columns.append(("dead units", dead_units, "<", 0))
+        count = len(sites)
+        lines = _render(columns)
+        lines.append(
+            f"Total: {self.dead} of {self.units} units dead "
+            f"({_percent(self.dead_fraction)}%) in {count} rectifier "
+            f"site{'s' if count != 1 else ''}."
+        )
+        if self.nonfinite > 0:
+            lines.append(
+                f"Warning: {self.nonfinite} NaN/inf activation values; they "
+                "never count as alive."
+            )
         return "\n".join(lines)
+
+
+def _indices(mask):
+    return [int(i) for i in np.flatnonzero(mask)]
+
+
+def _percent(fraction):
+    return f"{100 * fraction:.1f}"
+
+
+def _ranges(indices):
+    """`[0, 1, 2, 5]` as `"0-2, 5"`."""
+    parts, start = [], None
+    for i, value in enumerate(indices):
+        if start is None:
+            start = value
+        if i + 1 == len(indices) or indices[i + 1] != value + 1:
+            parts.append(str(start) if start == value else f"{start}-{value}")
+            start = None
+    return ", ".join(parts)
+
+
+def _render(columns):
+    """Lines of a text table, indented by two spaces.
+
+    `columns` is a list of `(header, cells, align, min_width)`; `align` is
+    `"<"` or `">"`. Each column is as wide as its widest entry, and at
+    least `min_width`.
+    """
+    widths = [
+        max(min_width, len(header), *(len(cell) for cell in cells))
+        for header, cells, _, min_width in columns
+    ]
+    rows = zip(*([header, *cells] for header, cells, _, _ in columns), strict=True)
+    return [
+        "  "
+        + "  ".join(
+            f"{cell:{align}{width}}"
+            for cell, (_, _, align, _), width in zip(row, columns, widths, strict=True)
+        ).rstrip()
+        for row in rows
+    ]

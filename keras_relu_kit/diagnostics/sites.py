@@ -188,3 +188,31 @@ def find_rectifier_sites(model) -> list:
         return [RectifierSite(name=model.name, layer=model, kind=kind)]
     visit(model, "")
     return sites
+
+
+def resolve_sites(model, sites, owner):
+    """`find_rectifier_sites(model)`, or the given sites, checked."""
+    if sites is None:
+        return find_rectifier_sites(model)
+    sites = list(sites)
+    by_name = None
+    resolved = []
+    for site in sites:
+        if isinstance(site, str):
+            if by_name is None:
+                by_name = {s.name: s for s in find_rectifier_sites(model)}
+            if site not in by_name:
+                raise ValueError(
+                    f"`{owner}` argument `sites` names {site!r}, which is "
+                    f"not a rectifier site of the model. Expected one of "
+                    f"{sorted(by_name)}. Received: sites={sites!r}"
+                )
+            site = by_name[site]
+        if not isinstance(site, RectifierSite):
+            raise TypeError(
+                f"`{owner}` argument `sites` must hold RectifierSite "
+                "objects (from `find_rectifier_sites`) or site names. "
+                f"Received: {site!r} (of type {type(site).__name__})"
+            )
+        resolved.append(site)
+    return resolved

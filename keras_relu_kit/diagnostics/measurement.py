@@ -1,0 +1,255 @@
+"""One measuring path: a probe, a capture, one report per training step.
+
+`Measurement` is what every callback measures through: it prepares its
+`Probe` and compiles the model's `Capture` when training begins, and
+measures the model's *current* weights at most once per training step,
+so callbacks that share one (`AutoLeak(monitor=...)`) share the forward
+pass. `measure()` is the same path called once.
+"""
+
+import warnings
+
+import keras
+
+from keras_relu_kit._validation import check_data_format, check_number
+from keras_relu_kit.diagnostics import probe as probe_lib
+from keras_relu_kit.diagnostics.capture import get_capture
+from keras_relu_kit.diagnostics.report import DeadReport
+from keras_relu_kit.diagnostics.sites import resolve_sites
+
+# The key of the measurement `begin` takes when it compiles the capture.
+_BEGIN = object()
+
+
+class Measurement:
+    """The dead units of one model on one probe, measured when asked.
+
+    Callbacks make one in `__init__`, call `begin(model)` in
+    `on_train_begin` and `report(model)` in their hooks; a callback that
+    reuses another's measurement calls only `report`. Everything that can
+    be checked (sites, the probe's shapes, the compiled capture function)
+    is checked in `begin`, before any training time is spent.
+
+    Args:
+        probe: a `Probe`.
+        tau: float >= 0 or `None`. ReDo threshold.
+        data_format: `"channels_last"`, `"channels_first"` or `None`.
+        sites: list of `RectifierSite` or site names, or `None` for all.
+        owner: str. The callback or function named in errors and warnings.
+    """
+
+    def __init__(self, probe, *, tau=None, data_format=None, sites=None, owner=""):
+        if not isinstance(probe, probe_lib.Probe):
+            raise TypeError(
+                f"`{owner or 'Measurement'}` argument `probe` must be a "
+                f"Probe. Received: {type(probe).__name__}"
+            )
+        self.probe = probe
+        self.owner = owner
+        if tau is not None:
+            tau = check_number("tau", tau, low=0.0, owner=owner)
+        self.tau = tau
+        self.data_format = check_data_format(data_format, owner=owner)
+        self._given_sites = sites
+        self.sites = []
+        self.last_report = None
+        self._reset()
+
+    def _reset(self):
+        self.active = False
+        self.began = False
+        self.capture = None
+        self._groups = None
+        self._key = None
+
+    def begin(self, model):
+        """Find the sites, prepare the probe and compile the capture.
+
+        Returns:
+            The list of sites measured (empty when the model has none; then
+            `report` returns empty reports).
+        """
+        self._reset()
+        self.began = True
+        self.last_report = None
+        self.sites = resolve_sites(model, self._given_sites, self.owner)
+        if not self.sites:
+            return []
+        if self.probe.is_lazy:
+            self._groups = None
+        else:
+            self._groups = self.probe.prepare(model)
+        self.capture = get_capture(model, self.sites, data_format=self.data_format)
+        if self._groups is not None:
+            self._compile(model)
+        self.active = True
+        return self.sites
+
+    def _compile(self, model):
+        try:
+            # Compiles the capture function now, not in the first epoch.
+            self.last_report = self.capture.run(self._groups, self.tau)
+            self._key = _BEGIN
+        except Exception as error:
+            if self.capture.mode == "functional":
+                raise  # The probe's shapes were checked by `prepare`.
+            expected = probe_lib.expected_input_shapes(model)
+            if expected is None:
+                expected = probe_lib.fit_input_shapes(model)
+            raise ValueError(
+                f"Argument `{self.probe.argument}` does not fit the model "
+                f"'{model.name}': expected inputs of shape "
+                f"{probe_lib.describe_expected(expected)}, received "
+                f"{probe_lib.describe_shapes(self.probe.arrays)}. Running the "
+                f"model on it raised {type(error).__name__}: {error}"
+            ) from error
+
+    def report(self, model, key=None):
+        """The `DeadReport` of `model`'s current weights, measured once per key.
+
+        Args:
+            model: the model being trained. Pass `self.model` from a
+                callback hook: on JAX that syncs the trainer's state into
+                the variables the capture reads.
+            key: hashable or `None`. Calls with the key of the previous
+                measurement return its report without measuring again.
+                `None` uses the optimizer's iteration count, so all
+                callbacks at the end of one epoch share one measurement.
+
+        Raises:
+            RuntimeError: before `begin`.
+        """
+        if not self.began:
+            raise RuntimeError(
+                f"{self.owner or 'Measurement'} measures inside `model.fit` "
+                "(after `on_train_begin`)."
+            )
+        if not self.active:
+            return DeadReport({}, tau=self.tau)
+        if key is None:
+            key = training_step(model)
+        if key is not None and self.last_report is not None and key == self._key:
+            return self.last_report
+        groups = self.probe.stream(model) if self._groups is None else self._groups
+        report = self.capture.run(groups, self.tau)
+        self.last_report = report
+        self._key = key
+        return report
+
+
+def training_step(model):
+    """The optimizer's iteration count, or `None` without an optimizer."""
+    optimizer = getattr(model, "optimizer", None)
+    iterations = getattr(optimizer, "iterations", None)
+    if iterations is None:
+        return None
+    return int(keras.ops.convert_to_numpy(iterations))
+
+
+def measure(
+    model,
+    data,
+    *,
+    batch_size: int = 256,
+    tau: float | None = None,
+    sites=None,
+    data_format: str | None = None,
+    probe_size: int | None = None,
+    seed: int = 0,
+) -> DeadReport:
+    """Measure the dead (and optionally dormant) units of a model.
+
+    Runs the model once over `data`, in inference mode, in batches of
+    `batch_size`, through a compiled capture function built once per model
+    (honouring the model's `jit_compile`) and reused, and reduces every
+    rectifier site's output per unit on the fly, so memory stays that of
+    one batch. It reads the model's current weights on every backend. Use
+    it in custom training loops and notebooks; the callbacks measure
+    through the same path.
+
+    A unit is a channel: the last axis, or axis 1 for channels_first
+    outputs. It is **dead** when its output is <= 0 for every example and
+    position. With `tau`, a unit is also scored as in ReDo (Sokar et al.
+    2023): its mean |output| divided by the mean over its layer's units,
+    and is **dormant** when that score is <= `tau`. Outputs are cast to
+    float32 before they are reduced (so mixed precision is measured the
+    same way), and NaN/inf values are counted per site, never raised.
+    Under a `tf.distribute` strategy the numbers are those of one device.
+
+    Args:
+        model: a built `keras.Model`: functional, `Sequential` or
+            subclassed.
+        data: the probe inputs: an array (or a list/dict of arrays for a
+            multi-input model), a tuple `(x, y, ...)` whose targets are
+            ignored, or a finite `tf.data.Dataset` /
+            `keras.utils.PyDataset` of such batches (used with its own
+            batching).
+        batch_size: int. Examples per forward batch for array data.
+            Defaults to `256`.
+        tau: float >= 0 or `None`. ReDo dormancy threshold; `None` skips
+            the dormant fractions. Defaults to `None`.
+        sites: list of `RectifierSite` (or site names) to measure.
+            Defaults to `find_rectifier_sites(model)`.
+        data_format: `"channels_last"`, `"channels_first"` or `None`.
+            Which axis holds the units of outputs of rank 3 and more.
+            `None` uses each site layer's own `data_format` attribute when
+            it has one, else `keras.config.image_data_format()`. Defaults
+            to `None`.
+        probe_size: int >= 1 or `None`. Measure on a fixed random sample
+            of at most this many examples (kept in order). Defaults to
+            `None`: all of `data`.
+        seed: int >= 0. Seed of that sample. Defaults to `0`.
+
+    Returns:
+        A `DeadReport`.
+
+    Example:
+
+    >>> import keras
+    >>> import numpy as np
+    >>> from keras_relu_kit.diagnostics import measure
+    >>> model = keras.Sequential([
+    ...     keras.Input((2,)),
+    ...     keras.layers.Dense(
+    ...         4, name="hidden", kernel_initializer="ones",
+    ...         bias_initializer=keras.initializers.Constant([1, 1, 1, -9]),
+    ...     ),
+    ...     keras.layers.ReLU(name="relu"),
+    ... ])
+    >>> report = measure(model, np.ones((10, 2)), tau=0.1)
+    >>> site = report.sites["relu"]
+    >>> site.units, site.dead, site.dead_fraction, site.dormant_fraction
+    (4, 1, 0.25, 0.25)
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            "`measure` argument `model` must be a keras.Model. "
+            f"Received: model={model!r} (of type {type(model).__name__})"
+        )
+    probe = probe_lib.Probe(
+        data,
+        size=probe_size,
+        batch_size=batch_size,
+        seed=seed,
+        argument="data",
+        owner="measure",
+    )
+    measurement = Measurement(
+        probe, tau=tau, data_format=data_format, sites=sites, owner="measure"
+    )
+    if not measurement.begin(model):
+        if sites is None:
+            warnings.warn(
+                f"Model '{model.name}' has no rectifier sites (ReLU-family "
+                "layers or layers with a rectifier `activation`); there is "
+                "nothing to measure.",
+                stacklevel=2,
+            )
+        return DeadReport({}, tau=measurement.tau)
+    if measurement.last_report is not None:
+        # `begin` compiled the capture on the probe: that run measured it.
+        return measurement.last_report
+    return measurement.report(model, key=_BEGIN)
+
+
+__all__ = ["Measurement", "measure"]
