@@ -1,6 +1,5 @@
 """Model surgery: turn a model's ReLU sites into adjustable kit layers."""
 
-import copy
 import warnings
 
 import keras
@@ -28,10 +27,12 @@ def leakify(model: keras.Model, alpha: float = 0.0) -> keras.Model:
       followed by a `LeakyReLU` named `<layer name>_leaky_relu`.
 
     Capped or shifted ReLUs (`relu6`, `ReLU(max_value=...)`,
-    `ReLU(threshold=...)`), ELU/SELU and kit layers are kept as they are.
+    `ReLU(threshold=...)`), ELU/SELU, the activations inside recurrent
+    layers (`LSTM(activation="relu")`) and kit layers are kept as they are.
     Weights are copied, so at `alpha=0` the new model predicts exactly what
     the old one did. Nested Sequential and functional models are rewritten
-    too. The original model is not changed.
+    too, and a layer called several times stays one layer (followed by one
+    `LeakyReLU`). The original model is not changed.
 
     Args:
         model: a `keras.Sequential` or functional `keras.Model`. Subclassed
@@ -66,19 +67,97 @@ def leakify(model: keras.Model, alpha: float = 0.0) -> keras.Model:
             "`keras_relu_kit.layers.LeakyReLU(alpha=0.0)` where it uses ReLU. "
             f"Received: model of type {type(model).__name__}"
         )
-    config = copy.deepcopy(model.get_config())
-    changed = []
-    new_config = _rewrite(model, config, alpha, changed)
-    if not changed:
+    surgery = _Surgery(alpha)
+    with keras.saving.custom_object_scope(custom_objects()):
+        new_model = surgery.model(model)
+    if not surgery.changed:
         warnings.warn(
             "`leakify` found no ReLU site to convert in model "
             f"'{model.name}'; the copy it returns computes the same function.",
             stacklevel=2,
         )
-    with keras.saving.custom_object_scope(custom_objects()):
-        new_model = type(model).from_config(new_config)
-    _copy_weights(model, new_model)
+    for layer, clone in surgery.copies:
+        if layer.weights:
+            clone.set_weights(layer.get_weights())
     return new_model
+
+
+class _Surgery:
+    """One `leakify` call, through the model and the models nested in it."""
+
+    def __init__(self, alpha):
+        self.alpha = alpha
+        # id(layer) -> its clone, across nested models: a shared layer is
+        # cloned once and stays shared.
+        self.clones = {}
+        # (layer, clone) pairs whose weights are copied once all is built.
+        self.copies = []
+        # Names of the converted ReLU sites.
+        self.changed = []
+
+    def model(self, model):
+        """The leakified copy of `model`, a Sequential or functional model."""
+        sites = _fused_sites(model, self.alpha)
+        after = {}  # id(clone) -> the kit LeakyReLU applied to its output
+
+        def clone_function(layer):
+            clone = self.layer(layer)
+            if id(layer) in sites and id(clone) not in after:
+                slope, name = sites[id(layer)]
+                after[id(clone)] = LeakyReLU(
+                    alpha=slope, name=name, dtype=layer.dtype_policy
+                )
+            return clone
+
+        def call_function(layer, *args, **kwargs):
+            outputs = layer(*args, **kwargs)
+            leaky = after.get(id(layer))
+            return outputs if leaky is None else leaky(outputs)
+
+        if isinstance(model, keras.Sequential):
+            # `clone_model` cannot insert layers into a Sequential model.
+            new_layers = []
+            for layer in model.layers:
+                clone = clone_function(layer)
+                new_layers.append(clone)
+                if id(clone) in after:
+                    new_layers.append(after[id(clone)])
+            inputs = [
+                keras.Input(
+                    batch_shape=x.shape, dtype=x.dtype, sparse=x.sparse, name=x.name
+                )
+                for x in _inputs(model)
+            ]
+            return keras.Sequential(inputs + new_layers, name=model.name)
+        new_model = keras.models.clone_model(
+            model, clone_function=clone_function, call_function=call_function
+        )
+        if new_model.compiled:
+            # `clone_model` compiles the copy of a compiled model; `leakify`
+            # returns it uncompiled.
+            new_model = type(new_model)(
+                new_model.input, new_model.output, name=new_model.name
+            )
+        return new_model
+
+    def layer(self, layer):
+        """The clone of `layer`, made on first use."""
+        if id(layer) in self.clones:
+            return self.clones[id(layer)]
+        if _is_rewritable_nested(layer):
+            clone = self.model(layer)
+        elif (slope := _standalone_slope(layer, self.alpha)) is not None:
+            self.changed.append(layer.name)
+            clone = LeakyReLU(alpha=slope, name=layer.name, dtype=layer.dtype_policy)
+        else:
+            config = layer.get_config()
+            if _fused_slope(layer, self.alpha) is not None:
+                self.changed.append(layer.name)
+                config["activation"] = "linear"
+            clone = layer.__class__.from_config(config)
+            self.copies.append((layer, clone))
+        self.clones[id(layer)] = clone
+        return clone
 
 
 def _is_rewritable(model):
@@ -92,60 +171,35 @@ def _is_rewritable(model):
     return isinstance(model, keras.Model) and "input_layers" in (config or {})
 
 
-def _rewrite(model, config, alpha, changed):
-    """Rewrites `config` of `model` (Sequential or functional) in place."""
-    layers = {layer.name: layer for layer in model.layers}
-    taken = {entry["config"].get("name") for entry in config["layers"]}
-    taken |= set(layers)
-    functional = "input_layers" in config
-    new_entries, renames = [], {}
-    for entry in config["layers"]:
-        layer = layers.get(entry["config"].get("name"))
-        if layer is not None and _is_rewritable_nested(layer):
-            entry["config"] = _rewrite(layer, entry["config"], alpha, changed)
-            new_entries.append(entry)
-            continue
-        slope = _standalone_slope(layer, alpha)
-        if slope is not None:
-            changed.append(layer.name)
-            entry.update(_leaky_entry(entry, entry["config"]["name"], slope))
-            new_entries.append(entry)
-            continue
-        slope = _fused_slope(layer, alpha)
-        if slope is None:
-            new_entries.append(entry)
-            continue
-        changed.append(layer.name)
-        entry["config"]["activation"] = "linear"
-        new_entries.append(entry)
-        name = _unique(f"{layer.name}_leaky_relu", taken)
-        taken.add(name)
-        leaky = _leaky_entry(entry, name, slope)
-        if functional:
-            leaky["name"] = name
-            leaky["inbound_nodes"] = [
-                _node_from(layer, node) for node in entry["inbound_nodes"]
-            ]
-            for index, node in enumerate(leaky["inbound_nodes"]):
-                node["args"][0]["config"]["keras_history"] = [layer.name, index, 0]
-            renames[layer.name] = name
-        new_entries.append(leaky)
-    if functional and renames:
-        for entry in new_entries:
-            if entry.get("name") not in renames.values():
-                entry["inbound_nodes"] = _renamed(entry["inbound_nodes"], renames)
-        config["output_layers"] = _renamed(config["output_layers"], renames)
-    config["layers"] = new_entries
-    return config
-
-
 def _is_rewritable_nested(layer):
     return isinstance(layer, keras.Model) and _is_rewritable(layer)
 
 
+def _inputs(model):
+    """The symbolic inputs of `model`; none for a Sequential model without."""
+    try:
+        return model.inputs
+    except AttributeError:
+        return []
+
+
+def _fused_sites(model, alpha):
+    """`id(layer)` -> (slope, name of its LeakyReLU) for the fused sites."""
+    taken = {layer.name for layer in model.layers}
+    taken |= {x.name for x in _inputs(model)}
+    sites = {}
+    for layer in model.layers:
+        slope = _fused_slope(layer, alpha)
+        if slope is not None:
+            name = _unique(f"{layer.name}_leaky_relu", taken)
+            taken.add(name)
+            sites[id(layer)] = (slope, name)
+    return sites
+
+
 def _standalone_slope(layer, alpha):
     """The kit slope for a standalone ReLU layer, or None to keep it."""
-    if layer is None or type(layer).__module__.startswith("keras_relu_kit"):
+    if type(layer).__module__.startswith("keras_relu_kit"):
         return None
     if isinstance(layer, keras.layers.ReLU):
         if layer.max_value is not None or layer.threshold != 0:
@@ -160,7 +214,10 @@ def _standalone_slope(layer, alpha):
 
 def _fused_slope(layer, alpha):
     """The kit slope for a layer with `activation="relu"`, or None."""
-    if layer is None or isinstance(layer, (keras.Model, keras.layers.Activation)):
+    # A recurrent layer applies its activation inside each step, not once to
+    # its output.
+    kept = (keras.Model, keras.layers.Activation, keras.layers.RNN)
+    if isinstance(layer, kept):
         return None
     activation = getattr(layer, "activation", None)
     if activation is None:
@@ -177,67 +234,9 @@ def _activation_slope(activation, alpha):
     return None
 
 
-def _leaky_entry(entry, name, slope):
-    layer = LeakyReLU(alpha=slope, name=name, dtype=entry["config"].get("dtype"))
-    new = keras.saving.serialize_keras_object(layer)
-    for key in ("name", "inbound_nodes"):
-        if key in entry:
-            new[key] = entry[key]
-    new["name"] = name
-    new.pop("build_config", None)
-    return new
-
-
-def _node_from(layer, node):
-    """An inbound node taking the output of `layer` at the same node index.
-
-    Keras replaces the tensor placeholder by the real output tensor when it
-    rebuilds the graph; its shape and dtype are kept for the record.
-    """
-    (source_input,) = node["args"][:1] or [None]
-    shape, dtype = None, None
-    if isinstance(source_input, dict) and "config" in source_input:
-        dtype = source_input["config"].get("dtype")
-        shape = layer.compute_output_shape(tuple(source_input["config"]["shape"]))
-    return {
-        "args": [
-            {
-                "class_name": "__keras_tensor__",
-                "config": {"shape": shape, "dtype": dtype, "keras_history": None},
-            }
-        ],
-        "kwargs": {},
-    }
-
-
-def _renamed(value, renames):
-    """`value` with every reference `[layer, node, tensor]` renamed."""
-    if isinstance(value, dict):
-        if "keras_history" in value:
-            history = list(value["keras_history"])
-            history[0] = renames.get(history[0], history[0])
-            return {**value, "keras_history": history}
-        return {key: _renamed(item, renames) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        if len(value) == 3 and isinstance(value[0], str) and value[0] in renames:
-            return [renames[value[0]], *value[1:]]
-        return [_renamed(item, renames) for item in value]
-    return value
-
-
 def _unique(name, taken):
     candidate, count = name, 1
     while candidate in taken:
         candidate = f"{name}_{count}"
         count += 1
     return candidate
-
-
-def _copy_weights(old, new):
-    new_layers = {layer.name: layer for layer in new.layers}
-    for layer in old.layers:
-        target = new_layers[layer.name]
-        if isinstance(layer, keras.Model) and _is_rewritable(layer):
-            _copy_weights(layer, target)
-        elif layer.weights:
-            target.set_weights(layer.get_weights())

@@ -103,6 +103,81 @@ class TestLeakify:
         _assert_weights_copied(model, new)
         _assert_same_function(model, new, _x())
 
+    def test_shared_fused_layer_stays_shared(self):
+        inputs = keras.Input((6,))
+        shared = keras.layers.Dense(6, activation="relu", name="shared")
+        model = keras.Model(inputs, shared(shared(inputs)))
+        x = _x()
+        _assert_same_function(model, leakify(model), x)
+        new = leakify(model, alpha=0.1)
+        # One Dense and one LeakyReLU, both called twice.
+        assert _types(new) == ["InputLayer", "Dense", "LeakyReLU"]
+        assert len(new.weights) == 3
+        kernel, bias = shared.kernel.numpy(), shared.bias.numpy()
+        expected = x
+        for _ in range(2):
+            pre = expected @ kernel + bias
+            assert (pre < 0).any()
+            expected = np.where(pre >= 0, pre, 0.1 * pre)
+        np.testing.assert_allclose(
+            new.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-6
+        )
+
+    def test_recurrent_activation_is_kept(self):
+        model = keras.Sequential(
+            [
+                keras.Input((4, 6)),
+                keras.layers.SimpleRNN(5, activation="relu", return_sequences=True),
+                keras.layers.Dense(3, activation="relu"),
+            ]
+        )
+        new = leakify(model)
+        assert _types(new) == ["SimpleRNN", "Dense", "LeakyReLU"]
+        assert new.layers[0].activation.__name__ == "relu"
+        _assert_same_function(model, new, _x((8, 4, 6)))
+
+    def test_sequential_without_input(self):
+        unbuilt = keras.Sequential([keras.layers.Dense(4, activation="relu")])
+        new = leakify(unbuilt)
+        assert _types(new) == ["Dense", "LeakyReLU"]
+        assert not new.built
+        built = keras.Sequential([keras.layers.Dense(4, activation="relu")])
+        built.build((None, 6))
+        new = leakify(built)
+        assert new.input_shape == (None, 6)
+        _assert_same_function(built, new, _x())
+
+    @pytest.mark.parametrize("functional", [False, True])
+    def test_compiled_model_gives_uncompiled_copy(self, functional):
+        layer = keras.layers.Dense(3, activation="relu")
+        if functional:
+            inputs = keras.Input((6,))
+            model = keras.Model(inputs, layer(inputs))
+        else:
+            model = keras.Sequential([keras.Input((6,)), layer])
+        model.compile("sgd", "mse")
+        new = leakify(model)
+        assert model.compiled and not new.compiled
+        assert _types(new)[-2:] == ["Dense", "LeakyReLU"]
+        _assert_same_function(model, new, _x())
+
+    def test_keeps_dtype_policy(self):
+        keras.config.set_dtype_policy("mixed_float16")
+        model = keras.Sequential(
+            [
+                keras.Input((6,)),
+                keras.layers.Dense(4, activation="relu"),
+                keras.layers.Dense(4),
+                keras.layers.ReLU(),
+            ]
+        )
+        keras.config.set_dtype_policy("float32")
+        new = leakify(model)
+        assert [layer.dtype_policy.name for layer in new.layers] == [
+            "mixed_float16"
+        ] * 4
+        _assert_same_function(model, new, _x())
+
     def test_conv_and_kept_sites(self):
         model = keras.Sequential(
             [
