@@ -36,6 +36,16 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "requires_tensorflow: needs the tensorflow package installed"
     )
+    config.addinivalue_line(
+        "markers",
+        "xla: checks `jit_compile=True` (XLA on TensorFlow and JAX); skipped "
+        "on torch, where it means torch.compile (about 30 s a model on CPU; "
+        "tests/test_backends.py covers it there once)",
+    )
+    config.addinivalue_line(
+        "markers",
+        "not_torch: uses what Keras' torch backend does not support",
+    )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -45,6 +55,11 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(
                     pytest.mark.skip(reason=f"runs under the {backend} backend only")
                 )
+        if BACKEND == "torch" and item.get_closest_marker("xla"):
+            item.add_marker(pytest.mark.skip(reason="torch.compile, not XLA"))
+        marker = item.get_closest_marker("not_torch")
+        if BACKEND == "torch" and marker:
+            item.add_marker(pytest.mark.skip(reason=marker.args[0]))
         if item.get_closest_marker("requires_tensorflow") and not HAS_TENSORFLOW:
             item.add_marker(pytest.mark.skip(reason="tensorflow is not installed"))
 

@@ -133,6 +133,7 @@ class TestAutoLeak:
         with pytest.raises(ValueError, match="passed to the same `fit`"):
             _fit(model, [auto], 1)
 
+    @pytest.mark.xla
     def test_no_retrace_when_alpha_changes_under_xla(self):
         class CountingLeakyReLU(layers.LeakyReLU):
             traces = 0

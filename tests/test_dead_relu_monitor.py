@@ -302,6 +302,7 @@ class TestInFit:
         )
         assert history.history["dead_fraction/leak"] == [0.75, 0.75]
 
+    @pytest.mark.not_torch("Keras' torch backend needs steps_per_execution=1")
     def test_every_n_batches_with_steps_per_execution(self, rng):
         x, y = data(rng)
         model = planted_model()
@@ -382,9 +383,9 @@ class TestInFit:
         assert history.history["dead_fraction"][-1] == expected
         if kind == "sequential":
             # Built for any batch size, as `fit` would have built it (on
-            # JAX, `fit` itself builds for its batch size before the
-            # callbacks start).
-            batch = 32 if keras.backend.backend() == "jax" else None
+            # JAX and torch, `fit` itself builds for its batch size before
+            # the callbacks start).
+            batch = None if keras.backend.backend() == "tensorflow" else 32
             assert model.inputs[0].shape == (batch, 5)
 
     def test_report_for_epoch_outside_fit(self):
@@ -494,6 +495,7 @@ class TestSameNumbers:
         )
         return dead_keys(history.history), monitor
 
+    @pytest.mark.xla
     def test_jit_compile(self, rng):
         x, y = data(rng)
         plain, _ = self.fit(planted_model(), x, y)
@@ -545,7 +547,8 @@ class TestBadInput:
         monitor = DeadReLUMonitor(probe=x, verbose=1)
         with pytest.warns(UserWarning, match="no rectifier sites") as caught:
             history = model.fit(x, y, epochs=2, verbose=0, callbacks=[monitor])
-        assert len(caught) == 1
+        # Only the kit's warning (Keras on torch adds DeprecationWarnings).
+        assert len([w for w in caught if w.category is UserWarning]) == 1
         assert dead_keys(history.history) == {}
         assert monitor.history == [] and monitor.last_report is None
         assert monitor.report_for_epoch(1).sites == {}
@@ -596,7 +599,8 @@ class TestBadInput:
         monitor = DeadReLUMonitor(probe=probe)
         with pytest.warns(UserWarning, match="NaN/inf") as caught:
             history = model.fit(x, y, epochs=2, verbose=0, callbacks=[monitor])
-        assert len(caught) == 1
+        # Only the kit's warning (Keras on torch adds DeprecationWarnings).
+        assert len([w for w in caught if w.category is UserWarning]) == 1
         assert monitor.last_report.nonfinite > 0
         assert monitor.history[-1]["nonfinite"] == (monitor.last_report.nonfinite)
         assert history.history["dead_fraction/leak"] == [0.75] * 2

@@ -556,6 +556,7 @@ def assert_same_reports(a, b):
 class TestSameNumbers:
     """jit_compile, mixed precision and MirroredStrategy change nothing."""
 
+    @pytest.mark.xla
     def test_jit_compile(self, rng):
         # The hooks path under XLA; test_jit_compile_random_model covers the
         # functional one.
@@ -569,6 +570,7 @@ class TestSameNumbers:
         assert_planted(jit, expected)
         assert_same_reports(plain, jit)
 
+    @pytest.mark.xla
     def test_jit_compile_random_model(self, rng):
         x = rng.normal(size=(90, 6)).astype("float32")
         model = random_model()

@@ -42,8 +42,9 @@ class AutoLeak(keras.callbacks.Callback):
     `LeakyReLU`, `PReLU` and `ELU`. For a per-channel (or per-element)
     `PReLU`, only the slopes of the dead channels are raised. Changes go
     through `variable.assign`, so the compiled train step is reused (no
-    retrace, with or without XLA) and, under a `tf.distribute` strategy,
-    every replica sees them. `alpha` is a weight: it is saved with the model
+    retrace, with or without XLA) and every replica sees them, under a
+    `tf.distribute` strategy (TensorFlow) or JAX's
+    `keras.distribution.DataParallel`. `alpha` is a weight: it is saved with the model
     and restored by `keras.callbacks.BackupAndRestore`; give `backup_dir`
     (the same directory) to resume AutoLeak's own counters too.
 

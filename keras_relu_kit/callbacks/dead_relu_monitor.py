@@ -29,8 +29,11 @@ class DeadReLUMonitor(keras.callbacks.Callback):
     `LeakyReLU`, `PReLU`, `ELU`, rectifier `Activation` layers and every kit
     layer, in `Sequential`, functional, nested and subclassed models. The
     forward pass is one call of a capture function compiled once per model
-    (honouring its `jit_compile`); it works under mixed precision and under
-    a `tf.distribute` strategy, where it gives the numbers of one device.
+    (honouring its `jit_compile`) that reads the model's current weights on
+    every Keras backend; it works under mixed precision, under a
+    `tf.distribute` strategy (TensorFlow) and under JAX's
+    `keras.distribution.DataParallel`, where it gives the numbers of one
+    device.
 
     What it measures lands in `logs`, so `History` (`fit`'s return value),
     `keras.callbacks.CSVLogger` and `keras.callbacks.TensorBoard` record
@@ -77,8 +80,10 @@ class DeadReLUMonitor(keras.callbacks.Callback):
         log_dir: path or `None`. If set, also writes every measurement as
             TensorBoard scalars (`dead_fraction`, `dead_fraction/<site>`,
             ...) to event files in this directory, with the epoch (or, with
-            an int `frequency`, the batch count) as step. Defaults to
-            `None`.
+            an int `frequency`, the batch count) as step. TensorFlow only:
+            it writes with `tf.summary`, so it needs the `tensorflow` and
+            `tensorboard` packages (on any Keras backend) and raises an
+            `ImportError` at construction without them. Defaults to `None`.
         verbose: int. 0: silent; 1: print a short per-site table at the end
             of every epoch. Defaults to `0`.
         batch_size: int >= 1. Probe examples per forward batch. Defaults to

@@ -174,7 +174,8 @@ def measure(
     and is **dormant** when that score is <= `tau`. Outputs are cast to
     float32 before they are reduced (so mixed precision is measured the
     same way), and NaN/inf values are counted per site, never raised.
-    Under a `tf.distribute` strategy the numbers are those of one device.
+    Under a `tf.distribute` strategy or a `keras.distribution` the numbers
+    are those of one device.
 
     Args:
         model: a built `keras.Model`: functional, `Sequential` or
