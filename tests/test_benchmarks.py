@@ -13,6 +13,9 @@ import sys
 
 import pytest
 
+# The benchmarks time TensorFlow's graph, eager and XLA modes side by side.
+pytestmark = pytest.mark.tensorflow_only
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = ROOT / "benchmarks" / "README.md"
 MODES = ("XLA", "graph", "eager")
