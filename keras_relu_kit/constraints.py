@@ -22,9 +22,11 @@ class Clip(keras.constraints.Constraint):
 
     Example:
 
+    >>> import keras
     >>> import numpy as np
     >>> from keras_relu_kit.constraints import Clip
-    >>> Clip(0.0, 1.0)(np.array([-0.5, 0.3, 2.0])).numpy().tolist()
+    >>> w = Clip(0.0, 1.0)(np.array([-0.5, 0.3, 2.0], "float32"))
+    >>> keras.ops.convert_to_numpy(w).tolist()
     [0.0, 0.3..., 1.0]
     """
 

@@ -1,10 +1,13 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from keras import ops
 
 from keras_relu_kit import layers
+from keras_relu_kit._autodiff import value_and_grad
 from keras_relu_kit.constraints import Clip
+
+BACKEND = keras.backend.backend()
 
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
@@ -29,6 +32,10 @@ def _selu(x):
     return SELU_SCALE * _elu(x, SELU_ALPHA)
 
 
+def _np(x):
+    return ops.convert_to_numpy(x)
+
+
 def _inputs(rng, shape=(4, 3, 5)):
     # Keep values away from 0 so that low-precision rounding cannot flip
     # the sign of an input.
@@ -44,10 +51,79 @@ def _assert_policy_output(make, x, expected, policy):
     assert keras.backend.standardize_dtype(y.dtype) == compute
     for weight in layer.weights:
         assert weight.dtype == "float32"
-    got = keras.ops.convert_to_numpy(keras.ops.cast(y, "float32"))
+    got = _np(ops.cast(y, "float32"))
     np.testing.assert_allclose(
         got, expected, rtol=TOLERANCE[policy], atol=TOLERANCE[policy]
     )
+
+
+def _counting_layer(layer_cls, jit_compile):
+    """`layer_cls`, and a function: how many steps the backend has traced.
+
+    TensorFlow traces every step into a `tf.function`, and JAX with
+    `jit_compile=True` traces it for `jax.jit`: Python in a layer's `call`
+    runs only then, so a subclass that counts its calls counts traces.
+    torch compiles with `torch.compile` (Dynamo), which counts the graphs it
+    builds; there the layer is left as it is, since Dynamo would guard on
+    a Python counter and recompile whenever it changed. Eager steps (JAX or
+    torch without `jit_compile`) trace nothing: the count is `None` there.
+    """
+    if BACKEND == "tensorflow" or (BACKEND == "jax" and jit_compile):
+
+        class Counting(layer_cls):
+            traces = 0
+
+            def call(self, inputs):
+                Counting.traces += 1
+                return super().call(inputs)
+
+        return Counting, lambda: Counting.traces
+    if BACKEND == "torch" and jit_compile:
+        from torch._dynamo.utils import counters
+
+        return layer_cls, lambda: counters["stats"]["unique_graphs"]
+    return layer_cls, lambda: None
+
+
+def _check_assign_after_compile(layer_cls, reference, rng, jit_compile):
+    """`alpha.assign` changes a compiled predict and train step, no retrace."""
+    layer_cls, traces = _counting_layer(layer_cls, jit_compile)
+    eager = traces() is None
+    x = _inputs(rng, (8, 6))
+    model = keras.Sequential([keras.Input((6,)), layer_cls(0.1)])
+    alpha = model.layers[0].alpha
+    model.compile(keras.optimizers.SGD(0.1), "mse", jit_compile=jit_compile)
+
+    predict = model.predict(x, verbose=0)
+    np.testing.assert_allclose(predict, reference(x, 0.1), 1e-6)
+    traced = traces()
+    assert eager or traced > 0
+    alpha.assign(0.25)
+    predict = model.predict(x, verbose=0)
+    np.testing.assert_allclose(predict, reference(x, 0.25), 1e-6)
+    assert traces() == traced
+
+    # The same holds for the train step: the loss follows alpha.
+    target = np.zeros_like(x)
+    model.fit(x, target, batch_size=8, epochs=1, verbose=0)
+    traced = traces()
+    for value in [0.0, 0.5]:
+        alpha.assign(value)
+        history = model.fit(x, target, batch_size=8, epochs=1, verbose=0)
+        expected = np.mean(reference(x, value) ** 2)
+        np.testing.assert_allclose(history.history["loss"][0], expected, 1e-5)
+    assert traces() == traced
+
+
+class AlwaysTraining(keras.Model):
+    """Calls `layer` in training mode, even in `predict`."""
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(**kwargs)
+        self.layer = layer
+
+    def call(self, inputs):
+        return self.layer(inputs, training=True)
 
 
 class TestLeakyReLU:
@@ -65,16 +141,16 @@ class TestLeakyReLU:
     def test_alpha_zero_is_relu_exactly(self, rng):
         x = rng.normal(size=(64, 32)).astype("float32")
         np.testing.assert_array_equal(
-            layers.LeakyReLU(alpha=0.0)(x).numpy(),
-            keras.layers.ReLU()(x).numpy(),
+            _np(layers.LeakyReLU(alpha=0.0)(x)),
+            _np(keras.layers.ReLU()(x)),
         )
 
     @pytest.mark.parametrize("alpha", [0.0, 0.01, 0.3])
     def test_equals_keras_builtin(self, rng, alpha):
         x = rng.normal(size=(16, 8)).astype("float32")
         np.testing.assert_allclose(
-            layers.LeakyReLU(alpha=alpha)(x).numpy(),
-            keras.layers.LeakyReLU(negative_slope=alpha)(x).numpy(),
+            _np(layers.LeakyReLU(alpha=alpha)(x)),
+            _np(keras.layers.LeakyReLU(negative_slope=alpha)(x)),
             rtol=1e-7,
         )
 
@@ -85,13 +161,11 @@ class TestLeakyReLU:
         assert "negative_slope" not in layer.get_config()
 
     def test_gradient(self, rng):
-        x = tf.constant(_inputs(rng))
+        x = _inputs(rng)
         layer = layers.LeakyReLU(alpha=0.2)
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = tf.reduce_sum(layer(x))
-        grad = tape.gradient(y, x).numpy()
-        np.testing.assert_allclose(grad, np.where(x.numpy() >= 0, 1.0, 0.2))
+        value, (grad,) = value_and_grad(lambda x: ops.sum(layer(x)), x)
+        np.testing.assert_allclose(value, _leaky(x, 0.2).sum(), rtol=1e-5)
+        np.testing.assert_allclose(grad, np.where(x >= 0, 1.0, 0.2))
 
     def test_alpha_is_non_trainable_variable(self):
         layer = layers.LeakyReLU(alpha=0.1)
@@ -101,35 +175,7 @@ class TestLeakyReLU:
 
     @pytest.mark.parametrize("jit_compile", [True, False])
     def test_assign_after_compile(self, rng, jit_compile):
-        class CountingLeakyReLU(layers.LeakyReLU):
-            traces = 0
-
-            def call(self, inputs):
-                # Python in `call` runs only while a step is being traced.
-                CountingLeakyReLU.traces += 1
-                return super().call(inputs)
-
-        x = _inputs(rng, (8, 6))
-        model = keras.Sequential([keras.Input((6,)), CountingLeakyReLU(0.1)])
-        alpha = model.layers[0].alpha
-        model.compile(keras.optimizers.SGD(0.1), "mse", jit_compile=jit_compile)
-
-        np.testing.assert_allclose(model.predict(x, verbose=0), _leaky(x, 0.1), 1e-6)
-        traced = CountingLeakyReLU.traces
-        alpha.assign(0.25)
-        np.testing.assert_allclose(model.predict(x, verbose=0), _leaky(x, 0.25), 1e-6)
-        assert CountingLeakyReLU.traces == traced
-
-        # The same holds for the train step: the loss follows alpha.
-        target = np.zeros_like(x)
-        model.fit(x, target, batch_size=8, epochs=1, verbose=0)
-        traced = CountingLeakyReLU.traces
-        for value in [0.0, 0.5]:
-            alpha.assign(value)
-            history = model.fit(x, target, batch_size=8, epochs=1, verbose=0)
-            expected = np.mean(_leaky(x, value) ** 2)
-            np.testing.assert_allclose(history.history["loss"][0], expected, 1e-5)
-        assert CountingLeakyReLU.traces == traced
+        _check_assign_after_compile(layers.LeakyReLU, _leaky, rng, jit_compile)
 
     @pytest.mark.parametrize(
         "kwargs, message",
@@ -158,19 +204,17 @@ class TestELU:
     def test_equals_keras_builtin(self, rng):
         x = rng.normal(size=(16, 8)).astype("float32")
         np.testing.assert_allclose(
-            layers.ELU(alpha=0.7)(x).numpy(),
-            keras.layers.ELU(alpha=0.7)(x).numpy(),
+            _np(layers.ELU(alpha=0.7)(x)),
+            _np(keras.layers.ELU(alpha=0.7)(x)),
             # Keras computes exp(x) - 1; the kit uses the exact expm1(x).
             rtol=1e-5,
             atol=1e-7,
         )
 
     def test_gradient_is_finite_for_large_inputs(self):
-        x = tf.constant([-100.0, -1.0, 0.5, 100.0])
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = tf.reduce_sum(layers.ELU(alpha=2.0)(x))
-        grad = tape.gradient(y, x).numpy()
+        x = np.array([-100.0, -1.0, 0.5, 100.0], "float32")
+        layer = layers.ELU(alpha=2.0)
+        _, (grad,) = value_and_grad(lambda x: ops.sum(layer(x)), x)
         np.testing.assert_allclose(
             grad,
             [2.0 * np.exp(-100.0), 2.0 * np.exp(-1.0), 1.0, 1.0],
@@ -179,12 +223,7 @@ class TestELU:
         )
 
     def test_assign_after_compile(self, rng):
-        x = _inputs(rng, (8, 6))
-        model = keras.Sequential([keras.Input((6,)), layers.ELU(1.0)])
-        model.compile(loss="mse", jit_compile=True)
-        np.testing.assert_allclose(model.predict(x, verbose=0), _elu(x, 1.0), 1e-6)
-        model.layers[0].alpha.assign(0.3)
-        np.testing.assert_allclose(model.predict(x, verbose=0), _elu(x, 0.3), 1e-6)
+        _check_assign_after_compile(layers.ELU, _elu, rng, jit_compile=True)
 
     def test_invalid_args(self):
         with pytest.raises(ValueError, match=r"`alpha`.*Received: alpha=-2"):
@@ -200,19 +239,18 @@ class TestSELU:
     def test_equals_keras_builtin(self, rng):
         x = rng.normal(size=(16, 8)).astype("float32")
         np.testing.assert_allclose(
-            layers.SELU()(x).numpy(),
-            keras.layers.Activation("selu")(x).numpy(),
+            _np(layers.SELU()(x)),
+            _np(keras.layers.Activation("selu")(x)),
             rtol=1e-5,
             atol=1e-7,
         )
 
     def test_gradient(self):
-        x = tf.constant([-1.0, 2.0])
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = tf.reduce_sum(layers.SELU()(x))
+        x = np.array([-1.0, 2.0], "float32")
+        layer = layers.SELU()
+        _, (grad,) = value_and_grad(lambda x: ops.sum(layer(x)), x)
         np.testing.assert_allclose(
-            tape.gradient(y, x).numpy(),
+            grad,
             [SELU_SCALE * SELU_ALPHA * np.exp(-1.0), SELU_SCALE],
             rtol=1e-6,
         )
@@ -234,8 +272,8 @@ class TestPReLU:
     def test_default_initial_slope(self, rng):
         x = _inputs(rng, (2, 5))
         layer = layers.PReLU()
-        np.testing.assert_allclose(layer(x).numpy(), _leaky(x, 0.25))
-        np.testing.assert_array_equal(layer.alpha.numpy(), [0.25] * 5)
+        np.testing.assert_allclose(_np(layer(x)), _leaky(x, 0.25))
+        np.testing.assert_array_equal(_np(layer.alpha), [0.25] * 5)
         assert layer.trainable_weights == [layer.alpha]
         assert layer.losses == []
 
@@ -243,14 +281,14 @@ class TestPReLU:
         x = _inputs(rng, (2, 3, 4, 4))
         init = keras.initializers.RandomUniform(0.0, 1.0, seed=2)
         layer = layers.PReLU(alpha_initializer=init, data_format="channels_first")
-        y = layer(x).numpy()
-        alpha = layer.alpha.numpy()
+        y = _np(layer(x))
+        alpha = _np(layer.alpha)
         np.testing.assert_allclose(y, _leaky(x, alpha.reshape(1, 3, 1, 1)))
 
     def test_shared(self, rng):
         x = _inputs(rng, (2, 4, 4, 3))
         layer = layers.PReLU(alpha_initializer=0.1, mode="shared")
-        np.testing.assert_allclose(layer(x).numpy(), _leaky(x, 0.1))
+        np.testing.assert_allclose(_np(layer(x)), _leaky(x, 0.1))
         assert layer.alpha.shape == ()
 
     @pytest.mark.parametrize("shared_axes", [None, [1, 2], [2]])
@@ -264,8 +302,8 @@ class TestPReLU:
         kit.build(x.shape)
         ref.build(x.shape)
         assert kit.alpha.shape == ref.alpha.shape
-        ref.alpha.assign(kit.alpha.numpy())
-        np.testing.assert_allclose(kit(x).numpy(), ref(x).numpy(), rtol=1e-6)
+        ref.alpha.assign(_np(kit.alpha))
+        np.testing.assert_allclose(_np(kit(x)), _np(ref(x)), rtol=1e-6)
 
     def test_negative_shared_axes_count_from_the_end(self):
         layer = layers.PReLU(shared_axes=[-2])
@@ -286,7 +324,7 @@ class TestPReLU:
         for size in [(5, 5), (7, 3)]:
             x = _inputs(rng, (2, *size, 3))
             y = model.predict(x, verbose=0)
-            conv = model.layers[0](x).numpy()
+            conv = _np(model.layers[0](x))
             np.testing.assert_allclose(y, _leaky(conv, 0.25), rtol=1e-5)
 
     def test_constraint_clips_alpha(self, rng):
@@ -297,15 +335,21 @@ class TestPReLU:
         # Targets far below the outputs push alpha up, past the bound.
         target = np.where(x < 0, 5.0 * x, x)
         model.fit(x, target, epochs=1, batch_size=32, verbose=0)
-        np.testing.assert_array_equal(layer.alpha.numpy(), [1.0] * 4)
+        np.testing.assert_array_equal(_np(layer.alpha), [1.0] * 4)
 
     def test_gradient_of_alpha(self, rng):
-        x = tf.constant(_inputs(rng, (6, 3)))
+        x = _inputs(rng, (6, 3))
         layer = layers.PReLU()
-        with tf.GradientTape() as tape:
-            y = tf.reduce_sum(layer(x))
-        grad = tape.gradient(y, layer.alpha).numpy()
-        expected = np.where(x.numpy() < 0, x.numpy(), 0.0).sum(axis=0)
+        layer.build(x.shape)
+        # `stateless_call` hands its input to `call` as is, unconverted.
+        inputs = ops.convert_to_tensor(x)
+
+        def total(alpha):
+            y, _ = layer.stateless_call([alpha], [], inputs)
+            return ops.sum(y)
+
+        _, (grad,) = value_and_grad(total, _np(layer.alpha))
+        expected = np.where(x < 0, x, 0.0).sum(axis=0)
         np.testing.assert_allclose(grad, expected, rtol=1e-6)
 
     @pytest.mark.parametrize(
@@ -339,7 +383,7 @@ class TestPReLU:
 class TestRReLU:
     def test_inference_uses_mean_slope(self, rng):
         x = _inputs(rng)
-        y = layers.RReLU(lower=0.1, upper=0.3)(x, training=False).numpy()
+        y = _np(layers.RReLU(lower=0.1, upper=0.3)(x, training=False))
         np.testing.assert_allclose(y, _leaky(x, 0.2), rtol=1e-6)
 
     @pytest.mark.parametrize("policy", POLICIES)
@@ -356,24 +400,21 @@ class TestRReLU:
 
     def test_positive_inputs_pass_through_in_training(self, rng):
         x = np.abs(_inputs(rng))
-        y = layers.RReLU(seed=1)(x, training=True).numpy()
+        y = _np(layers.RReLU(seed=1)(x, training=True))
         np.testing.assert_array_equal(y, x)
 
     def test_seed_reproducible(self, rng):
         x = -np.abs(_inputs(rng))
-        a = layers.RReLU(seed=3)(x, training=True).numpy()
-        b = layers.RReLU(seed=3)(x, training=True).numpy()
+        a = _np(layers.RReLU(seed=3)(x, training=True))
+        b = _np(layers.RReLU(seed=3)(x, training=True))
         np.testing.assert_array_equal(a, b)
 
     def test_jit_training_draws_new_slopes(self, rng):
         x = -np.abs(_inputs(rng, (8, 8)))
-        layer = layers.RReLU(seed=5)
-
-        @tf.function(jit_compile=True)
-        def step(inputs):
-            return layer(inputs, training=True)
-
-        first, second = step(x).numpy(), step(x).numpy()
+        model = AlwaysTraining(layers.RReLU(seed=5))
+        model.compile(jit_compile=True)
+        first = model.predict(x, batch_size=8, verbose=0)
+        second = model.predict(x, batch_size=8, verbose=0)
         assert not np.array_equal(first, second)
         for y in (first, second):
             slope = y / x
@@ -411,54 +452,72 @@ class TestPELU:
         layer.alpha.assign([0.5, 1.0, 2.0])
         layer.beta.assign([1.0, 2.0, 0.5])
         np.testing.assert_allclose(
-            layer(x).numpy(),
+            _np(layer(x)),
             _pelu(x, np.array([0.5, 1.0, 2.0]), np.array([1.0, 2.0, 0.5])),
             rtol=1e-6,
         )
 
-    def test_gradients_against_finite_differences(self, rng):
-        x = tf.constant(_inputs(rng, (5, 2)).astype("float64"))
-        layer = layers.PELU(
-            alpha_initializer=1.3, beta_initializer=0.7, dtype="float64"
-        )
-        layer.build(x.shape)
-        with tf.GradientTape() as tape:
-            y = tf.reduce_sum(layer(x))
-        g_alpha, g_beta = tape.gradient(y, [layer.alpha, layer.beta])
-        xs, eps = x.numpy(), 1e-6
+    @pytest.mark.parametrize("dtype", ["float32", "float64"])
+    def test_gradients_against_finite_differences(self, rng, dtype):
+        if dtype == "float64" and BACKEND == "jax":
+            import jax
 
-        def total(a, b):
+            if not jax.config.jax_enable_x64:
+                pytest.skip("JAX computes in float32 unless jax_enable_x64 is set")
+        x = _inputs(rng, (5, 2)).astype(dtype)
+        layer = layers.PELU(alpha_initializer=1.3, beta_initializer=0.7, dtype=dtype)
+        layer.build(x.shape)
+        assert [w.name for w in layer.trainable_weights] == ["alpha", "beta"]
+        inputs = ops.convert_to_tensor(x)
+
+        def total(alpha, beta):
+            y, _ = layer.stateless_call([alpha, beta], [], inputs)
+            return ops.sum(y)
+
+        _, (g_alpha, g_beta) = value_and_grad(total, _np(layer.alpha), _np(layer.beta))
+        xs, eps = x.astype("float64"), 1e-6
+
+        def finite(a, b):
             return _pelu(xs, a, b).sum(axis=0)
 
         a, b = np.full(2, 1.3), np.full(2, 0.7)
+        # The reference is float64 either way; a float32 gradient (five
+        # terms summed) is still good to a few float32 ulps, far below 1e-5.
         np.testing.assert_allclose(
-            g_alpha.numpy(),
-            (total(a + eps, b) - total(a - eps, b)) / 2 / eps,
+            g_alpha,
+            (finite(a + eps, b) - finite(a - eps, b)) / 2 / eps,
             rtol=1e-5,
         )
         np.testing.assert_allclose(
-            g_beta.numpy(),
-            (total(a, b + eps) - total(a, b - eps)) / 2 / eps,
+            g_beta,
+            (finite(a, b + eps) - finite(a, b - eps)) / 2 / eps,
             rtol=1e-5,
         )
 
     def test_default_constraint_keeps_parameters_positive(self):
         layer = layers.PELU()
         layer.build((None, 2))
-        clipped = layer.alpha_constraint(np.array([-1.0, 0.05, 3.0]))
-        np.testing.assert_allclose(clipped.numpy(), [0.1, 0.1, 3.0])
+        clipped = layer.alpha_constraint(np.array([-1.0, 0.05, 3.0], "float32"))
+        np.testing.assert_allclose(_np(clipped), [0.1, 0.1, 3.0])
 
 
-ALL_LAYERS = [
-    lambda: layers.LeakyReLU(alpha=0.2),
-    lambda: layers.PReLU(),
-    lambda: layers.PReLU(mode="shared"),
-    lambda: layers.PReLU(mode="element", shared_axes=[1]),
-    lambda: layers.RReLU(seed=1),
-    lambda: layers.ELU(alpha=0.5),
-    lambda: layers.PELU(),
-    lambda: layers.SELU(),
-]
+RRELU_MEAN = (1 / 8 + 1 / 3) / 2
+
+# Every kit layer (default weights) and its inference function in NumPy.
+LAYER_CASES = {
+    "leaky_relu": (lambda: layers.LeakyReLU(alpha=0.2), lambda x: _leaky(x, 0.2)),
+    "prelu": (layers.PReLU, lambda x: _leaky(x, 0.25)),
+    "prelu_shared": (lambda: layers.PReLU(mode="shared"), lambda x: _leaky(x, 0.25)),
+    "prelu_element": (
+        lambda: layers.PReLU(mode="element", shared_axes=[1]),
+        lambda x: _leaky(x, 0.25),
+    ),
+    "rrelu": (lambda: layers.RReLU(seed=1), lambda x: _leaky(x, RRELU_MEAN)),
+    "elu": (lambda: layers.ELU(alpha=0.5), lambda x: _elu(x, 0.5)),
+    "pelu": (layers.PELU, lambda x: _pelu(x, 1.0, 1.0)),
+    "selu": (layers.SELU, _selu),
+}
+ALL_LAYERS = [pytest.param(make, id=name) for name, (make, _) in LAYER_CASES.items()]
 
 
 @pytest.mark.parametrize("make", ALL_LAYERS)
@@ -468,20 +527,134 @@ def test_config_round_trip(make, rng):
     clone = type(layer).from_config(config)
     assert clone.get_config() == config
     x = _inputs(rng, (2, 4, 3))
-    np.testing.assert_allclose(clone(x).numpy(), layer(x).numpy())
+    np.testing.assert_allclose(_np(clone(x)), _np(layer(x)))
 
 
 @pytest.mark.parametrize("make", ALL_LAYERS)
 def test_masking_passes_through(make):
     mask = np.array([[True, True, False]])
-    x = np.ones((1, 3, 2), "float32")
-    model = keras.Sequential([keras.Input((3, 2)), keras.layers.Masking(0.0), make()])
-    layer = model.layers[-1]
+    x = np.ones((1, 3, 2), "float32") * mask[..., None]
+    layer = make()
     assert layer.supports_masking
-    out = model(x * mask[..., None])
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(out._keras_mask), mask)
+    np.testing.assert_array_equal(_np(layer.compute_mask(x, mask)), mask)
+    # A masked average sees only the two unmasked steps, where f(1) == y.
+    model = keras.Sequential(
+        [
+            keras.Input((3, 2)),
+            keras.layers.Masking(0.0),
+            layer,
+            keras.layers.GlobalAveragePooling1D(),
+        ]
+    )
+    expected = _np(layer(np.ones((1, 1, 2), "float32")))[:, 0]
+    np.testing.assert_allclose(_np(model(x)), expected, rtol=1e-6)
 
 
 @pytest.mark.parametrize("make", ALL_LAYERS)
 def test_compute_output_shape(make):
     assert make().compute_output_shape((None, 4, 3)) == (None, 4, 3)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+@pytest.mark.parametrize("name", list(LAYER_CASES))
+def test_mixed_precision_output(rng, name, policy):
+    """Output in the compute dtype, weights in float32, values as in NumPy."""
+    make, reference = LAYER_CASES[name]
+    x = _inputs(rng, (2, 4, 3))
+    _assert_policy_output(make, x, reference(x), policy)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_rrelu_training(rng, policy):
+    keras.config.set_dtype_policy(policy)
+    x = -np.abs(_inputs(rng, (16, 8)))
+    y = layers.RReLU(lower=0.1, upper=0.3, seed=2)(x, training=True)
+    assert keras.backend.standardize_dtype(y.dtype) == policy.split("_")[1]
+    slope = _np(ops.cast(y, "float32")) / x
+    tol = TOLERANCE[policy]
+    assert slope.min() >= 0.1 - tol and slope.max() <= 0.3 + tol
+
+
+def _native_inputs(rng):
+    x = _inputs(rng, (2, 4, 5, 6))
+    # Saturated, tiny and large inputs, where expm1 and exp(x) - 1 or a
+    # clamp in one implementation would differ from another.
+    x[0, 0, 0] = [-100.0, -20.0, -1e-4, 1e-4, 20.0, 100.0]
+    return x
+
+
+def _prelu_pair(mode):
+    """A kit PReLU and Keras' PReLU with the same slopes."""
+    init = keras.initializers.RandomUniform(0.0, 1.0, seed=3)
+    shared_axes = {"channel": [1, 2], "shared": [1, 2, 3], "element": None}[mode]
+    kit = layers.PReLU(alpha_initializer=init, mode=mode)
+    ref = keras.layers.PReLU(shared_axes=shared_axes)
+    kit.build((2, 4, 5, 6))
+    ref.build((2, 4, 5, 6))
+    ref.alpha.assign(np.broadcast_to(_np(kit.alpha), ref.alpha.shape))
+    return kit, ref
+
+
+# Each kit layer, and the same function built from the backend's own
+# kernels (`keras.ops` and Keras layers dispatch to them).
+NATIVE = {
+    "leaky_relu": lambda: (
+        layers.LeakyReLU(alpha=0.2),
+        lambda x: ops.leaky_relu(x, negative_slope=0.2),
+    ),
+    "leaky_relu_zero": lambda: (layers.LeakyReLU(alpha=0.0), ops.relu),
+    "prelu": lambda: _prelu_pair("channel"),
+    "prelu_shared": lambda: _prelu_pair("shared"),
+    "prelu_element": lambda: _prelu_pair("element"),
+    "rrelu": lambda: (
+        layers.RReLU(lower=0.1, upper=0.3),
+        lambda x: ops.leaky_relu(x, negative_slope=0.2),
+    ),
+    "elu": lambda: (layers.ELU(alpha=0.7), lambda x: ops.elu(x, alpha=0.7)),
+    # PELU(x) = alpha * elu(x / beta).
+    "pelu": lambda: (
+        layers.PELU(alpha_initializer=1.5, beta_initializer=0.5),
+        lambda x: 1.5 * ops.elu(x / 0.5),
+    ),
+    "selu": lambda: (layers.SELU(), ops.selu),
+}
+
+
+@pytest.mark.parametrize("name", list(NATIVE))
+def test_matches_backend_native(rng, name):
+    """Output and input gradient equal the backend's own kernels.
+
+    Both run on the same backend, so an error in how that backend runs the
+    kit's `keras.ops` code (or in a custom gradient) shows here.
+    """
+    kit, native = NATIVE[name]()
+    x = _native_inputs(rng)
+    np.testing.assert_allclose(_np(kit(x)), _np(native(x)), rtol=1e-6, atol=1e-6)
+    # Weighting the sum checks that custom gradients scale the upstream.
+    upstream = ops.convert_to_tensor(rng.uniform(0.5, 2.0, size=x.shape), "float32")
+    _, (grad,) = value_and_grad(lambda x: ops.sum(kit(x) * upstream), x)
+    _, (expected,) = value_and_grad(lambda x: ops.sum(native(x) * upstream), x)
+    np.testing.assert_allclose(grad, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_pelu_parameter_gradients_match_backend_native(rng):
+    x = ops.convert_to_tensor(_native_inputs(rng))
+    upstream = ops.convert_to_tensor(rng.uniform(0.5, 2.0, size=x.shape), "float32")
+    layer = layers.PELU()
+    layer.build(x.shape)
+    alpha = rng.uniform(0.5, 2.0, size=6).astype("float32")
+    beta = rng.uniform(0.5, 2.0, size=6).astype("float32")
+
+    def kit(alpha, beta):
+        y, _ = layer.stateless_call([alpha, beta], [], x)
+        return ops.sum(y * upstream)
+
+    def native(alpha, beta):
+        return ops.sum(alpha * ops.elu(x / beta) * upstream)
+
+    value, grads = value_and_grad(kit, alpha, beta)
+    expected_value, expected = value_and_grad(native, alpha, beta)
+    np.testing.assert_allclose(value, expected_value, rtol=1e-6)
+    for got, want in zip(grads, expected, strict=True):
+        # Each is a sum over 240 elements, in a different order.
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

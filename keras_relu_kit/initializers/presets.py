@@ -62,7 +62,7 @@ def _describe(activation):
         return name, _SLOPES.get(name, 0.0)
     if isinstance(activation, kit_layers.LeakyReLU):
         slope = (
-            float(activation.alpha.numpy())
+            float(keras.ops.convert_to_numpy(activation.alpha))
             if activation.built
             else activation.initial_alpha
         )

@@ -26,9 +26,11 @@ class ELU(AdjustableAlphaLayer):
 
     Example:
 
+    >>> import keras
     >>> import numpy as np
     >>> from keras_relu_kit.layers import ELU
-    >>> ELU(alpha=1.0)(np.array([-50.0, 0.0, 2.0])).numpy().tolist()
+    >>> y = ELU(alpha=1.0)(np.array([-50.0, 0.0, 2.0]))
+    >>> keras.ops.convert_to_numpy(y).tolist()
     [-1.0, 0.0, 2.0]
 
     Reference:

@@ -34,13 +34,15 @@ class LeakyReLU(AdjustableAlphaLayer):
 
     Example:
 
+    >>> import keras
     >>> import numpy as np
     >>> from keras_relu_kit.layers import LeakyReLU
     >>> layer = LeakyReLU(alpha=0.1)
-    >>> layer(np.array([-2.0, 0.0, 3.0])).numpy().tolist()
+    >>> x = np.array([-2.0, 0.0, 3.0])
+    >>> keras.ops.convert_to_numpy(layer(x)).tolist()
     [-0.2..., 0.0, 3.0]
     >>> _ = layer.alpha.assign(0.5)
-    >>> layer(np.array([-2.0, 0.0, 3.0])).numpy().tolist()
+    >>> keras.ops.convert_to_numpy(layer(x)).tolist()
     [-1.0, 0.0, 3.0]
 
     Reference:
@@ -66,6 +68,8 @@ class LeakyReLU(AdjustableAlphaLayer):
 
     def call(self, inputs):
         alpha = ops.cast(self.alpha, inputs.dtype)
+        # A Python 1.0 would promote float16/bfloat16 to float32 on torch.
+        one = ops.cast(1.0, inputs.dtype)
 
         # Autodiff of `where(x >= 0, x, alpha * x)` runs two selects and a
         # sum backward; this gradient keeps only the one-byte sign mask.
@@ -81,6 +85,6 @@ class LeakyReLU(AdjustableAlphaLayer):
                     (upstream,) = args
                 return ops.where(positive, upstream, alpha * upstream)
 
-            return x * ops.where(positive, 1.0, alpha), grad
+            return x * ops.where(positive, one, alpha), grad
 
         return leaky_relu(inputs)

@@ -35,10 +35,11 @@ class PELU(keras.layers.Layer):
 
     Example:
 
+    >>> import keras
     >>> import numpy as np
     >>> from keras_relu_kit.layers import PELU
-    >>> PELU(alpha_initializer=2.0, beta_initializer=4.0)(
-    ...     np.array([[8.0]])).numpy().tolist()
+    >>> layer = PELU(alpha_initializer=2.0, beta_initializer=4.0)
+    >>> keras.ops.convert_to_numpy(layer(np.array([[8.0]]))).tolist()
     [[4.0]]
 
     Reference:

@@ -46,10 +46,11 @@ class PReLU(keras.layers.Layer):
 
     Example:
 
+    >>> import keras
     >>> import numpy as np
     >>> from keras_relu_kit.layers import PReLU
     >>> layer = PReLU()
-    >>> layer(np.array([[-4.0, 4.0]])).numpy().tolist()
+    >>> keras.ops.convert_to_numpy(layer(np.array([[-4.0, 4.0]]))).tolist()
     [[-1.0, 4.0]]
     >>> tuple(layer.alpha.shape)
     (2,)

@@ -47,10 +47,12 @@ class RReLU(keras.layers.Layer):
 
     Example:
 
+    >>> import keras
     >>> import numpy as np
     >>> from keras_relu_kit.layers import RReLU
     >>> layer = RReLU(lower=0.1, upper=0.3, seed=0)
-    >>> [round(float(v), 6) for v in layer(np.array([-1.0, 2.0]))]
+    >>> y = keras.ops.convert_to_numpy(layer(np.array([-1.0, 2.0])))
+    >>> [round(float(v), 6) for v in y]
     [-0.2, 2.0]
 
     Reference:

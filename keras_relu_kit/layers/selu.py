@@ -32,9 +32,11 @@ class SELU(keras.layers.Layer):
 
     Example:
 
+    >>> import keras
     >>> import numpy as np
     >>> from keras_relu_kit.layers import SELU
-    >>> [round(float(v), 6) for v in SELU()(np.array([1.0]))]
+    >>> y = keras.ops.convert_to_numpy(SELU()(np.array([1.0])))
+    >>> [round(float(v), 6) for v in y]
     [1.050701]
 
     Reference:
