@@ -44,14 +44,13 @@ def main(argv=None):
         keras.optimizers.Adam(0.003),
         "sparse_categorical_crossentropy",
         metrics=["accuracy"],
-        jit_compile=True,
     )
     model.fit(x, y, epochs=args.epochs, batch_size=64, verbose=0)
     _, accuracy = model.evaluate(x_val, y_val, verbose=0)
     print(f"prelu_cnn: validation accuracy {accuracy:.3f}")
     for layer in model.layers:
         if isinstance(layer, PReLU):
-            slopes = layer.alpha.numpy()
+            slopes = keras.ops.convert_to_numpy(layer.alpha)
             print(
                 f"{layer.name}: {slopes.size} learned slopes, "
                 f"{slopes.min():.3f} to {slopes.max():.3f}"

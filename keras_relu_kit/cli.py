@@ -13,11 +13,13 @@ import argparse
 import os
 import sys
 
+from keras_relu_kit.errors import CommandError
+
 PROG = "relu-kit"
 
-
-class CommandError(Exception):
-    """A problem with the command's input, reported on one line (exit 2)."""
+# `CommandError` lives in `keras_relu_kit.errors`; it stays importable from
+# here for code written against earlier versions.
+__all__ = ["PROG", "CommandError", "build_parser", "main"]
 
 
 def _positive_int(text):
@@ -155,13 +157,13 @@ def _demo(args):
 def _inspect(args):
     import json
 
-    from keras_relu_kit.inspect_model import format_text, inspect
+    from keras_relu_kit.inspect_model import inspect
 
     result = inspect(args.model, args.data, key=args.key, probe=args.probe)
     if args.json:
-        print(json.dumps(result, indent=1))
+        print(json.dumps(result.to_dict(), indent=1))
     else:
-        print(format_text(result))
+        print(result.to_text())
     return 0
 
 

@@ -7,8 +7,8 @@ def load_digits(
     """scikit-learn's bundled handwritten digits, scaled to `[0, 1]`.
 
     1,797 images of 8x8 pixels, 10 classes. `image_size=28` resizes them
-    bilinearly to MNIST's size so that the seed text's 784-input models run
-    unchanged.
+    bilinearly (with `keras.ops.image.resize`, so on any Keras backend) to
+    MNIST's size so that the seed text's 784-input models run unchanged.
 
     Args:
         image_size: int >= 8. Side of the returned images. Defaults to `8`.
@@ -50,9 +50,16 @@ def load_digits(
     digits = sklearn_digits()
     images = (digits.images / 16.0).astype("float32")[..., None]
     if image_size != 8:
-        import tensorflow as tf
+        import keras
 
-        images = tf.image.resize(images, (image_size, image_size)).numpy()
+        images = keras.ops.convert_to_numpy(
+            keras.ops.image.resize(
+                images,
+                (image_size, image_size),
+                interpolation="bilinear",
+                data_format="channels_last",
+            )
+        ).astype("float32", copy=False)
     x = images.reshape(len(images), -1) if flatten else images
     y = digits.target.astype("int64")
     x_train, x_val, y_train, y_val = train_test_split(

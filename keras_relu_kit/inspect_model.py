@@ -1,21 +1,31 @@
 """`relu-kit inspect`: the dead units of a saved model on the user's data.
 
 Loads a `.keras` model (kit layers included, or Keras' own layers only),
-reads probe inputs from a `.npy`, `.npz` or `.csv` file, measures every
-rectifier site with `keras_relu_kit.diagnostics.measure` and reports, per
-site, how many units are dead and which.
+reads probe inputs from a `.npy`, `.npz` or `.csv` file, and measures
+every rectifier site with `keras_relu_kit.diagnostics.measure`, the path
+the callbacks measure through (it samples the probe and checks its shape
+against the model). What it prints comes from the `DeadReport`:
+`DeadReport.to_dict()` for `--json`, `DeadReport.table()` for text.
 
 Every problem with the inputs becomes a `CommandError` that names the file
 and what is wrong with it; the command line prints it on one line.
 """
 
+import dataclasses
 import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from keras_relu_kit.cli import CommandError
+from keras_relu_kit.diagnostics import (
+    DeadReport,
+    Probe,
+    find_rectifier_sites,
+    measure,
+)
+from keras_relu_kit.diagnostics import probe as probe_lib
+from keras_relu_kit.errors import CommandError
 
 DATA_SUFFIXES = (".npy", ".npz", ".csv")
 
@@ -175,7 +185,7 @@ def load_data(path, key=None):
 
 
 def _input_shape(model):
-    """The model's one input shape, `None` when unknown, or an error."""
+    """The shape of the model's one input, `None` when unknown, or an error."""
     try:
         inputs = model.inputs
     except (AttributeError, ValueError):
@@ -190,45 +200,78 @@ def _input_shape(model):
     return tuple(inputs[0].shape)
 
 
-def fit_to_model(model, array, data_path, from_csv=False):
-    """`array` shaped for the model's input, or a `CommandError`.
+def csv_rows_to_inputs(expected, array):
+    """CSV rows reshaped to an image input shape, when the sizes agree.
 
-    A CSV row is flat: when the model wants images, rows are reshaped to
-    the input shape if the sizes agree. Other files must match exactly.
+    A CSV row is flat: when `expected` (the model's input shape, batch
+    axis first) is fixed and of rank above 2, rows of that many values are
+    reshaped to it. Any other array is returned as it is (`measure` checks
+    it against the model).
     """
-    expected = _input_shape(model)
-    if expected is None:
+    if (
+        expected is None
+        or len(expected) < 3
+        or array.ndim != 2
+        or any(d is None for d in expected[1:])
+    ):
         return array
-    shown = "(None, " + ", ".join(str(d) for d in expected[1:]) + ")"
+    if array.shape[1] != int(np.prod(expected[1:])):
+        return array
+    return array.reshape((array.shape[0], *expected[1:]))
 
-    def fits(shape):
-        return len(shape) == len(expected) and all(
-            want is None or want == got
-            for want, got in zip(expected[1:], shape[1:], strict=True)
+
+@dataclasses.dataclass(frozen=True)
+class Inspection:
+    """What `relu-kit inspect` found: a `DeadReport` and where it came from.
+
+    Attributes:
+        model: str. The model file, as given.
+        model_name: str. The model's name.
+        data: str. The data file, as given.
+        report: the `DeadReport` of the model on the data.
+    """
+
+    model: str
+    model_name: str
+    data: str
+    report: DeadReport
+
+    def to_dict(self) -> dict:
+        """`"model"`, `"model_name"`, `"data"` and `DeadReport.to_dict()`."""
+        return {
+            "model": self.model,
+            "model_name": self.model_name,
+            "data": self.data,
+            **self.report.to_dict(),
+        }
+
+    def to_text(self) -> str:
+        """One line naming the model and data, then `DeadReport.table()`."""
+        return (
+            f"Model '{self.model_name}' ({self.model}) on "
+            f"{self.report.num_examples} examples from {self.data}\n"
+            + self.report.table()
         )
 
-    if fits(array.shape):
-        return array
-    if from_csv and array.ndim == 2 and all(d is not None for d in expected[1:]):
-        size = int(np.prod(expected[1:]))
-        if array.shape[1] == size:
-            return array.reshape((array.shape[0],) + tuple(expected[1:]))
-    raise CommandError(
-        f"data in '{data_path}' has shape {tuple(array.shape)}, but model "
-        f"'{model.name}' expects inputs of shape {shown}"
+
+def _misfit(model, array, data_path, error):
+    """The one-line message for data that `measure` could not run on."""
+    expected = probe_lib.expected_input_shapes(model)
+    try:
+        probe_lib.check_fits(model, array, "data", expected)
+    except ValueError:
+        return (
+            f"data in '{data_path}' has shape {tuple(array.shape)}, but model "
+            f"'{model.name}' expects inputs of shape "
+            f"{probe_lib.describe_expected(expected)}"
+        )
+    return (
+        f"data in '{data_path}' (shape {tuple(array.shape)}) does not fit "
+        f"model '{model.name}': {_one_line(error)}"
     )
 
 
-def sample(array, probe, seed=0):
-    """At most `probe` examples of `array`, a fixed random sample in order."""
-    if probe is None or probe >= len(array):
-        return array
-    rng = np.random.default_rng(seed)
-    index = np.sort(rng.choice(len(array), size=probe, replace=False))
-    return array[index]
-
-
-def inspect(model_path, data_path, key=None, probe=None, batch_size=256) -> dict:
+def inspect(model_path, data_path, key=None, probe=None, batch_size=256) -> Inspection:
     """Measure a saved model's dead units on data from a file.
 
     Args:
@@ -236,16 +279,13 @@ def inspect(model_path, data_path, key=None, probe=None, batch_size=256) -> dict
         data_path: str or path of the `.npy`, `.npz` or `.csv` probe data.
         key: str or `None`. The array to use in a `.npz` file.
         probe: int or `None`. Measure on a fixed random sample of at most
-            this many examples. Defaults to `None` (all of them).
+            this many examples (seed 0, kept in order). Defaults to `None`
+            (all of them).
         batch_size: int. Examples per forward batch. Defaults to `256`.
 
     Returns:
-        A JSON-ready dict: `"model"`, `"model_name"`, `"data"`,
-        `"examples"`, `"units"`, `"dead"`, `"dead_fraction"`,
-        `"nonfinite"`, and `"sites"`, a list with, per rectifier site in
-        model order, `"name"`, `"layer"`, `"class"`, `"kind"`, `"units"`,
-        `"dead"`, `"dead_fraction"`, `"dead_units"` (the indices of the
-        dead units) and `"nonfinite"`.
+        An `Inspection`: its `report` is the `DeadReport`, `to_dict()`
+        the JSON `--json` prints, `to_text()` the text.
 
     Raises:
         CommandError: for a bad model file, bad data, or data that does
@@ -253,131 +293,36 @@ def inspect(model_path, data_path, key=None, probe=None, batch_size=256) -> dict
     """
     model = load_model(model_path)
     array = load_data(data_path, key)
-    array = fit_to_model(
-        model, array, data_path, from_csv=Path(data_path).suffix.lower() == ".csv"
-    )
-    array = sample(array, probe)
-
-    from keras_relu_kit.diagnostics import find_rectifier_sites, measure
-
+    expected = _input_shape(model)
+    if Path(data_path).suffix.lower() == ".csv":
+        array = csv_rows_to_inputs(expected, array)
     sites = find_rectifier_sites(model)
-    result = {
-        "model": os.fspath(model_path),
-        "model_name": model.name,
-        "data": os.fspath(data_path),
-        "examples": int(len(array)),
-        "units": 0,
-        "dead": 0,
-        "dead_fraction": 0.0,
-        "nonfinite": 0,
-        "sites": [],
-    }
-    if not sites:
-        return result
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            report = measure(model, array, batch_size=batch_size, sites=sites)
-    except Exception as error:  # Shapes only show when the model runs.
-        raise CommandError(
-            f"data in '{data_path}' (shape {tuple(array.shape)}) does not fit "
-            f"model '{model.name}': {_one_line(error)}"
-        ) from None
-    result.update(
-        {
-            "units": int(report.units),
-            "dead": int(report.dead),
-            "dead_fraction": float(report.dead_fraction),
-            "nonfinite": int(report.nonfinite),
-        }
+            if sites:
+                report = measure(
+                    model,
+                    array,
+                    batch_size=batch_size,
+                    sites=sites,
+                    probe_size=probe,
+                    seed=0,
+                )
+            else:
+                # Nothing to measure; the data must still fit the model.
+                sample = Probe(
+                    array, size=probe, batch_size=batch_size, seed=0, argument="data"
+                )
+                sample.prepare(model)
+                report = DeadReport(
+                    {}, num_examples=probe_lib.num_examples(sample.arrays)
+                )
+    except Exception as error:  # Some misfits only show when the model runs.
+        raise CommandError(_misfit(model, array, data_path, error)) from None
+    return Inspection(
+        model=os.fspath(model_path),
+        model_name=model.name,
+        data=os.fspath(data_path),
+        report=report,
     )
-    kinds = {site.name: site for site in sites}
-    for name, site in report.sites.items():
-        result["sites"].append(
-            {
-                "name": name,
-                "layer": site.layer.name,
-                "class": type(site.layer).__name__,
-                "kind": kinds[name].kind,
-                "units": int(site.units),
-                "dead": int(site.dead),
-                "dead_fraction": float(site.dead_fraction),
-                "dead_units": [int(i) for i in np.flatnonzero(site.dead_mask)],
-                "nonfinite": int(site.nonfinite),
-            }
-        )
-    return result
-
-
-def _ranges(indices):
-    """`[0, 1, 2, 5]` as `"0-2, 5"`."""
-    parts, start = [], None
-    for i, value in enumerate(indices):
-        if start is None:
-            start = value
-        last = i + 1 == len(indices) or indices[i + 1] != value + 1
-        if last:
-            parts.append(str(start) if start == value else f"{start}-{value}")
-            start = None
-    return ", ".join(parts)
-
-
-def format_text(result) -> str:
-    """The `inspect` result as the text the command prints.
-
-    Example:
-
-    >>> from keras_relu_kit.inspect_model import format_text
-    >>> print(format_text({
-    ...     "model": "m.keras", "model_name": "m", "data": "x.npy",
-    ...     "examples": 8, "units": 4, "dead": 2, "dead_fraction": 0.5,
-    ...     "nonfinite": 0,
-    ...     "sites": [{"name": "hidden", "class": "Dense", "units": 4,
-    ...                "dead": 2, "dead_fraction": 0.5, "dead_units": [1, 2],
-    ...                "nonfinite": 0}],
-    ... }))
-    Model 'm' (m.keras) on 8 examples from x.npy
-      site    layer  units  dead  dead %  dead units
-      hidden  Dense      4     2    50.0  1-2
-    Total: 2 of 4 units dead (50.0%) in 1 rectifier site.
-    """
-    head = (
-        f"Model '{result['model_name']}' ({result['model']}) on "
-        f"{result['examples']} examples from {result['data']}"
-    )
-    sites = result["sites"]
-    if not sites:
-        return (
-            f"{head}\nNo rectifier sites (ReLU-family layers or layers with a "
-            "rectifier activation): nothing to measure."
-        )
-    name_w = max(4, *(len(s["name"]) for s in sites))
-    class_w = max(5, *(len(s["class"]) for s in sites))
-    show_nonfinite = result["nonfinite"] > 0
-    header = (
-        f"  {'site':<{name_w}}  {'layer':<{class_w}}  {'units':>5}  {'dead':>4}"
-        f"  {'dead %':>6}"
-    )
-    if show_nonfinite:
-        header += f"  {'NaN/inf':>7}"
-    lines = [head, header + "  dead units"]
-    for s in sites:
-        line = (
-            f"  {s['name']:<{name_w}}  {s['class']:<{class_w}}  {s['units']:>5}"
-            f"  {s['dead']:>4}  {100 * s['dead_fraction']:>6.1f}"
-        )
-        if show_nonfinite:
-            line += f"  {s['nonfinite']:>7}"
-        lines.append(line + "  " + (_ranges(s["dead_units"]) or "-"))
-    count = len(sites)
-    lines.append(
-        f"Total: {result['dead']} of {result['units']} units dead "
-        f"({100 * result['dead_fraction']:.1f}%) in {count} rectifier "
-        f"site{'s' if count != 1 else ''}."
-    )
-    if show_nonfinite:
-        lines.append(
-            f"Warning: {result['nonfinite']} NaN/inf activation values; they "
-            "never count as alive."
-        )
-    return "\n".join(lines)

@@ -119,6 +119,56 @@ class TestInspect:
         assert report["dead"] == sum(len(d) for _, d, _ in EXPECTED[kind].values())
         assert report["model"] == str(model) and report["data"] == str(data)
 
+    def test_json_names_every_site_and_its_layer(self, saved, capsys):
+        kind, model, data = saved
+        code, out, _ = run(capsys, "inspect", model, "--data", data, "--json")
+        assert code == 0
+        report = json.loads(out)
+        expected = {
+            "keras": [
+                ("hidden", "hidden", "Dense", "fused_activation"),
+                ("act", "act", "ReLU", "activation_layer"),
+            ],
+            "kit": [
+                ("leaky", "leaky", "LeakyReLU", "kit_layer"),
+                ("prelu", "prelu", "PReLU", "kit_layer"),
+            ],
+        }[kind]
+        assert [
+            (s["name"], s["layer"], s["class"], s["kind"]) for s in report["sites"]
+        ] == expected
+        assert [s["nonfinite"] for s in report["sites"]] == [0, 0]
+        assert report["nonfinite"] == 0
+        assert report["model_name"] == {"keras": "planted", "kit": "kit_planted"}[kind]
+        assert report["units"] == (11 if kind == "keras" else 10)
+        assert report["dead_fraction"] == pytest.approx(
+            report["dead"] / report["units"]
+        )
+
+    def test_nonfinite_values_are_shown(self, tmp_path, capsys):
+        dense = keras.layers.Dense(3, activation="relu", name="hidden")
+        model = keras.Sequential([keras.Input((1,)), dense], name="overflow")
+        dense.kernel.assign(np.array([[1e30, 0.0, 1e30]], "float32"))
+        dense.bias.assign(np.array([0.0, DEAD, 0.0], "float32"))
+        model.save(tmp_path / "m.keras")
+        # 1e10 * 1e30 overflows float32: inf in units 0 and 2 of one example.
+        np.save(tmp_path / "x.npy", np.array([[1.0], [1e10], [2.0]], "float32"))
+        argv = ["inspect", tmp_path / "m.keras", "--data", tmp_path / "x.npy"]
+        code, out, _ = run(capsys, *argv, "--json")
+        assert code == 0
+        report = json.loads(out)
+        assert report["nonfinite"] == 2
+        assert report["sites"][0]["nonfinite"] == 2
+        assert report["sites"][0]["dead_units"] == [1]
+        code, out, _ = run(capsys, *argv)
+        assert code == 0
+        assert out.splitlines()[1:] == [
+            "  site    layer  units  dead  dead %  NaN/inf  dead units",
+            "  hidden  Dense      3     1    33.3        2  1",
+            "Total: 1 of 3 units dead (33.3%) in 1 rectifier site.",
+            "Warning: 2 NaN/inf activation values; they never count as alive.",
+        ]
+
     @pytest.mark.parametrize(
         "kind, extra",
         [
@@ -278,6 +328,34 @@ class TestBadInput:
         assert message in capsys.readouterr().err
 
 
+class TestCommandError:
+    def test_one_class_importable_from_errors_and_cli(self):
+        from keras_relu_kit import cli, errors
+
+        assert cli.CommandError is errors.CommandError
+        assert issubclass(errors.CommandError, Exception)
+
+    def test_commands_do_not_import_the_cli(self):
+        # `cli` imports the commands lazily; they must not import it back.
+        code = (
+            "import sys, keras_relu_kit.inspect_model, keras_relu_kit.demo; "
+            "print([m in sys.modules for m in "
+            "('keras_relu_kit.errors', 'keras_relu_kit.cli')])"
+        )
+        env = dict(
+            os.environ, KERAS_BACKEND=keras.backend.backend(), TF_CPP_MIN_LOG_LEVEL="2"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines()[-1] == "[True, False]"
+
+
 class TestHelp:
     @pytest.mark.parametrize(
         "argv, words",
@@ -307,7 +385,9 @@ class TestConsoleScript:
     def test_inspect_in_a_subprocess(self, tmp_path, rng):
         keras_only_model(rng).save(tmp_path / "m.keras")
         np.save(tmp_path / "x.npy", rng.uniform(size=(12, 8)).astype("float32"))
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        env = dict(
+            os.environ, KERAS_BACKEND=keras.backend.backend(), TF_CPP_MIN_LOG_LEVEL="2"
+        )
         ok = subprocess.run(
             [_console_script(), "inspect", "m.keras", "--data", "x.npy", "--json"],
             capture_output=True,

@@ -24,8 +24,8 @@ import math
 import sys
 import time
 
-from keras_relu_kit.cli import CommandError
 from keras_relu_kit.demo._files import Staging
+from keras_relu_kit.errors import CommandError
 
 DEFAULT_OUT = "demo_out"
 DEFAULT_EPOCHS = 10
@@ -165,11 +165,6 @@ def _run_study(staging, epochs, quick, seed, repeats, log):
     from keras_relu_kit.demo import _claims, _study
     from keras_relu_kit.plotting import plot_dead_heatmap
 
-    if keras.backend.backend() != "tensorflow":
-        raise CommandError(
-            "relu-kit demo computes gradients with TensorFlow; "
-            f"KERAS_BACKEND is '{keras.backend.backend()}'"
-        )
     started = time.perf_counter()
     settings = _study.Settings(
         epochs=epochs or DEFAULT_EPOCHS,

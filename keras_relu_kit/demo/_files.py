@@ -5,7 +5,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from keras_relu_kit.cli import CommandError
+from keras_relu_kit.errors import CommandError
 
 
 class Staging:

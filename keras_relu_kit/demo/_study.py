@@ -8,6 +8,7 @@ import warnings
 import keras
 import numpy as np
 
+from keras_relu_kit._autodiff import value_and_grad
 from keras_relu_kit.callbacks import DeadReLUMonitor
 from keras_relu_kit.callbacks.auto_leak import AutoLeak
 from keras_relu_kit.diagnostics import measure
@@ -234,7 +235,8 @@ def build_mlp(run, settings, input_dim, num_classes):
     layers.append(
         keras.layers.Dense(num_classes, activation="softmax", name="classifier")
     )
-    model = keras.Sequential(layers, name=variant.key)
+    # Torch rejects "." in the names its modules register weights under.
+    model = keras.Sequential(layers, name=variant.key.replace(".", "_"))
     if variant.activation == "autoleak":
         model = leakify(model)
     return model
@@ -323,7 +325,7 @@ def train(run, settings, data, seed):
         record["diverged"] = record["diverged"] or nonfinite[-1] > 0
     if auto is not None:
         record["alpha_per_layer"] = [
-            float(np.mean(layer.alpha.numpy()))
+            float(np.mean(keras.ops.convert_to_numpy(layer.alpha)))
             for layer in model.layers
             if isinstance(layer, LeakyReLU)
         ]
@@ -388,8 +390,6 @@ def gradient_norms(activation, initializer, settings, data, seed):
         A list of the Frobenius norms of d(loss)/d(kernel), first hidden
         layer first.
     """
-    import tensorflow as tf
-
     (x_train, y_train), _ = data
     keras.utils.set_random_seed(seed)
     layers = [keras.Input((x_train.shape[1],))]
@@ -404,11 +404,21 @@ def gradient_norms(activation, initializer, settings, data, seed):
         )
     layers.append(keras.layers.Dense(int(y_train.max()) + 1, activation="softmax"))
     model = keras.Sequential(layers)
-    x = x_train[: settings.gradient_batch]
-    y = y_train[: settings.gradient_batch]
+    x = keras.ops.convert_to_tensor(x_train[: settings.gradient_batch])
+    y = keras.ops.convert_to_tensor(y_train[: settings.gradient_batch])
     loss_fn = keras.losses.SparseCategoricalCrossentropy()
+    non_trainable = [v.value for v in model.non_trainable_variables]
+
+    def loss(*trainable):
+        predictions, _ = model.stateless_call(
+            list(trainable), non_trainable, x, training=True
+        )
+        return loss_fn(y, predictions)
+
+    trainable = model.trainable_variables
+    _, gradients = value_and_grad(
+        loss, *(keras.ops.convert_to_numpy(v) for v in trainable)
+    )
+    by_variable = {id(v): g for v, g in zip(trainable, gradients, strict=True)}
     kernels = [layer.kernel for layer in model.layers[:-1]]
-    with tf.GradientTape() as tape:
-        loss = loss_fn(y, model(x, training=True))
-    gradients = tape.gradient(loss, kernels)
-    return [float(np.linalg.norm(np.asarray(g))) for g in gradients]
+    return [float(np.linalg.norm(by_variable[id(k)])) for k in kernels]
