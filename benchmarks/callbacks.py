@@ -13,7 +13,7 @@ epochs alternate with and without the monitor's epoch-end work (ratios of
 adjacent epochs), and the time spent inside the monitor's `on_epoch_end`
 itself (stamps listed just before and after it).
 
-The AutoLeak table compares `fit` with a monitor and `AutoLeak(monitor=...)`
+The AutoLeak table compares `fit` with a monitor and `AutoLeak(dead_relu_monitor=...)`
 against `fit` with the monitor alone (AutoLeak reuses the monitor's
 measurement), and times AutoLeak's own `on_epoch_end`.
 
@@ -234,7 +234,7 @@ def compare_autoleak(quick):
     def run_fit(with_autoleak, epochs):
         monitor = DeadReLUMonitor()
         before, after = _Stamps(), _Stamps()
-        auto = AutoLeak(monitor=monitor)
+        auto = AutoLeak(dead_relu_monitor=monitor)
         callbacks = (
             [monitor, before, auto, after]
             if with_autoleak
@@ -443,7 +443,7 @@ def run(quick: bool = False) -> str:
             min(TARGETS.values()),
         ),
         "",
-        "`AutoLeak(monitor=monitor)` (default settings) beside "
+        "`AutoLeak(dead_relu_monitor=monitor)` (default settings) beside "
         "`DeadReLUMonitor()` on the digits MLP, leakified so that its two "
         "ReLU sites are kit LeakyReLU layers AutoLeak manages, against the "
         "same `fit` with the monitor alone. Ratio (runs) as above; AutoLeak "

@@ -139,7 +139,7 @@ def test_jax_data_parallel_gives_one_device_numbers():
     def run():
         model = build(lr=0.01, planted=4)
         monitor = DeadReLUMonitor(probe=x, tau=0.1)
-        auto = AutoLeak(threshold=0.0, start=0.05, monitor=monitor)
+        auto = AutoLeak(threshold=0.0, start=0.05, dead_relu_monitor=monitor)
         model.fit(
             x,
             y,

@@ -50,8 +50,9 @@ class AutoLeak(keras.callbacks.Callback):
 
     Measuring: alone, AutoLeak measures dead units itself on a fixed probe
     (as `DeadReLUMonitor` does; by default a sample of `fit`'s validation
-    data, else its training data). Given `monitor=`, a `DeadReLUMonitor`
-    passed to the same `fit`, it reuses that monitor's measurement of the
+    data, else its training data). Given `dead_relu_monitor=`, a
+    `DeadReLUMonitor` passed to the same `fit`, it reuses that monitor's
+    measurement of the
     epoch: one forward pass serves both.
 
     What it does lands in `logs`: `"alpha/<layer>"` for every layer it
@@ -77,9 +78,10 @@ class AutoLeak(keras.callbacks.Callback):
             left alone. Defaults to `0`.
         layers: list of layer names (or site names, or layer objects) to
             manage, or `None` for every adjustable layer. Defaults to `None`.
-        monitor: a `DeadReLUMonitor` given to the same `fit`, whose
-            measurement to reuse, or `None` to measure alone. Defaults to
-            `None`.
+        dead_relu_monitor: a `DeadReLUMonitor` given to the same `fit`,
+            whose measurement to reuse, or `None` to measure alone. (Keras
+            callbacks use `monitor` for the name of a metric; this argument
+            takes a callback object, and says so.) Defaults to `None`.
         probe: probe data when measuring alone (see `DeadReLUMonitor`).
             Defaults to `None`.
         probe_size: int. Size of the default probe sample when measuring
@@ -90,6 +92,8 @@ class AutoLeak(keras.callbacks.Callback):
             of your `keras.callbacks.BackupAndRestore`. The file is removed
             when training ends normally. Defaults to `None`.
         verbose: int. 0: silent; 1: print a line per raise. Defaults to `0`.
+        monitor: deprecated name of `dead_relu_monitor`, kept for one
+            release with a `DeprecationWarning`.
 
     Attributes:
         changes: list of dicts, one per raise: `"epoch"` (0-based),
@@ -133,13 +137,15 @@ class AutoLeak(keras.callbacks.Callback):
         patience: int = 0,
         cooldown: int = 0,
         layers=None,
-        monitor: DeadReLUMonitor | None = None,
+        dead_relu_monitor: DeadReLUMonitor | None = None,
         probe=None,
         probe_size: int = 1024,
         backup_dir=None,
         verbose: int = 0,
+        monitor: DeadReLUMonitor | None = None,
     ):
         super().__init__()
+        monitor = _deprecated_monitor(monitor, dead_relu_monitor)
         self.threshold = check_number(
             "threshold", threshold, low=0.0, high=1.0, owner=OWNER
         )
@@ -165,14 +171,15 @@ class AutoLeak(keras.callbacks.Callback):
         self.cooldown = check_int("cooldown", cooldown, owner=OWNER)
         if monitor is not None and not isinstance(monitor, DeadReLUMonitor):
             raise ValueError(
-                f"`{OWNER}` argument `monitor` must be a DeadReLUMonitor or "
-                f"None. Received: monitor of type {type(monitor).__name__}"
+                f"`{OWNER}` argument `dead_relu_monitor` must be a "
+                "DeadReLUMonitor or None. Received: dead_relu_monitor of type "
+                f"{type(monitor).__name__}"
             )
         if monitor is not None and probe is not None:
             raise ValueError(
-                f"`{OWNER}` measures with the `monitor`'s probe when one is "
-                "given: pass `probe` to the DeadReLUMonitor instead. "
-                "Received: monitor and probe"
+                f"`{OWNER}` measures with the `dead_relu_monitor`'s probe when "
+                "one is given: pass `probe` to the DeadReLUMonitor instead. "
+                "Received: dead_relu_monitor and probe"
             )
         if layers is not None:
             if isinstance(layers, (str, keras.layers.Layer)):
@@ -195,7 +202,7 @@ class AutoLeak(keras.callbacks.Callback):
                 f"Received: verbose={verbose!r}"
             )
         self.layers = layers
-        self.monitor = monitor
+        self.dead_relu_monitor = monitor
         self.backup_dir = None if backup_dir is None else os.fspath(backup_dir)
         self.verbose = int(verbose)
         # Alone, AutoLeak measures through its own Measurement, on a probe
@@ -245,10 +252,10 @@ class AutoLeak(keras.callbacks.Callback):
                 "`keras_relu_kit.leakify(model)` to let AutoLeak manage them.",
                 stacklevel=2,
             )
-        if self.monitor is not None:
-            if self.monitor.model is not model:
+        if self.dead_relu_monitor is not None:
+            if self.dead_relu_monitor.model is not model:
                 raise ValueError(
-                    f"`{OWNER}` argument `monitor` must be a DeadReLUMonitor "
+                    f"`{OWNER}` argument `dead_relu_monitor` must be a DeadReLUMonitor "
                     "passed to the same `fit` call (in `callbacks`), so that "
                     "AutoLeak can reuse its measurement. Received: a monitor "
                     "that is not attached to this model"
@@ -263,9 +270,9 @@ class AutoLeak(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if not self._active:
             return
-        if self.monitor is not None:
+        if self.dead_relu_monitor is not None:
             # The monitor's measurement of this epoch, taken once for both.
-            report = self.monitor.report_for_epoch(epoch)
+            report = self.dead_relu_monitor.report_for_epoch(epoch)
         else:
             report = self._own_measurement.report(self.model)
         model = self.model  # Syncs the trainer's state into the layers.
@@ -379,6 +386,25 @@ class AutoLeak(keras.callbacks.Callback):
                     "cooldown": int(state["cooldown"]),
                 }
         self.changes = list(saved.get("changes", []))
+
+
+def _deprecated_monitor(monitor, dead_relu_monitor):
+    """`dead_relu_monitor`, or the deprecated `monitor=` it replaces."""
+    if monitor is None:
+        return dead_relu_monitor
+    if dead_relu_monitor is not None:
+        raise ValueError(
+            f"`{OWNER}` takes `dead_relu_monitor` (and, deprecated, `monitor`) "
+            "but not both. Received: monitor and dead_relu_monitor"
+        )
+    warnings.warn(
+        f"`{OWNER}(monitor=...)` is deprecated and will be removed in the "
+        f"next release: use `{OWNER}(dead_relu_monitor=...)`. (Keras "
+        "callbacks use `monitor` for a metric name.)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return monitor
 
 
 def _channel_mask(layer, shape, dead_mask):

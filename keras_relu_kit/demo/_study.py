@@ -275,7 +275,7 @@ def train(run, settings, data, seed):
         monitor = DeadReLUMonitor(probe=x_val)
         callbacks.append(monitor)
         if run.variant.activation == "autoleak":
-            auto = AutoLeak(monitor=monitor)
+            auto = AutoLeak(dead_relu_monitor=monitor)
             callbacks.append(auto)
     start = time.perf_counter()
     with warnings.catch_warnings():

@@ -3,7 +3,7 @@
 `Measurement` is what every callback measures through: it prepares its
 `Probe` and compiles the model's `Capture` when training begins, and
 measures the model's *current* weights at most once per training step,
-so callbacks that share one (`AutoLeak(monitor=...)`) share the forward
+so callbacks that share one (`AutoLeak(dead_relu_monitor=...)`) share the forward
 pass. `measure()` is the same path called once.
 """
 
