@@ -7,6 +7,7 @@ with matplotlib's object API and the Agg canvas, so nothing here touches
 
 import csv
 import json
+import numbers
 import os
 from pathlib import Path
 
@@ -114,7 +115,7 @@ def dead_fraction_matrix(history):
     return sites, labels, matrix
 
 
-def plot_dead_heatmap(history, path=None, *, title=None, cmap="viridis"):
+def plot_dead_heatmap(history, path=None, *, title=None, cmap="viridis", changes=None):
     """Draw the dead fraction of each rectifier site over a run.
 
     Rows are the monitor's sites (layers) in model order, columns its
@@ -132,9 +133,26 @@ def plot_dead_heatmap(history, path=None, *, title=None, cmap="viridis"):
         title: str or `None`. Figure title. Defaults to
             `"Dead units per layer"`.
         cmap: str. Matplotlib colormap name. Defaults to `"viridis"`.
+        changes: what a remedy did during the run, marked on the cell
+            (epoch, layer) where it happened: an `AutoLeak` or `Recycle`
+            callback (anything with a `changes` list), its `changes` list,
+            or a list of several of those. A change is a dict with
+            `"epoch"` (0-based) and `"layer"` (a site of `history`) and
+            either `"new"` (AutoLeak: the new alpha, marked with a
+            triangle at the top of the cell and labelled `α=<new>`) or
+            `"recycled"` (Recycle: the number of re-initialised units,
+            marked with a circle at the bottom of the cell and labelled
+            `n=<count>`). With per-batch measurements, a change is
+            marked on the last measurement of its epoch. Labels are left
+            out, as the cell values are, on grids of more than 200 cells.
+            Defaults to `None` (nothing marked).
 
     Returns:
         The `matplotlib.figure.Figure`.
+
+    Raises:
+        ValueError: if `changes` is not one of the above, or a change
+            names an epoch or layer that `history` did not measure.
 
     Example:
 
@@ -145,14 +163,18 @@ def plot_dead_heatmap(history, path=None, *, title=None, cmap="viridis"):
     ...     {"epoch": 1, "dead_fraction/dense": 0.25},
     ... ]
     >>> path = os.path.join(tempfile.mkdtemp(), "dead.png")
-    >>> figure = plot_dead_heatmap(history, path)
+    >>> raises = [{"epoch": 1, "layer": "dense", "new": 0.01}]  # AutoLeak.changes
+    >>> figure = plot_dead_heatmap(history, path, changes=raises)
     >>> os.path.getsize(path) > 0
     True
+    >>> [line.get_label() for line in figure.axes[0].get_lines()]
+    ['AutoLeak raised alpha to α']
     """
     sites, labels, matrix = dead_fraction_matrix(history)
+    marks = _change_marks(changes, sites, labels)
     rows, cols = matrix.shape
     width = min(16.0, 2.5 + 0.45 * cols + 0.06 * max(map(len, sites)))
-    height = min(12.0, 1.6 + 0.38 * rows)
+    height = min(12.0, 1.6 + 0.38 * rows) + (0.4 if marks else 0.0)
     figure = _figure(width, height)
     ax = figure.add_subplot()
     image = ax.imshow(
@@ -183,8 +205,167 @@ def plot_dead_heatmap(history, path=None, *, title=None, cmap="viridis"):
                         color="white" if value < 0.5 else "black",
                     )
     figure.colorbar(image, ax=ax, label="dead fraction")
+    if marks:
+        _draw_changes(figure, ax, matrix, marks, labelled=rows * cols <= 200)
     _save(figure, path)
     return figure
+
+
+# How each kind of change is marked, told apart by the key it carries:
+# AutoLeak's "new" alpha, a top triangle; Recycle's "recycled" count, a
+# bottom circle. The cell's own value stays readable in its centre.
+_CHANGE_KINDS = {
+    "new": {
+        "legend": ("AutoLeak raised alpha", " to α"),
+        "marker": "^",
+        "color": "#ff4f4f",
+        "dy": -0.3,
+        "label": lambda change: f"α={float(change['new']):.3g}",
+        "check": lambda value: _is_number(value),
+        "expected": "a number (the new alpha)",
+    },
+    "recycled": {
+        "legend": ("Recycle re-initialised units", " (n)"),
+        "marker": "o",
+        "color": "#3fd7ff",
+        "dy": 0.3,
+        "label": lambda change: f"n={int(change['recycled'])}",
+        "check": lambda value: _is_count(value),
+        "expected": "an int >= 0 (the units re-initialised)",
+    },
+}
+# Offsets inside a cell (1 x 1 in data units) of a change's marker and label.
+_MARK_DX, _LABEL_DX = -0.32, -0.2
+
+
+def _changes_list(changes):
+    """The change dicts in `changes`, or a `ValueError` naming the argument."""
+    expected = (
+        "`plot_dead_heatmap` argument `changes` must be an AutoLeak or "
+        "Recycle callback (anything with a `changes` list), its `changes` "
+        "list of dicts, or a list of those."
+    )
+    if isinstance(changes, (dict, str, bytes)):
+        raise ValueError(
+            f"{expected} Received: changes={changes!r:.200} (of type "
+            f"{type(changes).__name__})"
+        )
+    if not isinstance(changes, (list, tuple)):
+        inner = getattr(changes, "changes", None)
+        if not isinstance(inner, (list, tuple)):
+            raise ValueError(
+                f"{expected} Received: changes={changes!r:.200} (of type "
+                f"{type(changes).__name__})"
+            )
+        changes = [changes]
+    found = []
+    for item in changes:
+        if isinstance(item, dict):
+            found.append(item)
+            continue
+        inner = item if isinstance(item, (list, tuple)) else None
+        if inner is None:
+            inner = getattr(item, "changes", None)
+        if not isinstance(inner, (list, tuple)) or not all(
+            isinstance(change, dict) for change in inner
+        ):
+            raise ValueError(
+                f"{expected} Received: an item {item!r:.200} (of type "
+                f"{type(item).__name__})"
+            )
+        found.extend(inner)
+    return found
+
+
+def _change_marks(changes, sites, labels):
+    """`{kind: [(column, row, change), ...]}` for the changes to mark."""
+    if changes is None:
+        return {}
+    # The last measurement of each epoch (labels are 1-based "3" or "3:120").
+    columns = {int(label.split(":")[0]) - 1: j for j, label in enumerate(labels)}
+    rows = {site: i for i, site in enumerate(sites)}
+    marks = {}
+    for change in _changes_list(changes):
+        kinds = [kind for kind in _CHANGE_KINDS if kind in change]
+        epoch, layer = change.get("epoch"), change.get("layer")
+        problem = None
+        if len(kinds) != 1:
+            problem = (
+                'needs "epoch", "layer" and one of "new" (AutoLeak) or '
+                '"recycled" (Recycle)'
+            )
+        elif not _is_count(epoch):
+            problem = 'needs "epoch", a 0-based int'
+        elif not isinstance(layer, str) or layer not in rows:
+            problem = f"names a layer that `history` has no row for: {sites}"
+        elif int(epoch) not in columns:
+            measured = sorted(columns)
+            problem = (
+                "names an epoch that `history` did not measure (0-based "
+                f"epochs measured: {measured})"
+            )
+        elif not _CHANGE_KINDS[kinds[0]]["check"](change[kinds[0]]):
+            expected = _CHANGE_KINDS[kinds[0]]["expected"]
+            problem = f'needs {expected} for "{kinds[0]}"'
+        if problem is not None:
+            raise ValueError(
+                f"`plot_dead_heatmap` argument `changes` holds a change that "
+                f"{problem}. Received: {change!r}"
+            )
+        column = columns[int(epoch)]
+        marks.setdefault(kinds[0], []).append((column, rows[layer], change))
+    return marks
+
+
+def _is_count(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    return float(value).is_integer() and value >= 0
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _draw_changes(figure, ax, matrix, marks, labelled):
+    for kind, style in _CHANGE_KINDS.items():
+        cells = marks.get(kind)
+        if not cells:
+            continue
+        ax.plot(
+            [column + _MARK_DX for column, _, _ in cells],
+            [row + style["dy"] for _, row, _ in cells],
+            linestyle="none",
+            marker=style["marker"],
+            markersize=6,
+            markerfacecolor=style["color"],
+            markeredgecolor="black",
+            markeredgewidth=0.7,
+            # The legend explains the labels only where they are drawn.
+            label=style["legend"][0] + (style["legend"][1] if labelled else ""),
+        )
+        if not labelled:
+            continue
+        for column, row, change in cells:
+            value = matrix[row, column]
+            ax.text(
+                column + _LABEL_DX,
+                row + style["dy"],
+                style["label"](change),
+                ha="left",
+                va="center",
+                fontsize=6.5,
+                # The contrast rule of the cell's own value.
+                color="white" if value < 0.5 else "black",
+                gid=f"change_label/{kind}",
+            )
+    figure.legend(
+        *ax.get_legend_handles_labels(),
+        loc="outside lower center",
+        ncol=len(marks),
+        fontsize=7,
+        frameon=False,
+    )
 
 
 MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">")

@@ -23,14 +23,20 @@ def _np(x):
 def _every_layer_model():
     inputs = keras.Input((6, 6, 3))
     x = keras.layers.Conv2D(
-        4, 3, padding="same", kernel_initializer=initializers.HeNormal(0.25)
+        4,
+        3,
+        padding="same",
+        kernel_initializer=initializers.HeNormal(negative_slope=0.25),
     )(inputs)
     x = layers.PReLU(alpha_constraint=Clip(0.0, 1.0))(x)
     x = layers.PReLU(mode="shared")(x)
     x = layers.PReLU(mode="element", shared_axes=[1, 2])(x)
     x = layers.RReLU(seed=1)(x)
     x = keras.layers.Conv2D(
-        4, 3, padding="same", kernel_initializer=initializers.HeUniform(0.1)
+        4,
+        3,
+        padding="same",
+        kernel_initializer=initializers.HeUniform(negative_slope=0.1),
     )(x)
     x = layers.LeakyReLU(alpha=0.1)(x)
     x = layers.ELU(alpha=0.5)(x)

@@ -1,3 +1,5 @@
+import numbers
+
 import keras
 
 from keras_relu_kit._registry import register
@@ -13,6 +15,20 @@ def _gain(negative_slope, owner):
     return slope, 2.0 / (1.0 + slope**2)
 
 
+def _check_seed(seed, owner):
+    # A float first argument is a slope written for the version of the kit
+    # that took `negative_slope` first; Keras' own message would not say so.
+    if isinstance(seed, numbers.Real) and not isinstance(seed, numbers.Integral):
+        raise ValueError(
+            f"`{owner}` argument `seed` must be an integer, a "
+            "`keras.random.SeedGenerator` or None: as in Keras' "
+            f"`{owner}`, the first positional argument is the seed. To set "
+            f"the leak, pass the slope as `negative_slope={seed!r}`. "
+            f"Received: seed={seed!r}"
+        )
+    return seed
+
+
 @register
 class HeNormal(keras.initializers.VarianceScaling):
     """He normal initializer that accounts for the activation's leak.
@@ -21,30 +37,38 @@ class HeNormal(keras.initializers.VarianceScaling):
     with negative slope `a`, He et al. (2015) show that the variance that
     keeps activations at a constant scale is `2 / ((1 + a^2) * fan)`; this
     is PyTorch's `kaiming_normal_(a=...)`. With `negative_slope=0` it equals
-    `keras.initializers.HeNormal`.
+    `keras.initializers.HeNormal`, seed for seed.
 
     Draws from a truncated normal (rescaled so that the standard deviation
     is exact) with `stddev = sqrt(2 / ((1 + a^2) * fan))`.
 
+    The first positional argument is the seed, as in Keras:
+    `HeNormal(1)` is `keras.initializers.HeNormal(1)`. The slope and the
+    other arguments are keyword-only, so a seed can never be read as a
+    slope.
+
     Args:
-        negative_slope: float in `[0, 1]`. The activation's slope for
-            negative inputs (`alpha` of LeakyReLU, initial PReLU slope).
-            Defaults to `0.0`.
-        mode: one of `"fan_in"`, `"fan_out"`, `"fan_avg"`. Defaults to
-            `"fan_in"`.
+        seed: int, `keras.random.SeedGenerator` or `None`, as in Keras
+            initializers. Defaults to `None`.
+        negative_slope: float in `[0, 1]`. Keyword-only. The activation's
+            slope for negative inputs (`alpha` of LeakyReLU, initial PReLU
+            slope). Defaults to `0.0`.
+        mode: one of `"fan_in"`, `"fan_out"`, `"fan_avg"`. Keyword-only.
+            Defaults to `"fan_in"`.
         distribution: `"truncated_normal"` or `"untruncated_normal"`.
-            Defaults to `"truncated_normal"`.
-        seed: int or `None`, as in Keras initializers. Defaults to `None`.
+            Keyword-only. Defaults to `"truncated_normal"`.
 
     Example:
 
     >>> import keras
     >>> from keras_relu_kit.initializers import HeNormal
-    >>> values = HeNormal(negative_slope=0.25, seed=1)(shape=(2000, 100))
+    >>> values = HeNormal(1, negative_slope=0.25)(shape=(2000, 100))
     >>> std = keras.ops.convert_to_numpy(values).std()
     >>> round(float(std * (2000 / (2 / 1.0625)) ** 0.5), 1)
     1.0
-    >>> layer = keras.layers.Dense(3, kernel_initializer=HeNormal(0.01))
+    >>> layer = keras.layers.Dense(
+    ...     3, kernel_initializer=HeNormal(negative_slope=0.01)
+    ... )
 
     Reference:
         He et al., 2015. Delving Deep into Rectifiers: Surpassing
@@ -55,10 +79,11 @@ class HeNormal(keras.initializers.VarianceScaling):
 
     def __init__(
         self,
+        seed: int | None = None,
+        *,
         negative_slope: float = 0.0,
         mode: str = "fan_in",
         distribution: str = "truncated_normal",
-        seed: int | None = None,
     ):
         owner = type(self).__name__
         self.negative_slope, scale = _gain(negative_slope, owner)
@@ -72,9 +97,15 @@ class HeNormal(keras.initializers.VarianceScaling):
                 f"`{owner}` argument `distribution` must be one of "
                 f"{self._distributions}. Received: distribution={distribution!r}"
             )
-        super().__init__(scale=scale, mode=mode, distribution=distribution, seed=seed)
+        super().__init__(
+            scale=scale,
+            mode=mode,
+            distribution=distribution,
+            seed=_check_seed(seed, owner),
+        )
 
     def get_config(self):
+        # The same keys, by name, as every earlier version wrote.
         return {
             "negative_slope": self.negative_slope,
             "mode": self.mode,
@@ -91,24 +122,31 @@ class HeUniform(HeNormal):
     `limit = sqrt(6 / ((1 + a^2) * fan))`, i.e. the variance
     `2 / ((1 + a^2) * fan)` of He et al. (2015); PyTorch's
     `kaiming_uniform_(a=...)`. With `negative_slope=0` it equals
-    `keras.initializers.HeUniform`.
+    `keras.initializers.HeUniform`, seed for seed.
+
+    The first positional argument is the seed, as in Keras:
+    `HeUniform(1)` is `keras.initializers.HeUniform(1)`; the slope is
+    keyword-only.
 
     Args:
-        negative_slope: float in `[0, 1]`. The activation's slope for
-            negative inputs. Defaults to `0.0`.
-        mode: one of `"fan_in"`, `"fan_out"`, `"fan_avg"`. Defaults to
-            `"fan_in"`.
-        seed: int or `None`, as in Keras initializers. Defaults to `None`.
+        seed: int, `keras.random.SeedGenerator` or `None`, as in Keras
+            initializers. Defaults to `None`.
+        negative_slope: float in `[0, 1]`. Keyword-only. The activation's
+            slope for negative inputs. Defaults to `0.0`.
+        mode: one of `"fan_in"`, `"fan_out"`, `"fan_avg"`. Keyword-only.
+            Defaults to `"fan_in"`.
 
     Example:
 
     >>> import keras
     >>> from keras_relu_kit.initializers import HeUniform
-    >>> values = HeUniform(negative_slope=0.0, seed=1)(shape=(600, 10))
+    >>> values = HeUniform(1)(shape=(600, 10))
     >>> limit = (6 / 600) ** 0.5
     >>> bool(abs(keras.ops.convert_to_numpy(values)).max() <= limit)
     True
-    >>> layer = keras.layers.Dense(3, kernel_initializer=HeUniform(0.2))
+    >>> layer = keras.layers.Dense(
+    ...     3, kernel_initializer=HeUniform(negative_slope=0.2)
+    ... )
 
     Reference:
         He et al., 2015. Delving Deep into Rectifiers. ICCV.
@@ -118,11 +156,14 @@ class HeUniform(HeNormal):
 
     def __init__(
         self,
+        seed: int | None = None,
+        *,
         negative_slope: float = 0.0,
         mode: str = "fan_in",
-        seed: int | None = None,
     ):
-        super().__init__(negative_slope, mode, "uniform", seed)
+        super().__init__(
+            seed, negative_slope=negative_slope, mode=mode, distribution="uniform"
+        )
 
     def get_config(self):
         config = super().get_config()
