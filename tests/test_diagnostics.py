@@ -606,3 +606,79 @@ class TestSameNumbers:
         assert_same_reports(expected, outside)
         assert inside.nonfinite == outside.nonfinite == 0
         assert inside.num_examples == 99
+
+
+class TestTrainingMode:
+    """What the training step sees: batch statistics, without side effects."""
+
+    def bn_model(self):
+        inputs = keras.Input((4,))
+        h = keras.layers.Dense(6, name="dense", kernel_initializer="ones")(inputs)
+        h = keras.layers.BatchNormalization(momentum=0.999, name="bn")(h)
+        h = keras.layers.Dropout(0.5, name="drop")(h)
+        outputs = keras.layers.ReLU(name="relu")(h)
+        return keras.Model(inputs, outputs)
+
+    def test_batch_norm_is_measured_with_batch_statistics(self, rng):
+        model = self.bn_model()
+        model.get_layer("drop").rate = 0.0
+        # Inputs far from the moving mean (0) and variance (1): in inference
+        # mode every unit sits below zero, in training mode half of each
+        # unit's values are above the batch mean.
+        x = (rng.uniform(size=(64, 4)) - 25.0).astype("float32")
+        before = [keras.ops.convert_to_numpy(v) for v in model.variables]
+        train = measure(model, x)
+        infer = measure(model, x, mode="inference")
+        after = [keras.ops.convert_to_numpy(v) for v in model.variables]
+        assert infer.sites["relu"].dead == 6
+        assert train.sites["relu"].dead == 0
+        # Reference: batch normalization by hand, then ReLU.
+        h = x @ np.ones((4, 6), "float32")
+        z = (h - h.mean(0)) / np.sqrt(h.var(0) + 1e-3)
+        np.testing.assert_array_equal(
+            train.sites["relu"].dead_mask, ~(np.maximum(z, 0) > 0).any(0)
+        )
+        # No side effects: moving statistics and seed states unchanged.
+        for old, new in zip(before, after, strict=True):
+            np.testing.assert_array_equal(old, new)
+
+    def test_dropout_state_is_restored(self, rng):
+        model = self.bn_model()
+        x = rng.uniform(size=(64, 4)).astype("float32")
+        first = measure(model, x, tau=0.1)
+        second = measure(model, x, tau=0.1)
+        # The seed state is put back, so the same draw repeats.
+        np.testing.assert_array_equal(
+            first.sites["relu"].scores, second.sites["relu"].scores
+        )
+
+    def test_monitor_in_training_mode_leaves_training_unchanged(self, rng):
+        x = rng.normal(size=(64, 4)).astype("float32")
+        y = rng.normal(size=(64, 6)).astype("float32")
+
+        def run(callbacks):
+            keras.utils.set_random_seed(0)
+            model = self.bn_model()
+            model.compile(keras.optimizers.SGD(0.01), "mse")
+            model.fit(
+                x,
+                y,
+                epochs=2,
+                batch_size=16,
+                verbose=0,
+                shuffle=False,
+                callbacks=callbacks,
+            )
+            return [keras.ops.convert_to_numpy(v) for v in model.variables]
+
+        plain = run([])
+        from keras_relu_kit.callbacks import DeadReLUMonitor
+
+        monitored = run([DeadReLUMonitor(probe=x, frequency=1)])
+        for a, b in zip(plain, monitored, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+    def test_invalid_mode(self, rng):
+        model, _, _ = build("dense_relu")
+        with pytest.raises(ValueError, match="`mode` must be 'training'"):
+            measure(model, probe(rng), mode="train")

@@ -9,7 +9,7 @@ import numpy as np
 
 from keras_relu_kit._validation import check_int, check_number
 from keras_relu_kit.callbacks.dead_relu_monitor import DeadReLUMonitor
-from keras_relu_kit.diagnostics.measurement import Measurement
+from keras_relu_kit.diagnostics.measurement import Measurement, check_mode
 from keras_relu_kit.diagnostics.probe import Probe
 from keras_relu_kit.diagnostics.sites import find_rectifier_sites
 from keras_relu_kit.layers import ELU, LeakyReLU, PReLU
@@ -86,6 +86,9 @@ class AutoLeak(keras.callbacks.Callback):
             Defaults to `None`.
         probe_size: int. Size of the default probe sample when measuring
             alone. Defaults to `1024`.
+        mode: `"training"` or `"inference"`: the forward pass measured
+            when measuring alone (see `DeadReLUMonitor`). Defaults to
+            `"training"`.
         backup_dir: path or `None`. Directory where AutoLeak keeps its
             counters (`auto_leak.json`) at the end of every epoch, and from
             which it resumes them when training begins: use the `backup_dir`
@@ -140,6 +143,7 @@ class AutoLeak(keras.callbacks.Callback):
         dead_relu_monitor: DeadReLUMonitor | None = None,
         probe=None,
         probe_size: int = 1024,
+        mode: str = "training",
         backup_dir=None,
         verbose: int = 0,
         monitor: DeadReLUMonitor | None = None,
@@ -168,6 +172,7 @@ class AutoLeak(keras.callbacks.Callback):
             owner=OWNER,
         )
         self.patience = check_int("patience", patience, owner=OWNER)
+        self.mode = check_mode(mode, owner=OWNER)
         self.cooldown = check_int("cooldown", cooldown, owner=OWNER)
         if monitor is not None and not isinstance(monitor, DeadReLUMonitor):
             raise ValueError(
@@ -215,6 +220,7 @@ class AutoLeak(keras.callbacks.Callback):
                     size=None if probe is not None else probe_size,
                     owner=OWNER,
                 ),
+                mode=mode,
                 owner=OWNER,
             )
         self.changes = []

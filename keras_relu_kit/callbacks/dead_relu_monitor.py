@@ -21,7 +21,9 @@ class DeadReLUMonitor(keras.callbacks.Callback):
     """Measure the dead units of every rectifier layer while a model trains.
 
     At the end of every epoch (or every `frequency` batches) the monitor
-    runs the model once, in inference mode, over a fixed probe set and
+    runs the model once over a fixed probe set, as the training step runs
+    it (batch statistics in BatchNormalization, without side effects; see
+    `mode`), and
     counts, per rectifier site, the units (channels) whose output is <= 0
     for every probe example and position (see
     `keras_relu_kit.diagnostics.measure`). Sites are found anywhere in the
@@ -94,7 +96,14 @@ class DeadReLUMonitor(keras.callbacks.Callback):
             axis holds the units of outputs of rank 3 and more. `None` uses
             each layer's own `data_format`, else
             `keras.config.image_data_format()`. Defaults to `None`.
-        seed: int. Seed of the default probe sample. Defaults to `0`.
+        seed: int >= 0. Seed of the default probe sample. Defaults to `0`.
+        mode: `"training"` or `"inference"`. `"training"` measures the
+            forward pass `fit` trains with (BatchNormalization on the
+            probe's batch statistics; its moving averages lag early in
+            training and make healthy units look dead), restoring every
+            moving statistic and seed state it touches; `"inference"`
+            measures the model as `predict` runs it. Defaults to
+            `"training"`.
 
     Attributes:
         last_report: the `DeadReport` of the latest measurement (`None`
@@ -139,6 +148,7 @@ class DeadReLUMonitor(keras.callbacks.Callback):
         per_layer_logs: bool = True,
         data_format: str | None = None,
         seed: int = 0,
+        mode: str = "training",
     ):
         super().__init__()
         check_positive_int("probe_size", probe_size, owner=OWNER)
@@ -171,8 +181,9 @@ class DeadReLUMonitor(keras.callbacks.Callback):
         #: The `Measurement` this monitor measures through; `AutoLeak` and
         #: `Recycle` given this monitor reuse it.
         self.measurement = Measurement(
-            self._probe, tau=tau, data_format=data_format, owner=OWNER
+            self._probe, tau=tau, data_format=data_format, mode=mode, owner=OWNER
         )
+        self.mode = mode
         self.tau = self.measurement.tau
         self.probe_size = int(probe_size)
         self.frequency = frequency if frequency == "epoch" else int(frequency)

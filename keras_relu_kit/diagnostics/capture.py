@@ -99,8 +99,9 @@ class _Reducer(keras.Model):
     holding each site's NaN/inf count and number of units.
     """
 
-    def __init__(self, measured, forward, channels_first, **kwargs):
+    def __init__(self, measured, forward, channels_first, training, **kwargs):
         super().__init__(dtype="float32", **kwargs)
+        self._training = bool(training)
         # Tracked: the measured model's variables feed the compiled function.
         self.measured = measured
         self._forward = forward
@@ -117,15 +118,27 @@ class _Reducer(keras.Model):
             units = ops.shape(a)[-1]
         a = ops.reshape(a, (-1, units))
         finite = ops.isfinite(a)
-        maxima = ops.max(ops.where(ops.isnan(a), 0.0, a), axis=0)
+        # NaN and inf never make a unit alive: only finite values count.
+        maxima = ops.max(ops.where(finite, a, 0.0), axis=0)
         sums = ops.sum(ops.where(finite, ops.abs(a), 0.0), axis=0)
         nonfinite = ops.sum(ops.cast(ops.logical_not(finite), "int32"))
         return maxima, sums, nonfinite
 
+    def _run_forward(self, x):
+        if not self._training:
+            return self._forward(self.measured, x)
+        # A training-mode forward assigns BatchNormalization's moving
+        # statistics and advances seed generators. In a stateless scope
+        # that starts from the variables' current values, those
+        # assignments are recorded in the scope and thrown away with it.
+        mapping = [(v, v.value) for v in self.measured.variables]
+        with keras.StatelessScope(state_mapping=mapping):
+            return self._forward(self.measured, x)
+
     def _reduce(self, x):
         reduced = []
         for outputs, channels_first in zip(
-            self._forward(self.measured, x), self._channels_first, strict=True
+            self._run_forward(x), self._channels_first, strict=True
         ):
             if not outputs:
                 # The site was not called by this forward pass.
@@ -214,8 +227,9 @@ class Capture:
             `"hooks"` (the model run with the sites' `call` wrapped).
     """
 
-    def __init__(self, model, sites, *, data_format=None):
+    def __init__(self, model, sites, *, data_format=None, training=True):
         self.sites = list(sites)
+        self.training = bool(training)
         self._recorder = None
         self.mode = "hooks"
         self._model = model
@@ -235,7 +249,7 @@ class Capture:
             self.mode = "functional"
 
             def forward(aux, x):
-                outputs = aux(x, training=False)
+                outputs = aux(x, training=self.training)
                 return [[t] for t in keras.tree.flatten(outputs)]
 
         else:
@@ -245,13 +259,14 @@ class Capture:
 
             def forward(model, x):
                 recorder.clear()
-                model(x, training=False)
+                model(x, training=self.training)
                 return [list(outputs) for outputs in recorder.outputs]
 
         self._reducer = _Reducer(
             measured,
             forward,
             [_channels_first(s, data_format) for s in self.sites],
+            self.training,
             name=f"{model.name}_rectifier_capture",
         )
         self._reducer.compile(
@@ -271,6 +286,7 @@ class Capture:
         examples = 0
         recorder = self._recorder
         entered = False
+        rng = _TorchRNG() if self.training else None
         try:
             for group in groups:
                 if recorder is not None and not entered:
@@ -291,6 +307,8 @@ class Capture:
         finally:
             if entered:
                 recorder.__exit__(None, None, None)
+            if rng is not None:
+                rng.restore()
         return self._report(maxima, sums, nonfinite, units, tau, examples)
 
     def _maybe_build(self, group):
@@ -343,7 +361,36 @@ class Capture:
         return DeadReport(reports, tau=tau, num_examples=examples)
 
 
-def get_capture(model, sites, *, data_format=None):
+class _TorchRNG:
+    """torch's global random state, to put back after a measurement.
+
+    On torch, Keras draws an unseeded layer's randomness (`Dropout()`
+    without `seed`) from torch's global generator, which no stateless
+    scope can hold still: a training-mode measurement saves and restores
+    it, so the training run draws exactly what it would without it.
+    """
+
+    def __init__(self):
+        self.torch = None
+        if keras.backend.backend() != "torch":
+            return
+        import torch
+
+        self.torch = torch
+        self.cpu = torch.get_rng_state()
+        self.cuda = (
+            torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        )
+
+    def restore(self):
+        if self.torch is None:
+            return
+        self.torch.set_rng_state(self.cpu)
+        if self.cuda is not None:
+            self.torch.cuda.set_rng_state_all(self.cuda)
+
+
+def get_capture(model, sites, *, data_format=None, training=True):
     """The cached `Capture` for `model` and `sites`, built on first use.
 
     The cache is keyed by the sites, the data format and the model's
@@ -354,6 +401,7 @@ def get_capture(model, sites, *, data_format=None):
     key = (
         tuple((s.name, id(s.layer), s.kind) for s in sites),
         data_format,
+        bool(training),
         bool(getattr(model, "jit_compile", False)),
         bool(getattr(model, "run_eagerly", False)),
     )
@@ -364,6 +412,6 @@ def get_capture(model, sites, *, data_format=None):
         model.__dict__[_CACHE_ATTRIBUTE] = per_model
     capture = per_model.get(key)
     if capture is None:
-        capture = Capture(model, sites, data_format=data_format)
+        capture = Capture(model, sites, data_format=data_format, training=training)
         per_model[key] = capture
     return capture

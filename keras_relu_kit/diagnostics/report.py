@@ -1,6 +1,7 @@
 """What a measurement found: `SiteReport` per site and the `DeadReport`."""
 
 import dataclasses
+import numbers
 
 import keras
 import numpy as np
@@ -254,13 +255,20 @@ class DeadReport:
             columns.append(("NaN/inf", [str(s.nonfinite) for s in sites], ">", 8))
         return "\n".join(_render(columns))
 
-    def table(self) -> str:
+    def table(self, max_ranges: int | None = 8) -> str:
         """A table of every site with its dead units, and the totals.
 
         One row per site: its name, its layer's class, units, dead units,
         dead % (dormant % with a `tau`; NaN/inf values when any were
         seen), and which units are dead, as index ranges. A last line
         gives the totals. `relu-kit inspect` prints it.
+
+        Args:
+            max_ranges: int or `None`. Each row lists at most this many
+                index ranges, then `... (+N more)`, N counting the dead
+                units left out, so that a layer with hundreds of dead
+                units keeps its row short. `None` lists every one
+                (`to_dict()` always does). Defaults to `8`.
 
         Example:
 
@@ -280,6 +288,15 @@ class DeadReport:
           hidden  Dense      4     2    50.0  1-2
         Total: 2 of 4 units dead (50.0%) in 1 rectifier site.
         """
+        if max_ranges is not None and (
+            isinstance(max_ranges, bool)
+            or not isinstance(max_ranges, numbers.Integral)
+            or max_ranges < 1
+        ):
+            raise ValueError(
+                "`max_ranges` must be a positive integer or None. "
+                f"Received: max_ranges={max_ranges!r}"
+            )
         if not self.sites:
             return (
                 "No rectifier sites (ReLU-family layers or layers with a "
@@ -299,7 +316,7 @@ class DeadReport:
             )
         if self.nonfinite > 0:
             columns.append(("NaN/inf", [str(s.nonfinite) for s in sites], ">", 7))
-        dead_units = [_ranges(_indices(s.dead_mask)) or "-" for s in sites]
+        dead_units = [_ranges(_indices(s.dead_mask), max_ranges) or "-" for s in sites]
         columns.append(("dead units", dead_units, "<", 0))
         count = len(sites)
         lines = _render(columns)
@@ -324,16 +341,23 @@ def _percent(fraction):
     return f"{100 * fraction:.1f}"
 
 
-def _ranges(indices):
-    """`[0, 1, 2, 5]` as `"0-2, 5"`."""
-    parts, start = [], None
+def _ranges(indices, max_ranges=None):
+    """`[0, 1, 2, 5]` as `"0-2, 5"`; past `max_ranges` ranges, the count of
+    the indices left out: `_ranges([0, 2, 4, 6], 2)` is
+    `"0, 2 ... (+2 more)"`."""
+    ranges, start = [], None
     for i, value in enumerate(indices):
         if start is None:
             start = value
         if i + 1 == len(indices) or indices[i + 1] != value + 1:
-            parts.append(str(start) if start == value else f"{start}-{value}")
+            ranges.append((start, value))
             start = None
-    return ", ".join(parts)
+    shown = ranges if max_ranges is None else ranges[:max_ranges]
+    text = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in shown)
+    left_out = sum(b - a + 1 for a, b in ranges[len(shown) :])
+    if left_out:
+        text += f" ... (+{left_out} more)"
+    return text
 
 
 def _render(columns):
