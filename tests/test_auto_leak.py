@@ -183,10 +183,11 @@ class TestAutoLeak:
         out = model.get_layer("a")(np.array([[-10.0]], "float32"))
         assert float(np.asarray(out).ravel()[0]) == pytest.approx(-1.0)
 
-    def test_backup_and_restore_resumes_alpha_and_counters(self, tmp_path):
+    @pytest.mark.parametrize("order", ["auto_first", "backup_first"])
+    def test_backup_and_restore_resumes_alpha_and_counters(self, order, tmp_path):
         class Interrupt(keras.callbacks.Callback):
             def on_epoch_begin(self, epoch, logs=None):
-                if epoch == 2:
+                if epoch == 1:
                     raise RuntimeError("interrupted")
 
         def run(callbacks, epochs=6):
@@ -196,12 +197,16 @@ class TestAutoLeak:
                 threshold=0.5, start=0.05, cooldown=2, backup_dir=tmp_path / "b"
             )
             backup = keras.callbacks.BackupAndRestore(tmp_path / "b")
-            _fit(model, [auto, backup, *callbacks], epochs)
+            # Listed first, BackupAndRestore saves the weights before AutoLeak
+            # raises: AutoLeak's own state must carry the raised slopes.
+            pair = [auto, backup] if order == "auto_first" else [backup, auto]
+            _fit(model, [*pair, *callbacks], epochs)
             return model, auto
 
         with pytest.raises(RuntimeError, match="interrupted"):
             run([Interrupt()])
-        # Saved after epoch 1: alpha raised once, one cooldown epoch left.
+        # Saved after epoch 0, the epoch of the first raise: alpha raised
+        # once, two cooldown epochs left.
         assert (tmp_path / "b" / "auto_leak.json").exists()
         resumed, auto = run([])
         _, reference = run([])
@@ -209,7 +214,9 @@ class TestAutoLeak:
         # epoch 2; with it, both runs raise at epochs 0 and 3 only.
         assert [c["epoch"] for c in reference.changes] == [0, 3]
         assert auto.changes == reference.changes
-        assert float(resumed.get_layer("a").alpha.numpy()) == pytest.approx(0.1)
+        assert float(
+            keras.ops.convert_to_numpy(resumed.get_layer("a").alpha)
+        ) == pytest.approx(0.1)
         # A run that ends normally removes its state file.
         assert not (tmp_path / "b" / "auto_leak.json").exists()
 
@@ -269,6 +276,10 @@ class TestAutoLeak:
             ({"cooldown": -2}, "Received: cooldown=-2"),
             ({"cooldown": 1.5}, "Received: cooldown=1.5"),
             ({"layers": []}, "Received: layers=[]"),
+            ({"layers": 3}, "Received: layers=3"),
+            ({"layers": ["a", 3]}, "Received: layers=['a', 3]"),
+            ({"backup_dir": ""}, "Received: backup_dir=''"),
+            ({"mode": "eval"}, "Received: mode='eval'"),
             (
                 {"dead_relu_monitor": "monitor"},
                 "Received: dead_relu_monitor of type str",
@@ -276,11 +287,17 @@ class TestAutoLeak:
         ],
     )
     def test_invalid_args(self, kwargs, message):
-        with pytest.raises(ValueError) as info:
+        with pytest.raises((ValueError, TypeError)) as info:
             AutoLeak(**kwargs)
         assert message in str(info.value)
         name = next(iter(kwargs))
         assert f"`{name}`" in str(info.value)
+
+    def test_backup_dir_that_is_a_file(self, tmp_path):
+        path = tmp_path / "a_file"
+        path.write_text("")
+        with pytest.raises(ValueError, match="`backup_dir` must be the path of a dir"):
+            AutoLeak(backup_dir=path)
 
 
 @pytest.mark.parametrize("distributed", [False, True])

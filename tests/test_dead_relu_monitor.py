@@ -2,6 +2,7 @@ import csv
 import glob
 import importlib.util
 import json
+import warnings
 from pathlib import Path
 
 import keras
@@ -616,6 +617,10 @@ class TestBadInput:
             ({"frequency": "batch"}, r"`frequency`"),
             ({"frequency": 1.5}, r"`frequency`"),
             ({"probe_size": 0}, r"`probe_size`"),
+            ({"seed": -1}, r"`seed` must be an integer >= 0. Received: seed=-1"),
+            ({"seed": 1.5}, r"`seed`.*Received: seed=1.5"),
+            ({"seed": "abc"}, r"`seed`.*Received: seed='abc'"),
+            ({"mode": "predict"}, r"`mode`.*Received: mode='predict'"),
             ({"batch_size": -1}, r"`batch_size`"),
             ({"verbose": 3}, r"`verbose`"),
             ({"data_format": "NHWC"}, r"`data_format`"),
@@ -625,6 +630,15 @@ class TestBadInput:
     def test_invalid_args(self, kwargs, match):
         with pytest.raises(ValueError, match=match):
             DeadReLUMonitor(**kwargs)
+
+    @pytest.mark.parametrize(
+        "bad", [np.array([["a", "b", "c"]] * 4), np.array([[object()] * 3] * 4)]
+    )
+    def test_probe_of_strings_or_objects(self, bad):
+        with pytest.raises(TypeError, match=r"`probe` must hold numbers"):
+            DeadReLUMonitor(probe=bad)
+        with pytest.raises(TypeError, match=r"`data` must hold numbers"):
+            measure(planted_model(), bad)
 
     def test_empty_dataset_probe(self, rng, dataset_of):
         x, y = data(rng)
@@ -663,3 +677,78 @@ def test_log_dir_without_tensorboard_fails_at_construction(monkeypatch, tmp_path
     with pytest.raises(ImportError, match=r"keras_relu_kit\[tensorboard\]"):
         DeadReLUMonitor(log_dir=tmp_path)
     assert DeadReLUMonitor().log_dir is None
+
+
+class TestKeras3Datasets:
+    """`PyDataset`s that give their length through `num_batches`."""
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self, x, y, count):
+            super().__init__()
+            self.x, self.y, self.count = x, y, count
+
+        @property
+        def num_batches(self):
+            return self.count  # None: infinite.
+
+        def __getitem__(self, index):
+            part = slice((index % 8) * 8, (index % 8 + 1) * 8)
+            return self.x[part], self.y[part]
+
+    @pytest.mark.parametrize("count", [8, None])
+    def test_fit_on_num_batches_dataset(self, count, rng):
+        x, y = data(rng)
+        dataset = self.Batches(x, y, count)
+        monitor = DeadReLUMonitor(probe_size=40)
+        steps = {} if count else {"steps_per_epoch": 8}
+        history = planted_model().fit(
+            dataset, epochs=1, verbose=0, callbacks=[monitor], **steps
+        )
+        # The first 40 examples of the dataset, in order.
+        assert monitor.last_report.num_examples == 40
+        np.testing.assert_array_equal(monitor.measurement.probe.arrays, x[:40])
+        assert history.history["dead_fraction"] == [5 / 12]
+
+    def test_infinite_probe_is_refused_before_training(self, rng):
+        x, y = data(rng)
+        monitor = DeadReLUMonitor(probe=self.Batches(x, y, None))
+        recorder = Recorder()
+        with pytest.raises(ValueError, match="`probe` is an infinite dataset"):
+            planted_model().fit(
+                x, y, epochs=1, verbose=0, callbacks=[monitor, recorder]
+            )
+        assert recorder.epochs == 0
+
+    def test_measure_reads_num_batches(self, rng):
+        x, y = data(rng)
+        report = measure(planted_model(), self.Batches(x, y, 8))
+        assert report.num_examples == 64
+        assert report.dead_fraction == 5 / 12
+
+
+class TestOutsideFit:
+    def test_evaluate_and_predict_warn_once(self, rng):
+        x, y = data(rng)
+        model = planted_model()
+        monitor = DeadReLUMonitor(probe=x)
+        with pytest.warns(UserWarning, match=r"passed to `model.evaluate` it does"):
+            model.evaluate(x, y, verbose=0, callbacks=[monitor])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            model.predict(x, verbose=0, callbacks=[monitor])  # Once is enough.
+        assert monitor.history == []
+
+    def test_validation_inside_fit_does_not_warn(self, rng):
+        x, y = data(rng)
+        monitor = DeadReLUMonitor(probe=x)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            history = planted_model().fit(
+                x,
+                y,
+                validation_data=(x, y),
+                epochs=1,
+                verbose=0,
+                callbacks=[monitor],
+            )
+        assert history.history["dead_fraction"] == [5 / 12]

@@ -682,3 +682,117 @@ class TestTrainingMode:
         model, _, _ = build("dense_relu")
         with pytest.raises(ValueError, match="`mode` must be 'training'"):
             measure(model, probe(rng), mode="train")
+
+
+class TestSharedLayers:
+    """A layer object called several times (`self.relu = ReLU()`)."""
+
+    def shared_relu_model(self):
+        class Shared(keras.Model):
+            def __init__(self):
+                super().__init__()
+                self.wide = keras.layers.Dense(6, name="wide")
+                self.narrow = keras.layers.Dense(3, name="narrow")
+                self.relu = kit.LeakyReLU(alpha=0.0, name="relu")
+                self.head = keras.layers.Dense(1, name="head")
+
+            def call(self, x):
+                h = self.relu(self.wide(x))
+                h = self.relu(self.narrow(h))
+                return self.head(h)
+
+        model = Shared()
+        model(np.zeros((1, N_IN), "float32"))
+        plant(model.wide, [0, 5])
+        plant(model.narrow, [2])
+        return model
+
+    def test_calls_of_different_widths_are_sites_of_their_own(self, rng):
+        model = self.shared_relu_model()
+        report = measure(model, probe(rng))
+        assert list(report.sites) == ["relu/call_0", "relu/call_1"]
+        first, second = report.sites.values()
+        assert first.dead_mask.tolist() == [True, False, False, False, False, True]
+        assert second.dead_mask.tolist() == [False, False, True]
+        assert first.site == second.site == "relu"
+        assert report.dead == 3 and report.units == 9
+        assert report.to_logs()["dead_fraction/relu/call_1"] == pytest.approx(1 / 3)
+
+    def test_calls_of_one_width_share_units(self, rng):
+        inputs = keras.Input((N_IN,))
+        relu = keras.layers.ReLU(name="relu")
+        a = relu(keras.layers.Dense(4, name="a")(inputs))
+        b = relu(keras.layers.Dense(4, name="b")(inputs))
+        model = keras.Model(inputs, keras.layers.Add()([a, b]))
+        plant(model.get_layer("a"), [0, 1])
+        plant(model.get_layer("b"), [1, 2])
+        report = measure(model, probe(rng))
+        # Unit i is dead when it is dead in every call.
+        assert report.sites["relu"].dead_mask.tolist() == [False, True, False, False]
+
+    def test_monitor_and_auto_leak_on_a_shared_layer(self, rng):
+        from keras_relu_kit.callbacks import AutoLeak, DeadReLUMonitor
+
+        model = self.shared_relu_model()
+        model.compile(keras.optimizers.SGD(0.0), "mse")
+        x = probe(rng, n=32)
+        monitor = DeadReLUMonitor(probe=x)
+        auto = AutoLeak(threshold=0.3, start=0.05, dead_relu_monitor=monitor)
+        history = model.fit(
+            x, np.zeros((32, 1)), epochs=1, verbose=0, callbacks=[monitor, auto]
+        )
+        assert history.history["dead_fraction/relu/call_0"] == [pytest.approx(1 / 3)]
+        assert history.history["dead_fraction/relu/call_1"] == [pytest.approx(1 / 3)]
+        # One alpha for the layer, raised on its deadest call.
+        assert [c["layer"] for c in auto.changes] == ["relu"]
+        assert history.history["alpha/relu"] == [pytest.approx(0.05)]
+
+    def test_an_unrelated_error_is_not_called_a_probe_mismatch(self, rng):
+        class Broken(keras.layers.Layer):
+            armed = False
+
+            def call(self, x):
+                if Broken.armed:
+                    raise RuntimeError("boom inside the model")
+                return x
+
+        class Sub(keras.Model):
+            def __init__(self):
+                super().__init__()
+                self.dense = keras.layers.Dense(4, activation="relu")
+                self.broken = Broken()
+
+            def call(self, x):
+                return self.broken(self.dense(x))
+
+        model = Sub()
+        model(np.zeros((1, N_IN), "float32"))
+        Broken.armed = True
+        with pytest.raises(RuntimeError, match="boom inside the model") as info:
+            measure(model, probe(rng))
+        assert "does not fit" not in str(info.value)
+
+
+class TestRecurrentLayers:
+    @pytest.mark.parametrize("layer", ["LSTM", "SimpleRNN", "GRU"])
+    def test_activation_inside_a_recurrence_is_no_site(self, layer, rng):
+        inputs = keras.Input((5, N_IN))
+        h = getattr(keras.layers, layer)(4, activation="relu", name="rnn")(inputs)
+        outputs = keras.layers.Dense(3, activation="relu", name="after")(h)
+        model = keras.Model(inputs, outputs)
+        assert [s.name for s in find_rectifier_sites(model)] == ["after"]
+        from keras_relu_kit.diagnostics import recurrent_rectifiers
+
+        assert recurrent_rectifiers(model) == ["rnn"]
+        with pytest.warns(UserWarning, match=r"recurrent layers \['rnn'\]"):
+            report = measure(model, rng.uniform(size=(8, 5, N_IN)))
+        assert list(report.sites) == ["after"]
+
+    def test_tanh_recurrence_is_not_named(self, rng):
+        inputs = keras.Input((5, N_IN))
+        h = keras.layers.LSTM(4, name="rnn")(inputs)
+        model = keras.Model(inputs, keras.layers.ReLU(name="relu")(h))
+        from keras_relu_kit.diagnostics import recurrent_rectifiers
+
+        assert recurrent_rectifiers(model) == []
+        assert list(measure(model, rng.uniform(size=(8, 5, N_IN))).sites) == ["relu"]

@@ -4,6 +4,7 @@ import csv
 import importlib.util
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
@@ -120,3 +121,26 @@ def test_digits_resize_is_bilinear(size):
     np.testing.assert_allclose(x_val, x_val_ref, atol=1e-6)
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(y_val, y_val_ref)
+
+
+def test_custom_loop(capsys):
+    module = _load("custom_loop")
+    model, monitor, auto, history = module.main(["--epochs", "4"])
+    # The callbacks wrote their keys into the loop's own `logs` dicts.
+    assert [logs["dead_fraction"] for logs in history] == [
+        record["dead_fraction"] for record in monitor.history
+    ]
+    alphas = {
+        f"alpha/{name}": float(
+            np.mean(keras.ops.convert_to_numpy(model.get_layer(name).alpha))
+        )
+        for name in auto.layers_managed
+    }
+    assert {k: v for k, v in history[-1].items() if k.startswith("alpha/")} == (
+        pytest.approx(alphas)
+    )
+    assert len(alphas) == 4 and auto.changes
+    # The raises happened on the loop's own measurements.
+    assert {c["epoch"] for c in auto.changes} <= set(range(4))
+    assert history[-1]["dead_fraction"] < history[0]["dead_fraction"]
+    assert "units dead" in capsys.readouterr().out

@@ -8,7 +8,10 @@ import keras
 import numpy as np
 
 from keras_relu_kit._validation import check_int, check_number
-from keras_relu_kit.callbacks.dead_relu_monitor import DeadReLUMonitor
+from keras_relu_kit.callbacks.dead_relu_monitor import (
+    DeadReLUMonitor,
+    _warn_outside_fit,
+)
 from keras_relu_kit.diagnostics.measurement import Measurement, check_mode
 from keras_relu_kit.diagnostics.probe import Probe
 from keras_relu_kit.diagnostics.sites import find_rectifier_sites
@@ -90,10 +93,13 @@ class AutoLeak(keras.callbacks.Callback):
             when measuring alone (see `DeadReLUMonitor`). Defaults to
             `"training"`.
         backup_dir: path or `None`. Directory where AutoLeak keeps its
-            counters (`auto_leak.json`) at the end of every epoch, and from
-            which it resumes them when training begins: use the `backup_dir`
-            of your `keras.callbacks.BackupAndRestore`. The file is removed
-            when training ends normally. Defaults to `None`.
+            counters, its `changes` and the slopes it set (`auto_leak.json`)
+            at the end of every epoch, and from which it resumes them when
+            training begins: use the `backup_dir` of your
+            `keras.callbacks.BackupAndRestore`. Either callback may come
+            first in the list: a resumed run equals an uninterrupted one.
+            The file is removed when training ends normally. Defaults to
+            `None`.
         verbose: int. 0: silent; 1: print a line per raise. Defaults to `0`.
         monitor: deprecated name of `dead_relu_monitor`, kept for one
             release with a `DeprecationWarning`.
@@ -124,7 +130,7 @@ class AutoLeak(keras.callbacks.Callback):
     >>> auto = AutoLeak(threshold=0.25, start=0.05)
     >>> x, y = np.ones((8, 2)), np.zeros((8, 1))
     >>> _ = model.fit(x, y, epochs=1, verbose=0, callbacks=[auto])
-    >>> round(float(model.get_layer("act").alpha.numpy()), 4)
+    >>> round(float(keras.ops.convert_to_numpy(model.get_layer("act").alpha)), 4)
     0.05
     >>> auto.changes[0]["layer"], auto.changes[0]["dead_fraction"]
     ('act', 0.5)
@@ -189,6 +195,14 @@ class AutoLeak(keras.callbacks.Callback):
         if layers is not None:
             if isinstance(layers, (str, keras.layers.Layer)):
                 layers = [layers]
+            if not isinstance(layers, (list, tuple)) or not all(
+                isinstance(item, (str, keras.layers.Layer)) for item in layers
+            ):
+                raise TypeError(
+                    f"`{OWNER}` argument `layers` must be a layer name, a "
+                    "layer, or a list of them, or None. "
+                    f"Received: layers={layers!r}"
+                )
             layers = list(layers)
             if not layers:
                 raise ValueError(
@@ -196,9 +210,14 @@ class AutoLeak(keras.callbacks.Callback):
                     "layer, or be None for every adjustable layer. "
                     "Received: layers=[]"
                 )
-        if backup_dir is not None and not isinstance(backup_dir, (str, os.PathLike)):
+        if backup_dir is not None and (
+            not isinstance(backup_dir, (str, os.PathLike))
+            or not os.fspath(backup_dir)
+            or os.path.isfile(backup_dir)
+        ):
             raise ValueError(
-                f"`{OWNER}` argument `backup_dir` must be a path or None. "
+                f"`{OWNER}` argument `backup_dir` must be the path of a "
+                "directory (it need not exist yet), or None. "
                 f"Received: backup_dir={backup_dir!r}"
             )
         if verbose not in (0, 1, True, False):
@@ -226,10 +245,13 @@ class AutoLeak(keras.callbacks.Callback):
         self.changes = []
         self.layers_managed = []
         self._state = {}
+        self._in_fit = False
+        self._warned_outside_fit = False
 
     # Keras hooks ---------------------------------------------------------
 
     def on_train_begin(self, logs=None):
+        self._in_fit = True
         self.changes = []
         self._state = {}
         self.layers_managed = []
@@ -270,7 +292,7 @@ class AutoLeak(keras.callbacks.Callback):
             self._own_measurement.begin(model)
         self.layers_managed = list(managed)
         self._state = {name: {"wait": 0, "cooldown": 0} for name in self.layers_managed}
-        self._restore()
+        self._restore(model)
         self._active = True
 
     def on_epoch_end(self, epoch, logs=None):
@@ -284,14 +306,22 @@ class AutoLeak(keras.callbacks.Callback):
         model = self.model  # Syncs the trainer's state into the layers.
         layers = {site.name: site.layer for site in find_rectifier_sites(model)}
         for name in self.layers_managed:
-            site = report.sites.get(name)
+            site = _site_of(report, name)
             if site is not None:
                 self._consider(epoch, name, layers[name], site)
             if logs is not None:
-                logs[f"alpha/{name}"] = float(np.mean(layers[name].alpha.numpy()))
-        self._save(epoch)
+                alpha = keras.ops.convert_to_numpy(layers[name].alpha)
+                logs[f"alpha/{name}"] = float(np.mean(alpha))
+        self._save(epoch, layers)
+
+    def on_test_begin(self, logs=None):
+        _warn_outside_fit(self, OWNER, "evaluate")
+
+    def on_predict_begin(self, logs=None):
+        _warn_outside_fit(self, OWNER, "predict")
 
     def on_train_end(self, logs=None):
+        self._in_fit = False
         path = self._state_path()
         if self._active and path is not None and os.path.exists(path):
             os.remove(path)
@@ -333,7 +363,7 @@ class AutoLeak(keras.callbacks.Callback):
         if state["wait"] < self.patience:
             return
         state["wait"] = 0
-        old = np.asarray(layer.alpha.numpy(), dtype="float64")
+        old = np.asarray(keras.ops.convert_to_numpy(layer.alpha), dtype="float64")
         mask = _channel_mask(layer, old.shape, site.dead_mask)
         new = np.where(mask, self._raised(old), old)
         raised = int(np.count_nonzero(new != old))
@@ -368,23 +398,42 @@ class AutoLeak(keras.callbacks.Callback):
             return None
         return os.path.join(self.backup_dir, STATE_FILE)
 
-    def _save(self, epoch):
+    def _save(self, epoch, layers):
         path = self._state_path()
         if path is None:
             return
         os.makedirs(self.backup_dir, exist_ok=True)
-        state = {"epoch": int(epoch), "state": self._state, "changes": self.changes}
+        # The slopes as AutoLeak left them at the end of this epoch: a
+        # BackupAndRestore listed before AutoLeak saved the weights before
+        # this epoch's raises.
+        alphas = {
+            name: np.asarray(keras.ops.convert_to_numpy(layers[name].alpha)).tolist()
+            for name in self.layers_managed
+        }
+        state = {
+            "epoch": int(epoch),
+            "state": self._state,
+            "changes": self.changes,
+            "alphas": alphas,
+        }
         partial = path + ".partial"
         with open(partial, "w") as f:
             json.dump(state, f)
         os.replace(partial, path)
 
-    def _restore(self):
+    def _restore(self, model):
         path = self._state_path()
         if path is None or not os.path.exists(path):
             return
         with open(path) as f:
             saved = json.load(f)
+        layers = {site.name: site.layer for site in find_rectifier_sites(model)}
+        for name, alpha in saved.get("alphas", {}).items():
+            if name in self._state:
+                variable = layers[name].alpha
+                variable.assign(
+                    np.asarray(alpha, dtype=variable.dtype).reshape(variable.shape)
+                )
         for name, state in saved.get("state", {}).items():
             if name in self._state:
                 self._state[name] = {
@@ -392,6 +441,20 @@ class AutoLeak(keras.callbacks.Callback):
                     "cooldown": int(state["cooldown"]),
                 }
         self.changes = list(saved.get("changes", []))
+
+
+def _site_of(report, name):
+    """The `SiteReport` of site `name`, or of its deadest call.
+
+    A shared layer applied to tensors of different widths is measured per
+    call; its one `alpha` follows the call with the most dead units.
+    """
+    if name in report.sites:
+        return report.sites[name]
+    calls = [site for site in report.sites.values() if site.site == name]
+    if not calls:
+        return None
+    return max(calls, key=lambda site: site.dead_fraction)
 
 
 def _deprecated_monitor(monitor, dead_relu_monitor):

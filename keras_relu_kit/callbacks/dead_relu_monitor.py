@@ -201,6 +201,8 @@ class DeadReLUMonitor(keras.callbacks.Callback):
         self.last_report = None
         self.history = []
         self.sites = []
+        self._in_fit = False
+        self._warned_outside_fit = False
         self._reset()
 
     def _reset(self):
@@ -214,6 +216,7 @@ class DeadReLUMonitor(keras.callbacks.Callback):
     # Keras hooks ---------------------------------------------------------
 
     def on_train_begin(self, logs=None):
+        self._in_fit = True
         self._reset()
         self.history = []
         self.last_report = None
@@ -265,7 +268,14 @@ class DeadReLUMonitor(keras.callbacks.Callback):
             )
 
     def on_train_end(self, logs=None):
+        self._in_fit = False
         self._close_writer()
+
+    def on_test_begin(self, logs=None):
+        _warn_outside_fit(self, OWNER, "evaluate")
+
+    def on_predict_begin(self, logs=None):
+        _warn_outside_fit(self, OWNER, "predict")
 
     # Public API ----------------------------------------------------------
 
@@ -391,6 +401,23 @@ class DeadReLUMonitor(keras.callbacks.Callback):
         if writer is not None:
             writer.close()
         self._writer = None
+
+
+def _warn_outside_fit(callback, owner, method):
+    """Warn once that a callback given to `evaluate`/`predict` does nothing.
+
+    `fit` runs validation through `evaluate` with its own callbacks: only a
+    call outside a training run is meant.
+    """
+    if callback._in_fit or callback._warned_outside_fit:
+        return
+    callback._warned_outside_fit = True
+    warnings.warn(
+        f"{owner} works while `fit` trains; passed to `model.{method}` it does "
+        "nothing. To measure a trained model, call "
+        "`keras_relu_kit.diagnostics.measure(model, data)`. Warning once.",
+        stacklevel=3,
+    )
 
 
 def is_positive_int(value):

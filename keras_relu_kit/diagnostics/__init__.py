@@ -23,6 +23,7 @@ from keras_relu_kit.diagnostics.sites import (
     RectifierSite,
     find_rectifier_sites,
     is_rectifier_activation,
+    recurrent_rectifiers,
 )
 
 __all__ = [
@@ -37,4 +38,5 @@ __all__ = [
     "get_capture",
     "is_rectifier_activation",
     "measure",
+    "recurrent_rectifiers",
 ]

@@ -136,19 +136,33 @@ class _Reducer(keras.Model):
             return self._forward(self.measured, x)
 
     def _reduce(self, x):
-        reduced = []
-        for outputs, channels_first in zip(
-            self._run_forward(x), self._channels_first, strict=True
+        reduced, layout = [], []
+        for index, (outputs, channels_first) in enumerate(
+            zip(self._run_forward(x), self._channels_first, strict=True)
         ):
             if not outputs:
                 # The site was not called by this forward pass.
                 empty = ops.zeros((0,), "float32")
                 reduced.append((empty, empty, ops.zeros((), "int32")))
+                layout.append((index, None))
                 continue
-            acc = self._reduce_one(outputs[0], channels_first)
-            for output in outputs[1:]:
-                acc = _combine(acc, self._reduce_one(output, channels_first))
-            reduced.append(acc)
+            parts = [self._reduce_one(output, channels_first) for output in outputs]
+            widths = {part[0].shape[0] for part in parts}
+            if len(widths) == 1:
+                # One call, or calls of one width: unit i of every call.
+                acc = parts[0]
+                for part in parts[1:]:
+                    acc = _combine(acc, part)
+                reduced.append(acc)
+                layout.append((index, None))
+            else:
+                # A shared layer applied to tensors of different widths:
+                # each call is a site of its own.
+                reduced.extend(parts)
+                layout.extend((index, call) for call in range(len(parts)))
+        # Fixed when the function is traced: which site (and call) each
+        # reduced entry belongs to.
+        self.layout = layout
         return reduced
 
     def call(self, x):
@@ -339,17 +353,20 @@ class Capture:
         reports = {}
         offset = 0
         skipped = []
-        for index, site in enumerate(self.sites):
-            size = int(units[index])
+        for slot, (index, call) in enumerate(self._reducer.layout):
+            site = self.sites[index]
+            size = int(units[slot])
             if size == 0:
                 skipped.append(site.name)
                 continue
-            reports[site.name] = site_report(
+            name = site.name if call is None else f"{site.name}/call_{call}"
+            reports[name] = site_report(
                 site,
                 maxima[offset : offset + size],
                 sums[offset : offset + size],
-                nonfinite[index],
+                nonfinite[slot],
                 tau,
+                name=name,
             )
             offset += size
         if skipped:

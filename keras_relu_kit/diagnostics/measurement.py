@@ -15,7 +15,7 @@ from keras_relu_kit._validation import check_data_format, check_number
 from keras_relu_kit.diagnostics import probe as probe_lib
 from keras_relu_kit.diagnostics.capture import get_capture
 from keras_relu_kit.diagnostics.report import DeadReport
-from keras_relu_kit.diagnostics.sites import resolve_sites
+from keras_relu_kit.diagnostics.sites import recurrent_rectifiers, resolve_sites
 
 # The key of the measurement `begin` takes when it compiles the capture.
 _BEGIN = object()
@@ -84,6 +84,14 @@ class Measurement:
         self.began = True
         self.last_report = None
         self.sites = resolve_sites(model, self._given_sites, self.owner)
+        recurrent = recurrent_rectifiers(model) if self._given_sites is None else []
+        if recurrent:
+            warnings.warn(
+                f"{self.owner or 'keras_relu_kit'}: the recurrent layers "
+                f"{recurrent} apply a rectifier inside every step of their "
+                "recurrence, not to their output, so they are not measured.",
+                stacklevel=3,
+            )
         if not self.sites:
             return []
         if self.probe.is_lazy:
@@ -107,18 +115,17 @@ class Measurement:
             self.last_report = self.capture.run(self._groups, self.tau)
             self._key = _BEGIN
         except Exception as error:
-            if self.capture.mode == "functional":
-                raise  # The probe's shapes were checked by `prepare`.
-            expected = probe_lib.expected_input_shapes(model)
-            if expected is None:
-                expected = probe_lib.fit_input_shapes(model)
-            raise ValueError(
-                f"Argument `{self.probe.argument}` does not fit the model "
-                f"'{model.name}': expected inputs of shape "
-                f"{probe_lib.describe_expected(expected)}, received "
-                f"{probe_lib.describe_shapes(self.probe.arrays)}. Running the "
-                f"model on it raised {type(error).__name__}: {error}"
-            ) from error
+            # The probe's shapes were checked by `prepare`: whatever failed
+            # is the model's own error, so it is raised as it is, with a
+            # note saying where it happened.
+            if hasattr(error, "add_note"):
+                error.add_note(
+                    f"{self.owner or 'keras_relu_kit'}: raised while running "
+                    f"model '{model.name}' on `{self.probe.argument}` (inputs "
+                    f"of shape {probe_lib.describe_shapes(self.probe.arrays)}) "
+                    "to measure its rectifier units."
+                )
+            raise
 
     def report(self, model, key=None):
         """The `DeadReport` of `model`'s current weights, measured once per key.
@@ -277,6 +284,7 @@ def measure(
         seed=seed,
         argument="data",
         owner="measure",
+        lazy=True,
     )
     measurement = Measurement(
         probe,

@@ -54,6 +54,12 @@ def _as_array(value, name):
             f"Argument `{name}` must hold arrays with a batch axis. "
             f"Received: a scalar of shape {array.shape}"
         )
+    if array.dtype.kind not in "biuf":
+        raise TypeError(
+            f"Argument `{name}` must hold numbers (bool, int or float "
+            "arrays) to feed the model. "
+            f"Received: an array of dtype {array.dtype}"
+        )
     if np.issubdtype(array.dtype, np.floating):
         array = array.astype(keras.config.floatx(), copy=False)
     return array
@@ -96,16 +102,42 @@ def check_not_empty(arrays, name):
 
 
 def iterate_stream(data):
-    """The batches of a `tf.data.Dataset` or `keras.utils.PyDataset`."""
+    """The batches of a `tf.data.Dataset` or `keras.utils.PyDataset`.
+
+    A `PyDataset` is read through `num_batches`, Keras 3's way of giving
+    its length (`None` for an infinite one, which yields without end:
+    callers stop after the examples they need).
+    """
     if is_py_dataset(data):
-        for i in range(len(data)):
-            yield data[i]
+        count = data.num_batches
+        index = 0
+        while count is None or index < count:
+            yield data[index]
+            index += 1
     else:
         yield from data
 
 
+def is_infinite(data):
+    """Whether a dataset says it never ends."""
+    if is_py_dataset(data):
+        return data.num_batches is None
+    if is_tf_dataset(data):
+        import tensorflow as tf
+
+        return bool(data.cardinality() == tf.data.INFINITE_CARDINALITY)
+    return False
+
+
 def take(data, count, name):
     """Up to `count` examples from the start of a Dataset, as arrays."""
+    if count is None and is_infinite(data):
+        raise ValueError(
+            f"Argument `{name}` is an infinite dataset, which cannot be read "
+            "whole. Expected a finite dataset, or a size to sample (the "
+            "callbacks' `probe_size`, `measure`'s `probe_size`). Received: "
+            f"a {type(data).__name__} without end"
+        )
     parts = []
     seen = 0
     for batch in iterate_stream(data):
@@ -339,6 +371,8 @@ class Probe:
         seed: int >= 0. Seed of the sample.
         argument: str. The argument name used in error messages.
         owner: str. The function or class named in error messages.
+        lazy: bool. Read a whole dataset batch by batch at every
+            measurement instead of once into memory.
     """
 
     def __init__(
@@ -350,8 +384,10 @@ class Probe:
         seed=0,
         argument="probe",
         owner="",
+        lazy=False,
     ):
         self.argument = argument
+        self.lazy = bool(lazy)
         self.owner = owner
         self.batch_size = check_positive_int("batch_size", batch_size, owner=owner)
         if size is not None:
@@ -376,8 +412,18 @@ class Probe:
 
     @property
     def is_lazy(self):
-        """A dataset read batch by batch at every measurement."""
-        return self.data is not None and is_stream(self.data) and self.size is None
+        """A dataset read batch by batch at every measurement.
+
+        Only with `lazy=True` (what `measure` asks for, to keep the memory
+        of one batch); the callbacks read a dataset once, when training
+        begins, and measure the same examples every time.
+        """
+        return (
+            self.lazy
+            and self.data is not None
+            and is_stream(self.data)
+            and self.size is None
+        )
 
     def prepare(self, model):
         """Resolve the probe for `model`, check it, and return its batches.
@@ -397,6 +443,8 @@ class Probe:
 
     def stream(self, model):
         """The batches of a lazy dataset probe, one group per batch."""
+        if is_infinite(self.data):
+            take(self.data, None, self.argument)  # Raises, naming the argument.
         empty = True
         for batch in iterate_stream(self.data):
             arrays = to_arrays(unpack_x(batch), self.argument)

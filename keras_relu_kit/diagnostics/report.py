@@ -18,7 +18,9 @@ class SiteReport:
     is **dormant** when the score is <= `tau`.
 
     Attributes:
-        name: str. The site's name (see `RectifierSite`).
+        name: str. The site's name (see `RectifierSite`); for one call of
+            a shared layer applied to tensors of different widths,
+            `"<site>/call_<k>"`.
         layer: the measured `keras.layers.Layer`.
         units: int. Number of units (channels).
         dead: int. Number of dead units.
@@ -35,6 +37,8 @@ class SiteReport:
             when no `tau` was given.
         scores: `np.ndarray` of float, shape `(units,)`. Each unit's ReDo
             score (0 for every unit of a layer whose outputs are all 0).
+        site: str. The name of the `RectifierSite` measured (equal to
+            `name` except for the calls of a shared layer).
     """
 
     name: str
@@ -48,6 +52,7 @@ class SiteReport:
     kind: str = ""
     dormant_mask: np.ndarray | None = None
     scores: np.ndarray | None = None
+    site: str = ""
 
     def __repr__(self):
         dormant = (
@@ -62,8 +67,12 @@ class SiteReport:
         )
 
 
-def site_report(site, maxima, sums, nonfinite, tau):
-    """Build a `SiteReport` from the per-unit reductions of one site."""
+def site_report(site, maxima, sums, nonfinite, tau, name=None):
+    """Build a `SiteReport` from the per-unit reductions of one site.
+
+    `name` is the report's name when it differs from the site's (one call
+    of a shared layer).
+    """
     maxima = np.asarray(maxima, dtype=np.float32)
     sums = np.asarray(sums, dtype=np.float64)
     units = int(maxima.shape[0])
@@ -83,7 +92,7 @@ def site_report(site, maxima, sums, nonfinite, tau):
         dormant_mask = scores <= tau
         dormant_fraction = float(dormant_mask.sum()) / units
     return SiteReport(
-        name=site.name,
+        name=site.name if name is None else name,
         layer=site.layer,
         units=units,
         dead=dead,
@@ -94,6 +103,7 @@ def site_report(site, maxima, sums, nonfinite, tau):
         kind=site.kind,
         dormant_mask=dormant_mask,
         scores=scores,
+        site=site.name,
     )
 
 

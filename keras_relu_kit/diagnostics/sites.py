@@ -86,8 +86,49 @@ def _is_kit_layer(layer):
     )
 
 
+def is_recurrent_rectifier(layer) -> bool:
+    """Whether `layer` is a recurrent layer with a rectifier activation.
+
+    `LSTM(activation="relu")`, `SimpleRNN(activation="relu")` and the like
+    apply the activation inside every step of the recurrence: the layer's
+    output is not the activation's output, so it is not a site to measure
+    (or to leakify).
+    """
+    if not isinstance(layer, keras.layers.RNN):
+        return False
+    cell = getattr(layer, "cell", None)
+    cells = getattr(cell, "cells", None) or [cell]
+    return any(is_rectifier_activation(getattr(c, "activation", None)) for c in cells)
+
+
+def recurrent_rectifiers(model) -> list:
+    """The recurrent layers of `model` whose cells use a rectifier.
+
+    They are not sites (see `is_recurrent_rectifier`); callers name them in
+    a warning so that a user knows they are not measured.
+    """
+    found = []
+
+    def visit(layer, prefix):
+        for sub in _sublayers(layer):
+            path = f"{prefix}{sub.name}"
+            if isinstance(sub, keras.layers.RNN):
+                if is_recurrent_rectifier(sub):
+                    found.append(path)
+                continue
+            if _layer_kind(sub) is None:
+                visit(sub, f"{path}/")
+
+    if isinstance(model, keras.layers.Layer):
+        visit(model, "")
+    return found
+
+
 def _layer_kind(layer):
     """The kind of rectifier site `layer` is, or `None`."""
+    if isinstance(layer, keras.layers.RNN):
+        # The activation runs inside the recurrence, on the state.
+        return None
     if _is_kit_layer(layer):
         return "kit_layer"
     if isinstance(layer, _KERAS_RECTIFIER_LAYERS):
@@ -132,7 +173,12 @@ def find_rectifier_sites(model) -> list:
     post-activation). The search goes into nested models and into layers
     that hold sublayers, in `Sequential`, functional and subclassed models.
     It does not go inside a site (a `Dense` whose activation is a kit layer
-    is one site, not two). A layer used several times is one site.
+    is one site, not two), nor inside a recurrent layer: an activation in a
+    recurrent cell (`LSTM(activation="relu")`) runs on the state at every
+    step, not on the layer's output, so it is no site (see
+    `recurrent_rectifiers`). A layer used several times is one site; its
+    calls are measured as one site when their widths agree, else as one
+    site per call (`"<name>/call_<k>"` in the report).
 
     Args:
         model: a `keras.Model` (or any `keras.layers.Layer`).
@@ -173,7 +219,8 @@ def find_rectifier_sites(model) -> list:
             path = f"{prefix}{sub.name}"
             kind = _layer_kind(sub)
             if kind is None:
-                visit(sub, f"{path}/")
+                if not isinstance(sub, keras.layers.RNN):
+                    visit(sub, f"{path}/")
                 continue
             name, k = path, 1
             while name in seen_names:
