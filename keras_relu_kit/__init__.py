@@ -9,15 +9,35 @@ as a dict for scoped loading.
 
 __version__ = "0.1.0"
 
-from keras_relu_kit import (
+
+def _start_command_line():
+    # `relu-kit` and `python -m keras_relu_kit` hide the backend's start-up
+    # log lines, which must begin before the imports below import Keras.
+    import os
+    import sys
+
+    argv0 = os.path.basename((getattr(sys, "argv", None) or [""])[0])
+    command = list(getattr(sys, "orig_argv", []))
+    as_module = "-m" in command[:-1] and (
+        command[command.index("-m") + 1] == "keras_relu_kit"
+    )
+    if as_module or argv0 in ("relu-kit", "relu-kit.exe"):
+        from keras_relu_kit.cli import quiet_start
+
+        quiet_start()
+
+
+_start_command_line()
+
+from keras_relu_kit import (  # noqa: E402
     callbacks,
     constraints,
     diagnostics,
     initializers,
     layers,
 )
-from keras_relu_kit._registry import custom_objects
-from keras_relu_kit.surgery import leakify
+from keras_relu_kit._registry import custom_objects  # noqa: E402
+from keras_relu_kit.surgery import leakify  # noqa: E402
 
 __all__ = [
     "__version__",

@@ -245,12 +245,18 @@ class Inspection:
             **self.report.to_dict(),
         }
 
-    def to_text(self) -> str:
-        """One line naming the model and data, then `DeadReport.table()`."""
+    def to_text(self, max_ranges: int | None = 8) -> str:
+        """One line naming the model and data, then `DeadReport.table()`.
+
+        Args:
+            max_ranges: int or `None`. Index ranges listed per site before
+                `... (+N more)`; `None` lists every dead unit (`--all`).
+                Defaults to `8`.
+        """
         return (
             f"Model '{self.model_name}' ({self.model}) on "
             f"{self.report.num_examples} examples from {self.data}\n"
-            + self.report.table()
+            + self.report.table(max_ranges=max_ranges)
         )
 
 

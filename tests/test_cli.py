@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_relu_kit import layers
+from keras_relu_kit import cli, layers
 from keras_relu_kit.cli import main
+from keras_relu_kit.diagnostics import measure
 
 DEAD = -10.0
 ALIVE = 1.0
@@ -231,6 +233,79 @@ class TestInspect:
         assert out.splitlines()[-1].startswith("No rectifier sites")
 
 
+def many_dead_model(rng):
+    """512 units, every odd one dead: 256 dead units in 256 ranges."""
+    model = keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(512, activation="relu", name="wide")],
+        name="wide",
+    )
+    _plant(model.get_layer("wide"), list(range(1, 512, 2)), rng)
+    return model
+
+
+class TestManyDeadUnits:
+    ODD = list(range(1, 512, 2))
+
+    @pytest.fixture
+    def argv(self, tmp_path, rng, monkeypatch):
+        # Relative paths: the first line names the files.
+        monkeypatch.chdir(tmp_path)
+        many_dead_model(rng).save("wide.keras")
+        np.save("x.npy", rng.uniform(size=(20, 8)).astype("float32"))
+        return ["inspect", "wide.keras", "--data", "x.npy"]
+
+    def test_text_lists_a_few_ranges_and_counts_the_rest(self, argv, capsys):
+        code, out, _ = run(capsys, *argv)
+        assert code == 0
+        lines = out.splitlines()
+        assert max(len(line) for line in lines) <= 120
+        assert lines[2].split() == ["wide", "Dense", "512", "256", "50.0"] + (
+            "1, 3, 5, 7, 9, 11, 13, 15 ... (+248 more)".split()
+        )
+        assert lines[3] == "Total: 256 of 512 units dead (50.0%) in 1 rectifier site."
+
+    def test_all_lists_every_index(self, argv, capsys):
+        code, out, _ = run(capsys, *argv, "--all")
+        assert code == 0
+        row = out.splitlines()[2]
+        assert row.endswith("50.0  " + ", ".join(map(str, self.ODD)))
+        assert "more" not in out
+
+    def test_json_lists_every_index(self, argv, capsys):
+        code, out, _ = run(capsys, *argv, "--json")
+        assert code == 0
+        site = json.loads(out)["sites"][0]
+        assert site["dead"] == 256 and site["dead_units"] == self.ODD
+
+    @pytest.mark.parametrize(
+        "dead, max_ranges, listed",
+        [
+            ([1, 4], 1, "1 ... (+1 more)"),
+            ([1, 4], 2, "1, 4"),
+            ([0, 1, 2, 4, 5], 1, "0-2 ... (+2 more)"),
+            ([0, 1, 2, 4, 5], None, "0-2, 4-5"),
+            ([], 1, "-"),
+        ],
+    )
+    def test_max_ranges(self, dead, max_ranges, listed, rng):
+        model = keras.Sequential(
+            [keras.Input((8,)), keras.layers.Dense(6, activation="relu", name="d")]
+        )
+        _plant(model.get_layer("d"), dead, rng)
+        report = measure(model, rng.uniform(size=(10, 8)).astype("float32"))
+        row = report.table(max_ranges=max_ranges).splitlines()[1]
+        assert row.split(maxsplit=5)[5] == listed
+
+    @pytest.mark.parametrize("max_ranges", [0, -1, 2.5, True])
+    def test_max_ranges_must_be_positive(self, max_ranges, rng):
+        model = keras.Sequential(
+            [keras.Input((8,)), keras.layers.Dense(6, activation="relu")]
+        )
+        report = measure(model, rng.uniform(size=(4, 8)).astype("float32"))
+        with pytest.raises(ValueError, match=f"Received: max_ranges={max_ranges!r}"):
+            report.table(max_ranges=max_ranges)
+
+
 class TestBadInput:
     @pytest.fixture
     def files(self, tmp_path, rng):
@@ -330,7 +405,7 @@ class TestBadInput:
 
 class TestCommandError:
     def test_one_class_importable_from_errors_and_cli(self):
-        from keras_relu_kit import cli, errors
+        from keras_relu_kit import errors
 
         assert cli.CommandError is errors.CommandError
         assert issubclass(errors.CommandError, Exception)
@@ -360,9 +435,12 @@ class TestHelp:
     @pytest.mark.parametrize(
         "argv, words",
         [
-            ([], ["demo", "inspect"]),
-            (["demo"], ["--out", "--epochs", "--quick", "--seed"]),
-            (["inspect"], ["MODEL.keras", "--data", "--probe", "--json", "--key"]),
+            ([], ["demo", "inspect", "--verbose", "RELU_KIT_VERBOSE=1"]),
+            (["demo"], ["--out", "--epochs", "--quick", "--seed", "--verbose"]),
+            (
+                ["inspect"],
+                ["MODEL.keras", "--data", "--probe", "--json", "--key", "--all"],
+            ),
         ],
     )
     def test_every_command_has_help(self, argv, words, capsys):
@@ -381,37 +459,166 @@ def _console_script():
     return str(script)
 
 
+def _quiet_env(**extra):
+    """The environment of a command run as a user would: the current
+    backend, and no TF_CPP_MIN_LOG_LEVEL (the conftest sets it)."""
+    env = dict(os.environ, KERAS_BACKEND=keras.backend.backend())
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    env.pop(cli.VERBOSE_ENV, None)
+    env.update(extra)
+    return env
+
+
 class TestConsoleScript:
     def test_inspect_in_a_subprocess(self, tmp_path, rng):
         keras_only_model(rng).save(tmp_path / "m.keras")
         np.save(tmp_path / "x.npy", rng.uniform(size=(12, 8)).astype("float32"))
-        env = dict(
-            os.environ, KERAS_BACKEND=keras.backend.backend(), TF_CPP_MIN_LOG_LEVEL="2"
-        )
         ok = subprocess.run(
             [_console_script(), "inspect", "m.keras", "--data", "x.npy", "--json"],
             capture_output=True,
             text=True,
             cwd=tmp_path,
-            env=env,
+            env=_quiet_env(),
             timeout=300,
         )
         assert ok.returncode == 0, ok.stderr
         report = json.loads(ok.stdout)
         assert [s["dead_units"] for s in report["sites"]] == [[1, 4], [0]]
+        # No start-up lines from the backend: stderr is the kit's own.
+        assert ok.stderr == ""
+        # `make` sets TF_CPP_MIN_LOG_LEVEL=2, which lets TensorFlow's errors
+        # through; the one that only says there is no GPU is still hidden.
         bad = subprocess.run(
             [sys.executable, "-m", "keras_relu_kit", "inspect", "gone.keras"]
             + ["--data", "x.npy"],
             capture_output=True,
             text=True,
             cwd=tmp_path,
-            env=env,
+            env=_quiet_env(TF_CPP_MIN_LOG_LEVEL="2"),
             timeout=300,
         )
         assert bad.returncode == 2
         assert bad.stdout == ""
-        assert "Traceback" not in bad.stderr
-        # TensorFlow may log on import; the error is the last line.
-        assert bad.stderr.splitlines()[-1] == (
-            "relu-kit: error: model file 'gone.keras' does not exist"
+        assert bad.stderr == "relu-kit: error: model file 'gone.keras' does not exist\n"
+
+    def test_help_is_quiet(self):
+        done = subprocess.run(
+            [_console_script(), "--help"],
+            capture_output=True,
+            text=True,
+            env=_quiet_env(),
+            timeout=300,
         )
+        assert done.returncode == 0
+        assert done.stdout.startswith("usage: relu-kit")
+        assert done.stderr == ""
+
+    @pytest.mark.tensorflow_only
+    def test_verbose_shows_tensorflow_log(self, tmp_path, rng):
+        keras_only_model(rng).save(tmp_path / "m.keras")
+        np.save(tmp_path / "x.npy", rng.uniform(size=(12, 8)).astype("float32"))
+        done = subprocess.run(
+            [_console_script(), "inspect", "m.keras", "--data", "x.npy", "--verbose"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=_quiet_env(),
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines()[-1].startswith("Total: 3 of 11 units dead")
+        # TensorFlow logs as it starts (how much depends on the machine).
+        logged = [line for line in done.stderr.splitlines() if LOG_LINE.match(line)]
+        assert logged, done.stderr
+
+
+LOG_LINE = re.compile(r"[IWEF]\d{4} |\d{4}-\d\d-\d\d [\d:.]+: [IWEF] ")
+
+# What TensorFlow 2.21 prints on stderr as it starts on a machine without a
+# GPU, with TF_CPP_MIN_LOG_LEVEL unset.
+STARTUP = [
+    "WARNING: All log messages before absl::InitializeLog() is called are "
+    "written to STDERR",
+    "I0000 00:00:1795976088.466220   32385 port.cc:153] oneDNN custom operations "
+    "are on. You may see slightly different numerical results.",
+    "I0000 00:00:1795976088.466565   32385 cudart_stub.cc:31] Could not find cuda "
+    "drivers on your machine, GPU will not be used.",
+    "I0000 00:00:1795976088.513397   32385 cpu_feature_guard.cc:227] This "
+    "TensorFlow binary is optimized to use available CPU instructions.",
+    "To enable the following instructions: AVX2 FMA, in other operations, "
+    "rebuild TensorFlow with the appropriate compiler flags.",
+    "W0000 00:00:1795976092.858576   32385 some.cc:1] a warning",
+    "E0000 00:00:1795976092.858576   32385 cuda_platform.cc:52] failed call to "
+    "cuInit: INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)",
+    "2024-03-12 10:42:01.123456: E tensorflow/compiler/xla/stream_executor/cuda/"
+    "cuda_driver.cc:268] failed call to cuInit: CUDA_ERROR_NO_DEVICE: no "
+    "CUDA-capable device is detected",
+    "E0000 00:00:1795976092.858576   32385 cuda_executor.cc:1] failed call to "
+    "cuInit: CUDA_ERROR_UNKNOWN: unknown error (999)",
+    "2024-03-12 10:42:01.123456: E tensorflow/core/a.cc:1] a real error",
+    "To enable the following instructions: (continues the line above)",
+    "Traceback (most recent call last):",
+    "F0000 00:00:1795976092.858576   32385 b.cc:2] fatal",
+]
+
+
+class TestQuietStart:
+    @pytest.mark.parametrize(
+        "level, kept",
+        [
+            # The default: fatal errors, and what is not a log line.
+            (3, [11, 12]),
+            # `make`'s level: errors too, but not the no-GPU ones.
+            (2, [8, 9, 10, 11, 12]),
+            (1, [5, 8, 9, 10, 11, 12]),
+            # Everything but the no-GPU errors.
+            (0, [0, 1, 2, 3, 4, 5, 8, 9, 10, 11, 12]),
+        ],
+    )
+    def test_filter_keeps_what_the_level_lets_through(self, level, kept):
+        text = "".join(line + "\n" for line in STARTUP)
+        expected = "".join(STARTUP[i] + "\n" for i in kept)
+        assert cli._filter_startup_log(text, level) == expected
+
+    @pytest.mark.parametrize(
+        "argv, env, verbose",
+        [
+            (["demo"], None, False),
+            (["--verbose", "demo"], None, True),
+            (["inspect", "m.keras", "--verb"], None, True),
+            (["--version"], None, False),
+            (["inspect", "--", "--verbose"], None, False),
+            (["demo"], "1", True),
+            (["demo"], "0", False),
+            (["demo"], "", False),
+        ],
+    )
+    def test_verbose_requested(self, argv, env, verbose, monkeypatch):
+        monkeypatch.delenv(cli.VERBOSE_ENV, raising=False)
+        if env is not None:
+            monkeypatch.setenv(cli.VERBOSE_ENV, env)
+        assert cli._verbose_requested(argv) is verbose
+
+    @pytest.mark.parametrize(
+        "argv, expected",
+        [
+            (["demo", "--verbose"], True),
+            (["--verbose", "demo"], True),
+            (["demo"], False),
+        ],
+    )
+    def test_verbose_flag_before_or_after_the_command(self, argv, expected):
+        assert cli.build_parser().parse_args(argv).verbose is expected
+
+    def test_filter_on_file_descriptor_2(self, capfd, monkeypatch):
+        monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
+        with cli._startup_log_filter():
+            os.write(2, "\n".join([*STARTUP[:5], "kept", ""]).encode())
+        assert capfd.readouterr().err == "kept\n"
+
+    def test_filter_passes_everything_through_on_error(self, capfd, monkeypatch):
+        monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
+        with pytest.raises(RuntimeError), cli._startup_log_filter():
+            os.write(2, (STARTUP[2] + "\n").encode())
+            raise RuntimeError("import failed")
+        assert capfd.readouterr().err == STARTUP[2] + "\n"

@@ -12,6 +12,7 @@ import pytest
 
 from keras_relu_kit.cli import main
 from keras_relu_kit.datasets import load_digits
+from keras_relu_kit.demo import _plots
 from keras_relu_kit.demo._claims import effect
 from keras_relu_kit.demo._files import Staging
 from keras_relu_kit.errors import CommandError
@@ -57,9 +58,11 @@ QUICK_RUNS = (
 def quick(tmp_path_factory):
     """`python -m keras_relu_kit demo --quick`, run once for this module."""
     out = tmp_path_factory.mktemp("demo") / "out"
-    env = dict(
-        os.environ, KERAS_BACKEND=keras.backend.backend(), TF_CPP_MIN_LOG_LEVEL="2"
-    )
+    # As a user runs it: the current backend, and no TF_CPP_MIN_LOG_LEVEL
+    # (the conftest sets it), so the command line's own quieting is tested.
+    env = dict(os.environ, KERAS_BACKEND=keras.backend.backend())
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    env.pop("RELU_KIT_VERBOSE", None)
     process = subprocess.run(
         [sys.executable, "-m", "keras_relu_kit", "demo", "--quick", "--out", str(out)],
         capture_output=True,
@@ -92,6 +95,19 @@ class TestQuickDemo:
         for step in range(1, len(QUICK_RUNS) + 1):
             assert f"[{step:>2}/{len(QUICK_RUNS)}]" in process.stderr
         assert "reloaded: predictions match" in process.stderr
+
+    def test_stderr_holds_only_the_kit_lines(self, quick):
+        # No start-up lines from the backend (TensorFlow's oneDNN notice,
+        # `failed call to cuInit` on a machine without a GPU): the header,
+        # the gradients, one line per run, and the model check.
+        process, _, _ = quick
+        lines = process.stderr.splitlines()
+        assert lines[0].startswith("relu-kit demo: 11 models x 1 seed(s), ")
+        assert lines[1].startswith("[gradients] first / last hidden layer at init")
+        assert [line[: line.index("]") + 1] for line in lines[2:-1]] == [
+            f"[{step:>2}/{len(QUICK_RUNS)}]" for step in range(1, len(QUICK_RUNS) + 1)
+        ]
+        assert lines[-1].startswith("[model] saved autoleak_model.keras, reloaded")
 
     def test_json_has_every_claim_with_numbers(self, quick):
         _, _, results = quick
@@ -183,6 +199,77 @@ def _flat_numbers(value):
     if isinstance(value, dict):
         return [n for v in value.values() for n in _flat_numbers(v)]
     return [n for v in value for n in _flat_numbers(v)]
+
+
+class TestDeadFractionPlot:
+    # From epoch 0 to 1, "a" lies under "b" and "c", and "b" under "c";
+    # "d" crosses "c" at epoch 2 but shares no segment with any curve.
+    CURVES = {
+        "a": [0.66, 0.66, 0.66],
+        "b": [0.66, 0.66, 0.2],
+        "c": [0.655, 0.665, 0.1],
+        "d": [0.0, 0.0, 0.1],
+    }
+
+    def test_stack(self):
+        assert _plots.stack(self.CURVES) == {
+            "a": (2, 0),
+            "b": (1, 1),
+            "c": (0, 2),
+            "d": (0, 0),
+        }
+
+    def test_stack_only_counts_shared_segments(self):
+        curves = {
+            "x": [0.5, 0.5, 0.5],
+            "y": [0.52, 0.52, 0.3],  # 0.02 from x: apart
+            "z": [0.49, 0.51, 0.9],  # within 0.012 of x for two epochs
+            "w": [0.5, 0.2, 0.2],  # crosses x at epoch 0 only
+        }
+        assert _plots.stack(curves) == {
+            "x": (1, 0),
+            "y": (0, 0),
+            "z": (0, 1),
+            "w": (0, 0),
+        }
+
+    def test_every_curve_shows_under_the_ones_on_top(self, tmp_path):
+        path = tmp_path / "dead.png"
+        panels = {"one": self.CURVES, "two": {"a": [0.1, 0.2]}}
+        figure = _plots.dead_fraction_figure(
+            panels, path, title="t", marks={("one", "c"): 1}
+        )
+        assert path.read_bytes().startswith(PNG_SIGNATURE)
+        lines = figure.axes[0].get_lines()
+        styles = {
+            line.get_label(): (
+                line.get_linewidth(),
+                line.get_linestyle(),
+                line.get_markersize(),
+            )
+            for line in lines
+            if line.get_label() in self.CURVES
+        }
+        assert styles == {
+            "a": (1.5 + 2 * 1.3, "-", 4.0 + 2 * 2.5),
+            "b": (1.5 + 1.3, "--", 4.0 + 2.5),
+            "c": (1.5, ":", 4.0),
+            "d": (1.5, "-", 4.0),
+        }
+        # Later curves draw on top; the divergence cross above them all.
+        curves = [line for line in lines if line.get_label() in self.CURVES]
+        assert [line.get_label() for line in curves] == ["a", "b", "c", "d"]
+        (cross,) = [line for line in lines if line.get_marker() == "x"]
+        assert cross.get_zorder() > max(line.get_zorder() for line in curves)
+        legend = figure.axes[0].get_legend()
+        handles, texts = legend.legend_handles, legend.get_texts()
+        assert [
+            (text.get_text(), handle.get_linestyle())
+            for handle, text in zip(handles, texts, strict=True)
+        ][:4] == [("a", "-"), ("b", "--"), ("c", ":"), ("d", "-")]
+        # A panel whose one curve meets nothing keeps the plain style.
+        (alone,) = figure.axes[1].get_lines()
+        assert (alone.get_linewidth(), alone.get_linestyle()) == (1.5, "-")
 
 
 class TestEffect:

@@ -162,7 +162,7 @@ def _run_study(staging, epochs, quick, seed, repeats, log):
 
     from keras_relu_kit import plotting
     from keras_relu_kit.datasets import load_digits
-    from keras_relu_kit.demo import _claims, _study
+    from keras_relu_kit.demo import _claims, _plots, _study
     from keras_relu_kit.plotting import plot_dead_heatmap
 
     started = time.perf_counter()
@@ -260,7 +260,7 @@ def _run_study(staging, epochs, quick, seed, repeats, log):
     )
 
     curves, marks = _dead_fraction_panels(summaries, settings)
-    plotting.plot_dead_fraction_curves(
+    _plots.dead_fraction_figure(
         curves,
         staging.file("dead_fraction.png"),
         title=f"Dead hidden units per epoch ({settings.repeats} seed mean)"
