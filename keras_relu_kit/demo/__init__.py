@@ -203,7 +203,7 @@ def _run_study(staging, epochs, quick, seed, repeats, log):
     )
 
     records = {run.key: [] for run in runs}
-    kept_model = kept_monitor = None
+    kept_model = kept_monitor = kept_changes = None
     step = 0
     for s in settings.seeds:
         for run in runs:
@@ -212,6 +212,7 @@ def _run_study(staging, epochs, quick, seed, repeats, log):
             records[run.key].append(record)
             if run.key == "poor_init/autoleak" and kept_model is None:
                 kept_model, kept_monitor = model, monitor
+                kept_changes = record.get("alpha_changes", [])
             dead = (
                 f"dead {record['dead_fraction_at_init']:.2f} → "
                 f"{record['dead_fraction']:.2f}"
@@ -271,6 +272,7 @@ def _run_study(staging, epochs, quick, seed, repeats, log):
     heatmap = plot_dead_heatmap(
         kept_monitor,
         title="leakify + AutoLeak, poor initialisation: dead fraction per layer",
+        changes=kept_changes,
     )
     heatmap.savefig(staging.file("autoleak_heatmap.png"), format="png", dpi=100)
     plotting.plot_gradient_norms(

@@ -330,6 +330,7 @@ def train(run, settings, data, seed):
             if isinstance(layer, LeakyReLU)
         ]
         record["alpha_raises"] = len(auto.changes)
+        record["alpha_changes"] = list(auto.changes)
     return record, model, monitor
 
 
