@@ -3,19 +3,50 @@
 import math
 import numbers
 
+import numpy as np
+
+#: The largest finite float32, about 3.4e38: a float argument that becomes a
+#: weight or a tensor constant must not overflow to inf when cast.
+FLOAT32_MAX = 3.4028234663852886e38
+
 
 def check_number(
-    name, value, *, low=None, high=None, low_open=False, high_open=False, owner=""
+    name,
+    value,
+    *,
+    low=None,
+    high=None,
+    low_open=False,
+    high_open=False,
+    owner="",
+    float32=False,
 ):
-    """Return `value` as a float, or raise a `ValueError` naming `name`."""
+    """Return `value` as a float, or raise a `ValueError` naming `name`.
+
+    With `float32=True` the value must also be finite as a float32
+    (`|value| <= FLOAT32_MAX`, about 3.4e38): a Python float such as `1e39`
+    is finite, but becomes inf in a float32 weight or tensor.
+    """
     where = f"`{owner}` " if owner else ""
+    if float32:
+        low = -FLOAT32_MAX if low is None else max(low, -FLOAT32_MAX)
+        high = FLOAT32_MAX if high is None else min(high, FLOAT32_MAX)
     interval = _interval(low, high, low_open, high_open)
+    if float32:
+        interval += " (|value| <= float32 max, ~3.4e38)"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(
             f"{where}argument `{name}` must be a finite number in {interval}. "
             f"Received: {name}={value!r} (of type {type(value).__name__})"
         )
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:
+        # An int too large for any float: report it as given.
+        raise ValueError(
+            f"{where}argument `{name}` must be a finite number in {interval}. "
+            f"Received: {name}={value!r}"
+        ) from None
     bad = not math.isfinite(value)
     if low is not None:
         bad = bad or value < low or (low_open and value == low)
@@ -29,19 +60,35 @@ def check_number(
     return value
 
 
-def check_int(name, value, *, low=0, owner=""):
-    """Return `value` if it is an int >= `low`, else raise a `ValueError`."""
+def check_int(name, value, *, low=0, high=None, owner=""):
+    """Return `value` as an int in `[low, high]`, else raise a `ValueError`.
+
+    NumPy integers are accepted (and returned as Python ints); bools are not.
+    """
     if (
         isinstance(value, bool)
         or not isinstance(value, numbers.Integral)
         or (value < low)
+        or (high is not None and value > high)
     ):
         where = f"`{owner}` " if owner else ""
+        expected = f">= {low}" if high is None else f"in [{low}, {high}]"
         raise ValueError(
-            f"{where}argument `{name}` must be an integer >= {low}. "
+            f"{where}argument `{name}` must be an integer {expected}. "
             f"Received: {name}={value!r}"
         )
     return int(value)
+
+
+def check_bool(name, value, *, owner=""):
+    """Return `value` as a bool if it is one (NumPy's too), else raise."""
+    if not isinstance(value, (bool, np.bool_)):
+        where = f"`{owner}` " if owner else ""
+        raise ValueError(
+            f"{where}argument `{name}` must be True or False. "
+            f"Received: {name}={value!r} (of type {type(value).__name__})"
+        )
+    return bool(value)
 
 
 def _interval(low, high, low_open, high_open):

@@ -16,9 +16,10 @@ class Clip(keras.constraints.Constraint):
     the identity) or PELU's parameters above `0.1` as Trottier et al. do.
 
     Args:
-        min_value: float. Lower bound. Defaults to `0.0`.
-        max_value: float or `None`. Upper bound, `None` for none. Defaults
-            to `1.0`.
+        min_value: float. Lower bound, finite in float32 (|value| <= ~3.4e38,
+            as the weights it clips are float32). Defaults to `0.0`.
+        max_value: float >= `min_value` or `None`. Upper bound, `None` for
+            none; finite in float32 too. Defaults to `1.0`.
 
     Example:
 
@@ -31,10 +32,16 @@ class Clip(keras.constraints.Constraint):
     """
 
     def __init__(self, min_value: float = 0.0, max_value: float | None = 1.0):
-        self.min_value = check_number("min_value", min_value, owner="Clip")
+        self.min_value = check_number(
+            "min_value", min_value, owner="Clip", float32=True
+        )
         if max_value is not None:
             max_value = check_number(
-                "max_value", max_value, low=self.min_value, owner="Clip"
+                "max_value",
+                max_value,
+                low=self.min_value,
+                owner="Clip",
+                float32=True,
             )
         self.max_value = max_value
 

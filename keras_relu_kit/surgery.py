@@ -16,30 +16,39 @@ def leakify(model: keras.Model, alpha: float = 0.0) -> keras.Model:
     """A copy of `model` whose ReLU sites are kit `LeakyReLU` layers.
 
     Every ReLU becomes `keras_relu_kit.layers.LeakyReLU`, whose slope is a
-    variable that `AutoLeak` (or you) can raise while the model trains:
+    variable that `AutoLeak` (or you) can raise while the model trains.
+    What is converted:
 
     - `keras.layers.ReLU()` and `Activation("relu")` become
       `LeakyReLU(alpha)`;
-    - `keras.layers.LeakyReLU(negative_slope=s)` and
-      `Activation("leaky_relu")` become `LeakyReLU(s)`, keeping their slope;
-    - a layer with `activation="relu"` (or `"leaky_relu"`), such as
-      `Dense` or `Conv2D`, becomes the same layer with a linear activation
-      followed by a `LeakyReLU` named `<layer name>_leaky_relu`.
+    - capped or shifted ReLUs keep their cap and threshold:
+      `keras.layers.ReLU(max_value=m, threshold=t)` becomes
+      `LeakyReLU(alpha, max_value=m, threshold=t)`, and `Activation("relu6")`
+      becomes `LeakyReLU(alpha, max_value=6.0)` (so MobileNet-style models,
+      built on `ReLU(6.0)`, can use `AutoLeak`);
+    - `keras.layers.ReLU(negative_slope=s, ...)` (s > 0),
+      `keras.layers.LeakyReLU(negative_slope=s)` and
+      `Activation("leaky_relu")` (Keras' slope 0.2) become kit layers that
+      keep their slope `s`;
+    - a layer with `activation="relu"`, `"relu6"` or `"leaky_relu"`, such
+      as `Dense`, `Conv2D` or `DepthwiseConv2D`, becomes the same layer
+      with a linear activation followed by the matching `LeakyReLU`, named
+      `<layer name>_leaky_relu`.
 
-    Capped or shifted ReLUs (`relu6`, `ReLU(max_value=...)`,
-    `ReLU(threshold=...)`), ELU/SELU, the activations inside recurrent
-    layers (`LSTM(activation="relu")`) and kit layers are kept as they are.
-    Weights are copied, so at `alpha=0` the new model predicts exactly what
-    the old one did. Nested Sequential and functional models are rewritten
-    too, and a layer called several times stays one layer (followed by one
-    `LeakyReLU`). The original model is not changed.
+    What is kept as it is: ELU/SELU and other activations, Keras' `PReLU`,
+    the activations inside recurrent layers (`LSTM(activation="relu")`) and
+    kit layers. Weights are copied, so at `alpha=0` the new model predicts
+    exactly what the old one did. Nested Sequential and functional models
+    are rewritten too, and a layer called several times stays one layer
+    (followed by one `LeakyReLU`). The original model is not changed.
 
     Args:
         model: a `keras.Sequential` or functional `keras.Model`. Subclassed
             models are refused: their `call` is Python code that cannot be
             rewritten from outside.
-        alpha: float >= 0. Slope given to the former ReLU sites. Defaults to
-            `0.0`, which keeps the model's function unchanged.
+        alpha: float >= 0, finite in float32 (at most ~3.4e38). Slope given
+            to the former ReLU sites that had none. Defaults to `0.0`, which
+            keeps the model's function unchanged.
 
     Returns:
         A new, built `keras.Model` of the same kind (not compiled).
@@ -58,7 +67,7 @@ def leakify(model: keras.Model, alpha: float = 0.0) -> keras.Model:
     ...                     leaky.predict(x, verbose=0)))
     True
     """
-    alpha = check_number("alpha", alpha, low=0.0, owner="leakify")
+    alpha = check_number("alpha", alpha, low=0.0, owner="leakify", float32=True)
     if not _is_rewritable(model):
         raise TypeError(
             "`leakify` argument `model` must be a Sequential or functional "
@@ -103,9 +112,9 @@ class _Surgery:
         def clone_function(layer):
             clone = self.layer(layer)
             if id(layer) in sites and id(clone) not in after:
-                slope, name = sites[id(layer)]
+                site, name = sites[id(layer)]
                 after[id(clone)] = LeakyReLU(
-                    alpha=slope, name=name, dtype=layer.dtype_policy
+                    **site, name=name, dtype=layer.dtype_policy
                 )
             return clone
 
@@ -146,12 +155,12 @@ class _Surgery:
             return self.clones[id(layer)]
         if _is_rewritable_nested(layer):
             clone = self.model(layer)
-        elif (slope := _standalone_slope(layer, self.alpha)) is not None:
+        elif (site := _standalone_site(layer, self.alpha)) is not None:
             self.changed.append(layer.name)
-            clone = LeakyReLU(alpha=slope, name=layer.name, dtype=layer.dtype_policy)
+            clone = LeakyReLU(**site, name=layer.name, dtype=layer.dtype_policy)
         else:
             config = layer.get_config()
-            if _fused_slope(layer, self.alpha) is not None:
+            if _fused_site(layer, self.alpha) is not None:
                 self.changed.append(layer.name)
                 config["activation"] = "linear"
             clone = layer.__class__.from_config(config)
@@ -184,36 +193,39 @@ def _inputs(model):
 
 
 def _fused_sites(model, alpha):
-    """`id(layer)` -> (slope, name of its LeakyReLU) for the fused sites."""
+    """`id(layer)` -> (LeakyReLU arguments, its name) for the fused sites."""
     taken = {layer.name for layer in model.layers}
     taken |= {x.name for x in _inputs(model)}
     sites = {}
     for layer in model.layers:
-        slope = _fused_slope(layer, alpha)
-        if slope is not None:
+        site = _fused_site(layer, alpha)
+        if site is not None:
             name = _unique(f"{layer.name}_leaky_relu", taken)
             taken.add(name)
-            sites[id(layer)] = (slope, name)
+            sites[id(layer)] = (site, name)
     return sites
 
 
-def _standalone_slope(layer, alpha):
-    """The kit slope for a standalone ReLU layer, or None to keep it."""
+def _standalone_site(layer, alpha):
+    """The kit LeakyReLU arguments for a standalone ReLU layer, or None."""
     if type(layer).__module__.startswith("keras_relu_kit"):
         return None
     if isinstance(layer, keras.layers.ReLU):
-        if layer.max_value is not None or layer.threshold != 0:
-            return None
-        return float(layer.negative_slope) or alpha
+        site = {"alpha": float(layer.negative_slope) or alpha}
+        if layer.max_value is not None:
+            site["max_value"] = float(layer.max_value)
+        if layer.threshold:
+            site["threshold"] = float(layer.threshold)
+        return site
     if isinstance(layer, keras.layers.LeakyReLU):
-        return float(layer.negative_slope)
+        return {"alpha": float(layer.negative_slope)}
     if isinstance(layer, keras.layers.Activation):
-        return _activation_slope(layer.activation, alpha)
+        return _activation_site(layer.activation, alpha)
     return None
 
 
-def _fused_slope(layer, alpha):
-    """The kit slope for a layer with `activation="relu"`, or None."""
+def _fused_site(layer, alpha):
+    """The kit LeakyReLU arguments for a layer's `activation=`, or None."""
     # A recurrent layer applies its activation inside each step, not once to
     # its output.
     kept = (keras.Model, keras.layers.Activation, keras.layers.RNN)
@@ -222,15 +234,17 @@ def _fused_slope(layer, alpha):
     activation = getattr(layer, "activation", None)
     if activation is None:
         return None
-    return _activation_slope(activation, alpha)
+    return _activation_site(activation, alpha)
 
 
-def _activation_slope(activation, alpha):
+def _activation_site(activation, alpha):
     name = getattr(activation, "__name__", activation)
     if name == "relu":
-        return alpha
+        return {"alpha": alpha}
+    if name == "relu6":
+        return {"alpha": alpha, "max_value": 6.0}
     if name == "leaky_relu":
-        return _KERAS_LEAKY_RELU_SLOPE
+        return {"alpha": _KERAS_LEAKY_RELU_SLOPE}
     return None
 
 

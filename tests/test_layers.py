@@ -1,3 +1,6 @@
+import json
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -184,13 +187,168 @@ class TestLeakyReLU:
             ({"alpha": float("nan")}, "Received: alpha=nan"),
             ({"alpha": float("inf")}, "Received: alpha=inf"),
             ({"alpha": "big"}, "Received: alpha='big'"),
-            ({"negative_slope": -1}, "Received: alpha=-1"),
+            ({"negative_slope": -1}, "Received: negative_slope=-1"),
             ({"alpha": 0.1, "negative_slope": 0.1}, "not both"),
         ],
     )
     def test_invalid_args(self, kwargs, message):
-        with pytest.raises(ValueError, match="alpha") as info:
+        with pytest.raises(ValueError, match="alpha|negative_slope") as info:
             layers.LeakyReLU(**kwargs)
+        assert message in str(info.value)
+
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {"alpha": 1e39},
+            {"negative_slope": -1e39},
+            {"alpha": 0.1, "max_value": 1e39},
+            {"alpha": 0.1, "threshold": 3.5e38},
+        ],
+        ids=["alpha", "negative_slope", "max_value", "threshold"],
+    )
+    def test_float32_overflow_is_refused(self, kwargs):
+        # Finite in Python, inf once a float32 weight or constant.
+        name = list(kwargs)[-1]
+        with pytest.raises(ValueError) as info:
+            layers.LeakyReLU(**kwargs)
+        message = str(info.value)
+        assert f"`{name}`" in message
+        assert f"Received: {name}=" in message
+        assert "float32 max, ~3.4e38" in message
+        assert "3.40282e+38" in message
+
+    def test_largest_float32_is_accepted(self, rng):
+        big = float(np.finfo("float32").max)
+        x = _inputs(rng)
+        layer = layers.LeakyReLU(alpha=big, max_value=big)
+        y = _np(layer(x))
+        assert np.isfinite(y[x >= 0]).all()
+        np.testing.assert_array_equal(y[x >= 0], x[x >= 0])
+
+
+RELU_ARGS = [
+    pytest.param(6.0, 0.0, id="relu6"),
+    pytest.param(None, 0.5, id="threshold"),
+    pytest.param(1.5, 0.5, id="cap_and_threshold"),
+    pytest.param(0.5, 1.0, id="cap_below_threshold"),
+    pytest.param(0.0, 0.0, id="cap_zero"),
+    pytest.param(6, 0, id="int_args"),
+]
+
+
+def _keras_relu(x, alpha, max_value, threshold):
+    """Keras' `relu` code in NumPy: 0 at a non-zero threshold itself."""
+    above = x if max_value is None else np.minimum(x, max_value)
+    return np.where(x > threshold, above, alpha * (x - threshold))
+
+
+class TestLeakyReLUCapped:
+    """`max_value` and `threshold`, as in `keras.layers.ReLU`."""
+
+    def _x(self, rng, shape=(16, 8)):
+        x = rng.normal(scale=4.0, size=shape).astype("float32")
+        # Exactly at the caps and thresholds used, and at 0.
+        x[0, :6] = [0.0, 0.5, 1.0, 1.5, 6.0, -0.5]
+        return x
+
+    @pytest.mark.parametrize("alpha", [0.0, 0.1, 0.3])
+    @pytest.mark.parametrize("max_value, threshold", RELU_ARGS)
+    def test_equals_keras_relu(self, rng, alpha, max_value, threshold):
+        x = self._x(rng)
+        kit = layers.LeakyReLU(alpha, max_value=max_value, threshold=threshold)
+        ref = keras.layers.ReLU(
+            max_value=max_value, negative_slope=alpha, threshold=threshold
+        )
+        # Element by element: the kit layer replaces Keras' in `leakify`.
+        np.testing.assert_array_equal(_np(kit(x)), _np(ref(x)))
+        np.testing.assert_allclose(
+            _np(kit(x)), _keras_relu(x, alpha, max_value, threshold), rtol=1e-6
+        )
+
+    @pytest.mark.parametrize("policy", POLICIES)
+    def test_correctness(self, rng, policy):
+        x = _inputs(rng)
+        _assert_policy_output(
+            lambda: layers.LeakyReLU(0.2, max_value=2.0, threshold=0.5),
+            x,
+            _keras_relu(x, 0.2, 2.0, 0.5),
+            policy,
+        )
+
+    def test_gradient(self, rng):
+        x = _inputs(rng)
+        layer = layers.LeakyReLU(0.2, max_value=2.0, threshold=0.5)
+        _, (grad,) = value_and_grad(lambda x: ops.sum(layer(x)), x)
+        expected = np.where(x > 0.5, np.where(x < 2.0, 1.0, 0.0), 0.2)
+        np.testing.assert_allclose(grad, expected)
+
+    # torch.compile costs half a minute a model on CPU; the uncapped
+    # LeakyReLU's test already runs it there.
+    @pytest.mark.parametrize(
+        "jit_compile", [pytest.param(True, marks=pytest.mark.xla), False]
+    )
+    def test_assign_after_compile(self, rng, jit_compile):
+        class Capped(layers.LeakyReLU):
+            def __init__(self, alpha, **kwargs):
+                super().__init__(alpha, max_value=1.0, threshold=0.25, **kwargs)
+
+        _check_assign_after_compile(
+            Capped,
+            lambda x, a: _keras_relu(x, a, 1.0, 0.25),
+            rng,
+            jit_compile,
+        )
+
+    def test_config(self, rng):
+        layer = layers.LeakyReLU(0.1, max_value=6, threshold=0.5)
+        config = layer.get_config()
+        assert (config["alpha"], config["max_value"], config["threshold"]) == (
+            0.1,
+            6.0,
+            0.5,
+        )
+        clone = layers.LeakyReLU.from_config(config)
+        assert clone.get_config() == config
+        x = self._x(rng)
+        np.testing.assert_array_equal(_np(clone(x)), _np(layer(x)))
+
+    def test_config_without_new_keys_loads(self, rng):
+        # What the kit saved before `max_value` and `threshold` existed.
+        old = {"name": "old", "trainable": True, "dtype": "float32", "alpha": 0.2}
+        layer = layers.LeakyReLU.from_config(old)
+        assert layer.max_value is None and layer.threshold == 0.0
+        x = self._x(rng)
+        np.testing.assert_allclose(_np(layer(x)), _leaky(x, 0.2), rtol=1e-6)
+
+    def test_saving(self, rng, tmp_path):
+        model = keras.Sequential(
+            [keras.Input((8,)), layers.LeakyReLU(0.0, max_value=6.0, threshold=0.5)]
+        )
+        model.layers[0].alpha.assign(0.3)
+        model.save(tmp_path / "capped.keras")
+        loaded = keras.saving.load_model(tmp_path / "capped.keras")
+        x = self._x(rng)
+        np.testing.assert_allclose(
+            loaded.predict(x, verbose=0), _keras_relu(x, 0.3, 6.0, 0.5), rtol=1e-6
+        )
+
+    @pytest.mark.parametrize(
+        "kwargs, message",
+        [
+            ({"max_value": -1.0}, "Received: max_value=-1.0"),
+            ({"max_value": float("nan")}, "Received: max_value=nan"),
+            ({"max_value": float("inf")}, "Received: max_value=inf"),
+            ({"max_value": "six"}, "Received: max_value='six'"),
+            ({"max_value": True}, "Received: max_value=True"),
+            ({"threshold": -0.5}, "Received: threshold=-0.5"),
+            ({"threshold": None}, "Received: threshold=None"),
+            ({"threshold": float("inf")}, "Received: threshold=inf"),
+        ],
+    )
+    def test_invalid_args(self, kwargs, message):
+        name = list(kwargs)[0]
+        with pytest.raises(ValueError, match=f"`{name}`") as info:
+            layers.LeakyReLU(0.1, **kwargs)
         assert message in str(info.value)
 
 
@@ -228,6 +386,8 @@ class TestELU:
     def test_invalid_args(self):
         with pytest.raises(ValueError, match=r"`alpha`.*Received: alpha=-2"):
             layers.ELU(alpha=-2)
+        with pytest.raises(ValueError, match=r"`alpha`.*~3.4e38.*alpha=1e\+39"):
+            layers.ELU(alpha=1e39)
 
 
 class TestSELU:
@@ -368,6 +528,98 @@ class TestPReLU:
             layers.PReLU(**kwargs)
         assert message in str(info.value)
 
+    @pytest.mark.parametrize(
+        "shared_axes",
+        [
+            np.int64(1),
+            np.int32(2),
+            [np.int64(1), np.int16(2)],
+            (1, np.int64(2)),
+            np.uint8(3),
+        ],
+        ids=["int64", "int32", "list", "tuple", "uint8"],
+    )
+    def test_numpy_shared_axes_equal_keras_builtin(self, rng, shared_axes):
+        x = _inputs(rng, (2, 4, 5, 3))
+        init = keras.initializers.RandomUniform(0.0, 1.0, seed=4)
+        kit = layers.PReLU(alpha_initializer=init, shared_axes=shared_axes)
+        ref = keras.layers.PReLU(alpha_initializer=init, shared_axes=shared_axes)
+        kit.build(x.shape)
+        ref.build(x.shape)
+        assert kit.alpha.shape == ref.alpha.shape
+        ref.alpha.assign(_np(kit.alpha))
+        np.testing.assert_array_equal(_np(kit(x)), _np(ref(x)))
+        # Stored as Python ints, so the config is JSON.
+        config = kit.get_config()
+        assert all(type(axis) is int for axis in config["shared_axes"])
+        json.dumps(config)
+        clone = layers.PReLU.from_config(config)
+        assert clone.get_config() == config
+
+    @pytest.mark.parametrize(
+        "shared_axes",
+        [1.0, "1", [1.5], True, [1, True], [None], {1}, np.array([1, 2])],
+        ids=[
+            "float",
+            "str",
+            "float_list",
+            "bool",
+            "bool_in_list",
+            "none",
+            "set",
+            "array",
+        ],
+    )
+    def test_invalid_shared_axes(self, shared_axes):
+        with pytest.raises(ValueError, match="`shared_axes`") as info:
+            layers.PReLU(shared_axes=shared_axes)
+        assert "Received: shared_axes=" in str(info.value)
+
+    @pytest.mark.parametrize(
+        "initializer, received",
+        [
+            (float("nan"), "nan"),
+            (float("inf"), "inf"),
+            (-float("inf"), "-inf"),
+            (1e39, "1e+39"),
+            (-1e39, "-1e+39"),
+            (10**400, "1000"),
+            (True, "True"),
+            (None, "None"),
+            ("no_such_initializer", "'no_such_initializer'"),
+            (keras.initializers.Constant(float("nan")), "Constant(nan)"),
+            (keras.initializers.Constant([0.1, float("inf")]), "Constant([0.1, inf])"),
+            (keras.initializers.Constant(1e39), "Constant(1e+39)"),
+            (keras.initializers.Constant("a"), "Constant('a')"),
+            (keras.initializers.Constant(True), "Constant(True)"),
+        ],
+    )
+    def test_invalid_number_initializer(self, initializer, received):
+        with pytest.raises(ValueError, match="`alpha_initializer`") as info:
+            layers.PReLU(alpha_initializer=initializer)
+        assert f"Received: alpha_initializer={received}" in str(info.value)
+
+    @pytest.mark.parametrize("value", [-0.5, 0.0, 3.0e38, np.float32(0.3)])
+    def test_number_initializer_in_float32_range(self, value):
+        layer = layers.PReLU(alpha_initializer=value)
+        layer.build((None, 3))
+        np.testing.assert_array_equal(_np(layer.alpha), np.full(3, value, "float32"))
+
+    @pytest.mark.parametrize(
+        "kwargs, name",
+        [
+            ({"alpha_regularizer": 5}, "alpha_regularizer"),
+            ({"alpha_regularizer": "no_such"}, "alpha_regularizer"),
+            ({"alpha_constraint": 5}, "alpha_constraint"),
+            ({"alpha_constraint": "no_such"}, "alpha_constraint"),
+            ({"mode": ["channel"]}, "mode"),
+            ({"data_format": 1}, "data_format"),
+        ],
+    )
+    def test_invalid_sub_objects_name_the_argument(self, kwargs, name):
+        with pytest.raises(ValueError, match=f"`{name}`.*Received: {name}="):
+            layers.PReLU(**kwargs)
+
     @pytest.mark.parametrize("shared_axes", [[0], [4], [-4]])
     def test_invalid_shared_axes_at_build(self, shared_axes):
         layer = layers.PReLU(shared_axes=shared_axes)
@@ -500,12 +752,117 @@ class TestPELU:
         clipped = layer.alpha_constraint(np.array([-1.0, 0.05, 3.0], "float32"))
         np.testing.assert_allclose(_np(clipped), [0.1, 0.1, 3.0])
 
+    @pytest.mark.parametrize("argument", ["alpha_initializer", "beta_initializer"])
+    @pytest.mark.parametrize(
+        "value, received",
+        [
+            (0.0, "0.0"),
+            (-1.0, "-1.0"),
+            (float("nan"), "nan"),
+            (float("inf"), "inf"),
+            (1e39, "1e+39"),
+            # Positive in Python, 0 once a float32 weight: beta would divide by 0.
+            (1e-50, "1e-50"),
+            ("zeros", "'zeros'"),
+            (keras.initializers.Zeros(), "<"),
+            (keras.initializers.Constant(0.0), "Constant(0.0)"),
+            (keras.initializers.Constant([1.0, -2.0]), "Constant([1.0, -2.0])"),
+            (keras.initializers.Constant(float("nan")), "Constant(nan)"),
+            (False, "False"),
+        ],
+    )
+    def test_invalid_number_initializers(self, argument, value, received):
+        with pytest.raises(ValueError, match=f"`{argument}`") as info:
+            layers.PELU(**{argument: value})
+        assert f"Received: {argument}={received}" in str(info.value)
+
+    def test_beta_zero_used_to_give_inf(self, rng):
+        # The failure refused above: with beta = 0, every output is inf/nan.
+        x = _inputs(rng, (4, 3))
+        layer = layers.PELU()
+        layer.build(x.shape)
+        layer.beta.assign(np.zeros(3))
+        assert not np.isfinite(_np(layer(x))).all()
+        with pytest.raises(ValueError, match="`beta_initializer`"):
+            layers.PELU(beta_initializer=0.0)
+
+    @pytest.mark.parametrize(
+        "alpha, beta",
+        [
+            (1.0, "ones"),
+            (keras.initializers.Constant([0.5, 1.0, 2.0]), 1e6),
+            (np.float32(0.25), keras.initializers.Constant(1e-30)),
+        ],
+    )
+    def test_valid_number_initializers(self, rng, alpha, beta):
+        layer = layers.PELU(alpha_initializer=alpha, beta_initializer=beta)
+        layer.build((None, 3))
+        a, b = _np(layer.alpha), _np(layer.beta)
+        assert (a > 0).all() and (b > 0).all() and np.isfinite([a, b]).all()
+        x = np.abs(_inputs(rng, (4, 3)))
+        np.testing.assert_allclose(_np(layer(x)), a / b * x, rtol=1e-6)
+
+    @pytest.mark.parametrize("shared", [0, 1, "no", None])
+    def test_invalid_shared(self, shared):
+        with pytest.raises(ValueError, match=re.escape(f"Received: shared={shared!r}")):
+            layers.PELU(shared=shared)
+
+    @pytest.mark.parametrize("argument", ["alpha_constraint", "beta_constraint"])
+    def test_invalid_constraint(self, argument):
+        with pytest.raises(ValueError, match=f"`{argument}`.*Received: {argument}=5"):
+            layers.PELU(**{argument: 5})
+
+
+class TestRReLUSeed:
+    @pytest.mark.parametrize("seed", [np.int64(3), 3, 2**31 - 1])
+    def test_integer_seeds(self, rng, seed):
+        x = -np.abs(_inputs(rng))
+        layer = layers.RReLU(seed=seed)
+        assert type(layer.get_config()["seed"]) is int
+        a = _np(layer(x, training=True))
+        b = _np(layers.RReLU(seed=int(seed))(x, training=True))
+        np.testing.assert_array_equal(a, b)
+
+    @pytest.mark.parametrize("seed", [-1, 2**31, 1.5, "0", True, [1]])
+    def test_invalid_seed(self, seed):
+        with pytest.raises(ValueError, match=re.escape(f"Received: seed={seed!r}")):
+            layers.RReLU(seed=seed)
+
+
+class TestClip:
+    @pytest.mark.parametrize(
+        "kwargs, name",
+        [
+            ({"max_value": 1e39}, "max_value"),
+            ({"min_value": -1e39}, "min_value"),
+            ({"min_value": -1.0, "max_value": float("inf")}, "max_value"),
+            ({"min_value": float("nan")}, "min_value"),
+        ],
+    )
+    def test_invalid_args(self, kwargs, name):
+        with pytest.raises(ValueError) as info:
+            Clip(**kwargs)
+        message = str(info.value)
+        assert f"`{name}`" in message and f"Received: {name}=" in message
+        assert "float32 max, ~3.4e38" in message
+
+    def test_float32_range_bounds_clip(self):
+        big = float(np.finfo("float32").max)
+        clip = Clip(-big, big)
+        w = np.array([-np.inf, -1.0, np.inf], "float32")
+        np.testing.assert_array_equal(_np(clip(w)), [-big, -1.0, big])
+        assert Clip.from_config(clip.get_config()).get_config() == clip.get_config()
+
 
 RRELU_MEAN = (1 / 8 + 1 / 3) / 2
 
 # Every kit layer (default weights) and its inference function in NumPy.
 LAYER_CASES = {
     "leaky_relu": (lambda: layers.LeakyReLU(alpha=0.2), lambda x: _leaky(x, 0.2)),
+    "leaky_relu_capped": (
+        lambda: layers.LeakyReLU(0.2, max_value=2.0, threshold=0.5),
+        lambda x: _keras_relu(x, 0.2, 2.0, 0.5),
+    ),
     "prelu": (layers.PReLU, lambda x: _leaky(x, 0.25)),
     "prelu_shared": (lambda: layers.PReLU(mode="shared"), lambda x: _leaky(x, 0.25)),
     "prelu_element": (
@@ -603,6 +960,11 @@ NATIVE = {
         lambda x: ops.leaky_relu(x, negative_slope=0.2),
     ),
     "leaky_relu_zero": lambda: (layers.LeakyReLU(alpha=0.0), ops.relu),
+    "leaky_relu6": lambda: (layers.LeakyReLU(0.0, max_value=6.0), ops.relu6),
+    "leaky_relu_capped": lambda: (
+        layers.LeakyReLU(0.2, max_value=2.0, threshold=0.5),
+        keras.layers.ReLU(max_value=2.0, negative_slope=0.2, threshold=0.5),
+    ),
     "prelu": lambda: _prelu_pair("channel"),
     "prelu_shared": lambda: _prelu_pair("shared"),
     "prelu_element": lambda: _prelu_pair("element"),

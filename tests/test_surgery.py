@@ -81,7 +81,11 @@ class TestLeakify:
         expected = np.where(pre >= 0, pre, 0.05 * pre)
         for slope in (0.3, 0.2):
             expected = np.where(expected >= 0, expected, slope * expected)
-        np.testing.assert_allclose(new.predict(x, verbose=0), expected, rtol=1e-5)
+        # A float32 matmul against a float64 reference: torch's differs by
+        # about 1e-7 where the output is near 0.
+        np.testing.assert_allclose(
+            new.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-6
+        )
 
     def test_functional_with_shared_and_nested_layers(self):
         inner = keras.Sequential(
@@ -183,14 +187,146 @@ class TestLeakify:
             [
                 keras.Input((6, 6, 2)),
                 keras.layers.Conv2D(3, 3, activation="relu"),
-                keras.layers.ReLU(max_value=6.0),
                 keras.layers.Activation("elu"),
+                keras.layers.PReLU(),
                 layers.PReLU(),
+                layers.LeakyReLU(0.0, max_value=6.0),
             ]
         )
         new = leakify(model)
-        assert _types(new) == ["Conv2D", "LeakyReLU", "ReLU", "Activation", "PReLU"]
+        assert _types(new) == [
+            "Conv2D",
+            "LeakyReLU",
+            "Activation",
+            "PReLU",
+            "PReLU",
+            "LeakyReLU",
+        ]
+        assert type(new.layers[3]) is keras.layers.PReLU
         _assert_same_function(model, new, _x((4, 6, 6, 2)))
+
+    @pytest.mark.parametrize(
+        "site, expected",
+        [
+            pytest.param(
+                lambda: keras.layers.ReLU(max_value=6.0), (0.0, 6.0, 0.0), id="relu6"
+            ),
+            pytest.param(lambda: keras.layers.ReLU(6), (0.0, 6.0, 0.0), id="relu6_int"),
+            pytest.param(
+                lambda: keras.layers.ReLU(threshold=0.5),
+                (0.0, None, 0.5),
+                id="threshold",
+            ),
+            pytest.param(
+                lambda: keras.layers.ReLU(max_value=1.5, threshold=0.5),
+                (0.0, 1.5, 0.5),
+                id="cap_and_threshold",
+            ),
+            pytest.param(
+                lambda: keras.layers.ReLU(max_value=2.0, negative_slope=0.1),
+                (0.1, 2.0, 0.0),
+                id="keeps_slope",
+            ),
+            pytest.param(
+                lambda: keras.layers.Activation("relu6"),
+                (0.0, 6.0, 0.0),
+                id="activation_relu6",
+            ),
+            pytest.param(
+                lambda: keras.layers.Activation(keras.activations.relu6),
+                (0.0, 6.0, 0.0),
+                id="activation_function",
+            ),
+        ],
+    )
+    def test_capped_and_shifted_standalone_sites(self, site, expected):
+        model = keras.Sequential(
+            [keras.Input((6,)), keras.layers.Dense(8), site(), keras.layers.Dense(3)]
+        )
+        new = leakify(model)
+        leaky = new.layers[1]
+        assert type(leaky) is layers.LeakyReLU
+        assert leaky.name == model.layers[1].name
+        alpha, max_value, threshold = expected
+        assert leaky.initial_alpha == alpha
+        assert leaky.alpha.numpy() == np.float32(alpha)
+        assert (leaky.max_value, leaky.threshold) == (max_value, threshold)
+        # Inputs that reach past the cap and both sides of the threshold.
+        x = 4.0 * _x((64, 6))
+        _assert_same_function(model, new, x)
+        if alpha == 0.0:
+            # Leak is now a variable: raising it changes the model below
+            # the threshold only.
+            hidden = keras.Model(model.inputs, model.layers[0].output)
+            pre = hidden.predict(x, verbose=0)
+            leaky.alpha.assign(0.25)
+            dense = model.layers[2]
+            cap = np.inf if max_value is None else max_value
+            act = np.where(
+                pre > threshold, np.minimum(pre, cap), 0.25 * (pre - threshold)
+            )
+            expected_out = act @ dense.kernel.numpy() + dense.bias.numpy()
+            assert (pre <= threshold).any() and (pre > cap).any() == (cap < np.inf)
+            np.testing.assert_allclose(
+                new.predict(x, verbose=0), expected_out, rtol=1e-5, atol=1e-5
+            )
+
+    @pytest.mark.parametrize(
+        "make, shape",
+        [
+            (lambda: keras.layers.Dense(8, activation="relu6"), (64, 6)),
+            (
+                lambda: keras.layers.Conv2D(4, 3, activation="relu6"),
+                (8, 6, 6, 6),
+            ),
+            (
+                lambda: keras.layers.DepthwiseConv2D(3, activation="relu6"),
+                (8, 6, 6, 6),
+            ),
+        ],
+        ids=["dense", "conv2d", "depthwise"],
+    )
+    def test_fused_relu6(self, make, shape):
+        layer = make()
+        model = keras.Sequential([keras.Input(shape[1:]), layer])
+        new = leakify(model)
+        assert _types(new) == [type(layer).__name__, "LeakyReLU"]
+        assert new.layers[0].activation.__name__ == "linear"
+        leaky = new.layers[1]
+        assert leaky.name == f"{layer.name}_leaky_relu"
+        assert (leaky.max_value, leaky.threshold) == (6.0, 0.0)
+        assert float(leaky.alpha.numpy()) == 0.0
+        x = 5.0 * _x(shape)
+        y = model.predict(x, verbose=0)
+        assert (y == 6.0).any() and (y == 0.0).any()
+        _assert_same_function(model, new, x)
+        # With leak, negative pre-activations leak and the cap stays.
+        new.layers[1].alpha.assign(0.5)
+        pre = new.layers[0](x)
+        pre = keras.ops.convert_to_numpy(pre)
+        np.testing.assert_allclose(
+            new.predict(x, verbose=0),
+            np.where(pre > 0, np.minimum(pre, 6.0), 0.5 * pre),
+            rtol=1e-5,
+            atol=1e-6,
+        )
+
+    def test_mobilenet_v2(self):
+        model = keras.applications.MobileNetV2(
+            weights=None, input_shape=(32, 32, 3), classes=10
+        )
+        relu6 = [
+            layer.name for layer in model.layers if isinstance(layer, keras.layers.ReLU)
+        ]
+        assert len(relu6) == 35
+        new = leakify(model)
+        assert not any(type(layer) is keras.layers.ReLU for layer in new.layers)
+        for name in relu6:
+            leaky = new.get_layer(name)
+            assert type(leaky) is layers.LeakyReLU
+            assert (leaky.max_value, float(leaky.alpha.numpy())) == (6.0, 0.0)
+        x = np.random.default_rng(0).uniform(-1, 1, (4, 32, 32, 3)).astype("float32")
+        _assert_same_function(model, new, x)
 
     def test_saves_and_loads(self, tmp_path):
         model = keras.Sequential(
@@ -238,3 +374,13 @@ class TestLeakify:
         model = keras.Sequential([keras.Input((6,)), keras.layers.ReLU()])
         with pytest.raises(ValueError, match="Received: alpha=-1"):
             leakify(model, alpha=-1)
+
+    @pytest.mark.parametrize("alpha", [1e39, 10**39])
+    def test_float32_overflow_alpha(self, alpha):
+        model = keras.Sequential([keras.Input((6,)), keras.layers.ReLU()])
+        with pytest.raises(ValueError) as info:
+            leakify(model, alpha=alpha)
+        message = str(info.value)
+        assert "`leakify` argument `alpha`" in message
+        assert "Received: alpha=1e+39" in message
+        assert "float32 max, ~3.4e38" in message

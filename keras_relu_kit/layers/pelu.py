@@ -2,8 +2,9 @@ import keras
 from keras import ops
 
 from keras_relu_kit._registry import register
+from keras_relu_kit._validation import check_bool
 from keras_relu_kit.constraints import Clip
-from keras_relu_kit.layers._base import as_initializer
+from keras_relu_kit.layers._base import as_initializer, get_object
 
 
 @register
@@ -24,8 +25,13 @@ class PELU(keras.layers.Layer):
     ```
 
     Args:
-        alpha_initializer: initializer or float. Defaults to `1.0`.
-        beta_initializer: initializer or float. Defaults to `1.0`.
+        alpha_initializer: initializer or float. A float or a `Constant`
+            must be > 0 and finite in float32 (at most ~3.4e38). Defaults to
+            `1.0`.
+        beta_initializer: initializer or float. `beta` divides the input,
+            so a float or a `Constant` must be > 0 (also once rounded to
+            float32) and at most ~3.4e38; `"zeros"` is refused. Defaults to
+            `1.0`.
         alpha_constraint: constraint for `alpha`. Defaults to
             `Clip(0.1, None)`.
         beta_constraint: constraint for `beta`. Defaults to `Clip(0.1, None)`.
@@ -57,15 +63,24 @@ class PELU(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.alpha_initializer = as_initializer(alpha_initializer)
-        self.beta_initializer = as_initializer(beta_initializer)
-        if alpha_constraint == "default":
+        # Both divide or scale every output: they must start positive.
+        self.alpha_initializer = as_initializer(
+            alpha_initializer, "alpha_initializer", owner="PELU", positive=True
+        )
+        self.beta_initializer = as_initializer(
+            beta_initializer, "beta_initializer", owner="PELU", positive=True
+        )
+        if isinstance(alpha_constraint, str) and alpha_constraint == "default":
             alpha_constraint = Clip(0.1, None)
-        if beta_constraint == "default":
+        if isinstance(beta_constraint, str) and beta_constraint == "default":
             beta_constraint = Clip(0.1, None)
-        self.alpha_constraint = keras.constraints.get(alpha_constraint)
-        self.beta_constraint = keras.constraints.get(beta_constraint)
-        self.shared = bool(shared)
+        self.alpha_constraint = get_object(
+            keras.constraints, "alpha_constraint", alpha_constraint, "PELU"
+        )
+        self.beta_constraint = get_object(
+            keras.constraints, "beta_constraint", beta_constraint, "PELU"
+        )
+        self.shared = check_bool("shared", shared, owner="PELU")
         self.supports_masking = True
 
     def build(self, input_shape):

@@ -1,8 +1,10 @@
+import numbers
+
 import keras
 from keras import ops
 
 from keras_relu_kit._registry import register
-from keras_relu_kit.layers._base import as_initializer
+from keras_relu_kit.layers._base import as_initializer, get_object
 
 MODES = ("channel", "shared", "element")
 
@@ -28,7 +30,9 @@ class PReLU(keras.layers.Layer):
 
     Args:
         alpha_initializer: initializer or float. Initial slopes; a float
-            means `keras.initializers.Constant(value)`. Defaults to `0.25`.
+            means `keras.initializers.Constant(value)`. A float or a
+            `Constant` must be finite in float32 (|value| <= ~3.4e38).
+            Defaults to `0.25`.
         alpha_regularizer: regularizer for the slopes. Defaults to `None`.
         alpha_constraint: constraint for the slopes, for instance
             `keras_relu_kit.constraints.Clip(0.0, 1.0)`. Defaults to `None`.
@@ -36,9 +40,9 @@ class PReLU(keras.layers.Layer):
             slope for the whole layer) or `"element"` (one slope per input
             element, as `keras.layers.PReLU`). Defaults to `"element"` when
             `shared_axes` is given, else `"channel"`.
-        shared_axes: list of int. With `mode="element"`, the axes along
-            which slopes are shared, as in `keras.layers.PReLU`. Defaults to
-            `None`.
+        shared_axes: int or list/tuple of ints (Python or NumPy). With
+            `mode="element"`, the axes along which slopes are shared, as in
+            `keras.layers.PReLU`. Defaults to `None`.
         data_format: `"channels_last"` or `"channels_first"`, which axis is
             the channel axis for inputs of rank 3 or more. Defaults to
             `keras.config.image_data_format()`.
@@ -71,18 +75,21 @@ class PReLU(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if alpha_initializer == "default":
+        if isinstance(alpha_initializer, str) and alpha_initializer == "default":
             alpha_initializer = 0.25
-        self.alpha_initializer = as_initializer(alpha_initializer)
-        self.alpha_regularizer = keras.regularizers.get(alpha_regularizer)
-        self.alpha_constraint = keras.constraints.get(alpha_constraint)
-        if shared_axes is not None:
-            if isinstance(shared_axes, int):
-                shared_axes = [shared_axes]
-            shared_axes = list(shared_axes)
+        self.alpha_initializer = as_initializer(
+            alpha_initializer, "alpha_initializer", owner="PReLU"
+        )
+        self.alpha_regularizer = get_object(
+            keras.regularizers, "alpha_regularizer", alpha_regularizer, "PReLU"
+        )
+        self.alpha_constraint = get_object(
+            keras.constraints, "alpha_constraint", alpha_constraint, "PReLU"
+        )
+        shared_axes = _check_shared_axes(shared_axes)
         if mode is None:
             mode = "element" if shared_axes else "channel"
-        if mode not in MODES:
+        if not isinstance(mode, str) or mode not in MODES:
             raise ValueError(
                 f"`PReLU` argument `mode` must be one of {MODES}. "
                 f"Received: mode={mode!r}"
@@ -95,7 +102,10 @@ class PReLU(keras.layers.Layer):
             )
         if data_format is None:
             data_format = keras.config.image_data_format()
-        if data_format not in ("channels_last", "channels_first"):
+        if not isinstance(data_format, str) or data_format not in (
+            "channels_last",
+            "channels_first",
+        ):
             raise ValueError(
                 "`PReLU` argument `data_format` must be 'channels_last' or "
                 f"'channels_first'. Received: data_format={data_format!r}"
@@ -181,3 +191,20 @@ class PReLU(keras.layers.Layer):
             }
         )
         return config
+
+
+def _check_shared_axes(shared_axes):
+    """`shared_axes` as a list of Python ints, or None; else a ValueError."""
+    if shared_axes is None:
+        return None
+    items = shared_axes
+    if not isinstance(shared_axes, (list, tuple)):
+        items = [shared_axes]
+    for axis in items:
+        if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+            raise ValueError(
+                "`PReLU` argument `shared_axes` must be an integer axis or a "
+                "list/tuple of integer axes (Python or NumPy integers). "
+                f"Received: shared_axes={shared_axes!r}"
+            )
+    return [int(axis) for axis in items]

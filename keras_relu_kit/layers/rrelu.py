@@ -2,7 +2,7 @@ import keras
 from keras import ops
 
 from keras_relu_kit._registry import register
-from keras_relu_kit._validation import check_number
+from keras_relu_kit._validation import check_int, check_number
 
 
 @register
@@ -36,8 +36,8 @@ class RReLU(keras.layers.Layer):
             `1/8`.
         upper: float in `[lower, 1]`. Upper bound of the slope. Defaults to
             `1/3`.
-        seed: int or `None`. Seed of the layer's `keras.random.SeedGenerator`.
-            Defaults to `None`.
+        seed: int in `[0, 2**31 - 1]` or `None`. Seed of the layer's
+            `keras.random.SeedGenerator`. Defaults to `None`.
         **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
@@ -75,6 +75,10 @@ class RReLU(keras.layers.Layer):
                 "`RReLU` argument `lower` must not exceed `upper`. "
                 f"Received: lower={lower!r}, upper={upper!r}"
             )
+        if seed is not None:
+            # What every backend's SeedGenerator takes (JAX: uint32, torch:
+            # int32).
+            seed = check_int("seed", seed, low=0, high=2**31 - 1, owner="RReLU")
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_masking = True
