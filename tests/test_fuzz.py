@@ -678,7 +678,8 @@ def test_auto_leak_good_arguments(kwargs):
 
 # What the fuzz found in code this suite does not own -----------------------
 
-KNOWN_GAPS = [
+# Found by this fuzz once, fixed since: each stays as a regression test.
+FOUND_GAPS = [
     # (constructor, keyword arguments, the argument, what goes wrong)
     (DeadReLUMonitor, {"frequency": np.int64(5)}, "frequency", "good value refused"),
     (DeadReLUMonitor, {"per_layer_logs": "no"}, "per_layer_logs", "read as True"),
@@ -699,6 +700,8 @@ KNOWN_GAPS = [
     (HeNormal, {"seed": 2**32}, "seed", "fails at the first call on JAX, torch"),
     (HeNormal, {"seed": True}, "seed", "fails at the first call on TensorFlow"),
     (HeUniform, {"seed": -1}, "seed", "fails at the first call on JAX"),
+    (DeadReLUMonitor, {"verbose": 1.0}, "verbose", "float accepted"),
+    (AutoLeak, {"verbose": 1.0}, "verbose", "float accepted"),
 ]
 
 
@@ -706,15 +709,10 @@ KNOWN_GAPS = [
     "make, kwargs, name, problem",
     [
         pytest.param(*gap, id=f"{gap[0].__name__}-{gap[2]}-{gap[3]}")
-        for gap in KNOWN_GAPS
+        for gap in FOUND_GAPS
     ],
 )
-@pytest.mark.xfail(
-    reason="found by this fuzz in callbacks/initializers owned elsewhere; "
-    "drop the entry from KNOWN_GAPS once fixed",
-    strict=False,
-)
-def test_known_gaps(make, kwargs, name, problem):
+def test_found_gaps(make, kwargs, name, problem):
     if kwargs.get("dead_relu_monitor") == "monitor":
         kwargs = {**kwargs, "dead_relu_monitor": DeadReLUMonitor()}
     if problem == "good value refused":

@@ -7,10 +7,11 @@ import warnings
 import keras
 import numpy as np
 
-from keras_relu_kit._validation import check_int, check_number
+from keras_relu_kit._validation import check_int, check_number, check_positive_int
 from keras_relu_kit.callbacks.dead_relu_monitor import (
     DeadReLUMonitor,
     _warn_outside_fit,
+    check_verbose,
 )
 from keras_relu_kit.diagnostics.measurement import Measurement, check_mode
 from keras_relu_kit.diagnostics.probe import Probe
@@ -159,8 +160,8 @@ class AutoLeak(keras.callbacks.Callback):
         self.threshold = check_number(
             "threshold", threshold, low=0.0, high=1.0, owner=OWNER
         )
-        self.factor = check_number("factor", factor, low=1.0, owner=OWNER)
-        self.step = check_number("step", step, low=0.0, owner=OWNER)
+        self.factor = check_number("factor", factor, low=1.0, float32=True, owner=OWNER)
+        self.step = check_number("step", step, low=0.0, float32=True, owner=OWNER)
         if self.factor == 1.0 and self.step == 0.0:
             raise ValueError(
                 f"`{OWNER}` needs `factor` > 1 or `step` > 0 to raise alpha. "
@@ -177,6 +178,15 @@ class AutoLeak(keras.callbacks.Callback):
             low_open=True,
             owner=OWNER,
         )
+        for name, value in (("max_alpha", self.max_alpha), ("start", self.start)):
+            if np.float32(value) == 0:
+                # Stored in a float32 alpha it would be 0: raises that
+                # change nothing.
+                raise ValueError(
+                    f"`{OWNER}` argument `{name}` must be positive as a float32 "
+                    f"(at least ~1.4e-45). Received: {name}={value!r}"
+                )
+        check_positive_int("probe_size", probe_size, owner=OWNER)
         self.patience = check_int("patience", patience, owner=OWNER)
         self.mode = check_mode(mode, owner=OWNER)
         self.cooldown = check_int("cooldown", cooldown, owner=OWNER)
@@ -220,11 +230,7 @@ class AutoLeak(keras.callbacks.Callback):
                 "directory (it need not exist yet), or None. "
                 f"Received: backup_dir={backup_dir!r}"
             )
-        if verbose not in (0, 1, True, False):
-            raise ValueError(
-                f"`{OWNER}` argument `verbose` must be 0 or 1. "
-                f"Received: verbose={verbose!r}"
-            )
+        check_verbose(verbose, OWNER)
         self.layers = layers
         self.dead_relu_monitor = monitor
         self.backup_dir = None if backup_dir is None else os.fspath(backup_dir)

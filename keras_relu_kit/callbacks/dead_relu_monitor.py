@@ -9,7 +9,12 @@ from pathlib import Path
 
 import keras
 
-from keras_relu_kit._validation import check_positive_int
+from keras_relu_kit._validation import (
+    check_bool,
+    check_number,
+    check_positive_int,
+    is_positive_int,
+)
 from keras_relu_kit.diagnostics.measurement import Measurement
 from keras_relu_kit.diagnostics.probe import Probe
 from keras_relu_kit.diagnostics.report import DeadReport
@@ -158,11 +163,10 @@ class DeadReLUMonitor(keras.callbacks.Callback):
                 "positive integer (measure every N batches). "
                 f"Received: frequency={frequency!r}"
             )
-        if verbose not in (0, 1, True, False):
-            raise ValueError(
-                f"`{OWNER}` argument `verbose` must be 0 or 1. "
-                f"Received: verbose={verbose!r}"
-            )
+        check_verbose(verbose, OWNER)
+        per_layer_logs = check_bool("per_layer_logs", per_layer_logs, owner=OWNER)
+        if tau is not None:
+            tau = check_number("tau", tau, low=0.0, float32=True, owner=OWNER)
         if log_dir is not None and not isinstance(log_dir, (str, os.PathLike)):
             raise ValueError(
                 f"`{OWNER}` argument `log_dir` must be a path or None. "
@@ -420,8 +424,14 @@ def _warn_outside_fit(callback, owner, method):
     )
 
 
-def is_positive_int(value):
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+def check_verbose(verbose, owner):
+    """`verbose` is 0 or 1 (or a bool), as Keras' callbacks take it."""
+    if isinstance(verbose, float) or verbose not in (0, 1):
+        raise ValueError(
+            f"`{owner}` argument `verbose` must be 0 or 1. "
+            f"Received: verbose={verbose!r}"
+        )
+    return int(verbose)
 
 
 def _check_tensorboard():

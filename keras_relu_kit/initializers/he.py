@@ -26,7 +26,21 @@ def _check_seed(seed, owner):
             f"the leak, pass the slope as `negative_slope={seed!r}`. "
             f"Received: seed={seed!r}"
         )
-    return seed
+    if seed is None or isinstance(seed, keras.random.SeedGenerator):
+        return seed
+    # Keras accepts any object here and fails at the first draw; the
+    # backends take seeds in [0, 2**32).
+    if (
+        isinstance(seed, bool)
+        or not isinstance(seed, numbers.Integral)
+        or not 0 <= seed < 2**32
+    ):
+        raise ValueError(
+            f"`{owner}` argument `seed` must be an integer in [0, 2**32), a "
+            "`keras.random.SeedGenerator` or None. "
+            f"Received: seed={seed!r}"
+        )
+    return int(seed)
 
 
 @register
