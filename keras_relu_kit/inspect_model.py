@@ -37,6 +37,30 @@ def _one_line(error):
     return text or type(error).__name__
 
 
+def _innermost_cause(error):
+    """The reason at the bottom of a chain of errors, on one line.
+
+    Keras wraps a loading failure in errors that repeat the whole model
+    config; the innermost one says which class or argument failed. Its
+    text is kept up to the config it quotes.
+    """
+    seen = set()
+    while id(error) not in seen:
+        seen.add(id(error))
+        cause = error.__cause__ or error.__context__
+        if cause is None:
+            break
+        error = cause
+    text = str(error)
+    for marker in ("Full object config", "\nConfig:", "config={"):
+        if marker in text:
+            text = text[: text.index(marker)]
+    text = " ".join(text.split()).rstrip(" .:,") or type(error).__name__
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return f"{type(error).__name__}: {text}"
+
+
 def _check_file(path, what):
     path = Path(path)
     if not path.exists():
@@ -79,7 +103,7 @@ def load_model(path):
     except Exception as error:  # Keras raises many kinds for a bad file.
         raise CommandError(
             f"model file '{path}' is not a Keras model that can be loaded: "
-            f"{_one_line(error)}"
+            f"{_innermost_cause(error)}"
         ) from None
     if not isinstance(model, keras.Model):
         raise CommandError(

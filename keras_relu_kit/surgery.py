@@ -6,6 +6,7 @@ import keras
 
 from keras_relu_kit._registry import custom_objects
 from keras_relu_kit._validation import check_number
+from keras_relu_kit.diagnostics.sites import recurrent_rectifiers
 from keras_relu_kit.layers import LeakyReLU
 
 # Keras' default slope for the `"leaky_relu"` activation function.
@@ -75,6 +76,14 @@ def leakify(model: keras.Model, alpha: float = 0.0) -> keras.Model:
             "cannot be rewritten from outside: build it with "
             "`keras_relu_kit.layers.LeakyReLU(alpha=0.0)` where it uses ReLU. "
             f"Received: model of type {type(model).__name__}"
+        )
+    recurrent = recurrent_rectifiers(model)
+    if recurrent:
+        warnings.warn(
+            f"`leakify` leaves the recurrent layers {recurrent} unchanged: "
+            "their rectifier runs inside the recurrence, on the state, so "
+            "a LeakyReLU after the layer would change the model's function.",
+            stacklevel=2,
         )
     surgery = _Surgery(alpha)
     with keras.saving.custom_object_scope(custom_objects()):

@@ -307,6 +307,35 @@ class TestManyDeadUnits:
 
 
 class TestBadInput:
+    def test_refused_model_names_the_innermost_cause(self, tmp_path, rng, capsys):
+        @keras.saving.register_keras_serializable(package="cli_test")
+        class Doubler(keras.layers.Layer):
+            def call(self, x):
+                return 2 * x
+
+        model = keras.Sequential(
+            [keras.Input((3,)), Doubler(), keras.layers.ReLU(name="relu")]
+        )
+        model.save(tmp_path / "custom.keras")
+        np.save(tmp_path / "x.npy", rng.uniform(size=(4, 3)).astype("float32"))
+        # The class is unknown where the model is loaded.
+        keras.saving.get_custom_objects().pop("cli_test>Doubler")
+        code = main(
+            [
+                "inspect",
+                str(tmp_path / "custom.keras"),
+                "--data",
+                str(tmp_path / "x.npy"),
+            ]
+        )
+        err = capsys.readouterr().err.strip()
+        assert code == 2
+        assert len(err.splitlines()) == 1
+        # Keras' outer error quotes the whole config; the line keeps the
+        # innermost cause, which names the class.
+        assert "TypeError: Could not locate class 'Doubler'" in err
+        assert "Full object config" not in err
+
     @pytest.fixture
     def files(self, tmp_path, rng):
         model = keras_only_model(rng)

@@ -135,7 +135,10 @@ class TestLeakify:
                 keras.layers.Dense(3, activation="relu"),
             ]
         )
-        new = leakify(model)
+        with pytest.warns(
+            UserWarning, match=r"leaves the recurrent layers \['simple_rnn"
+        ):
+            new = leakify(model)
         assert _types(new) == ["SimpleRNN", "Dense", "LeakyReLU"]
         assert new.layers[0].activation.__name__ == "relu"
         _assert_same_function(model, new, _x((8, 4, 6)))
