@@ -471,6 +471,16 @@ class TestMeasure:
         # The planted units stay dead: NaN never makes a unit alive.
         assert np.flatnonzero(site.dead_mask).tolist() == [0, 2]
 
+    def test_inf_never_makes_a_dead_unit_alive(self, rng):
+        # Unit 0 is -10 for every input but one, where it is +inf.
+        model = keras.Sequential([keras.Input((2,)), keras.layers.ReLU(name="relu")])
+        x = np.full((8, 2), -10.0, "float32")
+        x[:, 1] = 1.0
+        x[5, 0] = np.inf
+        site = measure(model, x).sites["relu"]
+        assert site.dead_mask.tolist() == [True, False]
+        assert site.nonfinite == 1
+
     def test_hooks_are_removed(self, rng):
         model, _, _ = build("subclassed")
         measure(model, probe(rng))
