@@ -248,22 +248,31 @@ class DeadReport:
             result["sites"].append(entry)
         return result
 
-    def summary(self) -> str:
-        """A short table, one row per site, as the monitor prints it."""
+    def _count_columns(self, with_layer):
+        """The columns `summary` and `table` share (`table`'s are narrower)."""
         sites = list(self.sites.values())
-        columns = [
-            ("site", list(self.sites), "<", 4),
-            ("units", [str(s.units) for s in sites], ">", 6),
-            ("dead", [str(s.dead) for s in sites], ">", 6),
-            ("dead %", [_percent(s.dead_fraction) for s in sites], ">", 7),
+        wide = 0 if with_layer else 1
+        columns = [("site", list(self.sites), "<", 4)]
+        if with_layer:
+            columns.append(("layer", [type(s.layer).__name__ for s in sites], "<", 5))
+        columns += [
+            ("units", [str(s.units) for s in sites], ">", 5 + wide),
+            ("dead", [str(s.dead) for s in sites], ">", 4 + 2 * wide),
+            ("dead %", [_percent(s.dead_fraction) for s in sites], ">", 6 + wide),
         ]
         if self.tau is not None:
             columns.append(
                 ("dormant %", [_percent(s.dormant_fraction) for s in sites], ">", 9)
             )
         if self.nonfinite > 0:
-            columns.append(("NaN/inf", [str(s.nonfinite) for s in sites], ">", 8))
-        return "\n".join(_render(columns))
+            columns.append(
+                ("NaN/inf", [str(s.nonfinite) for s in sites], ">", 7 + wide)
+            )
+        return columns
+
+    def summary(self) -> str:
+        """A short table, one row per site, as the monitor prints it."""
+        return "\n".join(_render(self._count_columns(with_layer=False)))
 
     def table(self, max_ranges: int | None = 8) -> str:
         """A table of every site with its dead units, and the totals.
@@ -313,19 +322,7 @@ class DeadReport:
                 "rectifier activation): nothing to measure."
             )
         sites = list(self.sites.values())
-        columns = [
-            ("site", list(self.sites), "<", 4),
-            ("layer", [type(s.layer).__name__ for s in sites], "<", 5),
-            ("units", [str(s.units) for s in sites], ">", 5),
-            ("dead", [str(s.dead) for s in sites], ">", 4),
-            ("dead %", [_percent(s.dead_fraction) for s in sites], ">", 6),
-        ]
-        if self.tau is not None:
-            columns.append(
-                ("dormant %", [_percent(s.dormant_fraction) for s in sites], ">", 9)
-            )
-        if self.nonfinite > 0:
-            columns.append(("NaN/inf", [str(s.nonfinite) for s in sites], ">", 7))
+        columns = self._count_columns(with_layer=True)
         dead_units = [_ranges(_indices(s.dead_mask), max_ranges) or "-" for s in sites]
         columns.append(("dead units", dead_units, "<", 0))
         count = len(sites)
