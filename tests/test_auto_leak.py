@@ -373,3 +373,28 @@ def test_digits_dying_relu_is_rescued_by_leakify_and_autoleak(distributed, reque
     assert leaky_accuracy > 0.75
     assert leaky_accuracy > plain_accuracy + 0.5
     assert auto.changes
+
+
+def test_monitor_from_an_earlier_fit_is_refused_before_a_step():
+    model = _planted()
+    monitor = DeadReLUMonitor(probe=X)
+    _fit(model, [monitor], 1)
+    auto = AutoLeak(dead_relu_monitor=monitor)
+    steps = []
+
+    class Steps(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            steps.append(batch)
+
+    with pytest.raises(ValueError, match="not part of this `fit`"):
+        _fit(model, [auto, Steps()], 1)
+    assert steps == []
+
+
+def test_failed_start_still_warns_outside_fit():
+    model = _planted()
+    monitor = DeadReLUMonitor(probe=np.ones((4, 99), "float32"))
+    with pytest.raises(ValueError, match="`probe` does not fit"):
+        _fit(model, [monitor], 1)
+    with pytest.warns(UserWarning, match="passed to `model.predict`"):
+        model.predict(X, verbose=0, callbacks=[monitor])

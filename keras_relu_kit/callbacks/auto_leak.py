@@ -7,7 +7,13 @@ import warnings
 import keras
 import numpy as np
 
-from keras_relu_kit._validation import check_int, check_number, check_positive_int
+from keras_relu_kit._validation import (
+    check_data_format,
+    check_int,
+    check_number,
+    check_positive_int,
+    check_seed,
+)
 from keras_relu_kit.callbacks.dead_relu_monitor import (
     DeadReLUMonitor,
     _warn_outside_fit,
@@ -104,6 +110,13 @@ class AutoLeak(keras.callbacks.Callback):
         verbose: int. 0: silent; 1: print a line per raise. Defaults to `0`.
         monitor: deprecated name of `dead_relu_monitor`, kept for one
             release with a `DeprecationWarning`.
+        batch_size: int >= 1. Probe examples per forward batch when
+            measuring alone. Defaults to `256`.
+        data_format: `"channels_last"`, `"channels_first"` or `None`: the
+            axis of the units when measuring alone (see `DeadReLUMonitor`).
+            Defaults to `None`.
+        seed: int >= 0. Seed of the default probe sample when measuring
+            alone. Defaults to `0`.
 
     Attributes:
         changes: list of dicts, one per raise: `"epoch"` (0-based),
@@ -154,6 +167,10 @@ class AutoLeak(keras.callbacks.Callback):
         backup_dir=None,
         verbose: int = 0,
         monitor: DeadReLUMonitor | None = None,
+        *,
+        batch_size: int = 256,
+        data_format: str | None = None,
+        seed: int = 0,
     ):
         super().__init__()
         monitor = _deprecated_monitor(monitor, dead_relu_monitor)
@@ -187,6 +204,9 @@ class AutoLeak(keras.callbacks.Callback):
                     f"(at least ~1.4e-45). Received: {name}={value!r}"
                 )
         check_positive_int("probe_size", probe_size, owner=OWNER)
+        check_positive_int("batch_size", batch_size, owner=OWNER)
+        check_seed(seed, owner=OWNER)
+        check_data_format(data_format, owner=OWNER)
         self.patience = check_int("patience", patience, owner=OWNER)
         self.mode = check_mode(mode, owner=OWNER)
         self.cooldown = check_int("cooldown", cooldown, owner=OWNER)
@@ -243,8 +263,11 @@ class AutoLeak(keras.callbacks.Callback):
                 Probe(
                     probe,
                     size=None if probe is not None else probe_size,
+                    batch_size=batch_size,
+                    seed=seed,
                     owner=OWNER,
                 ),
+                data_format=data_format,
                 mode=mode,
                 owner=OWNER,
             )
@@ -252,12 +275,21 @@ class AutoLeak(keras.callbacks.Callback):
         self.layers_managed = []
         self._state = {}
         self._in_fit = False
+        self._checked_monitor = False
         self._warned_outside_fit = False
 
     # Keras hooks ---------------------------------------------------------
 
     def on_train_begin(self, logs=None):
         self._in_fit = True
+        try:
+            self._begin()
+        except BaseException:
+            self._in_fit = False  # `fit` stops here: no `on_train_end`.
+            raise
+
+    def _begin(self):
+        self._checked_monitor = False
         self.changes = []
         self._state = {}
         self.layers_managed = []
@@ -276,7 +308,7 @@ class AutoLeak(keras.callbacks.Callback):
                 "(keras_relu_kit LeakyReLU, PReLU or ELU); training continues "
                 f"unchanged.{named} Use `keras_relu_kit.leakify(model)` to "
                 "convert its ReLU sites.",
-                stacklevel=2,
+                stacklevel=3,
             )
             return
         if self.layers is None and fixed:
@@ -284,7 +316,7 @@ class AutoLeak(keras.callbacks.Callback):
                 f"{OWNER} cannot adjust these rectifier sites, whose slope is "
                 f"not a variable: {', '.join(fixed)}. Convert them with "
                 "`keras_relu_kit.leakify(model)` to let AutoLeak manage them.",
-                stacklevel=2,
+                stacklevel=3,
             )
         if self.dead_relu_monitor is not None:
             if self.dead_relu_monitor.model is not model:
@@ -300,6 +332,22 @@ class AutoLeak(keras.callbacks.Callback):
         self._state = {name: {"wait": 0, "cooldown": 0} for name in self.layers_managed}
         self._restore(model)
         self._active = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # Every callback's `on_train_begin` has run, no step yet: a monitor
+        # from an earlier `fit`, left out of this one's callbacks, would
+        # measure on its old probe.
+        if not self._active or self._checked_monitor:
+            return
+        self._checked_monitor = True
+        monitor = self.dead_relu_monitor
+        if monitor is not None and not monitor._in_fit:
+            raise ValueError(
+                f"`{OWNER}` argument `dead_relu_monitor` must be a "
+                "DeadReLUMonitor passed to the same `fit` call (in "
+                "`callbacks`), so that AutoLeak can reuse its measurement. "
+                "Received: a monitor that is not part of this `fit`"
+            )
 
     def on_epoch_end(self, epoch, logs=None):
         if not self._active:

@@ -221,6 +221,13 @@ class DeadReLUMonitor(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._in_fit = True
+        try:
+            self._begin()
+        except BaseException:
+            self._in_fit = False  # `fit` stops here: no `on_train_end`.
+            raise
+
+    def _begin(self):
         self._reset()
         self.history = []
         self.last_report = None
@@ -232,7 +239,7 @@ class DeadReLUMonitor(keras.callbacks.Callback):
                 "(ReLU-family layers, or layers with a rectifier "
                 "`activation`), so there is nothing to monitor. The "
                 "callback does nothing in this run.",
-                stacklevel=2,
+                stacklevel=3,
             )
             return
         if self.log_dir is not None:

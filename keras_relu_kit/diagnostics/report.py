@@ -30,8 +30,9 @@ class SiteReport:
         dormant_fraction: float, or `None` when no `tau` was given. Fraction
             of units whose ReDo score is <= `tau`.
         nonfinite: int. Number of NaN or inf output values seen. They never
-            make a unit alive (NaN is not > 0) and are left out of the ReDo
-            means.
+            make a unit alive and are left out of the ReDo sums (so a unit
+            with such values scores a little low; every score is exact when
+            `nonfinite` is 0).
         kind: str. The site's kind (see `RectifierSite`).
         dormant_mask: `np.ndarray` of bool, shape `(units,)`, or `None`
             when no `tau` was given.
