@@ -14,13 +14,13 @@ from keras_relu_kit._validation import (
     check_positive_int,
     check_seed,
 )
-from keras_relu_kit.callbacks.dead_relu_monitor import (
-    DeadReLUMonitor,
-    _warn_outside_fit,
+from keras_relu_kit.callbacks._base import (
+    FitCallback,
     check_verbose,
+    probe_measurement,
 )
-from keras_relu_kit.diagnostics.measurement import Measurement, check_mode
-from keras_relu_kit.diagnostics.probe import Probe
+from keras_relu_kit.callbacks.dead_relu_monitor import DeadReLUMonitor
+from keras_relu_kit.diagnostics.measurement import check_mode
 from keras_relu_kit.diagnostics.sites import find_rectifier_sites
 from keras_relu_kit.layers import ELU, LeakyReLU, PReLU
 
@@ -32,7 +32,7 @@ ADJUSTABLE = (LeakyReLU, PReLU, ELU)
 STATE_FILE = "auto_leak.json"
 
 
-class AutoLeak(keras.callbacks.Callback):
+class AutoLeak(FitCallback):
     """Raise a layer's `alpha` when its fraction of dead units crosses a threshold.
 
     The dying-ReLU cure the literature gives (leaky ReLU, PReLU, ELU) is
@@ -150,6 +150,8 @@ class AutoLeak(keras.callbacks.Callback):
     ('act', 0.5)
     """
 
+    OWNER = OWNER
+
     def __init__(
         self,
         threshold: float = 0.1,
@@ -259,14 +261,11 @@ class AutoLeak(keras.callbacks.Callback):
         # chosen and checked exactly as DeadReLUMonitor's is.
         self._own_measurement = None
         if monitor is None:
-            self._own_measurement = Measurement(
-                Probe(
-                    probe,
-                    size=None if probe is not None else probe_size,
-                    batch_size=batch_size,
-                    seed=seed,
-                    owner=OWNER,
-                ),
+            self._own_measurement = probe_measurement(
+                probe,
+                probe_size=probe_size,
+                batch_size=batch_size,
+                seed=seed,
                 data_format=data_format,
                 mode=mode,
                 owner=OWNER,
@@ -274,19 +273,9 @@ class AutoLeak(keras.callbacks.Callback):
         self.changes = []
         self.layers_managed = []
         self._state = {}
-        self._in_fit = False
         self._checked_monitor = False
-        self._warned_outside_fit = False
 
     # Keras hooks ---------------------------------------------------------
-
-    def on_train_begin(self, logs=None):
-        self._in_fit = True
-        try:
-            self._begin()
-        except BaseException:
-            self._in_fit = False  # `fit` stops here: no `on_train_end`.
-            raise
 
     def _begin(self):
         self._checked_monitor = False
@@ -368,14 +357,8 @@ class AutoLeak(keras.callbacks.Callback):
                 logs[f"alpha/{name}"] = float(np.mean(alpha))
         self._save(epoch, layers)
 
-    def on_test_begin(self, logs=None):
-        _warn_outside_fit(self, OWNER, "evaluate")
-
-    def on_predict_begin(self, logs=None):
-        _warn_outside_fit(self, OWNER, "predict")
-
     def on_train_end(self, logs=None):
-        self._in_fit = False
+        super().on_train_end(logs)
         path = self._state_path()
         if self._active and path is not None and os.path.exists(path):
             os.remove(path)

@@ -7,22 +7,23 @@ import os
 import warnings
 from pathlib import Path
 
-import keras
-
 from keras_relu_kit._validation import (
     check_bool,
     check_number,
     check_positive_int,
     is_positive_int,
 )
-from keras_relu_kit.diagnostics.measurement import Measurement
-from keras_relu_kit.diagnostics.probe import Probe
+from keras_relu_kit.callbacks._base import (
+    FitCallback,
+    check_verbose,
+    probe_measurement,
+)
 from keras_relu_kit.diagnostics.report import DeadReport
 
 OWNER = "DeadReLUMonitor"
 
 
-class DeadReLUMonitor(keras.callbacks.Callback):
+class DeadReLUMonitor(FitCallback):
     """Measure the dead units of every rectifier layer while a model trains.
 
     At the end of every epoch (or every `frequency` batches) the monitor
@@ -140,6 +141,8 @@ class DeadReLUMonitor(keras.callbacks.Callback):
     True
     """
 
+    OWNER = OWNER
+
     def __init__(
         self,
         probe=None,
@@ -174,19 +177,19 @@ class DeadReLUMonitor(keras.callbacks.Callback):
             )
         if log_dir is not None:
             _check_tensorboard()
-        # A given probe is used whole; the default one is a sample of fit's.
-        self._probe = Probe(
-            probe,
-            size=None if probe is not None else probe_size,
-            batch_size=batch_size,
-            seed=seed,
-            owner=OWNER,
-        )
         #: The `Measurement` this monitor measures through; `AutoLeak` and
         #: `Recycle` given this monitor reuse it.
-        self.measurement = Measurement(
-            self._probe, tau=tau, data_format=data_format, mode=mode, owner=OWNER
+        self.measurement = probe_measurement(
+            probe,
+            probe_size=probe_size,
+            batch_size=batch_size,
+            seed=seed,
+            tau=tau,
+            data_format=data_format,
+            mode=mode,
+            owner=OWNER,
         )
+        self._probe = self.measurement.probe
         self.mode = mode
         self.tau = self.measurement.tau
         self.probe_size = int(probe_size)
@@ -205,8 +208,6 @@ class DeadReLUMonitor(keras.callbacks.Callback):
         self.last_report = None
         self.history = []
         self.sites = []
-        self._in_fit = False
-        self._warned_outside_fit = False
         self._reset()
 
     def _reset(self):
@@ -218,14 +219,6 @@ class DeadReLUMonitor(keras.callbacks.Callback):
         self._close_writer()
 
     # Keras hooks ---------------------------------------------------------
-
-    def on_train_begin(self, logs=None):
-        self._in_fit = True
-        try:
-            self._begin()
-        except BaseException:
-            self._in_fit = False  # `fit` stops here: no `on_train_end`.
-            raise
 
     def _begin(self):
         self._reset()
@@ -279,14 +272,8 @@ class DeadReLUMonitor(keras.callbacks.Callback):
             )
 
     def on_train_end(self, logs=None):
-        self._in_fit = False
+        super().on_train_end(logs)
         self._close_writer()
-
-    def on_test_begin(self, logs=None):
-        _warn_outside_fit(self, OWNER, "evaluate")
-
-    def on_predict_begin(self, logs=None):
-        _warn_outside_fit(self, OWNER, "predict")
 
     # Public API ----------------------------------------------------------
 
@@ -412,33 +399,6 @@ class DeadReLUMonitor(keras.callbacks.Callback):
         if writer is not None:
             writer.close()
         self._writer = None
-
-
-def _warn_outside_fit(callback, owner, method):
-    """Warn once that a callback given to `evaluate`/`predict` does nothing.
-
-    `fit` runs validation through `evaluate` with its own callbacks: only a
-    call outside a training run is meant.
-    """
-    if callback._in_fit or callback._warned_outside_fit:
-        return
-    callback._warned_outside_fit = True
-    warnings.warn(
-        f"{owner} works while `fit` trains; passed to `model.{method}` it does "
-        "nothing. To measure a trained model, call "
-        "`keras_relu_kit.diagnostics.measure(model, data)`. Warning once.",
-        stacklevel=3,
-    )
-
-
-def check_verbose(verbose, owner):
-    """`verbose` is 0 or 1 (or a bool), as Keras' callbacks take it."""
-    if isinstance(verbose, float) or verbose not in (0, 1):
-        raise ValueError(
-            f"`{owner}` argument `verbose` must be 0 or 1. "
-            f"Received: verbose={verbose!r}"
-        )
-    return int(verbose)
 
 
 def _check_tensorboard():
