@@ -2,5 +2,6 @@
 
 from keras_relu_kit.callbacks.auto_leak import AutoLeak
 from keras_relu_kit.callbacks.dead_relu_monitor import DeadReLUMonitor
+from keras_relu_kit.callbacks.recycle import Recycle
 
-__all__ = ["AutoLeak", "DeadReLUMonitor"]
+__all__ = ["AutoLeak", "DeadReLUMonitor", "Recycle"]

@@ -1,5 +1,6 @@
 """What the kit's callbacks share: the `fit` they run in, and their probe."""
 
+import os
 import warnings
 
 import keras
@@ -90,3 +91,87 @@ def check_verbose(verbose, owner):
             f"Received: verbose={verbose!r}"
         )
     return int(verbose)
+
+
+def check_dead_relu_monitor(monitor, probe, owner):
+    """A callback's `dead_relu_monitor` is a monitor, and excludes `probe`."""
+    from keras_relu_kit.callbacks.dead_relu_monitor import DeadReLUMonitor
+
+    if monitor is not None and not isinstance(monitor, DeadReLUMonitor):
+        raise ValueError(
+            f"`{owner}` argument `dead_relu_monitor` must be a "
+            "DeadReLUMonitor or None. Received: dead_relu_monitor of type "
+            f"{type(monitor).__name__}"
+        )
+    if monitor is not None and probe is not None:
+        raise ValueError(
+            f"`{owner}` measures with the `dead_relu_monitor`'s probe when "
+            "one is given: pass `probe` to the DeadReLUMonitor instead. "
+            "Received: dead_relu_monitor and probe"
+        )
+    return monitor
+
+
+def check_backup_dir(backup_dir, owner):
+    """`backup_dir` as a string path (of a directory to be), or `None`."""
+    if backup_dir is not None and (
+        not isinstance(backup_dir, (str, os.PathLike))
+        or not os.fspath(backup_dir)
+        or os.path.isfile(backup_dir)
+    ):
+        raise ValueError(
+            f"`{owner}` argument `backup_dir` must be the path of a "
+            "directory (it need not exist yet), or None. "
+            f"Received: backup_dir={backup_dir!r}"
+        )
+    return None if backup_dir is None else os.fspath(backup_dir)
+
+
+def normalize_layers(layers, owner):
+    """`layers` (a name, a layer, or a list of them) as a list, or `None`."""
+    if layers is None:
+        return None
+    if isinstance(layers, (str, keras.layers.Layer)):
+        layers = [layers]
+    if not isinstance(layers, (list, tuple)) or not all(
+        isinstance(item, (str, keras.layers.Layer)) for item in layers
+    ):
+        raise TypeError(
+            f"`{owner}` argument `layers` must be a layer name, a "
+            "layer, or a list of them, or None. "
+            f"Received: layers={layers!r}"
+        )
+    if not layers:
+        raise ValueError(
+            f"`{owner}` argument `layers` must name at least one "
+            "layer, or be None for every layer it can manage. "
+            "Received: layers=[]"
+        )
+    return list(layers)
+
+
+def select_sites(layers, available, owner, kind):
+    """The sites of `available` (name -> site) that `layers` names.
+
+    `None` selects all; a name is a site's or its layer's name.
+    """
+    if layers is None:
+        return dict(available)
+    by_layer_name = {site.layer.name: name for name, site in available.items()}
+    selected = {}
+    for item in layers:
+        if isinstance(item, keras.layers.Layer):
+            names = [n for n, s in available.items() if s.layer is item]
+            name = names[0] if names else None
+            label = f"layer object {item.name!r}"
+        else:
+            name = item if item in available else by_layer_name.get(item)
+            label = repr(item)
+        if name is None:
+            raise ValueError(
+                f"`{owner}` argument `layers` names {label}, which is not "
+                f"{kind} of this model. Expected some of: "
+                f"{sorted(available)}. Received: layers={layers!r}"
+            )
+        selected[name] = available[name]
+    return selected

@@ -16,8 +16,12 @@ from keras_relu_kit._validation import (
 )
 from keras_relu_kit.callbacks._base import (
     FitCallback,
+    check_backup_dir,
+    check_dead_relu_monitor,
     check_verbose,
+    normalize_layers,
     probe_measurement,
+    select_sites,
 )
 from keras_relu_kit.callbacks.dead_relu_monitor import DeadReLUMonitor
 from keras_relu_kit.diagnostics.measurement import check_mode
@@ -212,50 +216,13 @@ class AutoLeak(FitCallback):
         self.patience = check_int("patience", patience, owner=OWNER)
         self.mode = check_mode(mode, owner=OWNER)
         self.cooldown = check_int("cooldown", cooldown, owner=OWNER)
-        if monitor is not None and not isinstance(monitor, DeadReLUMonitor):
-            raise ValueError(
-                f"`{OWNER}` argument `dead_relu_monitor` must be a "
-                "DeadReLUMonitor or None. Received: dead_relu_monitor of type "
-                f"{type(monitor).__name__}"
-            )
-        if monitor is not None and probe is not None:
-            raise ValueError(
-                f"`{OWNER}` measures with the `dead_relu_monitor`'s probe when "
-                "one is given: pass `probe` to the DeadReLUMonitor instead. "
-                "Received: dead_relu_monitor and probe"
-            )
-        if layers is not None:
-            if isinstance(layers, (str, keras.layers.Layer)):
-                layers = [layers]
-            if not isinstance(layers, (list, tuple)) or not all(
-                isinstance(item, (str, keras.layers.Layer)) for item in layers
-            ):
-                raise TypeError(
-                    f"`{OWNER}` argument `layers` must be a layer name, a "
-                    "layer, or a list of them, or None. "
-                    f"Received: layers={layers!r}"
-                )
-            layers = list(layers)
-            if not layers:
-                raise ValueError(
-                    f"`{OWNER}` argument `layers` must name at least one "
-                    "layer, or be None for every adjustable layer. "
-                    "Received: layers=[]"
-                )
-        if backup_dir is not None and (
-            not isinstance(backup_dir, (str, os.PathLike))
-            or not os.fspath(backup_dir)
-            or os.path.isfile(backup_dir)
-        ):
-            raise ValueError(
-                f"`{OWNER}` argument `backup_dir` must be the path of a "
-                "directory (it need not exist yet), or None. "
-                f"Received: backup_dir={backup_dir!r}"
-            )
+        check_dead_relu_monitor(monitor, probe, OWNER)
+        layers = normalize_layers(layers, OWNER)
+        backup_dir = check_backup_dir(backup_dir, OWNER)
         check_verbose(verbose, OWNER)
         self.layers = layers
         self.dead_relu_monitor = monitor
-        self.backup_dir = None if backup_dir is None else os.fspath(backup_dir)
+        self.backup_dir = backup_dir
         self.verbose = int(verbose)
         # Alone, AutoLeak measures through its own Measurement, on a probe
         # chosen and checked exactly as DeadReLUMonitor's is.
@@ -289,7 +256,9 @@ class AutoLeak(FitCallback):
             site.name: site for site in sites if isinstance(site.layer, ADJUSTABLE)
         }
         fixed = [site.name for site in sites if site.name not in adjustable]
-        managed = self._select(adjustable)
+        managed = select_sites(
+            self.layers, adjustable, OWNER, kind="an adjustable layer"
+        )
         if not managed:
             named = f" Its rectifier sites: {', '.join(fixed)}." if fixed else ""
             warnings.warn(
@@ -364,28 +333,6 @@ class AutoLeak(FitCallback):
             os.remove(path)
 
     # Internals -----------------------------------------------------------
-
-    def _select(self, adjustable):
-        if self.layers is None:
-            return dict(adjustable)
-        by_layer_name = {site.layer.name: name for name, site in adjustable.items()}
-        managed = {}
-        for item in self.layers:
-            if isinstance(item, keras.layers.Layer):
-                names = [n for n, s in adjustable.items() if s.layer is item]
-                name = names[0] if names else None
-                label = f"layer object {item.name!r}"
-            else:
-                name = item if item in adjustable else by_layer_name.get(item)
-                label = repr(item)
-            if name is None:
-                raise ValueError(
-                    f"`{OWNER}` argument `layers` names {label}, which is not "
-                    "an adjustable layer of this model. Expected some of: "
-                    f"{sorted(adjustable)}. Received: layers={self.layers!r}"
-                )
-            managed[name] = adjustable[name]
-        return managed
 
     def _consider(self, epoch, name, layer, site):
         state = self._state[name]

@@ -1,0 +1,392 @@
+"""`Recycle`: re-initialise dead or dormant units while `fit` runs (ReDo)."""
+
+import json
+import os
+import warnings
+
+import numpy as np
+
+from keras_relu_kit._validation import (
+    check_data_format,
+    check_number,
+    check_positive_int,
+    check_seed,
+    is_positive_int,
+)
+from keras_relu_kit.callbacks._base import (
+    FitCallback,
+    check_backup_dir,
+    check_dead_relu_monitor,
+    check_verbose,
+    normalize_layers,
+    probe_measurement,
+    select_sites,
+)
+from keras_relu_kit.callbacks.dead_relu_monitor import DeadReLUMonitor
+from keras_relu_kit.diagnostics.measurement import check_mode, training_step
+from keras_relu_kit.diagnostics.sites import find_rectifier_sites
+from keras_relu_kit.recycling import optimizer_slots, plan_recycling, recycle_units
+
+OWNER = "Recycle"
+
+STATE_FILE = "recycle.json"
+
+
+class Recycle(FitCallback):
+    """Re-initialise dead (or dormant) units without changing the model.
+
+    A dead ReLU unit gets no gradient and never comes back by itself.
+    `Recycle` gives it a fresh start, as ReDo does (Sokar et al., ICML 2023,
+    "The Dormant Neuron Phenomenon in Deep Reinforcement Learning"; see
+    also continual backprop, Dohare et al., Nature 2024): at the end of
+    every epoch (or every `frequency` batches) it measures which units are
+    dead on a probe and, for each one,
+
+    - re-draws its **incoming** weights (the producing `Dense`/`Conv`
+      kernel's column or filter, and its bias) from that layer's own
+      initializers, and resets a `BatchNormalization` between producer and
+      rectifier to its initial gamma, beta and moving statistics for that
+      channel;
+    - sets its **outgoing** weights (the rows, or input channels, of the
+      `Dense`/`Conv` layers that read it, through `Flatten`, `Reshape`,
+      pooling and dropout where the mapping is exact) to 0;
+    - sets the optimizer's slot variables (momentum, Adam's m and v, ...)
+      of exactly those entries to 0.
+
+    A unit that outputs 0 contributes nothing, so the model's predictions
+    are unchanged at the moment of recycling (exactly, for units that are
+    0 on every input, as dead ReLU units are on the probe); the fresh unit
+    then learns from a zero outgoing weight, as a new unit would. With
+    `tau`, units whose ReDo score (mean |output| over the layer's mean) is
+    <= `tau` are recycled too; their small contribution is dropped.
+
+    Sites whose producer or consumers cannot be mapped exactly (a residual
+    `Add` after the rectifier, a nested model, a layer called twice, the
+    model's output layer) are named in one warning when training begins
+    and left alone.
+
+    Measuring: alone, Recycle measures on a fixed probe chosen as
+    `DeadReLUMonitor` chooses it (by default a sample of each `fit`'s
+    validation data, else its training data, so one instance can serve
+    many `fit` calls, each on its own data). Given `dead_relu_monitor=`, a
+    `DeadReLUMonitor` in the same `fit`, it reuses that monitor's
+    measurement: one forward pass serves both.
+
+    Variables change through `assign`, so the compiled train step is
+    reused (no retrace, with or without XLA), and every replica gets the
+    same values under a `tf.distribute` strategy. The re-drawn weights are
+    seeded by `seed` and the training step, so runs are reproducible; give
+    `backup_dir` (that of your `keras.callbacks.BackupAndRestore`) and a
+    resumed run equals an uninterrupted one.
+
+    What it does lands in `logs` at the end of every epoch:
+    `"recycled/<site>"`, the units recycled at that site during the epoch,
+    and `"recycled"`, their total; `changes` lists every recycling.
+
+    Args:
+        tau: float >= 0 or `None`. Also recycle units whose ReDo score is
+            <= `tau` (Sokar et al. use 0.0 to 0.1); `None` recycles dead
+            units only. Defaults to `None`.
+        frequency: `"epoch"`, or an int N >= 1 to recycle every N training
+            batches. Defaults to `"epoch"`.
+        layers: list of site names (or layers) to recycle, or `None` for
+            every site it can map. Defaults to `None`.
+        dead_relu_monitor: a `DeadReLUMonitor` given to the same `fit`,
+            whose measurement to reuse, or `None` to measure alone.
+            Defaults to `None`.
+        probe: probe data when measuring alone (see `DeadReLUMonitor`).
+            Defaults to `None`.
+        probe_size: int >= 1. Size of the default probe sample when
+            measuring alone. Defaults to `1024`.
+        mode: `"training"` or `"inference"`: the forward pass measured when
+            measuring alone (see `DeadReLUMonitor`). Defaults to
+            `"training"`.
+        backup_dir: path or `None`. Directory where Recycle keeps its
+            `changes` (`recycle.json`) at the end of every epoch, and from
+            which it resumes them (re-applying the last epoch's recycling,
+            which is idempotent) when training begins. Either callback may
+            come first in the list. Defaults to `None`.
+        verbose: int. 0: silent; 1: print a line per recycling. Defaults
+            to `0`.
+        batch_size: int >= 1. Probe examples per forward batch when
+            measuring alone. Defaults to `256`.
+        data_format: `"channels_last"`, `"channels_first"` or `None`: the
+            axis of the units when measuring alone. Defaults to `None`.
+        seed: int >= 0. Seeds the probe sample and the re-drawn weights.
+            Defaults to `0`.
+
+    Attributes:
+        changes: list of dicts, one per site and recycling: `"epoch"`
+            (0-based), `"step"` (the optimizer's iteration), `"layer"` (the
+            site), `"recycled"` (how many units), `"units"` (their
+            indices), `"dead_fraction"` (the site's, when measured).
+        sites_recycled: names of the sites managed in the current run.
+        unmapped: dict from site name to why it cannot be recycled.
+
+    Example:
+
+    >>> import keras
+    >>> import numpy as np
+    >>> from keras_relu_kit.callbacks import Recycle
+    >>> model = keras.Sequential([
+    ...     keras.Input((2,)),
+    ...     keras.layers.Dense(4, activation="relu", name="hidden",
+    ...                        bias_initializer=keras.initializers.Constant(
+    ...                            [1.0, 1.0, -9.0, -9.0])),
+    ...     keras.layers.Dense(1, name="out"),
+    ... ])
+    >>> _ = model.get_layer("hidden").kernel.assign(np.zeros((2, 4)))
+    >>> model.compile("sgd", "mse")
+    >>> x, y = np.ones((8, 2)), np.zeros((8, 1))
+    >>> recycle = Recycle()
+    >>> history = model.fit(x, y, epochs=1, verbose=0, callbacks=[recycle])
+    >>> history.history["recycled/hidden"]
+    [2.0]
+    >>> recycle.changes[0]["units"]
+    [2, 3]
+    >>> keras.ops.convert_to_numpy(model.get_layer("out").kernel)[2:].tolist()
+    [[0.0], [0.0]]
+    """
+
+    OWNER = OWNER
+
+    def __init__(
+        self,
+        tau: float | None = None,
+        frequency="epoch",
+        layers=None,
+        dead_relu_monitor: DeadReLUMonitor | None = None,
+        probe=None,
+        probe_size: int = 1024,
+        mode: str = "training",
+        backup_dir=None,
+        verbose: int = 0,
+        *,
+        batch_size: int = 256,
+        data_format: str | None = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if tau is not None:
+            tau = check_number("tau", tau, low=0.0, float32=True, owner=OWNER)
+        if frequency != "epoch" and not is_positive_int(frequency):
+            raise ValueError(
+                f"`{OWNER}` argument `frequency` must be 'epoch' or a "
+                "positive integer (recycle every N batches). "
+                f"Received: frequency={frequency!r}"
+            )
+        check_positive_int("probe_size", probe_size, owner=OWNER)
+        check_positive_int("batch_size", batch_size, owner=OWNER)
+        check_seed(seed, owner=OWNER)
+        check_data_format(data_format, owner=OWNER)
+        check_verbose(verbose, OWNER)
+        self.mode = check_mode(mode, owner=OWNER)
+        check_dead_relu_monitor(dead_relu_monitor, probe, OWNER)
+        self.tau = tau
+        self.frequency = frequency if frequency == "epoch" else int(frequency)
+        self.layers = normalize_layers(layers, OWNER)
+        self.dead_relu_monitor = dead_relu_monitor
+        self.backup_dir = check_backup_dir(backup_dir, OWNER)
+        self.verbose = int(verbose)
+        self.seed = int(seed)
+        self._own_measurement = None
+        if dead_relu_monitor is None:
+            self._own_measurement = probe_measurement(
+                probe,
+                probe_size=probe_size,
+                batch_size=batch_size,
+                seed=seed,
+                data_format=data_format,
+                mode=mode,
+                owner=OWNER,
+            )
+        if self.frequency != "epoch":
+            # Defined only then: a batch hook on the class would stop Keras
+            # from dispatching batch hooks asynchronously.
+            self.on_train_batch_end = self._recycle_on_batch
+        self.changes = []
+        self.sites_recycled = []
+        self.unmapped = {}
+        self._plans = {}
+        self._active = False
+        self._checked_monitor = False
+
+    # Keras hooks ---------------------------------------------------------
+
+    def _begin(self):
+        self._active = False
+        self._checked_monitor = False
+        self.changes = []
+        self._epoch_counts = {}
+        self._epoch = 0
+        self._epoch_start = 0
+        self._step = 0
+        model = self.model
+        sites = {site.name: site for site in find_rectifier_sites(model)}
+        chosen = select_sites(self.layers, sites, OWNER, kind="a rectifier site")
+        plans, unmapped = plan_recycling(model, list(chosen.values()))
+        self._plans = plans
+        self.unmapped = unmapped
+        self.sites_recycled = list(plans)
+        if unmapped:
+            reasons = "; ".join(f"{name}: {why}" for name, why in unmapped.items())
+            warnings.warn(
+                f"{OWNER} cannot recycle these rectifier sites exactly, and "
+                f"leaves them alone: {reasons}.",
+                stacklevel=3,
+            )
+        if not plans:
+            if not unmapped:
+                warnings.warn(
+                    f"{OWNER}: model '{model.name}' has no rectifier sites; "
+                    "training continues unchanged.",
+                    stacklevel=3,
+                )
+            return
+        if self.dead_relu_monitor is not None:
+            if self.dead_relu_monitor.model is not model:
+                raise ValueError(
+                    f"`{OWNER}` argument `dead_relu_monitor` must be a "
+                    "DeadReLUMonitor passed to the same `fit` call (in "
+                    "`callbacks`), so that Recycle can reuse its measurement. "
+                    "Received: a monitor that is not attached to this model"
+                )
+        else:
+            self._own_measurement.begin(model)
+        self._slots = None
+        self._restore(model)
+        self._active = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._epoch_start = self._step
+        self._epoch_counts = {}
+        if not self._active or self._checked_monitor:
+            return
+        self._checked_monitor = True
+        monitor = self.dead_relu_monitor
+        if monitor is not None and not monitor._in_fit:
+            raise ValueError(
+                f"`{OWNER}` argument `dead_relu_monitor` must be a "
+                "DeadReLUMonitor passed to the same `fit` call (in "
+                "`callbacks`), so that Recycle can reuse its measurement. "
+                "Received: a monitor that is not part of this `fit`"
+            )
+
+    def _recycle_on_batch(self, batch, logs=None):
+        if not self._active:
+            return
+        step = self._epoch_start + batch + 1
+        crossed = step // self.frequency > self._step // self.frequency
+        self._step = step
+        if crossed:
+            if self.dead_relu_monitor is not None:
+                report = self.dead_relu_monitor.measurement.report(self.model)
+            else:
+                report = self._own_measurement.report(self.model)
+            self._recycle(report, self._epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self._active:
+            return
+        if self.frequency == "epoch":
+            if self.dead_relu_monitor is not None:
+                report = self.dead_relu_monitor.report_for_epoch(epoch)
+            else:
+                report = self._own_measurement.report(self.model)
+            self._recycle(report, epoch)
+        if logs is not None:
+            for name in self.sites_recycled:
+                logs[f"recycled/{name}"] = float(self._epoch_counts.get(name, 0))
+            logs["recycled"] = float(sum(self._epoch_counts.values()))
+        self._save(epoch)
+
+    def on_train_end(self, logs=None):
+        super().on_train_end(logs)
+        path = self._state_path()
+        if self._active and path is not None and os.path.exists(path):
+            os.remove(path)
+
+    # Internals -----------------------------------------------------------
+
+    def _recycle(self, report, epoch):
+        model = self.model  # Syncs the trainer's state into the variables.
+        step = training_step(model) or 0
+        for index, name in enumerate(self.sites_recycled):
+            site = report.sites.get(name)
+            if site is None:
+                continue
+            mask = np.asarray(site.dead_mask, dtype=bool)
+            if self.tau is not None and site.scores is not None:
+                mask = mask | (np.asarray(site.scores) <= self.tau)
+            if not mask.any():
+                continue
+            change = {
+                "epoch": int(epoch),
+                "step": int(step),
+                "layer": name,
+                "recycled": int(mask.sum()),
+                "units": [int(i) for i in np.flatnonzero(mask)],
+                "dead_fraction": float(site.dead_fraction),
+            }
+            self._apply(model, change, index)
+            self.changes.append(change)
+            self._epoch_counts[name] = self._epoch_counts.get(name, 0) + change[
+                "recycled"
+            ]
+            if self.verbose:
+                print(
+                    f"\nEpoch {epoch + 1}: {OWNER} re-initialised "
+                    f"{change['recycled']} of {site.units} units of {name} "
+                    f"({100 * site.dead_fraction:.1f}% dead)."
+                )
+
+    def _apply(self, model, change, index):
+        optimizer = getattr(model, "optimizer", None)
+        if self._slots is None and optimizer is not None and optimizer.built:
+            # Built by the first training step: matched once per run.
+            self._slots = optimizer_slots(optimizer, model.trainable_variables)
+        recycle_units(
+            self._plans[change["layer"]],
+            change["units"],
+            seed=_event_seed(self.seed, change["step"], index),
+            slots=self._slots or {},
+        )
+
+    def _state_path(self):
+        if self.backup_dir is None:
+            return None
+        return os.path.join(self.backup_dir, STATE_FILE)
+
+    def _save(self, epoch):
+        path = self._state_path()
+        if path is None:
+            return
+        os.makedirs(self.backup_dir, exist_ok=True)
+        partial = path + ".partial"
+        with open(partial, "w") as f:
+            json.dump({"epoch": int(epoch), "changes": self.changes}, f)
+        os.replace(partial, path)
+
+    def _restore(self, model):
+        path = self._state_path()
+        if path is None or not os.path.exists(path):
+            return
+        with open(path) as f:
+            saved = json.load(f)
+        self.changes = list(saved.get("changes", []))
+        # A BackupAndRestore listed first saved the weights of the last
+        # epoch before its recycling: apply that again. Recycling is
+        # idempotent (seeded re-draws, zeros), so a backup that already
+        # holds it is unchanged.
+        # Only epoch-end recycling can fall between the two saves.
+        last = saved.get("epoch") if self.frequency == "epoch" else None
+        for change in self.changes:
+            if change["epoch"] == last and change["layer"] in self._plans:
+                self._apply(model, change, self.sites_recycled.index(change["layer"]))
+
+
+def _event_seed(seed, step, index):
+    """The seed of one site's recycling at one step."""
+    state = np.random.SeedSequence([seed, step, index]).generate_state(1)[0]
+    return int(state % (2**31 - 1))

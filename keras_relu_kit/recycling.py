@@ -1,0 +1,479 @@
+"""Recycling units (ReDo): re-draw a unit's inputs, zero its outputs.
+
+A unit of a rectifier site is re-initialised without changing what the
+model computes (Sokar et al., ICML 2023, "The Dormant Neuron Phenomenon in
+Deep Reinforcement Learning"; continual backprop in Dohare et al., Nature
+2024, "Loss of plasticity in deep continual learning"):
+
+- its **incoming** weights, the producing `Dense`/`Conv` layer's kernel
+  column (filter) and bias entry, are re-drawn from that layer's own
+  initializers, and a `BatchNormalization` between producer and rectifier
+  has the unit's gamma, beta and moving statistics reset to their
+  initializers;
+- its **outgoing** weights, the rows (input channels) of the consuming
+  `Dense`/`Conv` kernels, are set to 0, so the model's output on any input
+  is the same just after recycling;
+- the optimizer's slot variables (momentum, Adam's m and v, ...) of
+  exactly those entries are set to 0, so stale momentum does not push the
+  fresh unit straight back.
+
+`plan_recycling(model)` maps each site to its producer, normalization and
+consumers once, from the model's graph; `recycle_units` applies it.
+Between the site and its consumers, layers that only move or pool values
+per channel (`Flatten`, `Reshape`, pooling, `Dropout`, ...) are allowed
+where the channel of every consumer input is exact: it is found by
+running those layers on a tensor holding each channel's index.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from keras_relu_kit.diagnostics.sites import find_rectifier_sites
+
+_PRODUCERS = (
+    keras.layers.Dense,
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+)
+_CONSUMERS = _PRODUCERS
+# Between a producer and its rectifier: normalization is reset, dropout
+# passes values through.
+_DROPOUT = (
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout1D,
+    keras.layers.SpatialDropout2D,
+    keras.layers.SpatialDropout3D,
+    keras.layers.GaussianDropout,
+    keras.layers.AlphaDropout,
+    keras.layers.GaussianNoise,
+)
+# Between a rectifier and its consumers: layers that move or pool values
+# within a channel. Whether a given use keeps channels apart is checked by
+# running it on channel indices.
+_PASS_THROUGH = (
+    keras.layers.Flatten,
+    keras.layers.Reshape,
+    keras.layers.MaxPooling1D,
+    keras.layers.MaxPooling2D,
+    keras.layers.MaxPooling3D,
+    keras.layers.AveragePooling1D,
+    keras.layers.AveragePooling2D,
+    keras.layers.AveragePooling3D,
+    keras.layers.GlobalAveragePooling1D,
+    keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalAveragePooling3D,
+    keras.layers.GlobalMaxPooling1D,
+    keras.layers.GlobalMaxPooling2D,
+    keras.layers.GlobalMaxPooling3D,
+    *_DROPOUT,
+)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Consumer:
+    """A layer that reads a site's units: which kernel rows are whose.
+
+    Attributes:
+        layer: the consuming `Dense` or `Conv` layer.
+        channel_of_row: int array, one entry per input row of the kernel
+            (axis -2): the site unit it reads, or -1 for none.
+    """
+
+    layer: keras.layers.Layer
+    channel_of_row: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RecyclePlan:
+    """How the units of one rectifier site are recycled.
+
+    Attributes:
+        site: str. The site's name.
+        producer: the `Dense`/`Conv` layer computing the units' inputs.
+        norms: the `BatchNormalization` layers between producer and site.
+        consumers: list of `Consumer`.
+        units: int. Number of units (the producer's output channels).
+    """
+
+    site: str
+    producer: keras.layers.Layer
+    norms: tuple
+    consumers: tuple
+    units: int
+
+
+def plan_recycling(model, sites=None):
+    """Map every rectifier site of `model` to what recycling must change.
+
+    Args:
+        model: a built functional or `Sequential` `keras.Model`.
+        sites: list of `RectifierSite`, or `None` for every site.
+
+    Returns:
+        `(plans, unmapped)`: a dict from site name to `RecyclePlan`, and a
+        dict from site name to the reason it cannot be recycled exactly.
+    """
+    if sites is None:
+        sites = find_rectifier_sites(model)
+    graph = _Graph(model)
+    plans, unmapped = {}, {}
+    for site in sites:
+        try:
+            plans[site.name] = _plan_site(model, graph, site)
+        except _Unmappable as reason:
+            unmapped[site.name] = str(reason)
+    return plans, unmapped
+
+
+def recycle_units(plan, units, *, optimizer=None, seed=0, slots=None):
+    """Recycle `units` of one site: re-draw inputs, zero outputs and slots.
+
+    Args:
+        plan: a `RecyclePlan`.
+        units: bool array of shape `(plan.units,)` or a list of indices.
+        optimizer: the model's optimizer (or `None`): its slot variables
+            of the changed entries are set to 0.
+        seed: int. Seeds the re-drawn weights, so recycling is
+            reproducible (and a resumed run equals an uninterrupted one).
+        slots: the result of `optimizer_slots(optimizer, variables)`, to
+            reuse over many calls; `None` matches the optimizer's slots to
+            the plan's own variables.
+
+    Returns:
+        The number of units recycled.
+    """
+    mask = np.zeros(plan.units, dtype=bool)
+    mask[np.asarray(units, dtype=np.int64) if _is_index_list(units) else units] = True
+    if not mask.any():
+        return 0
+    if slots is None:
+        slots = optimizer_slots(optimizer, _plan_variables(plan))
+    rng = np.random.SeedSequence([int(seed) & 0xFFFFFFFF])
+    seeds = iter(int(s) for s in rng.generate_state(16) % (2**31 - 1))
+    producer = plan.producer
+    # Incoming: the kernel's output axis (-1) and the bias.
+    for variable, initializer in _initialized(producer, ("kernel", "bias")):
+        _redraw(variable, initializer, mask, axis=-1, seed=next(seeds), slots=slots)
+    for norm in plan.norms:
+        names = ("gamma", "beta", "moving_mean", "moving_variance")
+        for variable, initializer in _initialized(norm, names):
+            _redraw(variable, initializer, mask, axis=-1, seed=None, slots=slots)
+    # Outgoing: the consumers' kernel rows (axis -2) that read the units.
+    for consumer in plan.consumers:
+        rows = consumer.channel_of_row
+        row_mask = np.zeros(rows.shape, dtype=bool)
+        valid = rows >= 0
+        row_mask[valid] = mask[rows[valid]]
+        kernel = consumer.layer.kernel
+        _zero(kernel, row_mask, axis=-2, slots=slots)
+    return int(mask.sum())
+
+
+def _is_index_list(units):
+    array = np.asarray(units)
+    return array.dtype != bool
+
+
+# The graph ---------------------------------------------------------------
+
+
+class _Unmappable(Exception):
+    pass
+
+
+class _Graph:
+    """Inbound and outbound layers of a top-level functional graph."""
+
+    def __init__(self, model):
+        self.inbound, self.outbound, self.calls = {}, {}, {}
+        self.outputs = set()
+        self.by_name = {layer.name: layer for layer in model.layers}
+        if isinstance(model, keras.Sequential):
+            names = [layer.name for layer in model.layers]
+            for previous, layer in zip([None, *names], names, strict=False):
+                self.calls[layer] = 1
+                self.inbound[layer] = [] if previous is None else [previous]
+                self.outbound.setdefault(layer, [])
+                if previous is not None:
+                    self.outbound[previous].append(layer)
+            if names:
+                self.outputs.add(names[-1])
+            self.ok = True
+            return
+        try:
+            config = model.get_config()
+            layers = config["layers"]
+            outputs = config["output_layers"]
+        except Exception:
+            self.ok = False
+            return
+        self.ok = True
+        for layer in layers:
+            name = layer["name"]
+            nodes = layer.get("inbound_nodes", [])
+            self.calls[name] = len(nodes)
+            self.outbound.setdefault(name, [])
+            sources = []
+            for node in nodes:
+                sources.extend(_histories(node))
+            self.inbound[name] = sources
+            for source in sources:
+                self.outbound.setdefault(source, []).append(name)
+        if outputs and isinstance(outputs[0], str):
+            outputs = [outputs]
+        self.outputs = {entry[0] for entry in outputs}
+
+
+def _histories(node):
+    """Names of the layers whose tensors a serialized node reads."""
+    found = []
+
+    def walk(value):
+        if isinstance(value, dict):
+            history = value.get("config", {}).get("keras_history")
+            if value.get("class_name") == "__keras_tensor__" and history:
+                found.append(history[0])
+                return
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item)
+
+    walk(node)
+    return found
+
+
+def _plan_site(model, graph, site):
+    if not graph.ok:
+        raise _Unmappable("the model is not a functional or Sequential graph")
+    if "/" in site.name or site.name not in graph.calls:
+        raise _Unmappable("it is inside a nested model or layer")
+    if graph.calls[site.name] != 1:
+        raise _Unmappable("its layer is called more than once")
+    layer = site.layer
+    norms = []
+    if isinstance(layer, _PRODUCERS):
+        producer = layer
+    else:
+        producer = None
+        current = site.name
+        while producer is None:
+            sources = graph.inbound.get(current, [])
+            if len(sources) != 1 or graph.calls.get(sources[0]) != 1:
+                raise _Unmappable("its input is not one Dense or Conv layer's output")
+            previous = graph.by_name.get(sources[0])
+            if len(graph.outbound.get(sources[0], [])) != 1:
+                raise _Unmappable(
+                    f"'{sources[0]}' before it also feeds other layers"
+                )
+            if isinstance(previous, _PRODUCERS):
+                producer = previous
+            elif isinstance(previous, keras.layers.BatchNormalization):
+                norms.append(previous)
+            elif not isinstance(previous, _DROPOUT):
+                raise _Unmappable(
+                    f"it is computed from '{sources[0]}' "
+                    f"({type(previous).__name__}), not from a Dense or Conv layer"
+                )
+            current = sources[0]
+        if _activation_name(producer) not in ("linear", None):
+            raise _Unmappable(
+                f"its producer '{producer.name}' has its own activation"
+            )
+    if getattr(producer, "kernel", None) is None:
+        raise _Unmappable(f"its producer '{producer.name}' has no kernel")
+    units = int(producer.kernel.shape[-1])
+    channel_axis = _channel_axis(producer)
+    for norm in norms:
+        axis = norm.axis if isinstance(norm.axis, int) else None
+        rank = len(producer.output.shape) if _has_output(producer) else None
+        if axis is None or rank is None or axis % rank != channel_axis % rank:
+            raise _Unmappable(
+                f"'{norm.name}' does not normalize the producer's channels"
+            )
+    if site.name in graph.outputs:
+        raise _Unmappable("its output is a model output")
+    consumers = _consumers(graph, site, units, channel_axis)
+    return RecyclePlan(
+        site=site.name,
+        producer=producer,
+        norms=tuple(norms),
+        consumers=tuple(consumers),
+        units=units,
+    )
+
+
+def _consumers(graph, site, units, channel_axis):
+    """Follow the site's output through pass-through layers to kernels."""
+    found = []
+    chain_of = {site.name: []}
+    pending = [site.name]
+    while pending:
+        name = pending.pop()
+        for target in graph.outbound.get(name, []):
+            layer = graph.by_name.get(target)
+            if graph.calls.get(target) != 1 or len(graph.inbound[target]) != 1:
+                raise _Unmappable(
+                    f"'{target}' reads it together with other tensors or more "
+                    "than once"
+                )
+            chain = [*chain_of[name], layer]
+            if isinstance(layer, _CONSUMERS):
+                if getattr(layer, "groups", 1) != 1:
+                    raise _Unmappable(f"'{target}' is a grouped convolution")
+                rows = _channel_of_rows(site.layer, chain, units, channel_axis)
+                found.append(Consumer(layer, rows))
+            elif isinstance(layer, _PASS_THROUGH):
+                if target in graph.outputs:
+                    raise _Unmappable(f"it reaches the model output '{target}'")
+                chain_of[target] = chain
+                pending.append(target)
+            else:
+                raise _Unmappable(
+                    f"it is read by '{target}' ({type(layer).__name__}), whose "
+                    "inputs cannot be zeroed per unit"
+                )
+    if not found:
+        raise _Unmappable("no Dense or Conv layer reads it")
+    return found
+
+
+def _channel_of_rows(site_layer, chain, units, channel_axis):
+    """For each kernel row of the chain's last layer, the unit it reads.
+
+    The pass-through layers of the chain run on a tensor holding, at
+    every position, its channel's index + 1; the consumer's input axis
+    (last for Dense, its channel axis for Conv) must then carry one index
+    per row.
+    """
+    # Unknown sizes (a fully convolutional model) are tried at 2: a layout
+    # that depends on them fails the row count below.
+    shape = tuple(2 if n is None else int(n) for n in site_layer.output.shape[1:])
+    ids = np.arange(1, units + 1, dtype="float32")
+    broadcast = [1] * len(shape)
+    # Axes of a batched tensor; `shape` has no batch axis.
+    broadcast[channel_axis - 1 if channel_axis > 0 else channel_axis] = units
+    x = np.broadcast_to(ids.reshape(broadcast), shape)[None]
+    values = keras.ops.convert_to_tensor(np.ascontiguousarray(x), "float32")
+    for layer in chain[:-1]:
+        values = layer(values, training=False)
+    values = np.asarray(keras.ops.convert_to_numpy(values), dtype="float64")[0]
+    consumer = chain[-1]
+    axis = _channel_axis(consumer)
+    axis = (axis - 1 if axis > 0 else axis) % values.ndim
+    values = np.moveaxis(values, axis, -1).reshape(-1, values.shape[axis])
+    rows = np.rint(values)
+    if not np.allclose(values, rows, atol=1e-3) or not (rows == rows[:1]).all():
+        raise _Unmappable(
+            f"the layers before '{consumer.name}' mix its units within one input"
+        )
+    rows = rows[0].astype(np.int64) - 1
+    if rows.shape[0] != consumer.kernel.shape[-2]:
+        raise _Unmappable(f"'{consumer.name}' reads its units in another layout")
+    return rows
+
+
+def _activation_name(layer):
+    activation = getattr(layer, "activation", None)
+    return getattr(activation, "__name__", None)
+
+
+def _has_output(layer):
+    try:
+        layer.output  # noqa: B018
+    except (AttributeError, ValueError):
+        return False
+    return True
+
+
+def _channel_axis(layer):
+    if isinstance(layer, keras.layers.Dense):
+        return -1
+    return 1 if getattr(layer, "data_format", None) == "channels_first" else -1
+
+
+# The weights -------------------------------------------------------------
+
+
+def _initialized(layer, names):
+    """`(variable, initializer)` of the named weights the layer has."""
+    for name in names:
+        variable = getattr(layer, name, None)
+        initializer = getattr(layer, f"{name}_initializer", None)
+        if isinstance(variable, keras.Variable) and initializer is not None:
+            yield variable, keras.initializers.get(initializer)
+
+
+def _seeded(initializer, seed):
+    if seed is None:
+        return initializer
+    config = initializer.get_config()
+    if "seed" not in config:
+        return initializer
+    return type(initializer).from_config({**config, "seed": int(seed)})
+
+
+def _entries(variable, mask, axis):
+    """A bool array of `variable`'s shape: True on the masked indices of `axis`."""
+    shape = tuple(variable.shape)
+    broadcast = [1] * len(shape)
+    broadcast[axis] = shape[axis]
+    return np.broadcast_to(np.asarray(mask).reshape(broadcast), shape)
+
+
+def _redraw(variable, initializer, mask, *, axis, seed, slots):
+    entries = _entries(variable, mask, axis)
+    fresh = keras.ops.convert_to_numpy(
+        _seeded(initializer, seed)(shape=tuple(variable.shape), dtype=variable.dtype)
+    )
+    old = keras.ops.convert_to_numpy(variable)
+    variable.assign(np.where(entries, fresh, old).astype(old.dtype))
+    _zero_slots(variable, entries, slots)
+
+
+def _zero(variable, mask, *, axis, slots):
+    entries = _entries(variable, mask, axis)
+    old = keras.ops.convert_to_numpy(variable)
+    variable.assign(np.where(entries, 0, old).astype(old.dtype))
+    _zero_slots(variable, entries, slots)
+
+
+def _zero_slots(variable, entries, slots):
+    for slot in slots.get(id(variable), ()):
+        old = keras.ops.convert_to_numpy(slot)
+        slot.assign(np.where(entries, 0, old).astype(old.dtype))
+
+
+def _plan_variables(plan):
+    layers = [plan.producer, *plan.norms, *(c.layer for c in plan.consumers)]
+    return [v for layer in layers for v in layer.trainable_variables]
+
+
+def optimizer_slots(optimizer, variables):
+    """`{id(variable): [its optimizer slot variables]}` for model `variables`.
+
+    Keras names a slot `<variable path with / as _>_<slot name>` and gives
+    it the variable's shape (`Optimizer.add_variable_from_reference`); a
+    slot is matched to the variable with the longest such prefix. Pass all
+    of the model's trainable variables so that no slot is matched to a
+    variable whose path is a prefix of another's. An optimizer that has not
+    been built yet has no slots.
+    """
+    if optimizer is None:
+        return {}
+    prefixes = sorted(
+        ((v.path.replace("/", "_") + "_", v) for v in variables),
+        key=lambda item: -len(item[0]),
+    )
+    slots = {}
+    for slot in optimizer.variables:
+        name = slot.name
+        for prefix, variable in prefixes:
+            if name.startswith(prefix) and tuple(slot.shape) == tuple(variable.shape):
+                slots.setdefault(id(variable), []).append(slot)
+                break
+    return slots

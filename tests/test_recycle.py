@@ -1,0 +1,387 @@
+import keras
+import numpy as np
+import pytest
+
+from keras_relu_kit import layers
+from keras_relu_kit.callbacks import DeadReLUMonitor, Recycle
+from keras_relu_kit.diagnostics import measure
+from keras_relu_kit.recycling import plan_recycling
+
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(32, 6)).astype("float32")
+Y = RNG.normal(size=(32, 2)).astype("float32")
+IMAGES = RNG.normal(size=(16, 6, 6, 2)).astype("float32")
+IMAGE_Y = RNG.normal(size=(16, 2)).astype("float32")
+DEAD = [1, 3]  # the planted dead units of every hidden layer
+
+
+def _kill(producer, norm=None):
+    """Make units `DEAD` of `producer` output 0 on every input, the others > 0."""
+    kernel = keras.ops.convert_to_numpy(producer.kernel).copy()
+    kernel[..., DEAD] = 0.0
+    producer.kernel.assign(kernel)
+    if norm is None:
+        bias = keras.ops.convert_to_numpy(producer.bias).copy()
+        bias[:] = 1.0
+        bias[DEAD] = -10.0
+        producer.bias.assign(bias)
+        return
+    # After batch norm: gamma 0 and a negative beta, in both modes.
+    for name, alive, dead in (("gamma", 1.0, 0.0), ("beta", 1.0, -10.0)):
+        variable = getattr(norm, name)
+        array = np.full(variable.shape, alive, "float32")
+        array[DEAD] = dead
+        variable.assign(array)
+
+
+def _mlp(batch_norm=False, optimizer=None):
+    inputs = keras.Input((6,))
+    x = keras.layers.Dense(5, name="hidden", use_bias=not batch_norm)(inputs)
+    norm = None
+    if batch_norm:
+        norm = keras.layers.BatchNormalization(name="norm")
+        x = norm(x)
+    x = layers.LeakyReLU(0.0, name="act")(x)
+    x = keras.layers.Dense(4, activation="relu", name="fused")(x)
+    outputs = keras.layers.Dense(2, name="out")(x)
+    model = keras.Model(inputs, outputs)
+    _kill(model.get_layer("hidden"), norm)
+    _kill(model.get_layer("fused"))
+    model.compile(optimizer or keras.optimizers.SGD(0.001, momentum=0.9), "mse")
+    return model
+
+
+def _cnn(batch_norm=False, head="flatten", optimizer=None):
+    inputs = keras.Input((6, 6, 2))
+    x = keras.layers.Conv2D(5, 3, name="conv", use_bias=not batch_norm)(inputs)
+    norm = None
+    if batch_norm:
+        norm = keras.layers.BatchNormalization(name="norm")
+        x = norm(x)
+    x = keras.layers.ReLU(name="act")(x)
+    x = keras.layers.Conv2D(4, 2, activation="relu", name="conv_2")(x)
+    if head == "flatten":
+        x = keras.layers.MaxPooling2D(name="pool")(x)
+        x = keras.layers.Flatten(name="flatten")(x)
+    else:
+        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = keras.layers.Dense(2, name="out")(x)
+    model = keras.Model(inputs, outputs)
+    _kill(model.get_layer("conv"), norm)
+    _kill(model.get_layer("conv_2"))
+    model.compile(optimizer or keras.optimizers.SGD(0.001, momentum=0.9), "mse")
+    return model
+
+
+class Snapshot(keras.callbacks.Callback):
+    """Predictions, weights and optimizer variables at the end of epoch 0."""
+
+    def __init__(self, inputs):
+        super().__init__()
+        self.inputs = inputs
+        self.taken = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch != 0:
+            return
+        model = self.model
+        self.taken = {
+            "predictions": keras.ops.convert_to_numpy(
+                model.predict_on_batch(self.inputs)
+            ),
+            "weights": {v.path: keras.ops.convert_to_numpy(v) for v in model.weights},
+            "slots": {
+                v.path: keras.ops.convert_to_numpy(v) for v in model.optimizer.variables
+            },
+        }
+
+
+def _fit(model, x, y, callbacks, epochs=1, **kwargs):
+    return model.fit(
+        x, y, batch_size=8, epochs=epochs, verbose=0, callbacks=callbacks, **kwargs
+    )
+
+
+def _recycle_between_snapshots(model, x, y, **kwargs):
+    before, after = Snapshot(x), Snapshot(x)
+    recycle = Recycle(probe=x, **kwargs)
+    history = _fit(model, x, y, [before, recycle, after])
+    return before.taken, after.taken, recycle, history
+
+
+class TestRecycle:
+    @pytest.mark.parametrize("batch_norm", [False, True])
+    @pytest.mark.parametrize(
+        "build, x, y",
+        [
+            (_mlp, X, Y),
+            (_cnn, IMAGES, IMAGE_Y),
+            (lambda **k: _cnn(head="global", **k), IMAGES, IMAGE_Y),
+        ],
+        ids=["dense", "conv_flatten", "conv_global_pool"],
+    )
+    def test_function_is_preserved_and_units_revived(self, build, x, y, batch_norm):
+        model = build(batch_norm=batch_norm)
+        before, after, recycle, history = _recycle_between_snapshots(model, x, y)
+        # Exactly the planted units, at both sites.
+        assert [(c["layer"], c["units"]) for c in recycle.changes] == [
+            (recycle.sites_recycled[0], DEAD),
+            (recycle.sites_recycled[1], DEAD),
+        ]
+        assert history.history["recycled"] == [4.0]
+        np.testing.assert_array_equal(before["predictions"], after["predictions"])
+        producer = model.layers[1]
+        consumer = model.get_layer(recycle.sites_recycled[1])
+        kernel = after["weights"][producer.kernel.path]
+        old = before["weights"][producer.kernel.path]
+        # Incoming: the dead columns are re-drawn, the others untouched.
+        np.testing.assert_array_equal(kernel[..., [0, 2, 4]], old[..., [0, 2, 4]])
+        assert np.all(
+            np.abs(kernel[..., DEAD]).sum(axis=tuple(range(kernel.ndim - 1))) > 0
+        )
+        # Outgoing: the consumer's input rows of the dead units are 0 (its
+        # own dead columns were re-drawn as it is a recycled site too).
+        outgoing = after["weights"][consumer.kernel.path][..., [0, 2]]
+        assert not np.any(outgoing[..., DEAD, :])
+        old = before["weights"][consumer.kernel.path][..., [0, 2]]
+        np.testing.assert_array_equal(
+            outgoing[..., [0, 2, 4], :], old[..., [0, 2, 4], :]
+        )
+        if batch_norm:
+            norm = model.get_layer("norm")
+            for name, value in (
+                ("gamma", 1.0),
+                ("beta", 0.0),
+                ("moving_mean", 0.0),
+                ("moving_variance", 1.0),
+            ):
+                np.testing.assert_array_equal(
+                    after["weights"][getattr(norm, name).path][DEAD], value
+                )
+        # The revived units are alive on the probe.
+        report = measure(model, x)
+        assert report.sites["act"].dead == 0
+
+    @pytest.mark.parametrize("optimizer", ["sgd_momentum", "adam"])
+    def test_slots_are_zeroed_exactly_for_recycled_entries(self, optimizer):
+        make, slot_names = {
+            "sgd_momentum": (
+                lambda: keras.optimizers.SGD(0.001, momentum=0.9),
+                ["momentum"],
+            ),
+            "adam": (lambda: keras.optimizers.Adam(0.001), ["momentum", "velocity"]),
+        }[optimizer]
+        model = _mlp(optimizer=make())
+        # Every unit alive for an epoch: non-zero slots everywhere.
+        for name in ("hidden", "fused"):
+            layer = model.get_layer(name)
+            layer.kernel.assign(RNG.normal(size=layer.kernel.shape) * 0.3)
+            layer.bias.assign(np.ones(layer.bias.shape))
+        _fit(model, X, Y, [])
+        _kill(model.get_layer("hidden"))
+        _kill(model.get_layer("fused"))
+        before, after, _, _ = _recycle_between_snapshots(model, X, Y)
+        hidden, fused, out = (model.get_layer(n) for n in ("hidden", "fused", "out"))
+        columns = {
+            v.path for v in (hidden.kernel, hidden.bias, fused.kernel, fused.bias)
+        }
+        rows = {fused.kernel.path, out.kernel.path}
+        for variable in model.trainable_variables:
+            for slot_name in slot_names:
+                path = next(
+                    p
+                    for p in after["slots"]
+                    if p.endswith(
+                        "/" + variable.path.replace("/", "_") + "_" + slot_name
+                    )
+                )
+                old, new = before["slots"][path], after["slots"][path]
+                expected = old.copy()
+                if variable.path in columns:
+                    expected[..., DEAD] = 0.0
+                if variable.path in rows:
+                    expected[DEAD, :] = 0.0
+                if variable.path in columns | rows:
+                    assert np.any(old != expected)  # something to zero
+                np.testing.assert_array_equal(new, expected)
+
+    @pytest.mark.xla
+    def test_no_retrace_under_xla(self):
+        class Counting(layers.LeakyReLU):
+            traces = 0
+
+            def call(self, inputs):
+                Counting.traces += 1
+                return super().call(inputs)
+
+        counts = []
+        for kill in (True, False):
+            Counting.traces = 0
+            inputs = keras.Input((6,))
+            hidden = keras.layers.Dense(5, name="hidden")
+            x = Counting(0.0, name="act")(hidden(inputs))
+            model = keras.Model(inputs, keras.layers.Dense(2)(x))
+            if kill:
+                _kill(hidden)
+            model.compile(keras.optimizers.SGD(0.001), "mse", jit_compile=True)
+            recycle = Recycle(probe=X)
+            _fit(model, X, Y, [recycle], epochs=3)
+            counts.append(Counting.traces)
+            assert bool(recycle.changes) == kill
+        assert counts[0] == counts[1]
+
+    def test_mirrored_replicas_stay_equal(self, mirrored_strategy):
+        with mirrored_strategy.scope():
+            model = _mlp()
+        recycle = Recycle(probe=X)
+        _fit(model, X, Y, [recycle])
+        assert [c["units"] for c in recycle.changes] == [DEAD, DEAD]
+        for variable in [*model.weights, *model.optimizer.variables]:
+            replicas = [np.asarray(v) for v in variable.value.values]
+            assert len(replicas) == 2
+            np.testing.assert_array_equal(replicas[0], replicas[1])
+        kernel = keras.ops.convert_to_numpy(model.get_layer("out").kernel)
+        assert not np.any(kernel[DEAD])
+
+    @pytest.mark.parametrize("order", ["recycle_first", "backup_first"])
+    def test_resume_equals_an_uninterrupted_run(self, order, tmp_path):
+        class Interrupt(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                if epoch == 1:
+                    raise RuntimeError("interrupted")
+
+        def run(callbacks, backup):
+            keras.utils.set_random_seed(0)
+            model = _mlp()
+            recycle = Recycle(probe=X, backup_dir=backup)
+            pair = [recycle, keras.callbacks.BackupAndRestore(backup)]
+            if order == "backup_first":
+                pair.reverse()
+            _fit(model, X, Y, [*pair, *callbacks], epochs=3, shuffle=False)
+            return model, recycle
+
+        with pytest.raises(RuntimeError, match="interrupted"):
+            run([Interrupt()], tmp_path / "a")
+        assert (tmp_path / "a" / "recycle.json").exists()
+        resumed, recycle = run([], tmp_path / "a")
+        reference, expected = run([], tmp_path / "b")
+        assert recycle.changes == expected.changes
+        assert expected.changes[0]["epoch"] == 0
+        for a, b in zip(resumed.weights, reference.weights, strict=True):
+            np.testing.assert_array_equal(
+                keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b)
+            )
+        assert not (tmp_path / "a" / "recycle.json").exists()
+
+    def test_reuses_the_monitor_and_serves_many_fits(self):
+        model = _mlp()
+        monitor = DeadReLUMonitor()
+        recycle = Recycle(dead_relu_monitor=monitor, frequency=2)
+        history = _fit(model, X, Y, [recycle, monitor], validation_data=(X, Y))
+        # Measured at steps 2 and 4: the planted units go at step 2.
+        assert [c["step"] for c in recycle.changes] == [2, 2]
+        assert history.history["recycled/act"] == [2.0]
+        assert history.history["recycled/fused"] == [2.0]
+        # A second fit on other data: its own (default) probe, from it.
+        _kill(model.get_layer("hidden"))
+        other = X[:16] * 2.0
+        history = _fit(model, other, Y[:16], [recycle, monitor])
+        assert [c["units"] for c in recycle.changes if c["layer"] == "act"] == [DEAD]
+
+    def test_logs_and_changes_without_dead_units(self):
+        model = _mlp()
+        recycle = Recycle(probe=X, layers=["fused"])
+        history = _fit(model, X, Y, [recycle], epochs=2)
+        assert recycle.sites_recycled == ["fused"]
+        assert history.history["recycled/fused"] == [2.0, 0.0]
+        assert history.history["recycled"] == [2.0, 0.0]
+        assert "recycled/act" not in history.history
+
+    def test_tau_recycles_dormant_units(self):
+        def plant(model):
+            _kill(model.get_layer("hidden"))
+            hidden = model.get_layer("hidden")
+            bias = keras.ops.convert_to_numpy(hidden.bias).copy()
+            kernel = keras.ops.convert_to_numpy(hidden.kernel).copy()
+            kernel[:, 0] = 0.0
+            bias[0] = 1e-4  # alive, but tiny: dormant
+            hidden.kernel.assign(kernel)
+            hidden.bias.assign(bias)
+
+        model = _mlp()
+        model.compile(keras.optimizers.SGD(0.0), "mse")
+        dead_only, dormant = Recycle(probe=X), Recycle(probe=X, tau=0.01)
+        plant(model)
+        _fit(model, X, Y, [dead_only])
+        assert dead_only.changes[0]["units"] == DEAD
+        plant(model)
+        _fit(model, X, Y, [dormant])
+        assert dormant.changes[0]["units"] == [0, *DEAD]
+
+    def test_unmappable_sites_are_named_in_one_warning(self):
+        inputs = keras.Input((6,))
+        x = keras.layers.Dense(6, activation="relu", name="residual")(inputs)
+        x = keras.layers.Add(name="add")([x, inputs])
+        x = keras.layers.Dense(5, name="hidden")(x)
+        x = keras.layers.ReLU(name="act")(x)
+        x = keras.layers.Dense(2, activation="relu", name="head")(x)
+        model = keras.Model(inputs, x)
+        model.compile("sgd", "mse")
+        recycle = Recycle(probe=X)
+        with pytest.warns(UserWarning, match="cannot recycle") as caught:
+            _fit(model, X, Y, [recycle])
+        ours = [w for w in caught if issubclass(w.category, UserWarning)]
+        assert len(ours) == 1, [str(w.message) for w in ours]
+        message = str(ours[0].message)
+        assert "residual: 'add' reads it together with other tensors" in message
+        assert "head: its output is a model output" in message
+        assert recycle.sites_recycled == ["act"]
+        assert set(recycle.unmapped) == {"residual", "head"}
+
+    def test_plan_maps_flatten_rows_channels_first(self):
+        inputs = keras.Input((2, 4, 4))
+        x = keras.layers.Conv2D(3, 3, data_format="channels_first", name="conv")(inputs)
+        x = keras.layers.ReLU(name="act")(x)
+        x = keras.layers.Flatten(data_format="channels_last", name="flat")(x)
+        model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+        plans, unmapped = plan_recycling(model)
+        assert unmapped == {}
+        # (channels, 2, 2) flattened as stored: 4 rows per channel.
+        np.testing.assert_array_equal(
+            plans["act"].consumers[0].channel_of_row, np.repeat([0, 1, 2], 4)
+        )
+
+
+class TestRecycleArguments:
+    @pytest.mark.parametrize(
+        "kwargs, error, match",
+        [
+            ({"tau": -0.1}, ValueError, "tau"),
+            ({"tau": "0.1"}, ValueError, "tau"),
+            ({"frequency": 0}, ValueError, "frequency"),
+            ({"frequency": "batch"}, ValueError, "frequency"),
+            ({"layers": 3}, TypeError, "layers"),
+            ({"layers": []}, ValueError, "layers"),
+            ({"probe_size": 0}, ValueError, "probe_size"),
+            ({"batch_size": 0}, ValueError, "batch_size"),
+            ({"mode": "eval"}, ValueError, "mode"),
+            ({"seed": -1}, ValueError, "seed"),
+            ({"verbose": 2}, ValueError, "verbose"),
+            ({"backup_dir": ""}, ValueError, "backup_dir"),
+            ({"dead_relu_monitor": "monitor"}, ValueError, "dead_relu_monitor"),
+            ({"data_format": "nhwc"}, ValueError, "data_format"),
+        ],
+    )
+    def test_bad_arguments(self, kwargs, error, match):
+        with pytest.raises(error, match=match):
+            Recycle(**kwargs)
+
+    def test_unknown_layer_and_foreign_monitor_fail_before_training(self):
+        model = _mlp()
+        weights = [keras.ops.convert_to_numpy(w) for w in model.weights]
+        with pytest.raises(ValueError, match="`layers` names 'nope'"):
+            _fit(model, X, Y, [Recycle(probe=X, layers=["nope"])])
+        with pytest.raises(ValueError, match="same `fit`"):
+            _fit(model, X, Y, [Recycle(dead_relu_monitor=DeadReLUMonitor(probe=X))])
+        for before, after in zip(weights, model.weights, strict=True):
+            np.testing.assert_array_equal(before, keras.ops.convert_to_numpy(after))
