@@ -1,6 +1,7 @@
 from keras import ops
 
 from keras_relu_kit._registry import register
+from keras_relu_kit.layers import _lowering
 from keras_relu_kit.layers._base import AdjustableAlphaLayer
 
 
@@ -41,8 +42,27 @@ class ELU(AdjustableAlphaLayer):
     def __init__(self, alpha: float = 1.0, **kwargs):
         super().__init__(alpha, **kwargs)
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         alpha = ops.cast(self.alpha, inputs.dtype)
+        backend = _lowering.backend()
+        if backend == "tensorflow":
+            if training:
+                # One XLA loop forward and one backward, even in a graph
+                # that is not compiled (`fit`'s default on CPU).
+                return _lowering.tf_fused("elu", inputs, alpha)
+            # At inference, TensorFlow's native `Elu` (alpha 1), which
+            # tf2onnx and the LiteRT converter keep as their Elu / ELU op.
+            # Once an exporter freezes `alpha` as a constant 1, the outer
+            # select folds away and one Elu is left; any other alpha scales
+            # its negative side.
+            elu = ops.elu(inputs)
+            return ops.where(alpha == 1, elu, ops.where(inputs > 0, inputs, alpha * elu))
+        if _lowering.torch_onnx_exporting():
+            import torch
+
+            return torch.nn.functional.elu(inputs, _lowering.live_float(self.alpha))
+        if _lowering.torch_dynamo_exporting():
+            return ops.where(inputs > 0, inputs, alpha * ops.elu(inputs))
 
         # The gradient is computed from the output alone, as Keras' fused
         # `EluGrad` does (f' = f + alpha where f <= 0, as alpha >= 0):

@@ -2,6 +2,7 @@ from keras import ops
 
 from keras_relu_kit._registry import register
 from keras_relu_kit._validation import check_number
+from keras_relu_kit.layers import _lowering
 from keras_relu_kit.layers._base import AdjustableAlphaLayer
 
 
@@ -104,10 +105,27 @@ class LeakyReLU(AdjustableAlphaLayer):
             "threshold", threshold, low=0.0, owner="LeakyReLU", float32=True
         )
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         if self.max_value is not None or self.threshold != 0.0:
             return self._capped(inputs)
         alpha = ops.cast(self.alpha, inputs.dtype)
+        backend = _lowering.backend()
+        if backend == "tensorflow":
+            if training:
+                # One XLA loop forward and one backward, even in a graph
+                # that is not compiled (`fit`'s default on CPU).
+                return _lowering.tf_fused("leaky_relu", inputs, alpha)
+            return _lowering.tf_exportable_leaky_relu(inputs, alpha)
+        if _lowering.torch_onnx_exporting():
+            import torch
+
+            return torch.nn.functional.leaky_relu(
+                inputs, _lowering.live_float(self.alpha)
+            )
+        if _lowering.torch_dynamo_exporting():
+            import torch
+
+            return torch.nn.functional.prelu(inputs, ops.reshape(alpha, (1,)))
         # A Python 1.0 would promote float16/bfloat16 to float32 on torch.
         one = ops.cast(1.0, inputs.dtype)
 

@@ -2,6 +2,7 @@ import keras
 from keras import ops
 
 from keras_relu_kit._registry import register
+from keras_relu_kit.layers import _lowering
 from keras_relu_kit._validation import check_bool
 from keras_relu_kit.constraints import Clip
 from keras_relu_kit.layers._base import as_initializer, get_object
@@ -107,9 +108,18 @@ class PELU(keras.layers.Layer):
         )
         self.built = True
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         alpha = ops.cast(self.alpha, inputs.dtype)
         beta = ops.cast(self.beta, inputs.dtype)
+        if (
+            (_lowering.backend() == "tensorflow" and not training)
+            or _lowering.torch_onnx_exporting()
+            or _lowering.torch_dynamo_exporting()
+        ):
+            # The same function as `alpha * elu(x / beta)`: at inference,
+            # where exporters lower it to a division, the native Elu / ELU
+            # op and a product (ONNX has no `expm1`).
+            return alpha * ops.elu(inputs / beta)
         # The axes each parameter is shared over, summed in its gradient.
         axes = tuple(range(len(inputs.shape) - (0 if self.shared else 1)))
 

@@ -93,9 +93,10 @@ class RReLU(keras.layers.Layer):
                 dtype=inputs.dtype,
                 seed=self.seed_generator,
             )
-        else:
-            slope = ops.cast((self.lower + self.upper) / 2.0, inputs.dtype)
-        return ops.where(inputs >= 0, inputs, slope * inputs)
+            return ops.where(inputs >= 0, inputs, slope * inputs)
+        # A fixed slope: the backend's native leaky ReLU, which exporters
+        # keep as one LeakyRelu / LEAKY_RELU op.
+        return ops.leaky_relu(inputs, negative_slope=(self.lower + self.upper) / 2.0)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -2,6 +2,7 @@ import keras
 from keras import ops
 
 from keras_relu_kit._registry import register
+from keras_relu_kit.layers import _lowering
 
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
@@ -49,6 +50,16 @@ class SELU(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs):
+        if (
+            _lowering.backend() == "tensorflow"
+            or _lowering.torch_onnx_exporting()
+            or _lowering.torch_dynamo_exporting()
+        ):
+            # The constants are fixed, so the native op serves: TensorFlow's
+            # fused `Selu`/`SeluGrad` kernels (the same as Keras'), and the
+            # Selu op of ONNX when torch exports. Its constants are these,
+            # rounded to float32.
+            return ops.selu(inputs)
         scale = ops.cast(SELU_SCALE, inputs.dtype)
         scale_alpha = ops.cast(SELU_SCALE * SELU_ALPHA, inputs.dtype)
 
