@@ -56,7 +56,9 @@ class ELU(AdjustableAlphaLayer):
             # select folds away and one Elu is left; any other alpha scales
             # its negative side.
             elu = ops.elu(inputs)
-            return ops.where(alpha == 1, elu, ops.where(inputs > 0, inputs, alpha * elu))
+            return ops.where(
+                alpha == 1, elu, ops.where(inputs > 0, inputs, alpha * elu)
+            )
         if _lowering.torch_onnx_exporting():
             import torch
 

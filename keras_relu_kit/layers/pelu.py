@@ -2,9 +2,9 @@ import keras
 from keras import ops
 
 from keras_relu_kit._registry import register
-from keras_relu_kit.layers import _lowering
 from keras_relu_kit._validation import check_bool
 from keras_relu_kit.constraints import Clip
+from keras_relu_kit.layers import _lowering
 from keras_relu_kit.layers._base import as_initializer, get_object
 
 

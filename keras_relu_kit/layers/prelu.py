@@ -192,9 +192,7 @@ class PReLU(keras.layers.Layer):
 
     def _torch_prelu_fits(self, rank):
         # torch's prelu takes one slope, or one per channel on axis 1.
-        if not (
-            _lowering.torch_onnx_exporting() or _lowering.torch_dynamo_exporting()
-        ):
+        if not (_lowering.torch_onnx_exporting() or _lowering.torch_dynamo_exporting()):
             return False
         if self.mode == "shared":
             return True
