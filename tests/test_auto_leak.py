@@ -398,3 +398,111 @@ def test_failed_start_still_warns_outside_fit():
         _fit(model, [monitor], 1)
     with pytest.warns(UserWarning, match="passed to `model.predict`"):
         model.predict(X, verbose=0, callbacks=[monitor])
+
+
+class TestDivergenceGuard:
+    def test_undoes_a_raise_when_the_loss_blows_up(self):
+        class Snapshot(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if epoch == 0:
+                    self.weights = [
+                        keras.ops.convert_to_numpy(v) for v in self.model.weights
+                    ]
+
+        class Sabotage(keras.callbacks.Callback):
+            # A divergence right after the raise of epoch 0.
+            def on_epoch_begin(self, epoch, logs=None):
+                if epoch == 1:
+                    kernel = self.model.get_layer("dense_c").kernel
+                    kernel.assign(keras.ops.convert_to_numpy(kernel) + 1e6)
+
+        model = _planted()
+        model.compile(keras.optimizers.SGD(0.001, momentum=0.9), "mse")
+        snapshot = Snapshot()
+        auto = AutoLeak(threshold=0.5, start=0.05)
+        with pytest.warns(UserWarning, match="stopped raising \\['a'\\]"):
+            history = _fit(model, [snapshot, auto, Sabotage()], 4)
+        raises = [c for c in auto.changes if not c.get("undone")]
+        undone = [c for c in auto.changes if c.get("undone")]
+        assert [(c["epoch"], c["layer"]) for c in raises] == [(0, "a")]
+        assert len(undone) == 1
+        assert undone[0]["epoch"] == 1 and undone[0]["raised_at"] == 0
+        assert undone[0]["old"] == pytest.approx(0.05)
+        assert undone[0]["new"] == 0.0
+        assert auto.frozen == ["a"]
+        # Never raised again, and the restored alpha stays 0.
+        assert history.history["alpha/a"] == pytest.approx([0.05, 0.0, 0.0, 0.0])
+        # Epoch 1 ended with the weights of epoch 0's end (before the raise
+        # and before the sabotage): the loss comes back.
+        assert np.isfinite(history.history["loss"][-1])
+        assert history.history["loss"][-1] < 10 * history.history["loss"][0]
+        restored = model.get_layer("dense_c").kernel
+        assert np.abs(keras.ops.convert_to_numpy(restored)).max() < 1e3
+
+    def test_restores_the_exact_pre_raise_state(self):
+        class Record(keras.callbacks.Callback):
+            """Weights and optimizer variables as they stand after AutoLeak."""
+
+            states = {}
+
+            def on_epoch_end(self, epoch, logs=None):
+                Record.states[epoch] = [
+                    keras.ops.convert_to_numpy(v)
+                    for v in [*self.model.weights, *self.model.optimizer.variables]
+                ]
+
+        class Before(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if epoch == 0:
+                    self.state = [
+                        keras.ops.convert_to_numpy(v)
+                        for v in [*self.model.weights, *self.model.optimizer.variables]
+                    ]
+
+        class NaNLoss(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if epoch == 1:
+                    logs["loss"] = float("nan")
+
+        model = _planted()
+        model.compile(keras.optimizers.SGD(0.001, momentum=0.9), "mse")
+        before = Before()
+        auto = AutoLeak(threshold=0.5, start=0.05)
+        with pytest.warns(UserWarning, match="Restored the weights"):
+            _fit(model, [before, NaNLoss(), auto, Record()], 2)
+        for expected, value in zip(before.state, Record.states[1], strict=True):
+            np.testing.assert_array_equal(value, expected)
+
+    def test_nan_activations_never_raise_alpha(self):
+        model = _planted()
+        probe = X.copy()
+        probe[0] = np.nan
+        monitor = DeadReLUMonitor(probe=probe)
+        auto = AutoLeak(threshold=0.1, dead_relu_monitor=monitor)
+        with pytest.warns(UserWarning, match="NaN/inf"):
+            history = _fit(model, [monitor, auto], 3)
+        assert auto.changes == []
+        assert history.history["alpha/a"] == [0.0, 0.0, 0.0]
+
+    def test_off_when_divergence_factor_is_none(self):
+        class NaNLoss(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                logs["loss"] = float("nan")
+
+        model = _planted()
+        auto = AutoLeak(threshold=0.5, start=0.05, divergence_factor=None)
+        history = _fit(model, [NaNLoss(), auto], 3)
+        assert history.history["alpha/a"] == pytest.approx([0.05, 0.1, 0.2])
+        assert not any(c.get("undone") for c in auto.changes)
+
+    @pytest.mark.parametrize(
+        "kwargs, match",
+        [
+            ({"divergence_factor": 1.0}, "divergence_factor"),
+            ({"divergence_factor": "2"}, "divergence_factor"),
+            ({"max_snapshots": 0}, "max_snapshots"),
+        ],
+    )
+    def test_bad_guard_arguments(self, kwargs, match):
+        with pytest.raises(ValueError, match=match):
+            AutoLeak(**kwargs)

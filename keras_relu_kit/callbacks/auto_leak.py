@@ -69,6 +69,15 @@ class AutoLeak(FitCallback):
     measurement of the
     epoch: one forward pass serves both.
 
+    Never worse than not using it: NaN/inf activations never count as dead
+    (a layer with any is left alone that epoch), and when training goes bad
+    after a raise (the epoch's loss non-finite, or above
+    `divergence_factor` times its best so far), AutoLeak restores the
+    weights and optimizer state it kept in memory from just before that
+    raise, takes the raise back, stops raising those layers for the rest
+    of the run, and says so in `changes` (with `"undone": True`) and in a
+    warning.
+
     What it does lands in `logs`: `"alpha/<layer>"` for every layer it
     manages (the mean when `alpha` is a vector), so `History`,
     `CSVLogger` and TensorBoard record the leak next to the loss; `changes`
@@ -121,12 +130,24 @@ class AutoLeak(FitCallback):
             Defaults to `None`.
         seed: int >= 0. Seed of the default probe sample when measuring
             alone. Defaults to `0`.
+        divergence_factor: float > 1 or `None`. An epoch whose loss is
+            above this times the best epoch loss so far (or is NaN/inf),
+            after a raise, undoes the raise; `None` turns the guard off.
+            Defaults to `2.0`.
+        max_snapshots: int >= 1. How many pre-raise states (weights and
+            optimizer variables, in host memory) are kept, newest first:
+            a divergence that persists undoes raises back that far.
+            Defaults to `2`.
 
     Attributes:
         changes: list of dicts, one per raise: `"epoch"` (0-based),
             `"layer"`, `"old"` and `"new"` (the mean alpha before and
             after), `"dead_fraction"`, `"raised_units"` (how many slopes
-            changed).
+            changed). A raise taken back by the guard adds an entry with
+            `"undone": True`, the epoch it happened, `"old"` the raised
+            mean alpha, `"new"` the restored one and `"loss"` the loss that
+            set it off.
+        frozen: names of the layers the guard stopped raising.
         layers_managed: names of the layers managed in the current run.
 
     Example:
@@ -177,9 +198,23 @@ class AutoLeak(FitCallback):
         batch_size: int = 256,
         data_format: str | None = None,
         seed: int = 0,
+        divergence_factor: float | None = 2.0,
+        max_snapshots: int = 2,
     ):
         super().__init__()
         monitor = _deprecated_monitor(monitor, dead_relu_monitor)
+        if divergence_factor is not None:
+            divergence_factor = check_number(
+                "divergence_factor",
+                divergence_factor,
+                low=1.0,
+                low_open=True,
+                owner=OWNER,
+            )
+        self.divergence_factor = divergence_factor
+        self.max_snapshots = check_positive_int(
+            "max_snapshots", max_snapshots, owner=OWNER
+        )
         self.threshold = check_number(
             "threshold", threshold, low=0.0, high=1.0, owner=OWNER
         )
@@ -239,8 +274,11 @@ class AutoLeak(FitCallback):
             )
         self.changes = []
         self.layers_managed = []
+        self.frozen = []
         self._state = {}
         self._checked_monitor = False
+        self._snapshots = []
+        self._best_loss = None
 
     # Keras hooks ---------------------------------------------------------
 
@@ -249,6 +287,9 @@ class AutoLeak(FitCallback):
         self.changes = []
         self._state = {}
         self.layers_managed = []
+        self.frozen = []
+        self._snapshots = []
+        self._best_loss = None
         self._active = False
         model = self.model
         sites = find_rectifier_sites(model)
@@ -317,10 +358,12 @@ class AutoLeak(FitCallback):
             report = self._own_measurement.report(self.model)
         model = self.model  # Syncs the trainer's state into the layers.
         layers = {site.name: site.layer for site in find_rectifier_sites(model)}
+        loss = None if logs is None else logs.get("loss")
+        rolled_back = self._guard(epoch, loss, model, layers)
         for name in self.layers_managed:
             site = _site_of(report, name)
-            if site is not None:
-                self._consider(epoch, name, layers[name], site)
+            if site is not None and not rolled_back and name not in self.frozen:
+                self._consider(epoch, name, layers, site, model)
             if logs is not None:
                 alpha = keras.ops.convert_to_numpy(layers[name].alpha)
                 logs[f"alpha/{name}"] = float(np.mean(alpha))
@@ -334,8 +377,85 @@ class AutoLeak(FitCallback):
 
     # Internals -----------------------------------------------------------
 
-    def _consider(self, epoch, name, layer, site):
+    def _guard(self, epoch, loss, model, layers):
+        """Undo the latest raise when the loss went bad after it.
+
+        Returns whether it rolled back (then nothing is raised this epoch).
+        """
+        if self.divergence_factor is None or loss is None:
+            return False
+        loss = float(loss)
+        best = self._best_loss
+        bad = not np.isfinite(loss) or (
+            best is not None and loss > self.divergence_factor * best
+        )
+        if not bad:
+            self._best_loss = loss if best is None else min(best, loss)
+            return False
+        if not self._snapshots:
+            return False
+        snapshot = self._snapshots.pop()
+        raised = {
+            name: float(np.mean(keras.ops.convert_to_numpy(layers[name].alpha)))
+            for name in snapshot["layers"]
+        }
+        for variable, value in zip(
+            _state_variables(model), snapshot["values"], strict=True
+        ):
+            variable.assign(value)
+        undone = []
+        for name in snapshot["layers"]:
+            if name not in self.frozen:
+                self.frozen.append(name)
+            change = {
+                "epoch": int(epoch),
+                "layer": name,
+                "old": raised[name],
+                "new": float(np.mean(snapshot["alphas"][name])),
+                "undone": True,
+                "raised_at": int(snapshot["epoch"]),
+                "loss": loss if np.isfinite(loss) else str(loss),
+            }
+            self.changes.append(change)
+            undone.append(name)
+        # The restored alphas are in `values`: nothing else to assign.
+        warnings.warn(
+            f"{OWNER}: the loss went from a best of {best} to {loss} at epoch "
+            f"{epoch + 1}, after raising alpha at epoch "
+            f"{snapshot['epoch'] + 1}. Restored the weights and optimizer "
+            f"state from before that raise, and stopped raising {undone}.",
+            stacklevel=3,
+        )
+        return True
+
+    def _snapshot(self, epoch, model, layers):
+        """Keep the state from before this epoch's raises, in host memory."""
+        if self.divergence_factor is None:
+            return
+        if self._snapshots and self._snapshots[-1]["epoch"] == epoch:
+            return
+        self._snapshots.append(
+            {
+                "epoch": int(epoch),
+                "values": [
+                    keras.ops.convert_to_numpy(v) for v in _state_variables(model)
+                ],
+                "alphas": {
+                    name: keras.ops.convert_to_numpy(layers[name].alpha)
+                    for name in self.layers_managed
+                },
+                "layers": [],
+            }
+        )
+        del self._snapshots[: -self.max_snapshots]
+
+    def _consider(self, epoch, name, layers, site, model):
+        layer = layers[name]
         state = self._state[name]
+        if site.nonfinite:
+            # NaN/inf activations say nothing about dead units.
+            state["wait"] = 0
+            return
         if state["cooldown"] > 0:
             state["cooldown"] -= 1
             state["wait"] = 0
@@ -353,6 +473,9 @@ class AutoLeak(FitCallback):
         raised = int(np.count_nonzero(new != old))
         if raised == 0:
             return
+        self._snapshot(epoch, model, layers)
+        if self._snapshots and self._snapshots[-1]["epoch"] == epoch:
+            self._snapshots[-1]["layers"].append(name)
         layer.alpha.assign(new.astype(old.dtype))
         state["cooldown"] = self.cooldown
         change = {
@@ -399,6 +522,7 @@ class AutoLeak(FitCallback):
             "state": self._state,
             "changes": self.changes,
             "alphas": alphas,
+            "frozen": self.frozen,
         }
         partial = path + ".partial"
         with open(partial, "w") as f:
@@ -425,6 +549,16 @@ class AutoLeak(FitCallback):
                     "cooldown": int(state["cooldown"]),
                 }
         self.changes = list(saved.get("changes", []))
+        self.frozen = [n for n in saved.get("frozen", []) if n in self._state]
+
+
+def _state_variables(model):
+    """The model's weights and its optimizer's variables: what a rollback restores."""
+    variables = list(model.weights)
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None:
+        variables += list(optimizer.variables)
+    return variables
 
 
 def _site_of(report, name):
