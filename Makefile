@@ -23,7 +23,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[tensorflow,tensorboard,test,demo]"
+	$(BIN)/python -m pip install --quiet -e ".[tensorflow,tensorboard,test,demo,export-tensorflow]"
 	touch $(STAMP)
 
 $(JAX_STAMP): pyproject.toml
@@ -35,7 +35,7 @@ $(JAX_STAMP): pyproject.toml
 $(TORCH_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(TORCH_VENV)
 	$(TORCH_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(TORCH_VENV)/bin/python -m pip install --quiet "$(TORCH_WHEEL)" -e ".[test,demo]"
+	$(TORCH_VENV)/bin/python -m pip install --quiet "$(TORCH_WHEEL)" -e ".[test,demo,export-torch]"
 	touch $(TORCH_STAMP)
 
 test: test-tensorflow test-jax test-torch

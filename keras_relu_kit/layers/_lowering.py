@@ -18,6 +18,7 @@ the exact `keras.ops` path:
 """
 
 import functools
+import warnings
 
 import keras
 
@@ -58,7 +59,14 @@ def live_float(variable):
     Used only while an exporter traces the model: the exported graph holds
     the value the variable has at that moment.
     """
-    return float(keras.ops.convert_to_numpy(variable))
+    if backend() != "torch":
+        return float(keras.ops.convert_to_numpy(variable))
+    import torch
+
+    # The tracer warns that the value becomes a constant: that is the aim.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        return float(keras.ops.convert_to_numpy(variable))
 
 
 @functools.cache
