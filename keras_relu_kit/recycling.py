@@ -6,8 +6,10 @@ Deep Reinforcement Learning"; continual backprop in Dohare et al., Nature
 2024, "Loss of plasticity in deep continual learning"):
 
 - its **incoming** weights, the producing `Dense`/`Conv` layer's kernel
-  column (filter) and bias entry, are re-drawn from that layer's own
-  initializers, and a `BatchNormalization` between producer and rectifier
+  column (filter), are re-drawn from that layer's own kernel initializer,
+  its bias entry is set by `bias_initializer` (zeros by default, as
+  continual backprop does: a bias initializer that killed the unit would
+  kill it again), and a `BatchNormalization` between producer and rectifier
   has the unit's gamma, beta and moving statistics reset to their
   initializers;
 - its **outgoing** weights, the rows (input channels) of the consuming
@@ -128,7 +130,9 @@ def plan_recycling(model, sites=None):
     return plans, unmapped
 
 
-def recycle_units(plan, units, *, optimizer=None, seed=0, slots=None):
+def recycle_units(
+    plan, units, *, optimizer=None, seed=0, slots=None, bias_initializer="zeros"
+):
     """Recycle `units` of one site: re-draw inputs, zero outputs and slots.
 
     Args:
@@ -138,6 +142,9 @@ def recycle_units(plan, units, *, optimizer=None, seed=0, slots=None):
             of the changed entries are set to 0.
         seed: int. Seeds the re-drawn weights, so recycling is
             reproducible (and a resumed run equals an uninterrupted one).
+        bias_initializer: initializer (or name) for the units' biases, or
+            `None` for the producer's own `bias_initializer`. Defaults to
+            `"zeros"`.
         slots: the result of `optimizer_slots(optimizer, variables)`, to
             reuse over many calls; `None` matches the optimizer's slots to
             the plan's own variables.
@@ -155,7 +162,14 @@ def recycle_units(plan, units, *, optimizer=None, seed=0, slots=None):
     seeds = iter(int(s) for s in rng.generate_state(16) % (2**31 - 1))
     producer = plan.producer
     # Incoming: the kernel's output axis (-1) and the bias.
-    for variable, initializer in _initialized(producer, ("kernel", "bias")):
+    incoming = list(_initialized(producer, ("kernel", "bias")))
+    if bias_initializer is not None:
+        bias = getattr(producer, "bias", None)
+        incoming = [
+            (v, keras.initializers.get(bias_initializer) if v is bias else i)
+            for v, i in incoming
+        ]
+    for variable, initializer in incoming:
         _redraw(variable, initializer, mask, axis=-1, seed=next(seeds), slots=slots)
     for norm in plan.norms:
         names = ("gamma", "beta", "moving_mean", "moving_variance")

@@ -385,3 +385,26 @@ class TestRecycleArguments:
             _fit(model, X, Y, [Recycle(dead_relu_monitor=DeadReLUMonitor(probe=X))])
         for before, after in zip(weights, model.weights, strict=True):
             np.testing.assert_array_equal(before, keras.ops.convert_to_numpy(after))
+
+
+class TestRecycleBias:
+    @pytest.mark.parametrize(
+        "bias_initializer, expected", [("zeros", 0.0), (None, -3.0), ("ones", 1.0)]
+    )
+    def test_bias_of_recycled_units(self, bias_initializer, expected):
+        inputs = keras.Input((6,))
+        hidden = keras.layers.Dense(
+            5, bias_initializer=keras.initializers.Constant(-3.0), name="hidden"
+        )
+        x = keras.layers.ReLU(name="act")(hidden(inputs))
+        model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+        _kill(hidden)
+        model.compile(keras.optimizers.SGD(0.0), "mse")
+        _fit(model, X, Y, [Recycle(probe=X, bias_initializer=bias_initializer)])
+        bias = keras.ops.convert_to_numpy(hidden.bias)
+        np.testing.assert_array_equal(bias[DEAD], expected)
+        np.testing.assert_array_equal(bias[[0, 2, 4]], 1.0)
+
+    def test_bad_bias_initializer(self):
+        with pytest.raises(ValueError, match="bias_initializer"):
+            Recycle(bias_initializer="nope")

@@ -4,6 +4,7 @@ import json
 import os
 import warnings
 
+import keras
 import numpy as np
 
 from keras_relu_kit._validation import (
@@ -43,8 +44,9 @@ class Recycle(FitCallback):
     dead on a probe and, for each one,
 
     - re-draws its **incoming** weights (the producing `Dense`/`Conv`
-      kernel's column or filter, and its bias) from that layer's own
-      initializers, and resets a `BatchNormalization` between producer and
+      kernel's column or filter) from that layer's own kernel initializer,
+      sets its bias by `bias_initializer` (0 by default, as continual
+      backprop does), and resets a `BatchNormalization` between producer and
       rectifier to its initial gamma, beta and moving statistics for that
       channel;
     - sets its **outgoing** weights (the rows, or input channels, of the
@@ -114,6 +116,10 @@ class Recycle(FitCallback):
             axis of the units when measuring alone. Defaults to `None`.
         seed: int >= 0. Seeds the probe sample and the re-drawn weights.
             Defaults to `0`.
+        bias_initializer: initializer, its name, or `None`: the recycled
+            units' new bias; `None` uses the producing layer's own
+            `bias_initializer` (which, when it is what killed the units,
+            kills them again). Defaults to `"zeros"`.
 
     Attributes:
         changes: list of dicts, one per site and recycling: `"epoch"`
@@ -165,8 +171,19 @@ class Recycle(FitCallback):
         batch_size: int = 256,
         data_format: str | None = None,
         seed: int = 0,
+        bias_initializer="zeros",
     ):
         super().__init__()
+        if bias_initializer is not None:
+            try:
+                bias_initializer = keras.initializers.get(bias_initializer)
+            except (ValueError, TypeError) as error:
+                raise ValueError(
+                    f"`{OWNER}` argument `bias_initializer` must be a Keras "
+                    "initializer, its name, or None. "
+                    f"Received: bias_initializer={bias_initializer!r}"
+                ) from error
+        self.bias_initializer = bias_initializer
         if tau is not None:
             tau = check_number("tau", tau, low=0.0, float32=True, owner=OWNER)
         if frequency != "epoch" and not is_positive_int(frequency):
@@ -351,6 +368,7 @@ class Recycle(FitCallback):
             change["units"],
             seed=_event_seed(self.seed, change["step"], index),
             slots=self._slots or {},
+            bias_initializer=self.bias_initializer,
         )
 
     def _state_path(self):
