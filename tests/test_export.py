@@ -124,6 +124,16 @@ ONNX_TORCH = {
     "pelu": {"Div": 1, "Elu": 1, "Mul": 1},
     "rrelu": {"LeakyRelu": 1},
 }
+ONNX_TORCH_DYNAMO = {
+    "leaky_relu": {"PRelu": 1},
+    "relu": {"PRelu": 1},
+    "steep_leaky_relu": {"PRelu": 1},
+    "prelu": {"PRelu": 1},
+    "prelu_shared": {"PRelu": 1},
+    "selu": {"Selu": 1},
+    "pelu": {"Div": 1, "Elu": 1, "Mul": 1},
+    "rrelu": {"LeakyRelu": 1},
+}
 LITERT = {
     "leaky_relu": {"LEAKY_RELU": 1},
     "relu": {"LEAKY_RELU": 1},
@@ -173,20 +183,25 @@ def _layer_ops(op_types):
     return {op: n for op, n in counts.items() if op not in NOT_THE_LAYER}
 
 
+def _export_onnx(name, tmp_path, **kwargs):
+    """Exports case `name`, checks its predictions; returns its nodes."""
+    onnx = pytest.importorskip("onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    model, x = _model(name)
+    path = str(tmp_path / "model.onnx")
+    model.export(path, format="onnx", verbose=False, **kwargs)
+
+    session = onnxruntime.InferenceSession(path)
+    (exported,) = session.run(None, {session.get_inputs()[0].name: x})
+    _check_predictions(name, model, x, exported)
+    return onnx.load(path).graph.node
+
+
 class TestONNX:
     @pytest.mark.parametrize("name", sorted(CASES))
     def test_export_runs_and_lowers_to_native_ops(self, name, tmp_path):
-        onnx = pytest.importorskip("onnx")
-        onnxruntime = pytest.importorskip("onnxruntime")
-        model, x = _model(name)
-        path = str(tmp_path / "model.onnx")
-        model.export(path, format="onnx", verbose=False)
-
-        session = onnxruntime.InferenceSession(path)
-        (exported,) = session.run(None, {session.get_inputs()[0].name: x})
-        _check_predictions(name, model, x, exported)
-
-        nodes = onnx.load(path).graph.node
+        # A `None` batch size: torch exports with its TorchScript tracer.
+        nodes = _export_onnx(name, tmp_path)
         table = ONNX_TORCH if BACKEND == "torch" else ONNX_TENSORFLOW
         ops = _layer_ops(node.op_type for node in nodes)
         if name in table:
@@ -196,6 +211,19 @@ class TestONNX:
             (native,) = [n for n in nodes if n.op_type == "LeakyRelu"]
             (alpha,) = [a.f for a in native.attribute if a.name == "alpha"]
             np.testing.assert_allclose(alpha, LIVE_ATTRIBUTE[name], rtol=1e-7)
+
+    @pytest.mark.torch_only
+    @pytest.mark.parametrize("name", sorted(CASES))
+    def test_torch_export_with_static_shapes(self, name, tmp_path):
+        # Static shapes: Keras uses torch's dynamo exporter (torch.export),
+        # whose fake tensors have no value to read: LeakyReLU becomes a
+        # PRelu whose slope is the live alpha, ELU a chain around Elu.
+        spec = keras.InputSpec(shape=(16, 8), dtype="float32")
+        nodes = _export_onnx(name, tmp_path, input_signature=[spec])
+        ops = _layer_ops(node.op_type for node in nodes)
+        if name in ONNX_TORCH_DYNAMO:
+            assert ops == ONNX_TORCH_DYNAMO[name]
+        assert "Elu" in ops or not name.startswith("elu")
 
 
 @pytest.mark.tensorflow_only
