@@ -13,6 +13,12 @@ class ELU(AdjustableAlphaLayer):
     Keras variable (`layer.alpha`), so a callback can `assign` a new value
     and an already compiled function picks it up without retracing.
 
+    `model.export(format="onnx")` and `format="litert"` write the `alpha`
+    of that moment. ONNX from torch gets one `Elu` op with that alpha; from
+    TensorFlow, and in LiteRT, whose ELU has no alpha, one `Elu`/`ELU` when
+    `alpha` is 1, else the ELU op and a select that scales its negative
+    side.
+
     Formula:
 
     ```

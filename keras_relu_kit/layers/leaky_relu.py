@@ -23,6 +23,12 @@ class LeakyReLU(AdjustableAlphaLayer):
     `keras.layers.ReLU(max_value=m, negative_slope=alpha, threshold=t)`
     computes, and `LeakyReLU(0.0, max_value=6.0)` is `relu6`.
 
+    `model.export(format="onnx")` and `format="litert"` write the slope
+    `alpha` has at that moment, as the native op: one ONNX `LeakyRelu` (or,
+    with torch's dynamo exporter, a `PRelu` holding the slope) and one
+    LiteRT `LEAKY_RELU` (for `alpha <= 1` on TensorFlow). Training and
+    `predict` keep reading the live variable.
+
     Formula:
 
     ```

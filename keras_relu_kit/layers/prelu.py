@@ -22,6 +22,11 @@ class PReLU(keras.layers.Layer):
     He et al. apply no weight decay to the slopes: there is no regularizer
     unless you pass one.
 
+    Exported with `model.export`, the slopes are one LiteRT `PRELU` (from
+    TensorFlow) or one ONNX `PRelu` (from torch, slopes on the last axis of
+    a 2D input or on axis 1); TensorFlow's ONNX converter has no PRelu and
+    writes what it writes for Keras' PReLU (`Relu`, `Neg`, `Mul`, `Add`).
+
     Formula:
 
     ```
