@@ -86,7 +86,11 @@ def _tf_kernels():
 
     @jit
     def elu_forward(x, alpha):
-        return tf.where(x > 0, x, alpha * tf.math.expm1(tf.minimum(x, 0)))
+        # `exp(x) - 1`, as TensorFlow's own `Elu` kernel computes it (an
+        # absolute error of a float32 ulp of 1): XLA's CPU `expm1` takes
+        # over twice as long as its `exp` (18 ms against 8 ms on 2**24
+        # elements), longer than TensorFlow's whole `Elu` (13 ms).
+        return tf.where(x > 0, x, alpha * (tf.exp(tf.minimum(x, 0)) - 1))
 
     @jit
     def elu_backward(y, alpha, dy):
