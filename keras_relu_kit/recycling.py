@@ -31,6 +31,7 @@ import dataclasses
 
 import keras
 import numpy as np
+from keras import ops
 
 from keras_relu_kit.diagnostics.sites import find_rectifier_sites
 
@@ -439,27 +440,28 @@ def _entries(variable, mask, axis):
     return np.broadcast_to(np.asarray(mask).reshape(broadcast), shape)
 
 
+# Updates run as backend ops on the device, without a round trip of the
+# variables through NumPy.
+
+
 def _redraw(variable, initializer, mask, *, axis, seed, slots):
     entries = _entries(variable, mask, axis)
-    fresh = keras.ops.convert_to_numpy(
-        _seeded(initializer, seed)(shape=tuple(variable.shape), dtype=variable.dtype)
+    fresh = _seeded(initializer, seed)(
+        shape=tuple(variable.shape), dtype=variable.dtype
     )
-    old = keras.ops.convert_to_numpy(variable)
-    variable.assign(np.where(entries, fresh, old).astype(old.dtype))
+    variable.assign(ops.where(entries, ops.cast(fresh, variable.dtype), variable))
     _zero_slots(variable, entries, slots)
 
 
 def _zero(variable, mask, *, axis, slots):
     entries = _entries(variable, mask, axis)
-    old = keras.ops.convert_to_numpy(variable)
-    variable.assign(np.where(entries, 0, old).astype(old.dtype))
+    variable.assign(ops.where(entries, ops.zeros((), variable.dtype), variable))
     _zero_slots(variable, entries, slots)
 
 
 def _zero_slots(variable, entries, slots):
     for slot in slots.get(id(variable), ()):
-        old = keras.ops.convert_to_numpy(slot)
-        slot.assign(np.where(entries, 0, old).astype(old.dtype))
+        slot.assign(ops.where(entries, ops.zeros((), slot.dtype), slot))
 
 
 def _plan_variables(plan):

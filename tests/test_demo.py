@@ -15,6 +15,7 @@ from keras_relu_kit.datasets import load_digits
 from keras_relu_kit.demo import _plots
 from keras_relu_kit.demo._claims import effect
 from keras_relu_kit.demo._files import Staging
+from keras_relu_kit.demo._scoreboard import ROWS as SCOREBOARD_ROWS
 from keras_relu_kit.errors import CommandError
 from keras_relu_kit.layers import LeakyReLU
 
@@ -23,6 +24,7 @@ FILES = (
     "results.md",
     "results.json",
     "dead_fraction.png",
+    "continual.png",
     "autoleak_heatmap.png",
     "gradients.png",
     "autoleak_model.keras",
@@ -38,6 +40,7 @@ CLAIMS = (
     "prelu",
     "elu",
     "autoleak",
+    "recycle",
 )
 QUICK_RUNS = (
     "poor_init/relu_he",
@@ -48,7 +51,9 @@ QUICK_RUNS = (
     "poor_init/prelu",
     "poor_init/elu",
     "poor_init/autoleak",
+    "poor_init/recycle",
     "high_lr/relu_he",
+    "high_lr/recycle",
     "sound/relu_he",
     "sound/tanh",
 )
@@ -90,7 +95,7 @@ class TestQuickDemo:
         assert table in process.stdout
         rows = [line for line in process.stdout.splitlines() if line.startswith("| ")]
         claim_rows = [r for r in rows if r.split("|")[1].strip().isdigit()]
-        assert [int(r.split("|")[1]) for r in claim_rows] == list(range(1, 11))
+        assert [int(r.split("|")[1]) for r in claim_rows] == list(range(1, 12))
         # One progress line per training run, then the model check.
         for step in range(1, len(QUICK_RUNS) + 1):
             assert f"[{step:>2}/{len(QUICK_RUNS)}]" in process.stderr
@@ -102,11 +107,20 @@ class TestQuickDemo:
         # the gradients, one line per run, and the model check.
         process, _, _ = quick
         lines = process.stderr.splitlines()
-        assert lines[0].startswith("relu-kit demo: 11 models x 1 seed(s), ")
+        runs = len(QUICK_RUNS)
+        assert lines[0].startswith(f"relu-kit demo: {runs} models x 1 seed(s), ")
         assert lines[1].startswith("[gradients] first / last hidden layer at init")
-        assert [line[: line.index("]") + 1] for line in lines[2:-1]] == [
-            f"[{step:>2}/{len(QUICK_RUNS)}]" for step in range(1, len(QUICK_RUNS) + 1)
+        assert [line[: line.index("]") + 1] for line in lines[2 : 2 + runs]] == [
+            f"[{step:>2}/{runs}]" for step in range(1, runs + 1)
         ]
+        rows = len(SCOREBOARD_ROWS)
+        assert lines[2 + runs].startswith(
+            f"continual: {rows} models x 1 seed(s), 20 permuted-digits tasks"
+        )
+        assert [line[: line.index("]") + 1] for line in lines[3 + runs : -1]] == [
+            f"[{step}/{rows}]" for step in range(1, rows + 1)
+        ]
+        assert all(" continual " in line for line in lines[3 + runs : -1])
         assert lines[-1].startswith("[model] saved autoleak_model.keras, reloaded")
 
     def test_json_has_every_claim_with_numbers(self, quick):
@@ -163,7 +177,12 @@ class TestQuickDemo:
             assert run["dead_fraction"] == pytest.approx(
                 np.mean(run["dead_fraction_per_layer"])
             )
-            assert run["dead_fraction_per_epoch"][-1] == run["dead_fraction"]
+            # The monitor's last epoch, before that epoch's recycling; the
+            # reported fraction is measured after it.
+            if run["variant"] == "recycle":
+                assert run["dead_fraction"] <= run["dead_fraction_per_epoch"][-1]
+            else:
+                assert run["dead_fraction_per_epoch"][-1] == run["dead_fraction"]
             assert f"| {run['dead_fraction']:.2f} |" in table
         ratios = results["gradients"]
         assert ratios["sigmoid"]["first_over_last"] < 1e-3
@@ -172,6 +191,46 @@ class TestQuickDemo:
             results["claims"][0]["numbers"]["first_over_last"]["sigmoid"]
             == (ratios["sigmoid"]["first_over_last"])
         )
+
+    def test_recycle_revives_the_poor_init_model(self, quick):
+        _, _, results = quick
+        runs = results["runs"]
+        recycle = runs["poor_init/recycle"]
+        assert recycle["dead_fraction"] <= 0.05
+        assert recycle["val_accuracy"] > 0.9
+        assert recycle["per_seed"][0]["recycled"] > 0
+        assert runs["high_lr/recycle"]["diverged_seeds"] == 0
+
+    def test_scoreboard_leads_results_and_checks_the_targets(self, quick):
+        _, out, results = quick
+        table = (out / "results.md").read_text(encoding="utf-8")
+        assert table.index("## Scoreboard") < table.index("## The seed text's claims")
+        continual = results["continual"]
+        assert continual["settings"]["tasks"] == 20
+        assert list(continual["runs"]) == [key for key, _ in SCOREBOARD_ROWS]
+        for key, label in SCOREBOARD_ROWS:
+            run = continual["runs"][key]
+            record = run["per_seed"][0]
+            assert len(record["accuracy_after_task"]) == 20
+            assert len(record["dead_before_task"]) == 20
+            assert record["first_accuracy"] == pytest.approx(
+                np.mean(record["accuracy_after_task"][:2])
+            )
+            assert record["last_accuracy"] == pytest.approx(
+                np.mean(record["accuracy_after_task"][-2:])
+            )
+            assert all(0.0 <= a <= 1.0 for a in record["accuracy_after_task"])
+            row = next(
+                line for line in table.splitlines() if line.startswith(f"| {label} |")
+            )
+            assert f"{run['last_dead']:.2f} / {run['first_accuracy']:.2f} → " in row
+        # Plain ReLU keeps learning something on every task.
+        assert continual["runs"]["relu_he"]["first_accuracy"] > 0.5
+        checks = results["scoreboard"]
+        assert {c["scenario"] for c in checks} == {"poor_init", "high_lr", "continual"}
+        for check in checks:
+            mark = "met" if check["met"] else "**MISSED**"
+            assert f"{check['target']}: {check['value']}, {mark}." in table
 
     def test_saved_model_reloads_with_the_trained_leak(self, quick):
         _, out, results = quick

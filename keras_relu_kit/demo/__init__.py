@@ -11,7 +11,12 @@ download) and turns what it measures into one row per claim:
    bias initialisation; a high learning rate) for ReLU and for every
    remedy the text names: He initialisation, a lower learning rate,
    batch normalisation, LeakyReLU, PReLU, ELU, and the kit's own
-   `leakify` + `AutoLeak`.
+   `leakify` + `AutoLeak`, `Recycle` and its recommendation;
+4. the same remedies in continual learning on permuted digits, where
+   plain ReLU loses plasticity (see `keras_relu_kit.demo._continual`).
+
+The scoreboard (`keras_relu_kit.demo._scoreboard`) puts the remedies of
+the three scenarios side by side and checks the recommendation's targets.
 
 Verdicts follow from fixed rules (see `keras_relu_kit.demo._claims`).
 Every file is written to a hidden staging folder inside `out` and moved
@@ -34,6 +39,7 @@ DEFAULT_REPEATS = 3
 MODEL_FILE = "autoleak_model.keras"
 FILES = (
     "dead_fraction.png",
+    "continual.png",
     "autoleak_heatmap.png",
     "gradients.png",
     MODEL_FILE,
@@ -156,13 +162,51 @@ def _dead_fraction_panels(summaries, settings):
     return curves, marks
 
 
+def _run_continual(settings, data, log):
+    """Every scoreboard row through the continual tasks, every seed."""
+    from keras_relu_kit.demo import _continual, _scoreboard, _study
+
+    continual = _continual.ContinualSettings(tasks=20 if settings.quick else 100)
+    (x_train, _), _ = data
+    perms = _continual.permutations(continual.tasks, x_train.shape[1], settings.seed)
+    by_key = {v.key: v for v in _study.remedies(settings)}
+    variants = [by_key[key] for key, _ in _scoreboard.ROWS]
+    records = {v.key: [] for v in variants}
+    total = len(variants) * settings.repeats
+    _progress(
+        log,
+        f"continual: {len(variants)} models x {settings.repeats} seed(s), "
+        f"{continual.tasks} permuted-digits tasks each, one pass per task",
+    )
+    step = 0
+    for s in settings.seeds:
+        for variant in variants:
+            step += 1
+            record = _continual.train(variant, continual, data, s, perms)
+            records[variant.key].append(record)
+            diverged = "  DIVERGED" if record["diverged"] else ""
+            _progress(
+                log,
+                f"[{step:>{len(str(total))}}/{total}] continual "
+                f"{variant.label:<30} seed {s}  acc first 10% "
+                f"{record['first_accuracy']:.2f} → last 10% "
+                f"{record['last_accuracy']:.2f}  dead {record['first_dead']:.2f} "
+                f"→ {record['last_dead']:.2f}  ({record['seconds']:.1f} s)"
+                f"{diverged}",
+            )
+    summaries = {
+        v.key: _scoreboard.summarize_continual(v, records[v.key]) for v in variants
+    }
+    return continual, summaries
+
+
 def _run_study(staging, epochs, quick, seed, repeats, log):
     import keras
     import numpy as np
 
     from keras_relu_kit import plotting
     from keras_relu_kit.datasets import load_digits
-    from keras_relu_kit.demo import _claims, _plots, _study
+    from keras_relu_kit.demo import _claims, _plots, _scoreboard, _study
     from keras_relu_kit.plotting import plot_dead_heatmap
 
     started = time.perf_counter()
@@ -220,6 +264,8 @@ def _run_study(staging, epochs, quick, seed, repeats, log):
                 else f"zeros {record['zero_fraction']:.2f}"
             )
             diverged = "  DIVERGED" if record["diverged"] else ""
+            if record.get("raises_undone"):
+                diverged += f"  ({record['raises_undone']} raises undone)"
             _progress(
                 log,
                 f"[{step:>{len(str(total))}}/{total}] "
@@ -233,6 +279,7 @@ def _run_study(staging, epochs, quick, seed, repeats, log):
         run.key: _claims.summarize_run(run, _study.describe(run), records[run.key])
         for run in runs
     }
+    continual, continual_summaries = _run_continual(settings, data, log)
     claims = _claims.judge(gradients, summaries, settings)
 
     # The AutoLeak model: saved, reloaded, and compared on the validation set.
@@ -275,6 +322,16 @@ def _run_study(staging, epochs, quick, seed, repeats, log):
         changes=kept_changes,
     )
     heatmap.savefig(staging.file("autoleak_heatmap.png"), format="png", dpi=100)
+    labels = dict(_scoreboard.ROWS)
+    _plots.continual_figure(
+        {
+            labels[key].strip("*"): summary
+            for key, summary in continual_summaries.items()
+        },
+        staging.file("continual.png"),
+        title=f"Continual learning on permuted digits ({continual.tasks} tasks, "
+        f"{settings.repeats} seed{'s' if settings.repeats > 1 else ''})",
+    )
     plotting.plot_gradient_norms(
         {_study.GRADIENT_LABELS[k]: v["norm_per_layer"] for k, v in gradients.items()},
         staging.file("gradients.png"),
@@ -282,6 +339,9 @@ def _run_study(staging, epochs, quick, seed, repeats, log):
         f"({settings.gradient_depth}-layer MLP)",
     )
 
+    scoreboard, scoreboard_checks = _scoreboard.table(
+        summaries, continual_summaries, continual
+    )
     seconds = time.perf_counter() - started
     results = {
         "title": "What the numbers say about ReLU",
@@ -296,6 +356,11 @@ def _run_study(staging, epochs, quick, seed, repeats, log):
         "claims": claims,
         "gradients": gradients,
         "runs": summaries,
+        "continual": {
+            "settings": dataclasses.asdict(continual),
+            "runs": continual_summaries,
+        },
+        "scoreboard": scoreboard_checks,
         "model": reload_check,
         "seconds": round(seconds, 1),
     }
@@ -304,6 +369,8 @@ def _run_study(staging, epochs, quick, seed, repeats, log):
         "## Files",
         "",
         "- `dead_fraction.png`: dead fraction per epoch, one line per model.",
+        "- `continual.png`: accuracy after each task and dead fraction before "
+        "it, per remedy, in continual learning.",
         "- `autoleak_heatmap.png`: the AutoLeak run's monitor, per layer.",
         "- `gradients.png`: gradient norm per layer at initialisation.",
         f"- `{MODEL_FILE}`: the AutoLeak model (seed {settings.seeds[0]}); "
@@ -313,8 +380,16 @@ def _run_study(staging, epochs, quick, seed, repeats, log):
         f"Regenerate with `relu-kit demo{' --quick' if quick else ''}` "
         f"({seconds:.0f} s for this run).",
     ]
+    lead = [
+        "## Scoreboard: the remedies in three dying scenarios",
+        "",
+        _scoreboard.settings_line(continual, settings),
+        "",
+        scoreboard,
+        "",
+    ]
     text = _claims.markdown(
-        claims, summaries, settings, len(x_train), len(x_val), extra=extra
+        claims, summaries, settings, len(x_train), len(x_val), extra=extra, lead=lead
     )
     with open(staging.file("results.json"), "w", encoding="utf-8") as f:
         json.dump(results, f, indent=1, allow_nan=False, ensure_ascii=False)

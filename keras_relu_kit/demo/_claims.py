@@ -364,6 +364,12 @@ def judge(gradients, runs, settings):
             "prevents",
             pairs(["autoleak"]),
         ),
+        (
+            "recycle",
+            "(kit) Recycle prevents dying",
+            "prevents",
+            pairs(["recycle"]),
+        ),
     ]
     for number, (claim_id, text, kind, claim_pairs) in enumerate(specs, start=4):
         claims.append(
@@ -455,17 +461,21 @@ def settings_line(settings, num_train, num_val):
         "example (DeadReLUMonitor); the train/validation split is fixed, the "
         "seed sets the weights and the batch order."
         + (
-            " Quick run: the high-LR set-up has only the ReLU baseline."
+            " Quick run: the high-LR set-up has only the ReLU baseline and "
+            "Recycle, the kit's recommendation."
             if settings.quick
             else ""
         )
     )
 
 
-def markdown(claims, runs, settings, num_train, num_val, extra=()):
-    """The whole `results.md`."""
+def markdown(claims, runs, settings, num_train, num_val, extra=(), lead=()):
+    """The whole `results.md`: `lead` (the scoreboard) first."""
     parts = [
         "# What the numbers say about ReLU",
+        "",
+        *lead,
+        "## The seed text's claims",
         "",
         settings_line(settings, num_train, num_val),
         "",

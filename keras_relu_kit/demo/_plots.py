@@ -96,3 +96,48 @@ def dead_fraction_figure(panels, path, *, title=None, marks=None):
                 handle.set_linestyle(styles[text.get_text()]["linestyle"])
     figure.savefig(path, format="png", dpi=100)
     return figure
+
+
+def continual_figure(summaries, path, *, title=None):
+    """Accuracy after each task and dead fraction before it, per remedy.
+
+    Args:
+        summaries: dict from row label to a continual summary (see
+            `_scoreboard.summarize_continual`).
+        path: str or path. Where to save the PNG.
+        title: str or `None`. The figure's title.
+
+    Returns:
+        The `matplotlib.figure.Figure`.
+    """
+    figure = plotting._figure(9, 7)
+    top, bottom = figure.subplots(2, 1, sharex=True)
+    for index, (label, summary) in enumerate(summaries.items()):
+        tasks = range(1, len(summary["accuracy_per_task"]) + 1)
+        style = {
+            "label": label,
+            "linestyle": LINE_STYLES[index % len(LINE_STYLES)],
+            "linewidth": 2.5 if "kit" in label or "Recycle" in label else 1.2,
+        }
+        top.plot(tasks, _smooth(summary["accuracy_per_task"]), **style)
+        bottom.plot(tasks, summary["dead_per_task"], **style)
+    top.set_ylabel("validation accuracy\n(after the task, 5-task mean)")
+    bottom.set_ylabel("dead fraction\n(before the task)")
+    bottom.set_xlabel("task (a fixed permutation of the 64 pixels)")
+    bottom.set_ylim(bottom=0)
+    top.legend(fontsize=8, ncol=3, loc="lower left")
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+    if title:
+        figure.suptitle(title)
+    figure.savefig(path, format="png", dpi=100)
+    return figure
+
+
+def _smooth(values, width=5):
+    """Trailing mean over `width` tasks, so that the trend shows."""
+    out = []
+    for i in range(len(values)):
+        window = values[max(0, i - width + 1) : i + 1]
+        out.append(sum(window) / len(window))
+    return out

@@ -11,6 +11,7 @@ import numpy as np
 from keras_relu_kit._autodiff import value_and_grad
 from keras_relu_kit.callbacks import DeadReLUMonitor
 from keras_relu_kit.callbacks.auto_leak import AutoLeak
+from keras_relu_kit.callbacks.recycle import Recycle
 from keras_relu_kit.diagnostics import measure
 from keras_relu_kit.initializers import initializer_for
 from keras_relu_kit.layers import ELU, LeakyReLU, PReLU
@@ -120,6 +121,7 @@ def remedies(settings):
         Variant("prelu", "PReLU, He", "prelu"),
         Variant("elu", "ELU, He", "elu"),
         Variant("autoleak", "ReLU, He, leakify + AutoLeak", "autoleak"),
+        Variant("recycle", "ReLU, He, Recycle", "recycle"),
     ]
 
 
@@ -145,7 +147,7 @@ def plan(settings):
     by_key = setups(settings)
     runs = [Run(by_key["poor_init"], v) for v in remedies(settings)]
     for variant in remedies(settings):
-        if variant.key == "relu_he" or not (
+        if variant.key in ("relu_he", "recycle") or not (
             settings.quick or variant.key == "relu_glorot"
         ):
             runs.append(Run(by_key["high_lr"], variant))
@@ -169,6 +171,7 @@ def describe(run):
         "prelu": "kit PReLU (per channel, alpha 0.25 at start)",
         "elu": "kit ELU(alpha=1.0)",
         "autoleak": "ReLU, leakify, AutoLeak()",
+        "recycle": "ReLU, Recycle()",
         "tanh": "tanh",
     }[variant.activation]
     init = "He" if variant.initializer == "he" else "Glorot"
@@ -205,7 +208,7 @@ def build_mlp(run, settings, input_dim, num_classes):
     """
     variant = run.variant
     bias = keras.initializers.Constant(run.setup.bias)
-    fused = variant.activation in ("relu", "autoleak", "tanh")
+    fused = variant.activation in ("relu", "autoleak", "tanh", "recycle")
     layers = [keras.Input((input_dim,))]
     for i in range(1, settings.hidden_layers + 1):
         if fused:
@@ -242,6 +245,16 @@ def build_mlp(run, settings, input_dim, num_classes):
     return model
 
 
+def remedy_callbacks(activation, monitor):
+    """The remedy callbacks of a variant, with their defaults, sharing
+    `monitor`'s measurement."""
+    if activation == "autoleak":
+        return [AutoLeak(dead_relu_monitor=monitor)]
+    if activation == "recycle":
+        return [Recycle(dead_relu_monitor=monitor)]
+    return []
+
+
 # Training ----------------------------------------------------------------
 
 
@@ -274,14 +287,18 @@ def train(run, settings, data, seed):
         initial = measure(model, x_val)
         monitor = DeadReLUMonitor(probe=x_val)
         callbacks.append(monitor)
-        if run.variant.activation == "autoleak":
-            auto = AutoLeak(dead_relu_monitor=monitor)
-            callbacks.append(auto)
+        remedies = remedy_callbacks(run.variant.activation, monitor)
+        callbacks.extend(remedies)
+        auto = next((c for c in remedies if isinstance(c, AutoLeak)), None)
     start = time.perf_counter()
     with warnings.catch_warnings():
         # A diverged run is reported in its progress line and its record.
         warnings.filterwarnings(
             "ignore", message="DeadReLUMonitor: .* NaN/inf", category=UserWarning
+        )
+        # AutoLeak's rollbacks are counted in the record instead.
+        warnings.filterwarnings(
+            "ignore", message="AutoLeak: the loss went", category=UserWarning
         )
         history = model.fit(
             x_train,
@@ -303,15 +320,16 @@ def train(run, settings, data, seed):
         "seconds": round(seconds, 2),
     }
     if rectified:
-        last = monitor.history[-1]
+        # After the last epoch's remedies: what the trained model has.
+        final = measure(model, x_val)
         sites = list(monitor.last_report.sites)
         nonfinite = [int(r["nonfinite"]) for r in monitor.history]
         record.update(
             {
-                "dead_fraction": float(last["dead_fraction"]),
+                "dead_fraction": float(final.dead_fraction),
                 "dead_fraction_at_init": float(initial.dead_fraction),
                 "dead_fraction_per_layer": [
-                    float(last[f"dead_fraction/{site}"]) for site in sites
+                    float(final.sites[site].dead_fraction) for site in sites
                 ],
                 "dead_fraction_per_epoch": [float(initial.dead_fraction)]
                 + [float(r["dead_fraction"]) for r in monitor.history],
@@ -323,13 +341,18 @@ def train(run, settings, data, seed):
             }
         )
         record["diverged"] = record["diverged"] or nonfinite[-1] > 0
+    recycle = next((c for c in callbacks if isinstance(c, Recycle)), None)
+    if recycle is not None:
+        record["recycled"] = sum(c["recycled"] for c in recycle.changes)
+        record["recycle_changes"] = list(recycle.changes)
     if auto is not None:
         record["alpha_per_layer"] = [
             float(np.mean(keras.ops.convert_to_numpy(layer.alpha)))
             for layer in model.layers
             if isinstance(layer, LeakyReLU)
         ]
-        record["alpha_raises"] = len(auto.changes)
+        record["alpha_raises"] = sum(not c.get("undone") for c in auto.changes)
+        record["raises_undone"] = sum(bool(c.get("undone")) for c in auto.changes)
         record["alpha_changes"] = list(auto.changes)
     return record, model, monitor
 

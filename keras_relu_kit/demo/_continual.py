@@ -1,0 +1,142 @@
+"""Continual learning on permuted digits: where plasticity is lost.
+
+Each task is the digits with one fixed random permutation of the 64
+pixels; the model trains one pass on each task in turn (Dohare et al.,
+Nature 2024, "Loss of plasticity in deep continual learning", on permuted
+MNIST). Before training on a task its dead units are measured on that
+task's validation inputs; after, its validation accuracy. A model that
+keeps its plasticity learns the last tasks as well as the first.
+"""
+
+import dataclasses
+import math
+import time
+import warnings
+
+import keras
+import numpy as np
+
+from keras_relu_kit.callbacks import DeadReLUMonitor
+from keras_relu_kit.diagnostics import measure
+from keras_relu_kit.initializers import initializer_for
+
+
+@dataclasses.dataclass(frozen=True)
+class ContinualSettings:
+    """The continual set-up; written into `results.json`."""
+
+    tasks: int = 100
+    hidden_layers: int = 3
+    width: int = 100
+    learning_rate: float = 0.2
+    batch_size: int = 16
+    examples_per_task: int = 640
+
+    @property
+    def window(self):
+        """Tasks in the first and last 10% (at least 1)."""
+        return max(1, self.tasks // 10)
+
+
+def permutations(tasks, features, seed):
+    """One fixed permutation of the features per task (the same for every run)."""
+    rng = np.random.default_rng(10_000 + seed)
+    return [rng.permutation(features) for _ in range(tasks)]
+
+
+def build(variant, continual, input_dim, num_classes):
+    """The continual MLP of a variant (the study's `Variant`)."""
+    from keras_relu_kit.demo._study import _activation_layer
+    from keras_relu_kit.surgery import leakify
+
+    fused = variant.activation in ("relu", "autoleak", "recycle")
+    layers = [keras.Input((input_dim,))]
+    for i in range(1, continual.hidden_layers + 1):
+        if fused:
+            layers.append(
+                keras.layers.Dense(
+                    continual.width,
+                    activation="relu",
+                    kernel_initializer=initializer_for("relu"),
+                    name=f"hidden_{i}",
+                )
+            )
+            continue
+        activation = _activation_layer(variant, f"act_{i}")
+        matched = "relu" if variant.activation == "relu_bn" else activation
+        layers.append(
+            keras.layers.Dense(
+                continual.width,
+                kernel_initializer=initializer_for(matched),
+                name=f"hidden_{i}",
+            )
+        )
+        if variant.activation == "relu_bn":
+            layers.append(keras.layers.BatchNormalization(name=f"batch_norm_{i}"))
+        layers.append(activation)
+    layers.append(
+        keras.layers.Dense(num_classes, activation="softmax", name="classifier")
+    )
+    model = keras.Sequential(layers, name=f"continual_{variant.key}".replace(".", "_"))
+    if variant.activation == "autoleak":
+        model = leakify(model)
+    return model
+
+
+def train(variant, continual, data, seed, perms):
+    """Train one variant through every task with one seed.
+
+    Returns:
+        A JSON-ready record: per task, the dead fraction on the task's
+        validation inputs before training on it and the validation
+        accuracy after; the first- and last-10% means; whether it diverged.
+    """
+    from keras_relu_kit.demo._study import remedy_callbacks
+
+    (x_train, y_train), (x_val, y_val) = data
+    x_train = x_train[: continual.examples_per_task]
+    y_train = y_train[: continual.examples_per_task]
+    keras.utils.set_random_seed(seed)
+    model = build(variant, continual, x_train.shape[1], int(y_train.max()) + 1)
+    model.compile(
+        optimizer=keras.optimizers.SGD(continual.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    # One set of callbacks serves every task's `fit`, each measuring on
+    # that task's data.
+    monitor = DeadReLUMonitor()
+    callbacks = [monitor, *remedy_callbacks(variant.activation, monitor)]
+    dead, accuracy, losses = [], [], []
+    start = time.perf_counter()
+    diverged = False
+    for perm in perms:
+        xt, xv = x_train[:, perm], x_val[:, perm]
+        dead.append(float(measure(model, xv).dead_fraction))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning)
+            history = model.fit(
+                xt,
+                y_train,
+                batch_size=continual.batch_size,
+                epochs=1,
+                callbacks=callbacks,
+                verbose=0,
+            )
+        loss = float(history.history["loss"][-1])
+        losses.append(loss if math.isfinite(loss) else None)
+        diverged = diverged or not math.isfinite(loss)
+        predicted = np.argmax(model.predict_on_batch(xv), axis=-1)
+        accuracy.append(float(np.mean(predicted == y_val)))
+    window = continual.window
+    return {
+        "seed": seed,
+        "dead_before_task": dead,
+        "accuracy_after_task": accuracy,
+        "first_accuracy": float(np.mean(accuracy[:window])),
+        "last_accuracy": float(np.mean(accuracy[-window:])),
+        "first_dead": float(np.mean(dead[:window])),
+        "last_dead": float(np.mean(dead[-window:])),
+        "diverged": diverged,
+        "seconds": round(time.perf_counter() - start, 2),
+    }
