@@ -449,19 +449,21 @@ def _redraw(variable, initializer, mask, *, axis, seed, slots):
     fresh = _seeded(initializer, seed)(
         shape=tuple(variable.shape), dtype=variable.dtype
     )
-    variable.assign(ops.where(entries, ops.cast(fresh, variable.dtype), variable))
+    variable.assign(
+        ops.where(entries, ops.cast(fresh, variable.dtype), variable.value)
+    )
     _zero_slots(variable, entries, slots)
 
 
 def _zero(variable, mask, *, axis, slots):
     entries = _entries(variable, mask, axis)
-    variable.assign(ops.where(entries, ops.zeros((), variable.dtype), variable))
+    variable.assign(ops.where(entries, ops.zeros((), variable.dtype), variable.value))
     _zero_slots(variable, entries, slots)
 
 
 def _zero_slots(variable, entries, slots):
     for slot in slots.get(id(variable), ()):
-        slot.assign(ops.where(entries, ops.zeros((), slot.dtype), slot))
+        slot.assign(ops.where(entries, ops.zeros((), slot.dtype), slot.value))
 
 
 def _plan_variables(plan):

@@ -18,3 +18,10 @@ def test_readme_example_runs(index, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace = {"__name__": f"readme_example_{index}"}
     exec(compile(BLOCKS[index], f"README.md[python block {index}]", "exec"), namespace)
+    if "recycle = Recycle(" in BLOCKS[index]:
+        # What the README says of the Recycle example.
+        history = namespace["history"].history
+        assert history["dead_fraction"][0] > 0.5
+        assert max(history["dead_fraction"][1:]) <= 0.05
+        assert history["recycled"][0] > 100
+        assert history["val_accuracy"][-1] > 0.9
