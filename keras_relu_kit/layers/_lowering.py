@@ -81,8 +81,20 @@ def _tf_kernels():
         return tf.where(x >= 0, x, alpha * x)
 
     @jit
-    def leaky_backward(x, alpha, dy):
-        return tf.where(x >= 0, dy, alpha * dy)
+    def leaky_backward(y, alpha, dy):
+        # From the output, which the next layer keeps anyway, so that the
+        # step holds nothing more than Keras' ReLU does (a graph cannot
+        # fold a kept input or mask away). `x >= 0` is `y`'s sign bit
+        # clear: `y` is `x` there, and `alpha * x` below, whose sign bit is
+        # set even where it is 0 (alpha = 0). Only `x = -0.0` differs: its
+        # gradient is alpha.
+        bits = {
+            tf.float16: tf.int16,
+            tf.bfloat16: tf.int16,
+            tf.float32: tf.int32,
+            tf.float64: tf.int64,
+        }[y.dtype]
+        return tf.where(tf.bitcast(y, bits) >= 0, dy, alpha * dy)
 
     @jit
     def elu_forward(x, alpha):
@@ -99,8 +111,8 @@ def _tf_kernels():
         return tf.where(y > 0, dy, dy * (y + alpha))
 
     return {
-        "leaky_relu": (leaky_forward, leaky_backward, False),
-        "elu": (elu_forward, elu_backward, True),
+        "leaky_relu": (leaky_forward, leaky_backward),
+        "elu": (elu_forward, elu_backward),
     }
 
 
@@ -121,7 +133,7 @@ def tf_fused(name, x, alpha):
     """
     import tensorflow as tf
 
-    forward, backward, from_output = _tf_kernels()[name]
+    forward, backward = _tf_kernels()[name]
     if tf.executing_eagerly():
         forward = _tf_native(name, float(alpha))
 
@@ -133,7 +145,7 @@ def tf_fused(name, x, alpha):
         y = forward(tf.stop_gradient(x), tf.stop_gradient(alpha))
 
         def grad(dy):
-            return backward(y if from_output else x, alpha, dy), None
+            return backward(y, alpha, dy), None
 
         return y, grad
 
