@@ -35,11 +35,16 @@ from keras import ops
 
 from keras_relu_kit.diagnostics.sites import find_rectifier_sites
 
+_DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
 _PRODUCERS = (
     keras.layers.Dense,
     keras.layers.Conv1D,
     keras.layers.Conv2D,
     keras.layers.Conv3D,
+    # With depth_multiplier 1: output channel c is input channel c's filter
+    # (kernel[..., c, 0]), and zeroing kernel[..., c, :] leaves output c at
+    # its bias, whatever input c holds.
+    *_DEPTHWISE,
 )
 _CONSUMERS = _PRODUCERS
 # Between a producer and its rectifier: normalization is reset, dropout
@@ -71,6 +76,10 @@ _PASS_THROUGH = (
     keras.layers.GlobalMaxPooling1D,
     keras.layers.GlobalMaxPooling2D,
     keras.layers.GlobalMaxPooling3D,
+    # Padding adds positions of no channel (index 0 below): exact zeros.
+    keras.layers.ZeroPadding1D,
+    keras.layers.ZeroPadding2D,
+    keras.layers.ZeroPadding3D,
     *_DROPOUT,
 )
 
@@ -162,7 +171,8 @@ def recycle_units(
     rng = np.random.SeedSequence([int(seed) & 0xFFFFFFFF])
     seeds = iter(int(s) for s in rng.generate_state(16) % (2**31 - 1))
     producer = plan.producer
-    # Incoming: the kernel's output axis (-1) and the bias.
+    # Incoming: the kernel's output axis (-1; -2 for a depthwise kernel,
+    # whose last axis is the multiplier 1) and the bias.
     incoming = list(_initialized(producer, ("kernel", "bias")))
     if bias_initializer is not None:
         bias = getattr(producer, "bias", None)
@@ -170,8 +180,10 @@ def recycle_units(
             (v, keras.initializers.get(bias_initializer) if v is bias else i)
             for v, i in incoming
         ]
+    depthwise = isinstance(producer, _DEPTHWISE)
     for variable, initializer in incoming:
-        _redraw(variable, initializer, mask, axis=-1, seed=next(seeds), slots=slots)
+        axis = -2 if depthwise and variable is producer.kernel else -1
+        _redraw(variable, initializer, mask, axis=axis, seed=next(seeds), slots=slots)
     for norm in plan.norms:
         names = ("gamma", "beta", "moving_mean", "moving_variance")
         for variable, initializer in _initialized(norm, names):
@@ -301,7 +313,12 @@ def _plan_site(model, graph, site):
             )
     if getattr(producer, "kernel", None) is None:
         raise _Unmappable(f"its producer '{producer.name}' has no kernel")
-    units = int(producer.kernel.shape[-1])
+    if isinstance(producer, _DEPTHWISE) and producer.depth_multiplier != 1:
+        raise _Unmappable(
+            f"its producer '{producer.name}' has a depth multiplier of "
+            f"{producer.depth_multiplier}"
+        )
+    units = int(producer.kernel.shape[-2 if isinstance(producer, _DEPTHWISE) else -1])
     channel_axis = _channel_axis(producer)
     for norm in norms:
         axis = norm.axis if isinstance(norm.axis, int) else None
@@ -381,12 +398,17 @@ def _channel_of_rows(site_layer, chain, units, channel_axis):
     axis = _channel_axis(consumer)
     axis = (axis - 1 if axis > 0 else axis) % values.ndim
     values = np.moveaxis(values, axis, -1).reshape(-1, values.shape[axis])
-    rows = np.rint(values)
-    if not np.allclose(values, rows, atol=1e-3) or not (rows == rows[:1]).all():
+    rounded = np.rint(values)
+    # Each input row must read one unit: one index (and zeros, where
+    # padding put positions that belong to no unit).
+    rows = rounded.max(axis=0)
+    if not np.allclose(values, rounded, atol=1e-3) or not np.all(
+        (rounded == rows) | (rounded == 0)
+    ):
         raise _Unmappable(
             f"the layers before '{consumer.name}' mix its units within one input"
         )
-    rows = rows[0].astype(np.int64) - 1
+    rows = rows.astype(np.int64) - 1
     if rows.shape[0] != consumer.kernel.shape[-2]:
         raise _Unmappable(f"'{consumer.name}' reads its units in another layout")
     return rows
@@ -419,6 +441,8 @@ def _initialized(layer, names):
     for name in names:
         variable = getattr(layer, name, None)
         initializer = getattr(layer, f"{name}_initializer", None)
+        if name == "kernel" and isinstance(layer, _DEPTHWISE):
+            initializer = layer.depthwise_initializer
         if isinstance(variable, keras.Variable) and initializer is not None:
             yield variable, keras.initializers.get(initializer)
 

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from keras_relu_kit import leakify
-from keras_relu_kit.callbacks import DeadReLUMonitor
+from keras_relu_kit.callbacks import DeadReLUMonitor, Recycle
 from keras_relu_kit.diagnostics import find_rectifier_sites, measure
+from keras_relu_kit.recycling import plan_recycling, recycle_units
 
 SITES = {"MobileNetV2": 35, "ResNet50": 49}
 
@@ -52,3 +53,50 @@ def test_monitor_a_short_fit_and_leakify(name, images):
         keras.ops.convert_to_numpy(model(x[:4], training=False)),
         keras.ops.convert_to_numpy(converted(x[:4], training=False)),
     )
+
+
+@pytest.mark.parametrize("name, unmapped", [("MobileNetV2", 0), ("ResNet50", 16)])
+def test_recycling_keeps_predictions_exactly(name, unmapped, images):
+    """Plant dead channels behind every mappable site's batch norm, recycle
+    them, and compare predictions (inference mode) element by element."""
+    x, _ = images
+    keras.utils.set_random_seed(0)
+    model = getattr(keras.applications, name)(
+        weights=None, input_shape=(32, 32, 3), classes=10
+    )
+    plans, reasons = plan_recycling(model)
+    assert len(plans) + len(reasons) == SITES[name]
+    assert len(reasons) == unmapped
+    # ResNet's unmapped sites are those after a residual Add.
+    assert all("(Add)" in why for why in reasons.values())
+    dead = [0, 1]
+    for plan in plans.values():
+        norm = plan.norms[-1]
+        for variable, value in ((norm.gamma, 0.0), (norm.beta, -10.0)):
+            array = keras.ops.convert_to_numpy(variable).copy()
+            array[dead] = value
+            variable.assign(array)
+    before = keras.ops.convert_to_numpy(model(x[:4], training=False))
+    for index, plan in enumerate(plans.values()):
+        assert recycle_units(plan, dead, seed=index) == 2
+    after = keras.ops.convert_to_numpy(model(x[:4], training=False))
+    np.testing.assert_array_equal(before, after)
+    # The planted channels are reset to the batch norms' initial values.
+    norm = next(iter(plans.values())).norms[-1]
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(norm.gamma)[dead], 1.0)
+
+
+def test_recycle_a_short_fit_of_mobilenet(images):
+    x, y = images
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNetV2(
+        weights=None, input_shape=(32, 32, 3), classes=10
+    )
+    model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
+    recycle = Recycle(probe=x)
+    history = model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[recycle])
+    assert recycle.unmapped == {}
+    assert len(recycle.sites_recycled) == SITES["MobileNetV2"]
+    assert history.history["recycled"] == [
+        float(sum(c["recycled"] for c in recycle.changes))
+    ]
