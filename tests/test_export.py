@@ -258,12 +258,13 @@ class TestLiteRT:
 
 
 @pytest.mark.tensorflow_only
-def test_select_folds_only_once_alpha_is_frozen(tmp_path):
-    """`predict` still follows an assigned alpha: nothing was frozen."""
+def test_inference_form_follows_alpha_on_both_sides_of_one():
+    """The form exporters match (`max`, `min` above 1) reads the live alpha."""
     model, x = _model("leaky_relu")
     layer = model.layers[-1]
-    layer.alpha.assign(1.5)
     hidden = keras.ops.convert_to_numpy(model.layers[0](x))
-    np.testing.assert_allclose(
-        model.predict(x, verbose=0), _leaky(hidden, 1.5), rtol=1e-6
-    )
+    for value in [1.5, 0.0, 1.0]:
+        layer.alpha.assign(value)
+        np.testing.assert_allclose(
+            model.predict(x, verbose=0), _leaky(hidden, value), rtol=1e-6
+        )
