@@ -469,6 +469,10 @@ def _entries(variable, mask, axis):
 
 
 def _redraw(variable, initializer, mask, *, axis, seed, slots):
+    if isinstance(initializer, keras.initializers.Zeros):
+        # The default for biases: nothing to draw.
+        _zero(variable, mask, axis=axis, slots=slots)
+        return
     entries = _entries(variable, mask, axis)
     fresh = _seeded(initializer, seed)(
         shape=tuple(variable.shape), dtype=variable.dtype
