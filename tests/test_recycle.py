@@ -408,3 +408,41 @@ class TestRecycleBias:
     def test_bad_bias_initializer(self):
         with pytest.raises(ValueError, match="bias_initializer"):
             Recycle(bias_initializer="nope")
+
+
+class TestWhichUnits:
+    def _leaky(self, alpha):
+        inputs = keras.Input((6,))
+        hidden = keras.layers.Dense(5, name="hidden")
+        x = layers.LeakyReLU(alpha, name="act")(hidden(inputs))
+        model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+        _kill(hidden)
+        model.compile(keras.optimizers.SGD(0.0), "mse")
+        return model
+
+    def test_dead_units_of_a_leaking_layer_are_left_to_their_leak(self):
+        # Dead (<= 0 everywhere) but not silent: alpha * x is not 0, so
+        # zeroing the outgoing weights would change the model.
+        model = self._leaky(0.1)
+        recycle = Recycle(probe=X)
+        _fit(model, X, Y, [recycle])
+        assert recycle.changes == []
+        # With alpha 0 the same units are silent, and recycled.
+        model = self._leaky(0.0)
+        recycle = Recycle(probe=X)
+        _fit(model, X, Y, [recycle])
+        assert recycle.changes[0]["units"] == DEAD
+
+    def test_tau_takes_dormant_leaking_units(self):
+        model = self._leaky(0.001)
+        recycle = Recycle(probe=X, tau=0.05)
+        _fit(model, X, Y, [recycle])
+        assert recycle.changes[0]["units"] == DEAD
+
+    def test_nonfinite_outputs_recycle_nothing(self):
+        model = self._leaky(0.0)
+        probe = X.copy()
+        probe[0] = np.nan
+        recycle = Recycle(probe=probe)
+        _fit(model, X, Y, [recycle])
+        assert recycle.changes == []

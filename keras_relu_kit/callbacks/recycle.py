@@ -55,12 +55,15 @@ class Recycle(FitCallback):
     - sets the optimizer's slot variables (momentum, Adam's m and v, ...)
       of exactly those entries to 0.
 
-    A unit that outputs 0 contributes nothing, so the model's predictions
-    are unchanged at the moment of recycling (exactly, for units that are
-    0 on every input, as dead ReLU units are on the probe); the fresh unit
-    then learns from a zero outgoing weight, as a new unit would. With
-    `tau`, units whose ReDo score (mean |output| over the layer's mean) is
-    <= `tau` are recycled too; their small contribution is dropped.
+    It recycles the dead units whose output is exactly 0 on every probe
+    example (dead ReLU units): they contribute nothing, so the model's
+    predictions are unchanged at the moment of recycling (exactly, on every
+    input where they are 0); the fresh unit then learns from a zero
+    outgoing weight, as a new unit would. A dead unit of a layer that
+    leaks (`alpha > 0`, ELU) still outputs `alpha * x`, and is left to its
+    leak. With `tau`, units whose ReDo score (mean |output| over the
+    layer's mean) is <= `tau` are recycled too; their small contribution is
+    dropped. A site with NaN/inf outputs is left alone that time.
 
     Sites whose producer or consumers cannot be mapped exactly (a residual
     `Add` after the rectifier, a nested model, a layer called twice, the
@@ -87,8 +90,8 @@ class Recycle(FitCallback):
 
     Args:
         tau: float >= 0 or `None`. Also recycle units whose ReDo score is
-            <= `tau` (Sokar et al. use 0.0 to 0.1); `None` recycles dead
-            units only. Defaults to `None`.
+            <= `tau` (Sokar et al. use 0.0 to 0.1); `None` recycles silent
+            dead units only. Defaults to `None`.
         frequency: `"epoch"`, or an int N >= 1 to recycle every N training
             batches. Defaults to `"epoch"`.
         layers: list of site names (or layers) to recycle, or `None` for
@@ -331,11 +334,10 @@ class Recycle(FitCallback):
         step = training_step(model) or 0
         for index, name in enumerate(self.sites_recycled):
             site = report.sites.get(name)
-            if site is None:
+            if site is None or site.nonfinite:
+                # NaN/inf outputs say nothing about which units are dead.
                 continue
-            mask = np.asarray(site.dead_mask, dtype=bool)
-            if self.tau is not None and site.scores is not None:
-                mask = mask | (np.asarray(site.scores) <= self.tau)
+            mask = _to_recycle(site, self.tau)
             if not mask.any():
                 continue
             change = {
@@ -402,6 +404,20 @@ class Recycle(FitCallback):
         for change in self.changes:
             if change["epoch"] == last and change["layer"] in self._plans:
                 self._apply(model, change, self.sites_recycled.index(change["layer"]))
+
+
+def _to_recycle(site, tau):
+    """The units of a `SiteReport` to recycle.
+
+    Dead units whose output is exactly 0 on every probe example (dead ReLU
+    units; a dead unit of a layer that leaks still outputs `alpha * x`, and
+    is left to its leak), and with `tau` the dormant ones.
+    """
+    scores = np.asarray(site.scores, dtype=np.float64)
+    mask = np.asarray(site.dead_mask, dtype=bool) & (scores == 0)
+    if tau is not None:
+        mask = mask | (scores <= tau)
+    return mask
 
 
 def _event_seed(seed, step, index):
