@@ -446,3 +446,48 @@ class TestWhichUnits:
         recycle = Recycle(probe=probe)
         _fit(model, X, Y, [recycle])
         assert recycle.changes == []
+
+
+class TestMoreLayouts:
+    @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+    def test_mixed_precision(self, policy):
+        keras.config.set_dtype_policy(policy)
+        try:
+            model = _mlp(optimizer=keras.optimizers.Adam(0.001))
+            assert model.get_layer("act").compute_dtype != "float32"
+            before, after, recycle, _ = _recycle_between_snapshots(model, X, Y)
+        finally:
+            keras.config.set_dtype_policy("float32")
+        assert [c["units"] for c in recycle.changes] == [DEAD, DEAD]
+        np.testing.assert_array_equal(before["predictions"], after["predictions"])
+        kernel = after["weights"][model.get_layer("out").kernel.path]
+        assert not np.any(kernel[DEAD])
+
+    def test_conv1d_through_reshape(self):
+        inputs = keras.Input((8, 2))
+        conv = keras.layers.Conv1D(5, 3, name="conv")
+        x = keras.layers.ReLU(name="act")(conv(inputs))
+        x = keras.layers.Reshape((30,), name="flat")(x)
+        model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+        _kill(conv)
+        model.compile(keras.optimizers.SGD(0.001), "mse")
+        plans, _ = plan_recycling(model)
+        np.testing.assert_array_equal(
+            plans["act"].consumers[0].channel_of_row, np.tile(np.arange(5), 6)
+        )
+        x = RNG.normal(size=(16, 8, 2)).astype("float32")
+        y = RNG.normal(size=(16, 2)).astype("float32")
+        before, after, recycle, _ = _recycle_between_snapshots(model, x, y)
+        assert recycle.changes[0]["units"] == DEAD
+        np.testing.assert_array_equal(before["predictions"], after["predictions"])
+        kernel = after["weights"][model.get_layer("out").kernel.path]
+        assert not np.any(kernel.reshape(6, 5, 2)[:, DEAD])
+
+    def test_a_reshape_that_mixes_units_is_unmapped(self):
+        inputs = keras.Input((4,))
+        x = keras.layers.Dense(6, activation="relu", name="hidden")(inputs)
+        x = keras.layers.Reshape((3, 2), name="fold")(x)
+        model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+        plans, unmapped = plan_recycling(model)
+        assert plans == {}
+        assert "mix its units" in unmapped["hidden"]
