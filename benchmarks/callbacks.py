@@ -549,7 +549,8 @@ def run(quick: bool = False) -> str:
         "",
         "Recycling itself costs about "
         + _timing.ms(
-            recycle_poor["cost"] * recycle_poor["epochs_with"]
+            recycle_poor["cost"]
+            * recycle_poor["epochs_with"]
             / max(1, recycle_poor["events"])
         )
         + " ms per site and epoch at which it re-initialises units (an "

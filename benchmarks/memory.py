@@ -27,13 +27,15 @@ kernels has transients that a fused one never has (ELU: the `minimum` and
 `expm1` tensors of its forward pass), and grappler fuses a Keras `ReLU` or
 `ELU` into the `MatMul`/`Conv2D` before it (see the training section),
 so its pre-activation tensor never exists at all. What the kit keeps for
-the backward pass is no more than Keras keeps: LeakyReLU keeps a one-byte
-sign mask where Keras keeps the four-byte input; ELU and SELU keep their
-output, which the next layer keeps anyway, and a one-byte mask made from
-it. Their backward passes start from the upstream gradient, so the graph
-executor cannot run them early and hold the result until the gradient
-arrives (an earlier LeakyReLU, whose backward slope did not depend on it,
-held 4 bytes per element per layer that way)."""
+the backward pass is no more than Keras keeps: on TensorFlow, LeakyReLU
+and ELU keep their output (LeakyReLU reads the sign of its input from
+it), which the next layer keeps anyway, and SELU is TensorFlow's own
+kernel. Their backward passes start from the upstream gradient, so the
+graph executor cannot run them early and hold the result until the
+gradient arrives (an earlier LeakyReLU, whose backward slope did not
+depend on it, held 4 bytes per element per layer that way). Their fused
+XLA functions cannot reuse an input's buffer for their output, as
+TensorFlow's own kernels can: that is where ELU's MLP rows can miss."""
 DEVICE = "CPU:0"
 STEPS = 5  # measured steps per model, kit and Keras in alternation
 

@@ -294,9 +294,7 @@ def _plan_site(model, graph, site):
                 raise _Unmappable("its input is not one Dense or Conv layer's output")
             previous = graph.by_name.get(sources[0])
             if len(graph.outbound.get(sources[0], [])) != 1:
-                raise _Unmappable(
-                    f"'{sources[0]}' before it also feeds other layers"
-                )
+                raise _Unmappable(f"'{sources[0]}' before it also feeds other layers")
             if isinstance(previous, _PRODUCERS):
                 producer = previous
             elif isinstance(previous, keras.layers.BatchNormalization):
@@ -308,9 +306,7 @@ def _plan_site(model, graph, site):
                 )
             current = sources[0]
         if _activation_name(producer) not in ("linear", None):
-            raise _Unmappable(
-                f"its producer '{producer.name}' has its own activation"
-            )
+            raise _Unmappable(f"its producer '{producer.name}' has its own activation")
     if getattr(producer, "kernel", None) is None:
         raise _Unmappable(f"its producer '{producer.name}' has no kernel")
     if isinstance(producer, _DEPTHWISE) and producer.depth_multiplier != 1:
@@ -350,8 +346,7 @@ def _consumers(graph, site, units, channel_axis):
             layer = graph.by_name.get(target)
             if graph.calls.get(target) != 1 or len(graph.inbound[target]) != 1:
                 raise _Unmappable(
-                    f"'{target}' reads it together with other tensors or more "
-                    "than once"
+                    f"'{target}' reads it together with other tensors or more than once"
                 )
             chain = [*chain_of[name], layer]
             if isinstance(layer, _CONSUMERS):
@@ -477,9 +472,7 @@ def _redraw(variable, initializer, mask, *, axis, seed, slots):
     fresh = _seeded(initializer, seed)(
         shape=tuple(variable.shape), dtype=variable.dtype
     )
-    variable.assign(
-        ops.where(entries, ops.cast(fresh, variable.dtype), variable.value)
-    )
+    variable.assign(ops.where(entries, ops.cast(fresh, variable.dtype), variable.value))
     _zero_slots(variable, entries, slots)
 
 

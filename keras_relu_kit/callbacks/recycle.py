@@ -350,9 +350,9 @@ class Recycle(FitCallback):
             }
             self._apply(model, change, index)
             self.changes.append(change)
-            self._epoch_counts[name] = self._epoch_counts.get(name, 0) + change[
-                "recycled"
-            ]
+            self._epoch_counts[name] = (
+                self._epoch_counts.get(name, 0) + change["recycled"]
+            )
             if self.verbose:
                 print(
                     f"\nEpoch {epoch + 1}: {OWNER} re-initialised "

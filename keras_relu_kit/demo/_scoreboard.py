@@ -66,8 +66,9 @@ def summarize_continual(variant, records):
         "accuracy_per_task": np.mean(
             [r["accuracy_after_task"] for r in records], axis=0
         ).tolist(),
-        "dead_per_task": np.mean([r["dead_before_task"] for r in records], axis=0)
-        .tolist(),
+        "dead_per_task": np.mean(
+            [r["dead_before_task"] for r in records], axis=0
+        ).tolist(),
         "per_seed": records,
     }
 
@@ -170,8 +171,7 @@ def targets(runs, continual):
                 "scenario": "continual",
                 "target": f"last-10% accuracy >= first-10% - {CONTINUAL_SLACK:g}",
                 "value": f"{kit['first_accuracy']:.3f} → {kit['last_accuracy']:.3f}",
-                "met": kit["last_accuracy"]
-                >= kit["first_accuracy"] - CONTINUAL_SLACK,
+                "met": kit["last_accuracy"] >= kit["first_accuracy"] - CONTINUAL_SLACK,
             }
         )
         relu = continual.get("relu_he")
