@@ -286,6 +286,9 @@ def _change_marks(changes, sites, labels):
     rows = {site: i for i, site in enumerate(sites)}
     marks = {}
     for change in _changes_list(changes):
+        if isinstance(change, dict) and change.get("undone"):
+            # AutoLeak's guard taking a raise back: the raise stays marked.
+            continue
         kinds = [kind for kind in _CHANGE_KINDS if kind in change]
         epoch, layer = change.get("epoch"), change.get("layer")
         problem = None

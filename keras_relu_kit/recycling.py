@@ -326,6 +326,8 @@ def _plan_site(model, graph, site):
     if site.name in graph.outputs:
         raise _Unmappable("its output is a model output")
     consumers = _consumers(graph, site, units, channel_axis)
+    for layer in (producer, *norms, *(c.layer for c in consumers)):
+        _check_changeable(layer)
     return RecyclePlan(
         site=site.name,
         producer=producer,
@@ -333,6 +335,24 @@ def _plan_site(model, graph, site):
         consumers=tuple(consumers),
         units=units,
     )
+
+
+def _check_changeable(layer):
+    """Recycling writes this layer's weights: they must be trainable
+    variables (a frozen layer would keep fresh weights it cannot train, or
+    mute a unit for good) and its initializers usable."""
+    if not layer.trainable:
+        raise _Unmappable(f"'{layer.name}' is frozen (trainable=False)")
+    has_kernel = not isinstance(layer, keras.layers.BatchNormalization)
+    if has_kernel and (
+        getattr(layer, "lora_enabled", False)
+        or not isinstance(getattr(layer, "kernel", None), keras.Variable)
+    ):
+        raise _Unmappable(f"'{layer.name}' has no kernel variable (LoRA?)")
+    names = ("kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance")
+    for _, initializer in _initialized(layer, names):
+        if not callable(initializer):
+            raise _Unmappable(f"'{layer.name}' has an initializer it cannot call")
 
 
 def _consumers(graph, site, units, channel_axis):
@@ -377,18 +397,26 @@ def _channel_of_rows(site_layer, chain, units, channel_axis):
     (last for Dense, its channel axis for Conv) must then carry one index
     per row.
     """
-    # Unknown sizes (a fully convolutional model) are tried at 2: a layout
+    # Unknown sizes (a fully convolutional model) are tried at 8: a layout
     # that depends on them fails the row count below.
-    shape = tuple(2 if n is None else int(n) for n in site_layer.output.shape[1:])
+    shape = tuple(8 if n is None else int(n) for n in site_layer.output.shape[1:])
     ids = np.arange(1, units + 1, dtype="float32")
     broadcast = [1] * len(shape)
     # Axes of a batched tensor; `shape` has no batch axis.
     broadcast[channel_axis - 1 if channel_axis > 0 else channel_axis] = units
     x = np.broadcast_to(ids.reshape(broadcast), shape)[None]
     values = keras.ops.convert_to_tensor(np.ascontiguousarray(x), "float32")
-    for layer in chain[:-1]:
-        values = layer(values, training=False)
-    values = np.asarray(keras.ops.convert_to_numpy(values), dtype="float64")[0]
+    try:
+        for layer in chain[:-1]:
+            values = layer(values, training=False)
+        values = np.asarray(keras.ops.convert_to_numpy(values), dtype="float64")[0]
+    except Exception as error:
+        raise _Unmappable(
+            f"the layers before '{chain[-1].name}' could not be traced per unit "
+            f"({type(error).__name__})"
+        ) from None
+    if values.size == 0:
+        raise _Unmappable(f"the layers before '{chain[-1].name}' leave no values")
     consumer = chain[-1]
     axis = _channel_axis(consumer)
     axis = (axis - 1 if axis > 0 else axis) % values.ndim
@@ -443,7 +471,8 @@ def _initialized(layer, names):
 
 
 def _seeded(initializer, seed):
-    if seed is None:
+    if seed is None or not hasattr(initializer, "get_config"):
+        # A plain function `(shape, dtype)`: drawn as it draws.
         return initializer
     config = initializer.get_config()
     if "seed" not in config:
@@ -484,7 +513,13 @@ def _zero(variable, mask, *, axis, slots):
 
 def _zero_slots(variable, entries, slots):
     for slot in slots.get(id(variable), ()):
-        slot.assign(ops.where(entries, ops.zeros((), slot.dtype), slot.value))
+        if slot.name.endswith("_average"):
+            # `use_ema`: the moving average of the weights, which
+            # `fit` copies into them at the end; it takes the new values.
+            new = ops.cast(variable.value, slot.dtype)
+        else:
+            new = ops.zeros((), slot.dtype)
+        slot.assign(ops.where(entries, new, slot.value))
 
 
 def _plan_variables(plan):

@@ -92,11 +92,21 @@ def test_recycle_a_short_fit_of_mobilenet(images):
     model = keras.applications.MobileNetV2(
         weights=None, input_shape=(32, 32, 3), classes=10
     )
+    # Two dead channels before the classifier head: out_relu (Conv_1 ->
+    # Conv_1_bn -> ReLU6 -> global pooling -> predictions).
+    norm = model.get_layer("Conv_1_bn")
+    for variable, value in ((norm.gamma, 0.0), (norm.beta, -10.0)):
+        array = keras.ops.convert_to_numpy(variable).copy()
+        array[[0, 1]] = value
+        variable.assign(array)
     model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
     recycle = Recycle(probe=x)
     history = model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[recycle])
     assert recycle.unmapped == {}
     assert len(recycle.sites_recycled) == SITES["MobileNetV2"]
-    assert history.history["recycled"] == [
-        float(sum(c["recycled"] for c in recycle.changes))
-    ]
+    out = [c for c in recycle.changes if c["layer"] == "out_relu"]
+    assert len(out) == 1 and {0, 1} <= set(out[0]["units"])
+    assert history.history["recycled/out_relu"] == [float(out[0]["recycled"])]
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(norm.gamma)[[0, 1]], 1.0)
+    head = keras.ops.convert_to_numpy(model.get_layer("predictions").kernel)
+    assert not np.any(head[[0, 1]])

@@ -1,3 +1,5 @@
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -429,7 +431,7 @@ class TestDivergenceGuard:
         assert undone[0]["epoch"] == 1 and undone[0]["raised_at"] == 0
         assert undone[0]["old"] == pytest.approx(0.05)
         assert undone[0]["new"] == 0.0
-        assert auto.frozen == ["a"]
+        assert auto.stopped == ["a"]
         # Never raised again, and the restored alpha stays 0.
         assert history.history["alpha/a"] == pytest.approx([0.05, 0.0, 0.0, 0.0])
         # Epoch 1 ended with the weights of epoch 0's end (before the raise
@@ -440,24 +442,29 @@ class TestDivergenceGuard:
         assert np.abs(keras.ops.convert_to_numpy(restored)).max() < 1e3
 
     def test_restores_the_exact_pre_raise_state(self):
+        def state(model):
+            # Weights and optimizer slots; the step count and learning rate
+            # go on (a schedule or ReduceLROnPlateau keeps its place).
+            kept = [
+                v
+                for v in model.optimizer.variables
+                if v.name not in ("iteration", "learning_rate")
+            ]
+            return [keras.ops.convert_to_numpy(v) for v in [*model.weights, *kept]]
+
         class Record(keras.callbacks.Callback):
-            """Weights and optimizer variables as they stand after AutoLeak."""
+            """The state as it stands after AutoLeak, per epoch."""
 
             states = {}
 
             def on_epoch_end(self, epoch, logs=None):
-                Record.states[epoch] = [
-                    keras.ops.convert_to_numpy(v)
-                    for v in [*self.model.weights, *self.model.optimizer.variables]
-                ]
+                Record.states[epoch] = state(self.model)
+                Record.iterations = int(self.model.optimizer.iterations)
 
         class Before(keras.callbacks.Callback):
             def on_epoch_end(self, epoch, logs=None):
                 if epoch == 0:
-                    self.state = [
-                        keras.ops.convert_to_numpy(v)
-                        for v in [*self.model.weights, *self.model.optimizer.variables]
-                    ]
+                    self.state = state(self.model)
 
         class NaNLoss(keras.callbacks.Callback):
             def on_epoch_end(self, epoch, logs=None):
@@ -472,6 +479,87 @@ class TestDivergenceGuard:
             _fit(model, [before, NaNLoss(), auto, Record()], 2)
         for expected, value in zip(before.state, Record.states[1], strict=True):
             np.testing.assert_array_equal(value, expected)
+        assert Record.iterations == 4  # 2 epochs of 2 steps: not rewound
+
+    def test_a_new_best_loss_clears_the_snapshots(self):
+        # Raised at epoch 0 (alpha reaches max_alpha), the loss then
+        # improves: a spike at epoch 4 is not blamed on the old raise.
+        losses = iter([1.0, 0.5, 0.4, 0.3, 0.9])
+
+        class Losses(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                logs["loss"] = next(losses)
+
+        model = _planted()
+        auto = AutoLeak(threshold=0.5, start=0.05, max_alpha=0.05)
+        history = _fit(model, [Losses(), auto], 5)
+        assert [c["epoch"] for c in auto.changes] == [0]
+        assert auto.stopped == []
+        assert history.history["alpha/a"] == pytest.approx([0.05] * 5)
+
+    @pytest.mark.parametrize(
+        "losses, undone",
+        [
+            # Negative losses (cosine similarity): better is lower.
+            ([-0.90, -0.95, -0.97], False),
+            ([-0.90, -0.95, -0.80], False),  # within 2x of |best|
+            ([-0.90, -0.95, 1.5], True),  # 2.45 above a best of -0.95
+        ],
+    )
+    def test_the_factor_works_for_negative_losses(self, losses, undone):
+        values = iter(losses)
+
+        class Losses(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                logs["loss"] = next(values)
+
+        model = _planted()
+        auto = AutoLeak(threshold=0.5, start=0.05)
+        # Layer "a" is raised at every epoch; each better loss clears the
+        # snapshots before it, and epoch 2 is judged against -0.95.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            _fit(model, [Losses(), auto], 3)
+        assert any(c.get("undone") for c in auto.changes) == undone
+
+    @pytest.mark.parametrize("order", ["auto_first", "backup_first"])
+    def test_a_rollback_survives_an_interruption(self, order, tmp_path):
+        class Sabotage(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                if epoch == 1:
+                    kernel = self.model.get_layer("dense_c").kernel
+                    kernel.assign(keras.ops.convert_to_numpy(kernel) + 1e6)
+
+        class Interrupt(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                if epoch == 2:
+                    raise RuntimeError("interrupted")
+
+        def run(callbacks, backup):
+            keras.utils.set_random_seed(0)
+            model = _planted()
+            model.compile(keras.optimizers.SGD(0.001, momentum=0.9), "mse")
+            auto = AutoLeak(threshold=0.5, start=0.05, backup_dir=backup)
+            pair = [auto, keras.callbacks.BackupAndRestore(backup)]
+            if order == "backup_first":
+                pair.reverse()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                history = _fit(model, [*pair, *callbacks], 4, shuffle=False)
+            return model, auto, history
+
+        with pytest.raises(RuntimeError, match="interrupted"):
+            run([Sabotage(), Interrupt()], tmp_path / "a")
+        resumed, auto, history = run([], tmp_path / "a")
+        reference, expected, _ = run([Sabotage()], tmp_path / "b")
+        assert auto.changes == expected.changes
+        assert auto.stopped == expected.stopped == ["a"]
+        assert all(np.isfinite(history.history["loss"]))
+        for a, b in zip(resumed.weights, reference.weights, strict=True):
+            np.testing.assert_allclose(
+                keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b)
+            )
+        assert not (tmp_path / "a" / "auto_leak_rollback.npz").exists()
 
     def test_nan_activations_never_raise_alpha(self):
         model = _planted()

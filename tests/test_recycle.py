@@ -491,3 +491,57 @@ class TestMoreLayouts:
         plans, unmapped = plan_recycling(model)
         assert plans == {}
         assert "mix its units" in unmapped["hidden"]
+
+
+class TestWhatRecycleLeavesAlone:
+    def test_frozen_layers_are_not_recycled(self):
+        model = _mlp()
+        model.get_layer("hidden").trainable = False
+        model.compile(keras.optimizers.SGD(0.001), "mse")
+        kernel = keras.ops.convert_to_numpy(model.get_layer("hidden").kernel)
+        recycle = Recycle(probe=X)
+        with pytest.warns(UserWarning, match="'hidden' is frozen"):
+            _fit(model, X, Y, [recycle])
+        assert [c["layer"] for c in recycle.changes] == ["fused"]
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(model.get_layer("hidden").kernel), kernel
+        )
+
+    def test_ema_keeps_the_recycled_weights(self):
+        # With use_ema, fit ends by copying the weights' moving averages
+        # into them: the averages of recycled entries follow the new values.
+        model = _mlp(optimizer=keras.optimizers.SGD(0.0, use_ema=True))
+        recycle = Recycle(probe=X)
+        _fit(model, X, Y, [recycle])
+        kernel = keras.ops.convert_to_numpy(model.get_layer("hidden").kernel)
+        assert np.all(np.abs(kernel[:, DEAD]).sum(axis=0) > 0)
+        assert measure(model, X).sites["act"].dead == 0
+
+    def test_a_plain_function_initializer(self):
+        def init(shape, dtype=None):
+            return keras.ops.ones(shape, dtype=dtype)
+
+        inputs = keras.Input((6,))
+        hidden = keras.layers.Dense(5, kernel_initializer=init, name="hidden")
+        x = keras.layers.ReLU(name="act")(hidden(inputs))
+        model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+        _kill(hidden)
+        model.compile(keras.optimizers.SGD(0.0), "mse")
+        recycle = Recycle(probe=X)
+        _fit(model, X, Y, [recycle])
+        kernel = keras.ops.convert_to_numpy(hidden.kernel)
+        np.testing.assert_array_equal(kernel[:, DEAD], 1.0)
+
+    def test_fully_convolutional_model_with_pooling(self):
+        inputs = keras.Input((None, None, 2))
+        conv = keras.layers.Conv2D(5, 3, padding="same", name="conv")
+        x = keras.layers.ReLU(name="act")(conv(inputs))
+        x = keras.layers.MaxPooling2D(3, name="pool")(x)
+        x = keras.layers.Conv2D(4, 1, name="head")(x)
+        outputs = keras.layers.GlobalAveragePooling2D()(x)
+        model = keras.Model(inputs, outputs)
+        plans, unmapped = plan_recycling(model)
+        assert unmapped == {}
+        np.testing.assert_array_equal(
+            plans["act"].consumers[0].channel_of_row, np.arange(5)
+        )

@@ -1,5 +1,6 @@
 """What the kit's callbacks share: the `fit` they run in, and their probe."""
 
+import json
 import os
 import warnings
 
@@ -175,3 +176,65 @@ def select_sites(layers, available, owner, kind):
             )
         selected[name] = available[name]
     return selected
+
+
+class StateFile:
+    """A callback's JSON state in the directory of a `BackupAndRestore`.
+
+    Written whole at every epoch end (to a `.partial` file, then moved into
+    place), read when training begins, removed when it ends normally.
+    """
+
+    def __init__(self, backup_dir, name):
+        self.directory = backup_dir
+        self.path = None if backup_dir is None else os.path.join(backup_dir, name)
+
+    def write(self, state):
+        if self.path is None:
+            return
+        os.makedirs(self.directory, exist_ok=True)
+        partial = self.path + ".partial"
+        with open(partial, "w") as f:
+            json.dump(state, f)
+        os.replace(partial, self.path)
+
+    def read(self):
+        """The saved state, or `None` when there is none."""
+        if self.path is None or not os.path.exists(self.path):
+            return None
+        with open(self.path) as f:
+            return json.load(f)
+
+    def sibling(self, name):
+        """The path of another file beside the state file, or `None`."""
+        return None if self.directory is None else os.path.join(self.directory, name)
+
+    def remove(self, *names):
+        """Remove the state file (and the named files beside it)."""
+        for path in (self.path, *(self.sibling(name) for name in names)):
+            if path is not None and os.path.exists(path):
+                os.remove(path)
+
+
+def check_monitor_attached(monitor, model, owner):
+    """In `on_train_begin`: the given monitor is attached to this model."""
+    if monitor is not None and monitor.model is not model:
+        raise ValueError(
+            f"`{owner}` argument `dead_relu_monitor` must be a DeadReLUMonitor "
+            "passed to the same `fit` call (in `callbacks`), so that "
+            f"{owner} can reuse its measurement. Received: a monitor that is "
+            "not attached to this model"
+        )
+
+
+def check_monitor_in_fit(monitor, owner):
+    """In the first `on_epoch_begin` (every `on_train_begin` has run, no
+    step yet): a monitor from an earlier `fit`, left out of this one's
+    callbacks, would measure on its old probe."""
+    if monitor is not None and not monitor._in_fit:
+        raise ValueError(
+            f"`{owner}` argument `dead_relu_monitor` must be a DeadReLUMonitor "
+            "passed to the same `fit` call (in `callbacks`), so that "
+            f"{owner} can reuse its measurement. Received: a monitor that is "
+            "not part of this `fit`"
+        )

@@ -1,6 +1,5 @@
 """`AutoLeak`: raise a layer's leak where its units die, while `fit` runs."""
 
-import json
 import os
 import warnings
 
@@ -16,8 +15,11 @@ from keras_relu_kit._validation import (
 )
 from keras_relu_kit.callbacks._base import (
     FitCallback,
+    StateFile,
     check_backup_dir,
     check_dead_relu_monitor,
+    check_monitor_attached,
+    check_monitor_in_fit,
     check_verbose,
     normalize_layers,
     probe_measurement,
@@ -34,6 +36,8 @@ OWNER = "AutoLeak"
 ADJUSTABLE = (LeakyReLU, PReLU, ELU)
 
 STATE_FILE = "auto_leak.json"
+# The state a rollback restored, for a resumed run (see `_restore`).
+ROLLBACK_FILE = "auto_leak_rollback.npz"
 
 
 class AutoLeak(FitCallback):
@@ -71,12 +75,17 @@ class AutoLeak(FitCallback):
 
     Never worse than not using it: NaN/inf activations never count as dead
     (a layer with any is left alone that epoch), and when training goes bad
-    after a raise (the epoch's loss non-finite, or above
-    `divergence_factor` times its best so far), AutoLeak restores the
-    weights and optimizer state it kept in memory from just before that
-    raise, takes the raise back, stops raising those layers for the rest
+    after a raise (the epoch's `logs["loss"]` non-finite, or more than
+    `divergence_factor - 1` times its magnitude above the best epoch loss
+    so far), AutoLeak restores the weights and optimizer state it kept in
+    memory from just before that raise (not the step count or learning
+    rate), takes the raise back, stops raising those layers for the rest
     of the run, and says so in `changes` (with `"undone": True`) and in a
-    warning.
+    warning. A new best epoch loss after a raise clears the kept states:
+    that raise did not hurt. The guard watches one `fit`: each `fit`
+    starts it afresh. With `backup_dir`, a rollback survives an
+    interruption whichever order AutoLeak and `BackupAndRestore` are
+    listed in.
 
     What it does lands in `logs`: `"alpha/<layer>"` for every layer it
     manages (the mean when `alpha` is a vector), so `History`,
@@ -131,9 +140,10 @@ class AutoLeak(FitCallback):
         seed: int >= 0. Seed of the default probe sample when measuring
             alone. Defaults to `0`.
         divergence_factor: float > 1 or `None`. An epoch whose loss is
-            above this times the best epoch loss so far (or is NaN/inf),
-            after a raise, undoes the raise; `None` turns the guard off.
-            Defaults to `2.0`.
+            above the best epoch loss so far by more than
+            `(divergence_factor - 1) * abs(best)` (or is NaN/inf), after a
+            raise, undoes the raise; `None` turns the guard off. Defaults
+            to `2.0`.
         max_snapshots: int >= 1. How many pre-raise states (weights and
             optimizer variables, in host memory) are kept, newest first:
             a divergence that persists undoes raises back that far.
@@ -147,7 +157,7 @@ class AutoLeak(FitCallback):
             `"undone": True`, the epoch it happened, `"old"` the raised
             mean alpha, `"new"` the restored one and `"loss"` the loss that
             set it off.
-        frozen: names of the layers the guard stopped raising.
+        stopped: names of the layers the guard stopped raising.
         layers_managed: names of the layers managed in the current run.
 
     Example:
@@ -258,6 +268,7 @@ class AutoLeak(FitCallback):
         self.layers = layers
         self.dead_relu_monitor = monitor
         self.backup_dir = backup_dir
+        self._state_file = StateFile(backup_dir, STATE_FILE)
         self.verbose = int(verbose)
         # Alone, AutoLeak measures through its own Measurement, on a probe
         # chosen and checked exactly as DeadReLUMonitor's is.
@@ -274,11 +285,12 @@ class AutoLeak(FitCallback):
             )
         self.changes = []
         self.layers_managed = []
-        self.frozen = []
+        self.stopped = []
         self._state = {}
         self._checked_monitor = False
         self._snapshots = []
         self._best_loss = None
+        self._rolled_back = None
 
     # Keras hooks ---------------------------------------------------------
 
@@ -287,7 +299,7 @@ class AutoLeak(FitCallback):
         self.changes = []
         self._state = {}
         self.layers_managed = []
-        self.frozen = []
+        self.stopped = []
         self._snapshots = []
         self._best_loss = None
         self._active = False
@@ -317,15 +329,8 @@ class AutoLeak(FitCallback):
                 "`keras_relu_kit.leakify(model)` to let AutoLeak manage them.",
                 stacklevel=3,
             )
-        if self.dead_relu_monitor is not None:
-            if self.dead_relu_monitor.model is not model:
-                raise ValueError(
-                    f"`{OWNER}` argument `dead_relu_monitor` must be a DeadReLUMonitor "
-                    "passed to the same `fit` call (in `callbacks`), so that "
-                    "AutoLeak can reuse its measurement. Received: a monitor "
-                    "that is not attached to this model"
-                )
-        else:
+        check_monitor_attached(self.dead_relu_monitor, model, OWNER)
+        if self.dead_relu_monitor is None:
             self._own_measurement.begin(model)
         self.layers_managed = list(managed)
         self._state = {name: {"wait": 0, "cooldown": 0} for name in self.layers_managed}
@@ -339,14 +344,7 @@ class AutoLeak(FitCallback):
         if not self._active or self._checked_monitor:
             return
         self._checked_monitor = True
-        monitor = self.dead_relu_monitor
-        if monitor is not None and not monitor._in_fit:
-            raise ValueError(
-                f"`{OWNER}` argument `dead_relu_monitor` must be a "
-                "DeadReLUMonitor passed to the same `fit` call (in "
-                "`callbacks`), so that AutoLeak can reuse its measurement. "
-                "Received: a monitor that is not part of this `fit`"
-            )
+        check_monitor_in_fit(self.dead_relu_monitor, OWNER)
 
     def on_epoch_end(self, epoch, logs=None):
         if not self._active:
@@ -359,10 +357,11 @@ class AutoLeak(FitCallback):
         model = self.model  # Syncs the trainer's state into the layers.
         layers = {site.name: site.layer for site in find_rectifier_sites(model)}
         loss = None if logs is None else logs.get("loss")
+        self._rolled_back = None
         rolled_back = self._guard(epoch, loss, model, layers)
         for name in self.layers_managed:
             site = _site_of(report, name)
-            if site is not None and not rolled_back and name not in self.frozen:
+            if site is not None and not rolled_back and name not in self.stopped:
                 self._consider(epoch, name, layers, site, model)
             if logs is not None:
                 alpha = keras.ops.convert_to_numpy(layers[name].alpha)
@@ -371,9 +370,8 @@ class AutoLeak(FitCallback):
 
     def on_train_end(self, logs=None):
         super().on_train_end(logs)
-        path = self._state_path()
-        if self._active and path is not None and os.path.exists(path):
-            os.remove(path)
+        if self._active:
+            self._state_file.remove(ROLLBACK_FILE)
 
     # Internals -----------------------------------------------------------
 
@@ -386,11 +384,16 @@ class AutoLeak(FitCallback):
             return False
         loss = float(loss)
         best = self._best_loss
+        # "Above factor x best", for losses of either sign.
         bad = not np.isfinite(loss) or (
-            best is not None and loss > self.divergence_factor * best
+            best is not None
+            and loss - best > (self.divergence_factor - 1.0) * abs(best)
         )
         if not bad:
-            self._best_loss = loss if best is None else min(best, loss)
+            if best is None or loss < best:
+                # A new best after the raises: they did not hurt.
+                self._best_loss = loss
+                self._snapshots.clear()
             return False
         if not self._snapshots:
             return False
@@ -399,26 +402,25 @@ class AutoLeak(FitCallback):
             name: float(np.mean(keras.ops.convert_to_numpy(layers[name].alpha)))
             for name in snapshot["layers"]
         }
-        for variable, value in zip(
-            _state_variables(model), snapshot["values"], strict=True
-        ):
-            variable.assign(value)
+        # The restored alphas are among the values.
+        _assign(_state_variables(model), snapshot["values"])
+        self._rolled_back = snapshot["values"]
         undone = []
         for name in snapshot["layers"]:
-            if name not in self.frozen:
-                self.frozen.append(name)
-            change = {
-                "epoch": int(epoch),
-                "layer": name,
-                "old": raised[name],
-                "new": float(np.mean(snapshot["alphas"][name])),
-                "undone": True,
-                "raised_at": int(snapshot["epoch"]),
-                "loss": loss if np.isfinite(loss) else str(loss),
-            }
-            self.changes.append(change)
+            if name not in self.stopped:
+                self.stopped.append(name)
+            self.changes.append(
+                {
+                    "epoch": int(epoch),
+                    "layer": name,
+                    "old": raised[name],
+                    "new": float(np.mean(snapshot["alphas"][name])),
+                    "undone": True,
+                    "raised_at": int(snapshot["epoch"]),
+                    "loss": loss,
+                }
+            )
             undone.append(name)
-        # The restored alphas are in `values`: nothing else to assign.
         warnings.warn(
             f"{OWNER}: the loss went from a best of {best} to {loss} at epoch "
             f"{epoch + 1}, after raising alpha at epoch "
@@ -500,41 +502,35 @@ class AutoLeak(FitCallback):
         grown = np.where(alpha <= 0.0, self.start, grown)
         return np.maximum(alpha, grown)
 
-    def _state_path(self):
-        if self.backup_dir is None:
-            return None
-        return os.path.join(self.backup_dir, STATE_FILE)
-
     def _save(self, epoch, layers):
-        path = self._state_path()
-        if path is None:
+        if self._state_file.path is None:
             return
-        os.makedirs(self.backup_dir, exist_ok=True)
         # The slopes as AutoLeak left them at the end of this epoch: a
         # BackupAndRestore listed before AutoLeak saved the weights before
-        # this epoch's raises.
+        # this epoch's raises (or rollback).
         alphas = {
             name: np.asarray(keras.ops.convert_to_numpy(layers[name].alpha)).tolist()
             for name in self.layers_managed
         }
-        state = {
-            "epoch": int(epoch),
-            "state": self._state,
-            "changes": self.changes,
-            "alphas": alphas,
-            "frozen": self.frozen,
-        }
-        partial = path + ".partial"
-        with open(partial, "w") as f:
-            json.dump(state, f)
-        os.replace(partial, path)
+        rollback = self._state_file.sibling(ROLLBACK_FILE)
+        if self._rolled_back is not None:
+            np.savez(rollback, *self._rolled_back)
+        self._state_file.write(
+            {
+                "epoch": int(epoch),
+                "state": self._state,
+                "changes": self.changes,
+                "alphas": alphas,
+                "stopped": self.stopped,
+                "best_loss": self._best_loss,
+                "rolled_back": self._rolled_back is not None,
+            }
+        )
 
     def _restore(self, model):
-        path = self._state_path()
-        if path is None or not os.path.exists(path):
+        saved = self._state_file.read()
+        if saved is None:
             return
-        with open(path) as f:
-            saved = json.load(f)
         layers = {site.name: site.layer for site in find_rectifier_sites(model)}
         for name, alpha in saved.get("alphas", {}).items():
             if name in self._state:
@@ -549,15 +545,32 @@ class AutoLeak(FitCallback):
                     "cooldown": int(state["cooldown"]),
                 }
         self.changes = list(saved.get("changes", []))
-        self.frozen = [n for n in saved.get("frozen", []) if n in self._state]
+        self.stopped = [n for n in saved.get("stopped", []) if n in self._state]
+        self._best_loss = saved.get("best_loss")
+        rollback = self._state_file.sibling(ROLLBACK_FILE)
+        if saved.get("rolled_back") and os.path.exists(rollback):
+            # The last epoch rolled back: a BackupAndRestore listed before
+            # AutoLeak saved the weights before the rollback. Restoring
+            # them again is idempotent when the backup holds them already.
+            with np.load(rollback) as values:
+                values = [values[f"arr_{i}"] for i in range(len(values.files))]
+            variables = _state_variables(model)
+            if len(variables) == len(values):
+                _assign(variables, values)
 
 
 def _state_variables(model):
-    """The model's weights and its optimizer's variables: what a rollback restores."""
+    """What a rollback restores: the model's weights and its optimizer's
+    variables, less the step count and learning rate (a schedule or
+    `ReduceLROnPlateau` goes on as it was)."""
     variables = list(model.weights)
     optimizer = getattr(model, "optimizer", None)
     if optimizer is not None:
-        variables += list(optimizer.variables)
+        variables += [
+            v
+            for v in optimizer.variables
+            if v.name not in ("iteration", "learning_rate")
+        ]
     return variables
 
 
@@ -611,3 +624,8 @@ def _channel_mask(layer, shape, dead_mask):
     broadcast = [1] * len(shape)
     broadcast[axis] = dead_mask.size
     return np.broadcast_to(dead_mask.reshape(broadcast), shape)
+
+
+def _assign(variables, values):
+    for variable, value in zip(variables, values, strict=True):
+        variable.assign(value)

@@ -1,7 +1,5 @@
 """`Recycle`: re-initialise dead or dormant units while `fit` runs (ReDo)."""
 
-import json
-import os
 import warnings
 
 import keras
@@ -16,8 +14,11 @@ from keras_relu_kit._validation import (
 )
 from keras_relu_kit.callbacks._base import (
     FitCallback,
+    StateFile,
     check_backup_dir,
     check_dead_relu_monitor,
+    check_monitor_attached,
+    check_monitor_in_fit,
     check_verbose,
     normalize_layers,
     probe_measurement,
@@ -207,6 +208,7 @@ class Recycle(FitCallback):
         self.layers = normalize_layers(layers, OWNER)
         self.dead_relu_monitor = dead_relu_monitor
         self.backup_dir = check_backup_dir(backup_dir, OWNER)
+        self._state_file = StateFile(self.backup_dir, STATE_FILE)
         self.verbose = int(verbose)
         self.seed = int(seed)
         self._own_measurement = None
@@ -263,15 +265,8 @@ class Recycle(FitCallback):
                     stacklevel=3,
                 )
             return
-        if self.dead_relu_monitor is not None:
-            if self.dead_relu_monitor.model is not model:
-                raise ValueError(
-                    f"`{OWNER}` argument `dead_relu_monitor` must be a "
-                    "DeadReLUMonitor passed to the same `fit` call (in "
-                    "`callbacks`), so that Recycle can reuse its measurement. "
-                    "Received: a monitor that is not attached to this model"
-                )
-        else:
+        check_monitor_attached(self.dead_relu_monitor, model, OWNER)
+        if self.dead_relu_monitor is None:
             self._own_measurement.begin(model)
         self._slots = None
         self._restore(model)
@@ -284,14 +279,7 @@ class Recycle(FitCallback):
         if not self._active or self._checked_monitor:
             return
         self._checked_monitor = True
-        monitor = self.dead_relu_monitor
-        if monitor is not None and not monitor._in_fit:
-            raise ValueError(
-                f"`{OWNER}` argument `dead_relu_monitor` must be a "
-                "DeadReLUMonitor passed to the same `fit` call (in "
-                "`callbacks`), so that Recycle can reuse its measurement. "
-                "Received: a monitor that is not part of this `fit`"
-            )
+        check_monitor_in_fit(self.dead_relu_monitor, OWNER)
 
     def _recycle_on_batch(self, batch, logs=None):
         if not self._active:
@@ -323,9 +311,8 @@ class Recycle(FitCallback):
 
     def on_train_end(self, logs=None):
         super().on_train_end(logs)
-        path = self._state_path()
-        if self._active and path is not None and os.path.exists(path):
-            os.remove(path)
+        if self._active:
+            self._state_file.remove()
 
     # Internals -----------------------------------------------------------
 
@@ -373,27 +360,13 @@ class Recycle(FitCallback):
             bias_initializer=self.bias_initializer,
         )
 
-    def _state_path(self):
-        if self.backup_dir is None:
-            return None
-        return os.path.join(self.backup_dir, STATE_FILE)
-
     def _save(self, epoch):
-        path = self._state_path()
-        if path is None:
-            return
-        os.makedirs(self.backup_dir, exist_ok=True)
-        partial = path + ".partial"
-        with open(partial, "w") as f:
-            json.dump({"epoch": int(epoch), "changes": self.changes}, f)
-        os.replace(partial, path)
+        self._state_file.write({"epoch": int(epoch), "changes": self.changes})
 
     def _restore(self, model):
-        path = self._state_path()
-        if path is None or not os.path.exists(path):
+        saved = self._state_file.read()
+        if saved is None:
             return
-        with open(path) as f:
-            saved = json.load(f)
         self.changes = list(saved.get("changes", []))
         # A BackupAndRestore listed first saved the weights of the last
         # epoch before its recycling: apply that again. Recycling is

@@ -18,7 +18,6 @@ import numpy as np
 
 from keras_relu_kit.callbacks import DeadReLUMonitor
 from keras_relu_kit.diagnostics import measure
-from keras_relu_kit.initializers import initializer_for
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,41 +45,16 @@ def permutations(tasks, features, seed):
 
 def build(variant, continual, input_dim, num_classes):
     """The continual MLP of a variant (the study's `Variant`)."""
-    from keras_relu_kit.demo._study import _activation_layer
-    from keras_relu_kit.surgery import leakify
+    from keras_relu_kit.demo._study import mlp
 
-    fused = variant.activation in ("relu", "autoleak", "recycle")
-    layers = [keras.Input((input_dim,))]
-    for i in range(1, continual.hidden_layers + 1):
-        if fused:
-            layers.append(
-                keras.layers.Dense(
-                    continual.width,
-                    activation="relu",
-                    kernel_initializer=initializer_for("relu"),
-                    name=f"hidden_{i}",
-                )
-            )
-            continue
-        activation = _activation_layer(variant, f"act_{i}")
-        matched = "relu" if variant.activation == "relu_bn" else activation
-        layers.append(
-            keras.layers.Dense(
-                continual.width,
-                kernel_initializer=initializer_for(matched),
-                name=f"hidden_{i}",
-            )
-        )
-        if variant.activation == "relu_bn":
-            layers.append(keras.layers.BatchNormalization(name=f"batch_norm_{i}"))
-        layers.append(activation)
-    layers.append(
-        keras.layers.Dense(num_classes, activation="softmax", name="classifier")
+    return mlp(
+        variant,
+        input_dim,
+        num_classes,
+        hidden_layers=continual.hidden_layers,
+        width=continual.width,
+        name=f"continual_{variant.key}",
     )
-    model = keras.Sequential(layers, name=f"continual_{variant.key}".replace(".", "_"))
-    if variant.activation == "autoleak":
-        model = leakify(model)
-    return model
 
 
 def train(variant, continual, data, seed, perms):
@@ -107,7 +81,7 @@ def train(variant, continual, data, seed, perms):
     # that task's data.
     monitor = DeadReLUMonitor()
     callbacks = [monitor, *remedy_callbacks(variant.activation, monitor)]
-    dead, accuracy, losses = [], [], []
+    dead, accuracy = [], []
     start = time.perf_counter()
     diverged = False
     for perm in perms:
@@ -123,9 +97,7 @@ def train(variant, continual, data, seed, perms):
                 callbacks=callbacks,
                 verbose=0,
             )
-        loss = float(history.history["loss"][-1])
-        losses.append(loss if math.isfinite(loss) else None)
-        diverged = diverged or not math.isfinite(loss)
+        diverged = diverged or not math.isfinite(history.history["loss"][-1])
         predicted = np.argmax(model.predict_on_batch(xv), axis=-1)
         accuracy.append(float(np.mean(predicted == y_val)))
     window = continual.window

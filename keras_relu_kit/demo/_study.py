@@ -200,21 +200,32 @@ def _activation_layer(variant, name):
 
 
 def build_mlp(run, settings, input_dim, num_classes):
-    """The MLP of one run.
+    """The MLP of one run (see `mlp`)."""
+    return mlp(
+        run.variant,
+        input_dim,
+        num_classes,
+        hidden_layers=settings.hidden_layers,
+        width=settings.width,
+        bias=run.setup.bias,
+    )
+
+
+def mlp(variant, input_dim, num_classes, *, hidden_layers, width, bias=0.0, name=None):
+    """An MLP of `hidden_layers` x `Dense(width)` and a softmax, per variant.
 
     ReLU and tanh are Keras' fused `activation=` on `Dense` layers named
     `hidden_<i>`; the other activations are layers named `act_<i>` after
-    linear `Dense` layers `hidden_<i>`.
+    linear `Dense` layers `hidden_<i>`. Every hidden bias starts at `bias`.
     """
-    variant = run.variant
-    bias = keras.initializers.Constant(run.setup.bias)
+    bias = keras.initializers.Constant(bias)
     fused = variant.activation in ("relu", "autoleak", "tanh", "recycle")
     layers = [keras.Input((input_dim,))]
-    for i in range(1, settings.hidden_layers + 1):
+    for i in range(1, hidden_layers + 1):
         if fused:
             layers.append(
                 keras.layers.Dense(
-                    settings.width,
+                    width,
                     activation="tanh" if variant.activation == "tanh" else "relu",
                     kernel_initializer=_kernel_initializer(variant.initializer, "relu"),
                     bias_initializer=bias,
@@ -226,7 +237,7 @@ def build_mlp(run, settings, input_dim, num_classes):
         matched = "relu" if variant.activation == "relu_bn" else activation
         layers.append(
             keras.layers.Dense(
-                settings.width,
+                width,
                 kernel_initializer=_kernel_initializer(variant.initializer, matched),
                 bias_initializer=bias,
                 name=f"hidden_{i}",
@@ -239,7 +250,7 @@ def build_mlp(run, settings, input_dim, num_classes):
         keras.layers.Dense(num_classes, activation="softmax", name="classifier")
     )
     # Torch rejects "." in the names its modules register weights under.
-    model = keras.Sequential(layers, name=variant.key.replace(".", "_"))
+    model = keras.Sequential(layers, name=(name or variant.key).replace(".", "_"))
     if variant.activation == "autoleak":
         model = leakify(model)
     return model
