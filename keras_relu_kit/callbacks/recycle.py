@@ -54,7 +54,9 @@ class Recycle(FitCallback):
       `Dense`/`Conv` layers that read it, through `Flatten`, `Reshape`,
       pooling and dropout where the mapping is exact) to 0;
     - sets the optimizer's slot variables (momentum, Adam's m and v, ...)
-      of exactly those entries to 0.
+      of exactly those entries to 0 (with `use_ema`, the weights' moving
+      averages take the new values). Slots of another shape than their
+      variable (Adafactor's factored ones) are left as they are.
 
     It recycles the dead units whose output is exactly 0 on every probe
     example (dead ReLU units): they contribute nothing, so the model's
