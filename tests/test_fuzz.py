@@ -322,72 +322,49 @@ BAD_CALLBACK_ARGS = [
     Bad(AutoLeak, "cooldown", bad_ints(0)),
     Bad(
         AutoLeak,
-        "layers",
-        st.one_of(
-            st.just([]),
-            st.integers(),
-            st.lists(st.one_of(st.integers(), st.none()), min_size=1, max_size=2),
-            st.just({"a": 1}),
-        ),
-    ),
-    Bad(
-        AutoLeak,
-        "dead_relu_monitor",
-        st.one_of(
-            st.integers(), st.text(max_size=3), st.just(keras.callbacks.History())
-        ),
-    ),
-    Bad(AutoLeak, "probe", st.sampled_from(["abc", 5, np.zeros((0, 3))])),
-    # None is accepted: see `test_known_gaps`.
-    Bad(AutoLeak, "probe_size", bad_ints(1, none_ok=True)),
-    Bad(AutoLeak, "backup_dir", st.one_of(st.integers(), st.booleans())),
-    Bad(
-        AutoLeak,
-        "verbose",
-        st.one_of(st.integers(2), NEGATIVE_INTS, st.text(max_size=2), st.none()),
-    ),
-    Bad(
-        AutoLeak,
         "divergence_factor",
         st.one_of(NON_FINITE, JUNK, st.floats(-10.0, 1.0)),
     ),
     Bad(AutoLeak, "max_snapshots", bad_ints(1)),
     Bad(Recycle, "tau", st.one_of(NON_FINITE, NEGATIVE, NOT_A_NUMBER_OR_NONE)),
     Bad(Recycle, "frequency", st.one_of(bad_ints(1), bad_strings("epoch"))),
-    Bad(
-        Recycle,
-        "layers",
-        st.one_of(
-            st.just([]),
-            st.integers(),
-            st.lists(st.one_of(st.integers(), st.none()), min_size=1, max_size=2),
-            st.just({"a": 1}),
-        ),
-    ),
-    Bad(
-        Recycle,
-        "dead_relu_monitor",
-        st.one_of(
-            st.integers(), st.text(max_size=3), st.just(keras.callbacks.History())
-        ),
-    ),
-    Bad(Recycle, "probe", st.sampled_from(["abc", 5, np.zeros((0, 3))])),
-    Bad(Recycle, "probe_size", bad_ints(1)),
     Bad(Recycle, "batch_size", bad_ints(1)),
     Bad(Recycle, "seed", st.one_of(NEGATIVE_INTS, st.floats(), st.text(max_size=2))),
     Bad(Recycle, "mode", st.one_of(bad_strings(*MODES_MEASURE), st.integers())),
-    Bad(Recycle, "backup_dir", st.one_of(st.integers(), st.booleans())),
     Bad(Recycle, "data_format", st.one_of(bad_strings(*FORMATS), st.integers())),
-    Bad(
-        Recycle,
-        "verbose",
-        st.one_of(st.integers(2), NEGATIVE_INTS, st.text(max_size=2), st.none()),
-    ),
     Bad(
         Recycle,
         "bias_initializer",
         st.one_of(bad_strings("zeros", "ones"), st.integers(), st.just([1.0])),
     ),
+] + [
+    # What both remedies take alike.
+    Bad(remedy, name, values)
+    for remedy in (AutoLeak, Recycle)
+    for name, values in [
+        (
+            "layers",
+            st.one_of(
+                st.just([]),
+                st.integers(),
+                st.lists(st.one_of(st.integers(), st.none()), min_size=1, max_size=2),
+                st.just({"a": 1}),
+            ),
+        ),
+        (
+            "dead_relu_monitor",
+            st.one_of(
+                st.integers(), st.text(max_size=3), st.just(keras.callbacks.History())
+            ),
+        ),
+        ("probe", st.sampled_from(["abc", 5, np.zeros((0, 3))])),
+        ("probe_size", bad_ints(1)),
+        ("backup_dir", st.one_of(st.integers(), st.booleans())),
+        (
+            "verbose",
+            st.one_of(st.integers(2), NEGATIVE_INTS, st.text(max_size=2), st.none()),
+        ),
+    ]
 ]
 
 

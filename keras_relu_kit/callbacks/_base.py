@@ -6,6 +6,11 @@ import warnings
 
 import keras
 
+from keras_relu_kit._validation import (
+    check_data_format,
+    check_positive_int,
+    check_seed,
+)
 from keras_relu_kit.diagnostics.measurement import Measurement
 from keras_relu_kit.diagnostics.probe import Probe
 
@@ -238,3 +243,89 @@ def check_monitor_in_fit(monitor, owner):
             f"{owner} can reuse its measurement. Received: a monitor that is "
             "not part of this `fit`"
         )
+
+
+class RemedyCallback(FitCallback):
+    """A callback that changes the model where units die (AutoLeak, Recycle).
+
+    It measures through a `DeadReLUMonitor` of the same `fit` when given
+    one (sharing its forward pass), else through its own `Measurement` on
+    a probe chosen as the monitor chooses it; it keeps its state in the
+    `backup_dir` of a `BackupAndRestore`. Subclasses call
+    `_init_remedy(...)` in `__init__`, `_begin_measuring(model)` in
+    `_begin`, `_check_monitor_once()` in `on_epoch_begin`, and measure with
+    `_report(epoch)`.
+    """
+
+    STATE_FILE = ""
+
+    def _init_remedy(
+        self,
+        *,
+        dead_relu_monitor,
+        probe,
+        probe_size,
+        batch_size,
+        seed,
+        data_format,
+        mode,
+        layers,
+        backup_dir,
+        verbose,
+    ):
+        from keras_relu_kit.diagnostics.measurement import check_mode
+
+        owner = self.OWNER
+        check_positive_int("probe_size", probe_size, owner=owner)
+        check_positive_int("batch_size", batch_size, owner=owner)
+        check_seed(seed, owner=owner)
+        check_data_format(data_format, owner=owner)
+        self.mode = check_mode(mode, owner=owner)
+        check_dead_relu_monitor(dead_relu_monitor, probe, owner)
+        self.layers = normalize_layers(layers, owner)
+        self.backup_dir = check_backup_dir(backup_dir, owner)
+        self.verbose = check_verbose(verbose, owner)
+        self.dead_relu_monitor = dead_relu_monitor
+        self._state_file = StateFile(self.backup_dir, self.STATE_FILE)
+        self._checked_monitor = False
+        # Alone, the callback measures through its own Measurement, on a
+        # probe chosen and checked exactly as DeadReLUMonitor's is.
+        self._own_measurement = None
+        if dead_relu_monitor is None:
+            self._own_measurement = probe_measurement(
+                probe,
+                probe_size=probe_size,
+                batch_size=batch_size,
+                seed=seed,
+                data_format=data_format,
+                mode=mode,
+                owner=owner,
+            )
+
+    def _begin_measuring(self, model):
+        self._checked_monitor = False
+        check_monitor_attached(self.dead_relu_monitor, model, self.OWNER)
+        if self.dead_relu_monitor is None:
+            self._own_measurement.begin(model)
+
+    def _check_monitor_once(self):
+        if not self._checked_monitor:
+            self._checked_monitor = True
+            check_monitor_in_fit(self.dead_relu_monitor, self.OWNER)
+
+    def _report(self, epoch=None):
+        """This step's measurement: the monitor's of `epoch` when shared."""
+        if self.dead_relu_monitor is None:
+            return self._own_measurement.report(self.model)
+        if epoch is None:
+            return self.dead_relu_monitor.measurement.report(self.model)
+        return self.dead_relu_monitor.report_for_epoch(epoch)
+
+
+def crossed_step(epoch_start, batch, last_step, frequency):
+    """`(step, crossed)`: the step after `batch` of an epoch that began at
+    `epoch_start`, and whether it crossed a multiple of `frequency` since
+    `last_step`. `batch` is the last step run, so this also counts right
+    with `steps_per_execution` > 1."""
+    step = epoch_start + batch + 1
+    return step, step // frequency > last_step // frequency

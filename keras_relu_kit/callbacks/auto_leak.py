@@ -7,26 +7,12 @@ import keras
 import numpy as np
 
 from keras_relu_kit._validation import (
-    check_data_format,
     check_int,
     check_number,
     check_positive_int,
-    check_seed,
 )
-from keras_relu_kit.callbacks._base import (
-    FitCallback,
-    StateFile,
-    check_backup_dir,
-    check_dead_relu_monitor,
-    check_monitor_attached,
-    check_monitor_in_fit,
-    check_verbose,
-    normalize_layers,
-    probe_measurement,
-    select_sites,
-)
+from keras_relu_kit.callbacks._base import RemedyCallback, select_sites
 from keras_relu_kit.callbacks.dead_relu_monitor import DeadReLUMonitor
-from keras_relu_kit.diagnostics.measurement import check_mode
 from keras_relu_kit.diagnostics.sites import find_rectifier_sites
 from keras_relu_kit.layers import ELU, LeakyReLU, PReLU
 
@@ -40,7 +26,7 @@ STATE_FILE = "auto_leak.json"
 ROLLBACK_FILE = "auto_leak_rollback.npz"
 
 
-class AutoLeak(FitCallback):
+class AutoLeak(RemedyCallback):
     """Raise a layer's `alpha` when its fraction of dead units crosses a threshold.
 
     The dying-ReLU cure the literature gives (leaky ReLU, PReLU, ELU) is
@@ -186,6 +172,7 @@ class AutoLeak(FitCallback):
     """
 
     OWNER = OWNER
+    STATE_FILE = STATE_FILE
 
     def __init__(
         self,
@@ -254,40 +241,24 @@ class AutoLeak(FitCallback):
                     f"`{OWNER}` argument `{name}` must be positive as a float32 "
                     f"(at least ~1.4e-45). Received: {name}={value!r}"
                 )
-        check_positive_int("probe_size", probe_size, owner=OWNER)
-        check_positive_int("batch_size", batch_size, owner=OWNER)
-        check_seed(seed, owner=OWNER)
-        check_data_format(data_format, owner=OWNER)
         self.patience = check_int("patience", patience, owner=OWNER)
-        self.mode = check_mode(mode, owner=OWNER)
         self.cooldown = check_int("cooldown", cooldown, owner=OWNER)
-        check_dead_relu_monitor(monitor, probe, OWNER)
-        layers = normalize_layers(layers, OWNER)
-        backup_dir = check_backup_dir(backup_dir, OWNER)
-        check_verbose(verbose, OWNER)
-        self.layers = layers
-        self.dead_relu_monitor = monitor
-        self.backup_dir = backup_dir
-        self._state_file = StateFile(backup_dir, STATE_FILE)
-        self.verbose = int(verbose)
-        # Alone, AutoLeak measures through its own Measurement, on a probe
-        # chosen and checked exactly as DeadReLUMonitor's is.
-        self._own_measurement = None
-        if monitor is None:
-            self._own_measurement = probe_measurement(
-                probe,
-                probe_size=probe_size,
-                batch_size=batch_size,
-                seed=seed,
-                data_format=data_format,
-                mode=mode,
-                owner=OWNER,
-            )
+        self._init_remedy(
+            dead_relu_monitor=monitor,
+            probe=probe,
+            probe_size=probe_size,
+            batch_size=batch_size,
+            seed=seed,
+            data_format=data_format,
+            mode=mode,
+            layers=layers,
+            backup_dir=backup_dir,
+            verbose=verbose,
+        )
         self.changes = []
         self.layers_managed = []
         self.stopped = []
         self._state = {}
-        self._checked_monitor = False
         self._snapshots = []
         self._best_loss = None
         self._rolled_back = None
@@ -295,7 +266,6 @@ class AutoLeak(FitCallback):
     # Keras hooks ---------------------------------------------------------
 
     def _begin(self):
-        self._checked_monitor = False
         self.changes = []
         self._state = {}
         self.layers_managed = []
@@ -329,9 +299,7 @@ class AutoLeak(FitCallback):
                 "`keras_relu_kit.leakify(model)` to let AutoLeak manage them.",
                 stacklevel=3,
             )
-        check_monitor_attached(self.dead_relu_monitor, model, OWNER)
-        if self.dead_relu_monitor is None:
-            self._own_measurement.begin(model)
+        self._begin_measuring(model)
         self.layers_managed = list(managed)
         self._state = {name: {"wait": 0, "cooldown": 0} for name in self.layers_managed}
         self._restore(model)
@@ -341,19 +309,14 @@ class AutoLeak(FitCallback):
         # Every callback's `on_train_begin` has run, no step yet: a monitor
         # from an earlier `fit`, left out of this one's callbacks, would
         # measure on its old probe.
-        if not self._active or self._checked_monitor:
-            return
-        self._checked_monitor = True
-        check_monitor_in_fit(self.dead_relu_monitor, OWNER)
+        if self._active:
+            self._check_monitor_once()
 
     def on_epoch_end(self, epoch, logs=None):
         if not self._active:
             return
-        if self.dead_relu_monitor is not None:
-            # The monitor's measurement of this epoch, taken once for both.
-            report = self.dead_relu_monitor.report_for_epoch(epoch)
-        else:
-            report = self._own_measurement.report(self.model)
+        # With a monitor, its measurement of this epoch, taken once for both.
+        report = self._report(epoch)
         model = self.model  # Syncs the trainer's state into the layers.
         layers = {site.name: site.layer for site in find_rectifier_sites(model)}
         loss = None if logs is None else logs.get("loss")

@@ -16,6 +16,7 @@ from keras_relu_kit._validation import (
 from keras_relu_kit.callbacks._base import (
     FitCallback,
     check_verbose,
+    crossed_step,
     probe_measurement,
 )
 from keras_relu_kit.diagnostics.report import DeadReport
@@ -248,11 +249,9 @@ class DeadReLUMonitor(FitCallback):
     def _measure_on_batch(self, batch, logs=None):
         if not self._active:
             return
-        # `batch` is the last step run, so this also counts right with
-        # `steps_per_execution` > 1.
-        step = self._epoch_start + batch + 1
-        crossed = step // self.frequency > self._step // self.frequency
-        self._step = step
+        self._step, crossed = crossed_step(
+            self._epoch_start, batch, self._step, self.frequency
+        )
         if crossed:
             report = self._measure(self._epoch)
             if logs is not None:

@@ -6,26 +6,16 @@ import keras
 import numpy as np
 
 from keras_relu_kit._validation import (
-    check_data_format,
     check_number,
-    check_positive_int,
-    check_seed,
     is_positive_int,
 )
 from keras_relu_kit.callbacks._base import (
-    FitCallback,
-    StateFile,
-    check_backup_dir,
-    check_dead_relu_monitor,
-    check_monitor_attached,
-    check_monitor_in_fit,
-    check_verbose,
-    normalize_layers,
-    probe_measurement,
+    RemedyCallback,
+    crossed_step,
     select_sites,
 )
 from keras_relu_kit.callbacks.dead_relu_monitor import DeadReLUMonitor
-from keras_relu_kit.diagnostics.measurement import check_mode, training_step
+from keras_relu_kit.diagnostics.measurement import training_step
 from keras_relu_kit.diagnostics.sites import find_rectifier_sites
 from keras_relu_kit.recycling import optimizer_slots, plan_recycling, recycle_units
 
@@ -34,7 +24,7 @@ OWNER = "Recycle"
 STATE_FILE = "recycle.json"
 
 
-class Recycle(FitCallback):
+class Recycle(RemedyCallback):
     """Re-initialise dead (or dormant) units without changing the model.
 
     A dead ReLU unit gets no gradient and never comes back by itself.
@@ -161,6 +151,7 @@ class Recycle(FitCallback):
     """
 
     OWNER = OWNER
+    STATE_FILE = STATE_FILE
 
     def __init__(
         self,
@@ -198,32 +189,21 @@ class Recycle(FitCallback):
                 "positive integer (recycle every N batches). "
                 f"Received: frequency={frequency!r}"
             )
-        check_positive_int("probe_size", probe_size, owner=OWNER)
-        check_positive_int("batch_size", batch_size, owner=OWNER)
-        check_seed(seed, owner=OWNER)
-        check_data_format(data_format, owner=OWNER)
-        check_verbose(verbose, OWNER)
-        self.mode = check_mode(mode, owner=OWNER)
-        check_dead_relu_monitor(dead_relu_monitor, probe, OWNER)
+        self._init_remedy(
+            dead_relu_monitor=dead_relu_monitor,
+            probe=probe,
+            probe_size=probe_size,
+            batch_size=batch_size,
+            seed=seed,
+            data_format=data_format,
+            mode=mode,
+            layers=layers,
+            backup_dir=backup_dir,
+            verbose=verbose,
+        )
         self.tau = tau
         self.frequency = frequency if frequency == "epoch" else int(frequency)
-        self.layers = normalize_layers(layers, OWNER)
-        self.dead_relu_monitor = dead_relu_monitor
-        self.backup_dir = check_backup_dir(backup_dir, OWNER)
-        self._state_file = StateFile(self.backup_dir, STATE_FILE)
-        self.verbose = int(verbose)
         self.seed = int(seed)
-        self._own_measurement = None
-        if dead_relu_monitor is None:
-            self._own_measurement = probe_measurement(
-                probe,
-                probe_size=probe_size,
-                batch_size=batch_size,
-                seed=seed,
-                data_format=data_format,
-                mode=mode,
-                owner=OWNER,
-            )
         if self.frequency != "epoch":
             # Defined only then: a batch hook on the class would stop Keras
             # from dispatching batch hooks asynchronously.
@@ -233,13 +213,11 @@ class Recycle(FitCallback):
         self.unmapped = {}
         self._plans = {}
         self._active = False
-        self._checked_monitor = False
 
     # Keras hooks ---------------------------------------------------------
 
     def _begin(self):
         self._active = False
-        self._checked_monitor = False
         self.changes = []
         self._epoch_counts = {}
         self._epoch = 0
@@ -267,9 +245,7 @@ class Recycle(FitCallback):
                     stacklevel=3,
                 )
             return
-        check_monitor_attached(self.dead_relu_monitor, model, OWNER)
-        if self.dead_relu_monitor is None:
-            self._own_measurement.begin(model)
+        self._begin_measuring(model)
         self._slots = None
         self._restore(model)
         self._active = True
@@ -278,33 +254,23 @@ class Recycle(FitCallback):
         self._epoch = epoch
         self._epoch_start = self._step
         self._epoch_counts = {}
-        if not self._active or self._checked_monitor:
-            return
-        self._checked_monitor = True
-        check_monitor_in_fit(self.dead_relu_monitor, OWNER)
+        if self._active:
+            self._check_monitor_once()
 
     def _recycle_on_batch(self, batch, logs=None):
         if not self._active:
             return
-        step = self._epoch_start + batch + 1
-        crossed = step // self.frequency > self._step // self.frequency
-        self._step = step
+        self._step, crossed = crossed_step(
+            self._epoch_start, batch, self._step, self.frequency
+        )
         if crossed:
-            if self.dead_relu_monitor is not None:
-                report = self.dead_relu_monitor.measurement.report(self.model)
-            else:
-                report = self._own_measurement.report(self.model)
-            self._recycle(report, self._epoch)
+            self._recycle(self._report(), self._epoch)
 
     def on_epoch_end(self, epoch, logs=None):
         if not self._active:
             return
         if self.frequency == "epoch":
-            if self.dead_relu_monitor is not None:
-                report = self.dead_relu_monitor.report_for_epoch(epoch)
-            else:
-                report = self._own_measurement.report(self.model)
-            self._recycle(report, epoch)
+            self._recycle(self._report(epoch), epoch)
         if logs is not None:
             for name in self.sites_recycled:
                 logs[f"recycled/{name}"] = float(self._epoch_counts.get(name, 0))
