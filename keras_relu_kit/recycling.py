@@ -171,6 +171,7 @@ def recycle_units(
     rng = np.random.SeedSequence([int(seed) & 0xFFFFFFFF])
     seeds = iter(int(s) for s in rng.generate_state(16) % (2**31 - 1))
     producer = plan.producer
+    updates = []  # (variable, entries, new values or None for zeros)
     # Incoming: the kernel's output axis (-1; -2 for a depthwise kernel,
     # whose last axis is the multiplier 1) and the bias.
     incoming = list(_initialized(producer, ("kernel", "bias")))
@@ -183,11 +184,11 @@ def recycle_units(
     depthwise = isinstance(producer, _DEPTHWISE)
     for variable, initializer in incoming:
         axis = -2 if depthwise and variable is producer.kernel else -1
-        _redraw(variable, initializer, mask, axis=axis, seed=next(seeds), slots=slots)
+        updates.append(_redrawn(variable, initializer, mask, axis, next(seeds)))
     for norm in plan.norms:
         names = ("gamma", "beta", "moving_mean", "moving_variance")
         for variable, initializer in _initialized(norm, names):
-            _redraw(variable, initializer, mask, axis=-1, seed=None, slots=slots)
+            updates.append(_redrawn(variable, initializer, mask, -1, None))
     # Outgoing: the consumers' kernel rows (axis -2) that read the units.
     for consumer in plan.consumers:
         rows = consumer.channel_of_row
@@ -195,7 +196,8 @@ def recycle_units(
         valid = rows >= 0
         row_mask[valid] = mask[rows[valid]]
         kernel = consumer.layer.kernel
-        _zero(kernel, row_mask, axis=-2, slots=slots)
+        updates.append((kernel, _entries(kernel, row_mask, -2), None))
+    _apply_updates(plan, updates, slots)
     return int(mask.sum())
 
 
@@ -488,38 +490,104 @@ def _entries(variable, mask, axis):
     return np.broadcast_to(np.asarray(mask).reshape(broadcast), shape)
 
 
-# Updates run as backend ops on the device, without a round trip of the
-# variables through NumPy.
-
-
-def _redraw(variable, initializer, mask, *, axis, seed, slots):
+def _redrawn(variable, initializer, mask, axis, seed):
+    """`(variable, entries, new values)`: the masked entries re-drawn."""
+    entries = _entries(variable, mask, axis)
     if isinstance(initializer, keras.initializers.Zeros):
         # The default for biases: nothing to draw.
-        _zero(variable, mask, axis=axis, slots=slots)
-        return
-    entries = _entries(variable, mask, axis)
+        return variable, entries, None
     fresh = _seeded(initializer, seed)(
         shape=tuple(variable.shape), dtype=variable.dtype
     )
-    variable.assign(ops.where(entries, ops.cast(fresh, variable.dtype), variable.value))
-    _zero_slots(variable, entries, slots)
+    return variable, entries, fresh
 
 
-def _zero(variable, mask, *, axis, slots):
-    entries = _entries(variable, mask, axis)
-    variable.assign(ops.where(entries, ops.zeros((), variable.dtype), variable.value))
-    _zero_slots(variable, entries, slots)
+def _apply_updates(plan, updates, slots):
+    """Write the new values into the masked entries, and into their slots.
+
+    A slot takes 0 (momentum, Adam's m and v, ...), except `use_ema`'s
+    moving average of the weights, which `fit` copies into them at the
+    end: it takes the new values. On TensorFlow, outside a distribution
+    strategy, the writes of one plan run as one compiled function (one
+    call instead of a few eager ops per variable, traced once per layout
+    and kept on the producer layer); elsewhere eagerly.
+    """
+    slot_lists = [list(slots.get(id(variable), ())) for variable, _, _ in updates]
+    if _compiled_backend(updates):
+        drawn = tuple(new is not None for _, _, new in updates)
+        key = (
+            tuple(id(variable) for variable, _, _ in updates),
+            tuple(tuple(id(slot) for slot in slots) for slots in slot_lists),
+            drawn,
+        )
+        cache = plan.producer.__dict__.setdefault(_COMPILED_ATTRIBUTE, {})
+        update = cache.get(key)
+        if update is None:
+            update = cache[key] = _tf_update(
+                [variable for variable, _, _ in updates], slot_lists, drawn
+            )
+        update(
+            [np.ascontiguousarray(entries) for _, entries, _ in updates],
+            [new for _, _, new in updates if new is not None],
+        )
+        return
+    for (variable, entries, new), variable_slots in zip(
+        updates, slot_lists, strict=True
+    ):
+        new = ops.zeros((), variable.dtype) if new is None else new
+        value = ops.where(entries, ops.cast(new, variable.dtype), variable.value)
+        variable.assign(value)
+        for slot in variable_slots:
+            kept = (
+                ops.cast(variable.value, slot.dtype)
+                if slot.name.endswith("_average")
+                else ops.zeros((), slot.dtype)
+            )
+            slot.assign(ops.where(entries, kept, slot.value))
 
 
-def _zero_slots(variable, entries, slots):
-    for slot in slots.get(id(variable), ()):
-        if slot.name.endswith("_average"):
-            # `use_ema`: the moving average of the weights, which
-            # `fit` copies into them at the end; it takes the new values.
-            new = ops.cast(variable.value, slot.dtype)
-        else:
-            new = ops.zeros((), slot.dtype)
-        slot.assign(ops.where(entries, new, slot.value))
+# The attribute of a producer layer that holds its compiled updates. Set
+# through the instance dict, out of Keras' tracking, so it is never saved.
+_COMPILED_ATTRIBUTE = "_keras_relu_kit_recycle_updates"
+
+
+def _compiled_backend(updates):
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return not tf.distribute.has_strategy() and not any(
+        isinstance(variable.value, tf.distribute.DistributedValues)
+        for variable, _, _ in updates
+    )
+
+
+def _tf_update(variables, slot_lists, drawn):
+    import tensorflow as tf
+
+    # One XLA program: the selects and assignments fused.
+    @tf.function(autograph=False, jit_compile=True)
+    def update(entries, values):
+        values = iter(values)
+        for variable, slots, mask, has_value in zip(
+            variables, slot_lists, entries, drawn, strict=True
+        ):
+            new = (
+                tf.cast(next(values), variable.dtype)
+                if has_value
+                else tf.zeros((), variable.dtype)
+            )
+            value = tf.where(mask, new, variable.value)
+            variable.assign(value)
+            for slot in slots:
+                kept = (
+                    tf.cast(value, slot.dtype)
+                    if slot.name.endswith("_average")
+                    else tf.zeros((), slot.dtype)
+                )
+                slot.assign(tf.where(mask, kept, slot.value))
+
+    return update
 
 
 def _plan_variables(plan):
