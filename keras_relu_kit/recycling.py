@@ -28,6 +28,7 @@ running those layers on a tensor holding each channel's index.
 """
 
 import dataclasses
+import functools
 
 import keras
 import numpy as np
@@ -505,45 +506,55 @@ def _redrawn(variable, initializer, mask, axis, seed):
 def _apply_updates(plan, updates, slots):
     """Write the new values into the masked entries, and into their slots.
 
-    A slot takes 0 (momentum, Adam's m and v, ...), except `use_ema`'s
-    moving average of the weights, which `fit` copies into them at the
-    end: it takes the new values. On TensorFlow, outside a distribution
-    strategy, the writes of one plan run as one compiled function (one
-    call instead of a few eager ops per variable, traced once per layout
-    and kept on the producer layer); elsewhere eagerly.
+    On TensorFlow, outside a distribution strategy, `_write` runs as one
+    XLA-compiled function per plan (one call instead of a few eager ops
+    per variable, traced once per layout and kept on the producer layer);
+    elsewhere eagerly.
     """
-    slot_lists = [list(slots.get(id(variable), ())) for variable, _, _ in updates]
-    if _compiled_backend(updates):
-        drawn = tuple(new is not None for _, _, new in updates)
-        key = (
-            tuple(id(variable) for variable, _, _ in updates),
-            tuple(tuple(id(slot) for slot in slots) for slots in slot_lists),
-            drawn,
-        )
-        cache = plan.producer.__dict__.setdefault(_COMPILED_ATTRIBUTE, {})
-        update = cache.get(key)
-        if update is None:
-            update = cache[key] = _tf_update(
-                [variable for variable, _, _ in updates], slot_lists, drawn
-            )
-        update(
-            [np.ascontiguousarray(entries) for _, entries, _ in updates],
-            [new for _, _, new in updates if new is not None],
-        )
+    variables = [variable for variable, _, _ in updates]
+    slot_lists = [list(slots.get(id(variable), ())) for variable in variables]
+    drawn = tuple(new is not None for _, _, new in updates)
+    entries = [np.ascontiguousarray(entries) for _, entries, _ in updates]
+    values = [new for _, _, new in updates if new is not None]
+    if not _compiled_backend(variables):
+        _write(variables, slot_lists, drawn, entries, values)
         return
-    for (variable, entries, new), variable_slots in zip(
-        updates, slot_lists, strict=True
+    key = (
+        tuple(id(variable) for variable in variables),
+        tuple(tuple(id(slot) for slot in slots) for slots in slot_lists),
+        drawn,
+    )
+    cache = plan.producer.__dict__.setdefault(_COMPILED_ATTRIBUTE, {})
+    if key not in cache:
+        import tensorflow as tf
+
+        cache[key] = tf.function(
+            functools.partial(_write, variables, slot_lists, drawn),
+            autograph=False,
+            jit_compile=True,
+        )
+    cache[key](entries, values)
+
+
+def _write(variables, slot_lists, drawn, entries, values):
+    """The masked entries of each variable take its new value (`drawn`) or
+    0; a slot takes 0 (momentum, Adam's m and v, ...), except `use_ema`'s
+    moving average of the weights, which `fit` copies into them at the
+    end: it takes the new values."""
+    values = iter(values)
+    for variable, slots, mask, has_value in zip(
+        variables, slot_lists, entries, drawn, strict=True
     ):
-        new = ops.zeros((), variable.dtype) if new is None else new
-        value = ops.where(entries, ops.cast(new, variable.dtype), variable.value)
+        new = next(values) if has_value else ops.zeros((), variable.dtype)
+        value = ops.where(mask, ops.cast(new, variable.dtype), variable.value)
         variable.assign(value)
-        for slot in variable_slots:
+        for slot in slots:
             kept = (
-                ops.cast(variable.value, slot.dtype)
+                ops.cast(value, slot.dtype)
                 if slot.name.endswith("_average")
                 else ops.zeros((), slot.dtype)
             )
-            slot.assign(ops.where(entries, kept, slot.value))
+            slot.assign(ops.where(mask, kept, slot.value))
 
 
 # The attribute of a producer layer that holds its compiled updates. Set
@@ -551,43 +562,15 @@ def _apply_updates(plan, updates, slots):
 _COMPILED_ATTRIBUTE = "_keras_relu_kit_recycle_updates"
 
 
-def _compiled_backend(updates):
+def _compiled_backend(variables):
     if keras.backend.backend() != "tensorflow":
         return False
     import tensorflow as tf
 
     return not tf.distribute.has_strategy() and not any(
         isinstance(variable.value, tf.distribute.DistributedValues)
-        for variable, _, _ in updates
+        for variable in variables
     )
-
-
-def _tf_update(variables, slot_lists, drawn):
-    import tensorflow as tf
-
-    # One XLA program: the selects and assignments fused.
-    @tf.function(autograph=False, jit_compile=True)
-    def update(entries, values):
-        values = iter(values)
-        for variable, slots, mask, has_value in zip(
-            variables, slot_lists, entries, drawn, strict=True
-        ):
-            new = (
-                tf.cast(next(values), variable.dtype)
-                if has_value
-                else tf.zeros((), variable.dtype)
-            )
-            value = tf.where(mask, new, variable.value)
-            variable.assign(value)
-            for slot in slots:
-                kept = (
-                    tf.cast(value, slot.dtype)
-                    if slot.name.endswith("_average")
-                    else tf.zeros((), slot.dtype)
-                )
-                slot.assign(tf.where(mask, kept, slot.value))
-
-    return update
 
 
 def _plan_variables(plan):

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 from keras_relu_kit.callbacks import DeadReLUMonitor
+from keras_relu_kit.demo._study import mlp, remedy_callbacks
 from keras_relu_kit.diagnostics import measure
 
 
@@ -45,8 +46,6 @@ def permutations(tasks, features, seed):
 
 def build(variant, continual, input_dim, num_classes):
     """The continual MLP of a variant (the study's `Variant`)."""
-    from keras_relu_kit.demo._study import mlp
-
     return mlp(
         variant,
         input_dim,
@@ -65,8 +64,6 @@ def train(variant, continual, data, seed, perms):
         validation inputs before training on it and the validation
         accuracy after; the first- and last-10% means; whether it diverged.
     """
-    from keras_relu_kit.demo._study import remedy_callbacks
-
     (x_train, y_train), (x_val, y_val) = data
     x_train = x_train[: continual.examples_per_task]
     y_train = y_train[: continual.examples_per_task]
