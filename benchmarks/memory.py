@@ -13,6 +13,11 @@ independent ops in a varying order, so the peak varies from step to step
 take five steps in alternation, and the medians are compared.
 """
 
+import os
+import pathlib
+import subprocess
+import sys
+
 import numpy as np
 import tensorflow as tf
 
@@ -175,17 +180,54 @@ def describe(quick):
     )
 
 
-def run(quick: bool = False) -> str:
-    """The memory section of `benchmarks/README.md`, as Markdown."""
+def _stats_available():
     try:
         tf.config.experimental.reset_memory_stats(DEVICE)
         tf.config.experimental.get_memory_info(DEVICE)
     except (ValueError, RuntimeError, tf.errors.OpError) as error:
+        return error
+    return None
+
+
+def _in_child_with_bfc(quick):
+    """The section, measured in a child process on TensorFlow's BFC allocator.
+
+    TensorFlow's default CPU allocator keeps statistics only where oneDNN
+    is enabled (it is by default on some x86 CPUs only); the BFC allocator
+    keeps them everywhere. It is chosen when TensorFlow starts, hence the
+    child process.
+    """
+    env = dict(os.environ, TF_CPU_ALLOCATOR_USE_BFC="true")
+    root = pathlib.Path(__file__).resolve().parents[1]
+    code = f"from benchmarks import memory; print(memory.run(quick={quick!r}))"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+def run(quick: bool = False) -> str:
+    """The memory section of `benchmarks/README.md`, as Markdown."""
+    error = _stats_available()
+    if error is not None:
+        if os.environ.get("TF_CPU_ALLOCATOR_USE_BFC", "").lower() != "true":
+            return _in_child_with_bfc(quick)
         return (
             "## Peak memory of a training step\n\nNot measured: "
             f"`tf.config.experimental.get_memory_info('{DEVICE}')` is not "
             f"available here ({error})."
         )
+    allocator = (
+        "BFC (`TF_CPU_ALLOCATOR_USE_BFC=true`: the default allocator keeps no "
+        "statistics on this CPU)"
+        if os.environ.get("TF_CPU_ALLOCATOR_USE_BFC", "").lower() == "true"
+        else "TensorFlow's default"
+    )
     _burn_in()
     return "\n".join(
         [
@@ -194,6 +236,7 @@ def run(quick: bool = False) -> str:
             " ".join(__doc__.split("\n\n", 1)[1].split()),
             "",
             describe(quick),
+            f"CPU allocator: {allocator}.",
             "",
             report(measure(quick)),
         ]

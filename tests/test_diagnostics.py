@@ -84,6 +84,11 @@ def conv_model(data_format="channels_last"):
         ]
     )
     plant(model.get_layer("conv"), [0, 5])
+    if data_format == "channels_first" and keras.backend.backend() == "tensorflow":
+        # TensorFlow's CPU Conv2D has no NCHW kernel outside XLA unless
+        # oneDNN provides one (it does on some CPUs only): the capture
+        # follows the model's `jit_compile`, so this one runs under XLA.
+        model.compile(jit_compile=True)
     return model, shape, {"conv": (2, 6)}
 
 
