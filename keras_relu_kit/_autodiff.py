@@ -5,10 +5,20 @@ autodiff (`tf.GradientTape`, `jax.grad`, `torch.autograd`). The demo and
 the tests use this one function instead of TensorFlow's tape.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 import keras
 
+if TYPE_CHECKING:
+    import numpy as np
 
-def value_and_grad(fn, *args):
+
+def value_and_grad(
+    fn: Callable[..., Any], *args: Any
+) -> tuple[float, list[np.ndarray]]:
     """`fn(*args)` and its gradients with respect to every argument.
 
     Args:
@@ -33,28 +43,30 @@ def value_and_grad(fn, *args):
     (2.0, [0.0, 1.0])
     """
     backend = keras.backend.backend()
-    args = [keras.ops.convert_to_tensor(a) for a in args]
+    tensors = [keras.ops.convert_to_tensor(a) for a in args]
     if backend == "tensorflow":
         import tensorflow as tf
 
         with tf.GradientTape() as tape:
-            for a in args:
+            for a in tensors:
                 tape.watch(a)
-            value = fn(*args)
-        grads = tape.gradient(value, args)
+            value = fn(*tensors)
+        grads = tape.gradient(value, tensors)
     elif backend == "jax":
         import jax
 
-        value, grads = jax.value_and_grad(fn, argnums=tuple(range(len(args))))(*args)
+        value, grads = jax.value_and_grad(fn, argnums=tuple(range(len(tensors))))(
+            *tensors
+        )
     elif backend == "torch":
         import torch
 
-        args = [a.detach().requires_grad_(True) for a in args]
-        value = fn(*args)
-        grads = torch.autograd.grad(value, args, allow_unused=True)
+        tensors = [a.detach().requires_grad_(True) for a in tensors]
+        value = fn(*tensors)
+        grads = torch.autograd.grad(value, tensors, allow_unused=True)
         grads = [
             torch.zeros_like(a) if g is None else g
-            for a, g in zip(args, grads, strict=True)
+            for a, g in zip(tensors, grads, strict=True)
         ]
     else:
         raise NotImplementedError(

@@ -1,7 +1,10 @@
 """Argument checks shared by layers, initializers and callbacks."""
 
+from __future__ import annotations
+
 import math
 import numbers
+from typing import Any, cast
 
 import numpy as np
 
@@ -11,16 +14,16 @@ FLOAT32_MAX = 3.4028234663852886e38
 
 
 def check_number(
-    name,
-    value,
+    name: str,
+    value: Any,
     *,
-    low=None,
-    high=None,
-    low_open=False,
-    high_open=False,
-    owner="",
-    float32=False,
-):
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    owner: str = "",
+    float32: bool = False,
+) -> float:
     """Return `value` as a float, or raise a `ValueError` naming `name`.
 
     With `float32=True` the value must also be finite as a float32
@@ -60,7 +63,9 @@ def check_number(
     return value
 
 
-def check_int(name, value, *, low=0, high=None, owner=""):
+def check_int(
+    name: str, value: Any, *, low: int = 0, high: int | None = None, owner: str = ""
+) -> int:
     """Return `value` as an int in `[low, high]`, else raise a `ValueError`.
 
     NumPy integers are accepted (and returned as Python ints); bools are not.
@@ -69,7 +74,8 @@ def check_int(name, value, *, low=0, high=None, owner=""):
         isinstance(value, bool)
         or not isinstance(value, numbers.Integral)
         or (value < low)
-        or (high is not None and value > high)
+        # `numbers.Integral` declares no `>`: compared as the int it is.
+        or (high is not None and cast(int, value) > high)
     ):
         where = f"`{owner}` " if owner else ""
         expected = f">= {low}" if high is None else f"in [{low}, {high}]"
@@ -80,7 +86,7 @@ def check_int(name, value, *, low=0, high=None, owner=""):
     return int(value)
 
 
-def check_bool(name, value, *, owner=""):
+def check_bool(name: str, value: Any, *, owner: str = "") -> bool:
     """Return `value` as a bool if it is one (NumPy's too), else raise."""
     if not isinstance(value, (bool, np.bool_)):
         where = f"`{owner}` " if owner else ""
@@ -91,7 +97,9 @@ def check_bool(name, value, *, owner=""):
     return bool(value)
 
 
-def _interval(low, high, low_open, high_open):
+def _interval(
+    low: float | None, high: float | None, low_open: bool, high_open: bool
+) -> str:
     left = "(" if low_open or low is None else "["
     right = ")" if high_open or high is None else "]"
     lo = "-inf" if low is None else f"{low:g}"
@@ -99,16 +107,17 @@ def _interval(low, high, low_open, high_open):
     return f"{left}{lo}, {hi}{right}"
 
 
-def is_positive_int(value):
+def is_positive_int(value: Any) -> bool:
     """Whether `value` is an int >= 1 (a bool is not)."""
     return (
         isinstance(value, numbers.Integral)
         and not isinstance(value, bool)
-        and value >= 1
+        # `numbers.Integral` declares no `>=`: compared as the int it is.
+        and cast(int, value) >= 1
     )
 
 
-def check_positive_int(name, value, *, owner=""):
+def check_positive_int(name: str, value: Any, *, owner: str = "") -> int:
     """Return `value` if it is an int >= 1, else raise a `ValueError`."""
     if not is_positive_int(value):
         where = f"`{owner}` " if owner else ""
@@ -119,7 +128,7 @@ def check_positive_int(name, value, *, owner=""):
     return int(value)
 
 
-def check_seed(value, *, owner=""):
+def check_seed(value: Any, *, owner: str = "") -> int:
     """Return `value` if it is an int >= 0 (a NumPy seed), else raise."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
         where = f"`{owner}` " if owner else ""
@@ -132,7 +141,7 @@ def check_seed(value, *, owner=""):
 DATA_FORMATS = ("channels_last", "channels_first")
 
 
-def check_data_format(value, *, owner=""):
+def check_data_format(value: Any, *, owner: str = "") -> str | None:
     """Return `value` if it is `None` or a Keras data format, else raise."""
     if value is not None and value not in DATA_FORMATS:
         where = f"`{owner}` " if owner else ""

@@ -1,5 +1,9 @@
 """Constraints for learnable leak coefficients."""
 
+from __future__ import annotations
+
+from typing import Any
+
 import keras
 from keras import ops
 
@@ -31,7 +35,7 @@ class Clip(keras.constraints.Constraint):
     [0.0, 0.3..., 1.0]
     """
 
-    def __init__(self, min_value: float = 0.0, max_value: float | None = 1.0):
+    def __init__(self, min_value: float = 0.0, max_value: float | None = 1.0) -> None:
         self.min_value = check_number(
             "min_value", min_value, owner="Clip", float32=True
         )
@@ -45,11 +49,11 @@ class Clip(keras.constraints.Constraint):
             )
         self.max_value = max_value
 
-    def __call__(self, w):
+    def __call__(self, w: Any) -> Any:
         w = ops.maximum(w, ops.cast(self.min_value, w.dtype))
         if self.max_value is not None:
             w = ops.minimum(w, ops.cast(self.max_value, w.dtype))
         return w
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"min_value": self.min_value, "max_value": self.max_value}

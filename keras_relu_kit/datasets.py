@@ -1,9 +1,19 @@
 """Small real data that ships with scikit-learn: no download, no network."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
 
 def load_digits(
-    image_size: int = 8, flatten: bool = True, validation_split=0.25, seed: int = 0
-):
+    image_size: int = 8,
+    flatten: bool = True,
+    validation_split: float = 0.25,
+    seed: int = 0,
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """scikit-learn's bundled handwritten digits, scaled to `[0, 1]`.
 
     1,797 images of 8x8 pixels, 10 classes. `image_size=28` resizes them

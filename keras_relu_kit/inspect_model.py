@@ -11,10 +11,13 @@ Every problem with the inputs becomes a `CommandError` that names the file
 and what is wrong with it; the command line prints it on one line.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import os
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -27,17 +30,20 @@ from keras_relu_kit.diagnostics import (
 from keras_relu_kit.diagnostics import probe as probe_lib
 from keras_relu_kit.errors import CommandError
 
+if TYPE_CHECKING:
+    import keras
+
 DATA_SUFFIXES = (".npy", ".npz", ".csv")
 
 
-def _one_line(error):
+def _one_line(error: BaseException) -> str:
     text = " ".join(str(error).split())
     if len(text) > 240:
         text = text[:237] + "..."
     return text or type(error).__name__
 
 
-def _innermost_cause(error):
+def _innermost_cause(error: BaseException) -> str:
     """The reason at the bottom of a chain of errors, on one line.
 
     Keras wraps a loading failure in errors that repeat the whole model
@@ -61,7 +67,7 @@ def _innermost_cause(error):
     return f"{type(error).__name__}: {text}"
 
 
-def _check_file(path, what):
+def _check_file(path: str | os.PathLike[str], what: str) -> Path:
     path = Path(path)
     if not path.exists():
         raise CommandError(f"{what} '{path}' does not exist")
@@ -76,7 +82,7 @@ def _check_file(path, what):
     return path
 
 
-def load_model(path):
+def load_model(path: str | os.PathLike[str]) -> keras.Model:
     """Load a saved Keras model, with the kit's layers registered.
 
     Args:
@@ -112,7 +118,7 @@ def load_model(path):
     return model
 
 
-def _read_csv(path):
+def _read_csv(path: Path) -> np.ndarray:
     for skip in (0, 1):
         try:
             with warnings.catch_warnings():
@@ -129,7 +135,7 @@ def _read_csv(path):
     )
 
 
-def load_data(path, key=None):
+def load_data(path: str | os.PathLike[str], key: str | None = None) -> np.ndarray:
     """Probe inputs from a `.npy`, `.npz` or `.csv` file.
 
     Args:
@@ -208,7 +214,7 @@ def load_data(path, key=None):
     return array
 
 
-def _input_shape(model):
+def _input_shape(model: keras.Model) -> tuple[int | None, ...] | None:
     """The shape of the model's one input, `None` when unknown, or an error."""
     try:
         inputs = model.inputs
@@ -224,7 +230,9 @@ def _input_shape(model):
     return tuple(inputs[0].shape)
 
 
-def csv_rows_to_inputs(expected, array):
+def csv_rows_to_inputs(
+    expected: tuple[int | None, ...] | None, array: np.ndarray
+) -> np.ndarray:
     """CSV rows reshaped to an image input shape, when the sizes agree.
 
     A CSV row is flat: when `expected` (the model's input shape, batch
@@ -239,7 +247,8 @@ def csv_rows_to_inputs(expected, array):
         or any(d is None for d in expected[1:])
     ):
         return array
-    if array.shape[1] != int(np.prod(expected[1:])):
+    # Every size known, as checked above.
+    if array.shape[1] != int(np.prod(cast("tuple[int, ...]", expected[1:]))):
         return array
     return array.reshape((array.shape[0], *expected[1:]))
 
@@ -284,7 +293,12 @@ class Inspection:
         )
 
 
-def _misfit(model, array, data_path, error):
+def _misfit(
+    model: keras.Model,
+    array: np.ndarray,
+    data_path: str | os.PathLike[str],
+    error: BaseException,
+) -> str:
     """The one-line message for data that `measure` could not run on."""
     expected = probe_lib.expected_input_shapes(model)
     try:
@@ -301,7 +315,13 @@ def _misfit(model, array, data_path, error):
     )
 
 
-def inspect(model_path, data_path, key=None, probe=None, batch_size=256) -> Inspection:
+def inspect(
+    model_path: str | os.PathLike[str],
+    data_path: str | os.PathLike[str],
+    key: str | None = None,
+    probe: int | None = None,
+    batch_size: int = 256,
+) -> Inspection:
     """Measure a saved model's dead units on data from a file.
 
     Args:

@@ -5,16 +5,28 @@ with matplotlib's object API and the Agg canvas, so nothing here touches
 `pyplot`'s global state or the user's backend.
 """
 
+from __future__ import annotations
+
 import csv
 import json
 import numbers
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    import numpy as np
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    #: A change to mark: `(column, row, change dict)`.
+    _Mark = tuple[int, int, dict[str, Any]]
 
 PREFIX = "dead_fraction/"
 
 
-def _records(source):
+def _records(source: Any) -> list[dict[str, Any]]:
     """A list of per-measurement dicts from any supported source."""
     history = getattr(source, "history", source)
     if isinstance(history, dict):
@@ -51,14 +63,14 @@ def _records(source):
     )
 
 
-def _number(text):
+def _number(text: str) -> float | str:
     try:
         return float(text)
     except ValueError:
         return text
 
 
-def dead_fraction_matrix(history):
+def dead_fraction_matrix(history: Any) -> tuple[list[str], list[str], np.ndarray]:
     """Site names, column labels and the dead-fraction matrix of a run.
 
     Args:
@@ -87,7 +99,7 @@ def dead_fraction_matrix(history):
     import numpy as np
 
     records = [r for r in _records(history) if any(k.startswith(PREFIX) for k in r)]
-    sites = []
+    sites: list[str] = []
     for record in records:
         sites.extend(
             k[len(PREFIX) :]
@@ -115,7 +127,14 @@ def dead_fraction_matrix(history):
     return sites, labels, matrix
 
 
-def plot_dead_heatmap(history, path=None, *, title=None, cmap="viridis", changes=None):
+def plot_dead_heatmap(
+    history: Any,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    title: str | None = None,
+    cmap: str = "viridis",
+    changes: Any = None,
+) -> Figure:
     """Draw the dead fraction of each rectifier site over a run.
 
     Rows are the monitor's sites (layers) in model order, columns its
@@ -214,7 +233,7 @@ def plot_dead_heatmap(history, path=None, *, title=None, cmap="viridis", changes
 # How each kind of change is marked, told apart by the key it carries:
 # AutoLeak's "new" alpha, a top triangle; Recycle's "recycled" count, a
 # bottom circle. The cell's own value stays readable in its centre.
-_CHANGE_KINDS = {
+_CHANGE_KINDS: dict[str, dict[str, Any]] = {
     "new": {
         "legend": ("AutoLeak raised alpha", " to α"),
         "marker": "^",
@@ -238,7 +257,7 @@ _CHANGE_KINDS = {
 _MARK_DX, _LABEL_DX = -0.32, -0.2
 
 
-def _changes_list(changes):
+def _changes_list(changes: Any) -> list[dict[str, Any]]:
     """The change dicts in `changes`, or a `ValueError` naming the argument."""
     expected = (
         "`plot_dead_heatmap` argument `changes` must be an AutoLeak or "
@@ -277,14 +296,18 @@ def _changes_list(changes):
     return found
 
 
-def _change_marks(changes, sites, labels):
+def _change_marks(
+    changes: Any, sites: list[str], labels: list[str]
+) -> dict[str, list[_Mark]]:
     """`{kind: [(column, row, change), ...]}` for the changes to mark."""
     if changes is None:
         return {}
     # The last measurement of each epoch (labels are 1-based "3" or "3:120").
     columns = {int(label.split(":")[0]) - 1: j for j, label in enumerate(labels)}
     rows = {site: i for i, site in enumerate(sites)}
-    marks = {}
+    marks: dict[str, list[_Mark]] = {}
+    # Its values are what the caller gave: checked one by one below.
+    change: Any
     for change in _changes_list(changes):
         if isinstance(change, dict) and change.get("undone"):
             # AutoLeak's guard taking a raise back: the raise stays marked.
@@ -320,17 +343,24 @@ def _change_marks(changes, sites, labels):
     return marks
 
 
-def _is_count(value):
+def _is_count(value: Any) -> bool:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return False
-    return float(value).is_integer() and value >= 0
+    # `numbers.Real` declares no `>=`: compared as the number it is.
+    return float(value).is_integer() and cast(float, value) >= 0
 
 
-def _is_number(value):
+def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def _draw_changes(figure, ax, matrix, marks, labelled):
+def _draw_changes(
+    figure: Figure,
+    ax: Axes,
+    matrix: np.ndarray,
+    marks: dict[str, list[_Mark]],
+    labelled: bool,
+) -> None:
     for kind, style in _CHANGE_KINDS.items():
         cells = marks.get(kind)
         if not cells:
@@ -374,7 +404,7 @@ def _draw_changes(figure, ax, matrix, marks, labelled):
 MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">")
 
 
-def _figure(width, height):
+def _figure(width: float, height: float) -> Figure:
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -388,14 +418,20 @@ def _figure(width, height):
     return figure
 
 
-def _save(figure, path):
+def _save(figure: Figure, path: str | os.PathLike[str] | None) -> None:
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, format="png", dpi=100)
 
 
-def plot_dead_fraction_curves(panels, path=None, *, title=None, marks=None):
+def plot_dead_fraction_curves(
+    panels: Mapping[str, Mapping[str, Sequence[float]]],
+    path: str | os.PathLike[str] | None = None,
+    *,
+    title: str | None = None,
+    marks: Mapping[tuple[str, str], int] | None = None,
+) -> Figure:
     """Draw the dead fraction per epoch of several runs, one line each.
 
     Args:
@@ -426,7 +462,7 @@ def plot_dead_fraction_curves(panels, path=None, *, title=None, marks=None):
 
     marks = marks or {}
     # One colour and marker per label, the same in every panel.
-    labels = []
+    labels: list[str] = []
     for curves in panels.values():
         labels.extend(label for label in curves if label not in labels)
     style = {
@@ -482,7 +518,12 @@ def plot_dead_fraction_curves(panels, path=None, *, title=None, marks=None):
     return figure
 
 
-def plot_gradient_norms(norms, path=None, *, title=None):
+def plot_gradient_norms(
+    norms: Mapping[str, Sequence[float]],
+    path: str | os.PathLike[str] | None = None,
+    *,
+    title: str | None = None,
+) -> Figure:
     """Draw per-layer gradient norms of several models, log scale.
 
     Args:

@@ -27,14 +27,21 @@ where the channel of every consumer input is exact: it is found by
 running those layers on a tensor holding each channel's index.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import functools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
 from keras import ops
 
 from keras_relu_kit.diagnostics.sites import find_rectifier_sites
+
+if TYPE_CHECKING:
+    from keras_relu_kit.diagnostics.sites import RectifierSite
 
 _DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
 _PRODUCERS = (
@@ -113,12 +120,14 @@ class RecyclePlan:
 
     site: str
     producer: keras.layers.Layer
-    norms: tuple
-    consumers: tuple
+    norms: tuple[keras.layers.Layer, ...]
+    consumers: tuple[Consumer, ...]
     units: int
 
 
-def plan_recycling(model, sites=None):
+def plan_recycling(
+    model: keras.Model, sites: Sequence[RectifierSite] | None = None
+) -> tuple[dict[str, RecyclePlan], dict[str, str]]:
     """Map every rectifier site of `model` to what recycling must change.
 
     Args:
@@ -132,7 +141,8 @@ def plan_recycling(model, sites=None):
     if sites is None:
         sites = find_rectifier_sites(model)
     graph = _Graph(model)
-    plans, unmapped = {}, {}
+    plans: dict[str, RecyclePlan] = {}
+    unmapped: dict[str, str] = {}
     for site in sites:
         try:
             plans[site.name] = _plan_site(model, graph, site)
@@ -142,8 +152,14 @@ def plan_recycling(model, sites=None):
 
 
 def recycle_units(
-    plan, units, *, optimizer=None, seed=0, slots=None, bias_initializer="zeros"
-):
+    plan: RecyclePlan,
+    units: np.ndarray | Sequence[int],
+    *,
+    optimizer: keras.optimizers.Optimizer | None = None,
+    seed: int = 0,
+    slots: Mapping[int, Iterable[keras.Variable]] | None = None,
+    bias_initializer: str | keras.initializers.Initializer | None = "zeros",
+) -> int:
     """Recycle `units` of one site: re-draw inputs, zero outputs and slots.
 
     Args:
@@ -172,7 +188,8 @@ def recycle_units(
     rng = np.random.SeedSequence([int(seed) & 0xFFFFFFFF])
     seeds = iter(int(s) for s in rng.generate_state(16) % (2**31 - 1))
     producer = plan.producer
-    updates = []  # (variable, entries, new values or None for zeros)
+    # (variable, entries, new values or None for zeros)
+    updates: list[tuple[keras.Variable, np.ndarray, Any]] = []
     # Incoming: the kernel's output axis (-1; -2 for a depthwise kernel,
     # whose last axis is the multiplier 1) and the bias.
     incoming = list(_initialized(producer, ("kernel", "bias")))
@@ -202,7 +219,7 @@ def recycle_units(
     return int(mask.sum())
 
 
-def _is_index_list(units):
+def _is_index_list(units: Any) -> bool:
     array = np.asarray(units)
     return array.dtype != bool
 
@@ -217,9 +234,11 @@ class _Unmappable(Exception):
 class _Graph:
     """Inbound and outbound layers of a top-level functional graph."""
 
-    def __init__(self, model):
-        self.inbound, self.outbound, self.calls = {}, {}, {}
-        self.outputs = set()
+    def __init__(self, model: keras.Model) -> None:
+        self.inbound: dict[str, list[str]] = {}
+        self.outbound: dict[str, list[str]] = {}
+        self.calls: dict[str, int] = {}
+        self.outputs: set[str] = set()
         self.by_name = {layer.name: layer for layer in model.layers}
         if isinstance(model, keras.Sequential):
             names = [layer.name for layer in model.layers]
@@ -257,11 +276,11 @@ class _Graph:
         self.outputs = {entry[0] for entry in outputs}
 
 
-def _histories(node):
+def _histories(node: Any) -> list[str]:
     """Names of the layers whose tensors a serialized node reads."""
-    found = []
+    found: list[str] = []
 
-    def walk(value):
+    def walk(value: Any) -> None:
         if isinstance(value, dict):
             history = value.get("config", {}).get("keras_history")
             if value.get("class_name") == "__keras_tensor__" and history:
@@ -277,7 +296,7 @@ def _histories(node):
     return found
 
 
-def _plan_site(model, graph, site):
+def _plan_site(model: keras.Model, graph: _Graph, site: RectifierSite) -> RecyclePlan:
     if not graph.ok:
         raise _Unmappable("the model is not a functional or Sequential graph")
     if "/" in site.name or site.name not in graph.calls:
@@ -340,7 +359,7 @@ def _plan_site(model, graph, site):
     )
 
 
-def _check_changeable(layer):
+def _check_changeable(layer: keras.layers.Layer) -> None:
     """Recycling writes this layer's weights: they must be trainable
     variables (a frozen layer would keep fresh weights it cannot train, or
     mute a unit for good) and its initializers usable."""
@@ -358,10 +377,12 @@ def _check_changeable(layer):
             raise _Unmappable(f"'{layer.name}' has an initializer it cannot call")
 
 
-def _consumers(graph, site, units, channel_axis):
+def _consumers(
+    graph: _Graph, site: RectifierSite, units: int, channel_axis: int
+) -> list[Consumer]:
     """Follow the site's output through pass-through layers to kernels."""
     found = []
-    chain_of = {site.name: []}
+    chain_of: dict[str, list[keras.layers.Layer]] = {site.name: []}
     pending = [site.name]
     while pending:
         name = pending.pop()
@@ -392,7 +413,12 @@ def _consumers(graph, site, units, channel_axis):
     return found
 
 
-def _channel_of_rows(site_layer, chain, units, channel_axis):
+def _channel_of_rows(
+    site_layer: keras.layers.Layer,
+    chain: list[keras.layers.Layer],
+    units: int,
+    channel_axis: int,
+) -> np.ndarray:
     """For each kernel row of the chain's last layer, the unit it reads.
 
     The pass-through layers of the chain run on a tensor holding, at
@@ -440,12 +466,12 @@ def _channel_of_rows(site_layer, chain, units, channel_axis):
     return rows
 
 
-def _activation_name(layer):
+def _activation_name(layer: keras.layers.Layer) -> str | None:
     activation = getattr(layer, "activation", None)
     return getattr(activation, "__name__", None)
 
 
-def _has_output(layer):
+def _has_output(layer: keras.layers.Layer) -> bool:
     try:
         layer.output  # noqa: B018
     except (AttributeError, ValueError):
@@ -453,7 +479,7 @@ def _has_output(layer):
     return True
 
 
-def _channel_axis(layer):
+def _channel_axis(layer: keras.layers.Layer) -> int:
     if isinstance(layer, keras.layers.Dense):
         return -1
     return 1 if getattr(layer, "data_format", None) == "channels_first" else -1
@@ -462,7 +488,9 @@ def _channel_axis(layer):
 # The weights -------------------------------------------------------------
 
 
-def _initialized(layer, names):
+def _initialized(
+    layer: keras.layers.Layer, names: Iterable[str]
+) -> Iterator[tuple[keras.Variable, Any]]:
     """`(variable, initializer)` of the named weights the layer has."""
     for name in names:
         variable = getattr(layer, name, None)
@@ -473,7 +501,7 @@ def _initialized(layer, names):
             yield variable, keras.initializers.get(initializer)
 
 
-def _seeded(initializer, seed):
+def _seeded(initializer: Any, seed: int | None) -> Any:
     if seed is None or not hasattr(initializer, "get_config"):
         # A plain function `(shape, dtype)`: drawn as it draws.
         return initializer
@@ -483,7 +511,7 @@ def _seeded(initializer, seed):
     return type(initializer).from_config({**config, "seed": int(seed)})
 
 
-def _entries(variable, mask, axis):
+def _entries(variable: keras.Variable, mask: Any, axis: int) -> np.ndarray:
     """A bool array of `variable`'s shape: True on the masked indices of `axis`."""
     shape = tuple(variable.shape)
     broadcast = [1] * len(shape)
@@ -491,7 +519,13 @@ def _entries(variable, mask, axis):
     return np.broadcast_to(np.asarray(mask).reshape(broadcast), shape)
 
 
-def _redrawn(variable, initializer, mask, axis, seed):
+def _redrawn(
+    variable: keras.Variable,
+    initializer: Any,
+    mask: np.ndarray,
+    axis: int,
+    seed: int | None,
+) -> tuple[keras.Variable, np.ndarray, Any]:
     """`(variable, entries, new values)`: the masked entries re-drawn."""
     entries = _entries(variable, mask, axis)
     if isinstance(initializer, keras.initializers.Zeros):
@@ -503,7 +537,11 @@ def _redrawn(variable, initializer, mask, axis, seed):
     return variable, entries, fresh
 
 
-def _apply_updates(plan, updates, slots):
+def _apply_updates(
+    plan: RecyclePlan,
+    updates: list[tuple[keras.Variable, np.ndarray, Any]],
+    slots: Mapping[int, Iterable[keras.Variable]],
+) -> None:
     """Write the new values into the masked entries, and into their slots.
 
     On TensorFlow, outside a distribution strategy, `_write` runs as one
@@ -536,7 +574,13 @@ def _apply_updates(plan, updates, slots):
     cache[key](entries, values)
 
 
-def _write(variables, slot_lists, drawn, entries, values):
+def _write(
+    variables: list[keras.Variable],
+    slot_lists: list[list[keras.Variable]],
+    drawn: tuple[bool, ...],
+    entries: list[np.ndarray],
+    values: Iterable[Any],
+) -> None:
     """The masked entries of each variable take its new value (`drawn`) or
     0; a slot takes 0 (momentum, Adam's m and v, ...), except `use_ema`'s
     moving average of the weights, which `fit` copies into them at the
@@ -562,7 +606,7 @@ def _write(variables, slot_lists, drawn, entries, values):
 _COMPILED_ATTRIBUTE = "_keras_relu_kit_recycle_updates"
 
 
-def _compiled_backend(variables):
+def _compiled_backend(variables: list[keras.Variable]) -> bool:
     if keras.backend.backend() != "tensorflow":
         return False
     import tensorflow as tf
@@ -573,12 +617,14 @@ def _compiled_backend(variables):
     )
 
 
-def _plan_variables(plan):
+def _plan_variables(plan: RecyclePlan) -> list[keras.Variable]:
     layers = [plan.producer, *plan.norms, *(c.layer for c in plan.consumers)]
     return [v for layer in layers for v in layer.trainable_variables]
 
 
-def optimizer_slots(optimizer, variables):
+def optimizer_slots(
+    optimizer: keras.optimizers.Optimizer | None, variables: Iterable[keras.Variable]
+) -> dict[int, list[keras.Variable]]:
     """`{id(variable): [its optimizer slot variables]}` for model `variables`.
 
     Keras names a slot `<variable path with / as _>_<slot name>` and gives
@@ -594,7 +640,7 @@ def optimizer_slots(optimizer, variables):
         ((v.path.replace("/", "_") + "_", v) for v in variables),
         key=lambda item: -len(item[0]),
     )
-    slots = {}
+    slots: dict[int, list[keras.Variable]] = {}
     for slot in optimizer.variables:
         name = slot.name
         for prefix, variable in prefixes:

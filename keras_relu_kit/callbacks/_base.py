@@ -1,8 +1,12 @@
 """What the kit's callbacks share: the `fit` they run in, and their probe."""
 
+from __future__ import annotations
+
 import json
 import os
 import warnings
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import keras
 
@@ -13,6 +17,11 @@ from keras_relu_kit._validation import (
 )
 from keras_relu_kit.diagnostics.measurement import Measurement
 from keras_relu_kit.diagnostics.probe import Probe
+
+if TYPE_CHECKING:
+    from keras_relu_kit.callbacks.dead_relu_monitor import DeadReLUMonitor
+    from keras_relu_kit.diagnostics.report import DeadReport
+    from keras_relu_kit.diagnostics.sites import RectifierSite
 
 
 class FitCallback(keras.callbacks.Callback):
@@ -27,7 +36,7 @@ class FitCallback(keras.callbacks.Callback):
 
     OWNER = ""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self._in_fit = False
         self._warned_outside_fit = False
@@ -40,7 +49,7 @@ class FitCallback(keras.callbacks.Callback):
             self._in_fit = False  # `fit` stops here: no `on_train_end`.
             raise
 
-    def _begin(self):
+    def _begin(self) -> None:
         raise NotImplementedError
 
     def on_train_end(self, logs=None):
@@ -52,7 +61,7 @@ class FitCallback(keras.callbacks.Callback):
     def on_predict_begin(self, logs=None):
         self._warn_outside_fit("predict")
 
-    def _warn_outside_fit(self, method):
+    def _warn_outside_fit(self, method: str) -> None:
         # `fit` runs validation through `evaluate` with its own callbacks:
         # only a call outside a training run is meant.
         if self._in_fit or self._warned_outside_fit:
@@ -67,8 +76,16 @@ class FitCallback(keras.callbacks.Callback):
 
 
 def probe_measurement(
-    probe, *, probe_size, batch_size, seed, tau=None, data_format, mode, owner
-):
+    probe: Any,
+    *,
+    probe_size: int,
+    batch_size: int,
+    seed: int,
+    tau: float | None = None,
+    data_format: str | None,
+    mode: str,
+    owner: str,
+) -> Measurement:
     """The `Measurement` a callback makes for itself.
 
     A given probe is used whole; without one, a seeded sample of at most
@@ -89,7 +106,7 @@ def probe_measurement(
     )
 
 
-def check_verbose(verbose, owner):
+def check_verbose(verbose: Any, owner: str) -> int:
     """`verbose` is 0 or 1 (or a bool), as Keras' callbacks take it."""
     if isinstance(verbose, float) or verbose not in (0, 1):
         raise ValueError(
@@ -99,7 +116,9 @@ def check_verbose(verbose, owner):
     return int(verbose)
 
 
-def check_dead_relu_monitor(monitor, probe, owner):
+def check_dead_relu_monitor(
+    monitor: Any, probe: Any, owner: str
+) -> DeadReLUMonitor | None:
     """A callback's `dead_relu_monitor` is a monitor, and excludes `probe`."""
     from keras_relu_kit.callbacks.dead_relu_monitor import DeadReLUMonitor
 
@@ -118,7 +137,7 @@ def check_dead_relu_monitor(monitor, probe, owner):
     return monitor
 
 
-def check_backup_dir(backup_dir, owner):
+def check_backup_dir(backup_dir: Any, owner: str) -> str | None:
     """`backup_dir` as a string path (of a directory to be), or `None`."""
     if backup_dir is not None and (
         not isinstance(backup_dir, (str, os.PathLike))
@@ -133,7 +152,7 @@ def check_backup_dir(backup_dir, owner):
     return None if backup_dir is None else os.fspath(backup_dir)
 
 
-def normalize_layers(layers, owner):
+def normalize_layers(layers: Any, owner: str) -> list[str | keras.layers.Layer] | None:
     """`layers` (a name, a layer, or a list of them) as a list, or `None`."""
     if layers is None:
         return None
@@ -156,7 +175,12 @@ def normalize_layers(layers, owner):
     return list(layers)
 
 
-def select_sites(layers, available, owner, kind):
+def select_sites(
+    layers: Sequence[str | keras.layers.Layer] | None,
+    available: Mapping[str, RectifierSite],
+    owner: str,
+    kind: str,
+) -> dict[str, RectifierSite]:
     """The sites of `available` (name -> site) that `layers` names.
 
     `None` selects all; a name is a site's or its layer's name.
@@ -164,7 +188,7 @@ def select_sites(layers, available, owner, kind):
     if layers is None:
         return dict(available)
     by_layer_name = {site.layer.name: name for name, site in available.items()}
-    selected = {}
+    selected: dict[str, RectifierSite] = {}
     for item in layers:
         if isinstance(item, keras.layers.Layer):
             names = [n for n, s in available.items() if s.layer is item]
@@ -190,38 +214,41 @@ class StateFile:
     place), read when training begins, removed when it ends normally.
     """
 
-    def __init__(self, backup_dir, name):
+    def __init__(self, backup_dir: str | None, name: str) -> None:
         self.directory = backup_dir
         self.path = None if backup_dir is None else os.path.join(backup_dir, name)
 
-    def write(self, state):
+    def write(self, state: Any) -> None:
         if self.path is None:
             return
+        assert self.directory is not None  # There is a path only with one.
         os.makedirs(self.directory, exist_ok=True)
         partial = self.path + ".partial"
         with open(partial, "w") as f:
             json.dump(state, f)
         os.replace(partial, self.path)
 
-    def read(self):
+    def read(self) -> Any:
         """The saved state, or `None` when there is none."""
         if self.path is None or not os.path.exists(self.path):
             return None
         with open(self.path) as f:
             return json.load(f)
 
-    def sibling(self, name):
+    def sibling(self, name: str) -> str | None:
         """The path of another file beside the state file, or `None`."""
         return None if self.directory is None else os.path.join(self.directory, name)
 
-    def remove(self, *names):
+    def remove(self, *names: str) -> None:
         """Remove the state file (and the named files beside it)."""
         for path in (self.path, *(self.sibling(name) for name in names)):
             if path is not None and os.path.exists(path):
                 os.remove(path)
 
 
-def check_monitor_attached(monitor, model, owner):
+def check_monitor_attached(
+    monitor: DeadReLUMonitor | None, model: keras.Model, owner: str
+) -> None:
     """In `on_train_begin`: the given monitor is attached to this model."""
     if monitor is not None and monitor.model is not model:
         raise ValueError(
@@ -232,7 +259,7 @@ def check_monitor_attached(monitor, model, owner):
         )
 
 
-def check_monitor_in_fit(monitor, owner):
+def check_monitor_in_fit(monitor: DeadReLUMonitor | None, owner: str) -> None:
     """In the first `on_epoch_begin` (every `on_train_begin` has run, no
     step yet): a monitor from an earlier `fit`, left out of this one's
     callbacks, would measure on its old probe."""
@@ -262,17 +289,17 @@ class RemedyCallback(FitCallback):
     def _init_remedy(
         self,
         *,
-        dead_relu_monitor,
-        probe,
-        probe_size,
-        batch_size,
-        seed,
-        data_format,
-        mode,
-        layers,
-        backup_dir,
-        verbose,
-    ):
+        dead_relu_monitor: DeadReLUMonitor | None,
+        probe: Any,
+        probe_size: int,
+        batch_size: int,
+        seed: int,
+        data_format: str | None,
+        mode: str,
+        layers: Any,
+        backup_dir: Any,
+        verbose: int,
+    ) -> None:
         from keras_relu_kit.diagnostics.measurement import check_mode
 
         owner = self.OWNER
@@ -290,7 +317,7 @@ class RemedyCallback(FitCallback):
         self._checked_monitor = False
         # Alone, the callback measures through its own Measurement, on a
         # probe chosen and checked exactly as DeadReLUMonitor's is.
-        self._own_measurement = None
+        self._own_measurement: Measurement | None = None
         if dead_relu_monitor is None:
             self._own_measurement = probe_measurement(
                 probe,
@@ -302,20 +329,22 @@ class RemedyCallback(FitCallback):
                 owner=owner,
             )
 
-    def _begin_measuring(self, model):
+    def _begin_measuring(self, model: keras.Model) -> None:
         self._checked_monitor = False
         check_monitor_attached(self.dead_relu_monitor, model, self.OWNER)
         if self.dead_relu_monitor is None:
+            assert self._own_measurement is not None  # Made without a monitor.
             self._own_measurement.begin(model)
 
-    def _check_monitor_once(self):
+    def _check_monitor_once(self) -> None:
         if not self._checked_monitor:
             self._checked_monitor = True
             check_monitor_in_fit(self.dead_relu_monitor, self.OWNER)
 
-    def _report(self, epoch=None):
+    def _report(self, epoch: int | None = None) -> DeadReport:
         """This step's measurement: the monitor's of `epoch` when shared."""
         if self.dead_relu_monitor is None:
+            assert self._own_measurement is not None  # Made without a monitor.
             return self._own_measurement.report(self.model)
         if epoch is None:
             return self.dead_relu_monitor.measurement.report(self.model)

@@ -1,7 +1,11 @@
 """`AutoLeak`: raise a layer's leak where its units die, while `fit` runs."""
 
+from __future__ import annotations
+
 import os
 import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -15,6 +19,9 @@ from keras_relu_kit.callbacks._base import RemedyCallback, select_sites
 from keras_relu_kit.callbacks.dead_relu_monitor import DeadReLUMonitor
 from keras_relu_kit.diagnostics.sites import find_rectifier_sites
 from keras_relu_kit.layers import ELU, LeakyReLU, PReLU
+
+if TYPE_CHECKING:
+    from keras_relu_kit.diagnostics.report import DeadReport, SiteReport
 
 OWNER = "AutoLeak"
 
@@ -183,12 +190,15 @@ class AutoLeak(RemedyCallback):
         max_alpha: float = 0.3,
         patience: int = 0,
         cooldown: int = 0,
-        layers=None,
+        layers: str
+        | keras.layers.Layer
+        | Sequence[str | keras.layers.Layer]
+        | None = None,
         dead_relu_monitor: DeadReLUMonitor | None = None,
-        probe=None,
+        probe: Any = None,
         probe_size: int = 1024,
         mode: str = "training",
-        backup_dir=None,
+        backup_dir: str | os.PathLike[str] | None = None,
         verbose: int = 0,
         monitor: DeadReLUMonitor | None = None,
         *,
@@ -197,7 +207,7 @@ class AutoLeak(RemedyCallback):
         seed: int = 0,
         divergence_factor: float | None = 2.0,
         max_snapshots: int = 2,
-    ):
+    ) -> None:
         super().__init__()
         monitor = _deprecated_monitor(monitor, dead_relu_monitor)
         if divergence_factor is not None:
@@ -255,17 +265,17 @@ class AutoLeak(RemedyCallback):
             backup_dir=backup_dir,
             verbose=verbose,
         )
-        self.changes = []
-        self.layers_managed = []
-        self.stopped = []
-        self._state = {}
-        self._snapshots = []
-        self._best_loss = None
-        self._rolled_back = None
+        self.changes: list[dict[str, Any]] = []
+        self.layers_managed: list[str] = []
+        self.stopped: list[str] = []
+        self._state: dict[str, dict[str, int]] = {}
+        self._snapshots: list[dict[str, Any]] = []
+        self._best_loss: float | None = None
+        self._rolled_back: list[Any] | None = None
 
     # Keras hooks ---------------------------------------------------------
 
-    def _begin(self):
+    def _begin(self) -> None:
         self.changes = []
         self._state = {}
         self.layers_managed = []
@@ -338,7 +348,13 @@ class AutoLeak(RemedyCallback):
 
     # Internals -----------------------------------------------------------
 
-    def _guard(self, epoch, loss, model, layers):
+    def _guard(
+        self,
+        epoch: int,
+        loss: Any,
+        model: keras.Model,
+        layers: dict[str, keras.layers.Layer],
+    ) -> bool:
         """Undo the latest raise when the loss went bad after it.
 
         Returns whether it rolled back (then nothing is raised this epoch).
@@ -393,7 +409,9 @@ class AutoLeak(RemedyCallback):
         )
         return True
 
-    def _snapshot(self, epoch, model, layers):
+    def _snapshot(
+        self, epoch: int, model: keras.Model, layers: dict[str, keras.layers.Layer]
+    ) -> None:
         """Keep the state from before this epoch's raises, in host memory."""
         if self.divergence_factor is None:
             return
@@ -414,7 +432,14 @@ class AutoLeak(RemedyCallback):
         )
         del self._snapshots[: -self.max_snapshots]
 
-    def _consider(self, epoch, name, layers, site, model):
+    def _consider(
+        self,
+        epoch: int,
+        name: str,
+        layers: dict[str, keras.layers.Layer],
+        site: SiteReport,
+        model: keras.Model,
+    ) -> None:
         layer = layers[name]
         state = self._state[name]
         if site.nonfinite:
@@ -460,12 +485,12 @@ class AutoLeak(RemedyCallback):
                 f"{100 * site.dead_fraction:.1f}% of its units are dead."
             )
 
-    def _raised(self, alpha):
+    def _raised(self, alpha: np.ndarray) -> np.ndarray:
         grown = np.minimum(alpha * self.factor + self.step, self.max_alpha)
         grown = np.where(alpha <= 0.0, self.start, grown)
         return np.maximum(alpha, grown)
 
-    def _save(self, epoch, layers):
+    def _save(self, epoch: int, layers: dict[str, keras.layers.Layer]) -> None:
         if self._state_file.path is None:
             return
         # The slopes as AutoLeak left them at the end of this epoch: a
@@ -476,6 +501,7 @@ class AutoLeak(RemedyCallback):
             for name in self.layers_managed
         }
         rollback = self._state_file.sibling(ROLLBACK_FILE)
+        assert rollback is not None  # There is a state file: a directory.
         if self._rolled_back is not None:
             np.savez(rollback, *self._rolled_back)
         self._state_file.write(
@@ -490,7 +516,7 @@ class AutoLeak(RemedyCallback):
             }
         )
 
-    def _restore(self, model):
+    def _restore(self, model: keras.Model) -> None:
         saved = self._state_file.read()
         if saved is None:
             return
@@ -511,6 +537,7 @@ class AutoLeak(RemedyCallback):
         self.stopped = [n for n in saved.get("stopped", []) if n in self._state]
         self._best_loss = saved.get("best_loss")
         rollback = self._state_file.sibling(ROLLBACK_FILE)
+        assert rollback is not None  # A state was read: there is a directory.
         if saved.get("rolled_back") and os.path.exists(rollback):
             # The last epoch rolled back: a BackupAndRestore listed before
             # AutoLeak saved the weights before the rollback. Restoring
@@ -522,7 +549,7 @@ class AutoLeak(RemedyCallback):
                 _assign(variables, values)
 
 
-def _state_variables(model):
+def _state_variables(model: keras.Model) -> list[keras.Variable]:
     """What a rollback restores: the model's weights and its optimizer's
     variables, less the step count and learning rate (a schedule or
     `ReduceLROnPlateau` goes on as it was)."""
@@ -537,7 +564,7 @@ def _state_variables(model):
     return variables
 
 
-def _site_of(report, name):
+def _site_of(report: DeadReport, name: str) -> SiteReport | None:
     """The `SiteReport` of site `name`, or of its deadest call.
 
     A shared layer applied to tensors of different widths is measured per
@@ -551,7 +578,9 @@ def _site_of(report, name):
     return max(calls, key=lambda site: site.dead_fraction)
 
 
-def _deprecated_monitor(monitor, dead_relu_monitor):
+def _deprecated_monitor(
+    monitor: DeadReLUMonitor | None, dead_relu_monitor: DeadReLUMonitor | None
+) -> DeadReLUMonitor | None:
     """`dead_relu_monitor`, or the deprecated `monitor=` it replaces."""
     if monitor is None:
         return dead_relu_monitor
@@ -570,7 +599,9 @@ def _deprecated_monitor(monitor, dead_relu_monitor):
     return monitor
 
 
-def _channel_mask(layer, shape, dead_mask):
+def _channel_mask(
+    layer: keras.layers.Layer, shape: tuple[int, ...], dead_mask: Any
+) -> np.ndarray:
     """Which entries of `alpha` (of `shape`) belong to dead channels."""
     dead_mask = np.asarray(dead_mask, dtype=bool)
     if len(shape) == 0 or not isinstance(layer, PReLU):
@@ -589,6 +620,6 @@ def _channel_mask(layer, shape, dead_mask):
     return np.broadcast_to(dead_mask.reshape(broadcast), shape)
 
 
-def _assign(variables, values):
+def _assign(variables: list[keras.Variable], values: list[Any]) -> None:
     for variable, value in zip(variables, values, strict=True):
         variable.assign(value)

@@ -1,11 +1,14 @@
 """`DeadReLUMonitor`: dead rectifier units, per layer, while `fit` runs."""
 
+from __future__ import annotations
+
 import csv
 import importlib.util
 import json
 import os
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from keras_relu_kit._validation import (
     check_bool,
@@ -20,6 +23,9 @@ from keras_relu_kit.callbacks._base import (
     probe_measurement,
 )
 from keras_relu_kit.diagnostics.report import DeadReport
+
+if TYPE_CHECKING:
+    from keras_relu_kit.diagnostics.sites import RectifierSite
 
 OWNER = "DeadReLUMonitor"
 
@@ -146,11 +152,11 @@ class DeadReLUMonitor(FitCallback):
 
     def __init__(
         self,
-        probe=None,
+        probe: Any = None,
         probe_size: int = 1024,
-        frequency="epoch",
+        frequency: str | int = "epoch",
         tau: float | None = None,
-        log_dir=None,
+        log_dir: str | os.PathLike[str] | None = None,
         verbose: int = 0,
         *,
         batch_size: int = 256,
@@ -158,7 +164,7 @@ class DeadReLUMonitor(FitCallback):
         data_format: str | None = None,
         seed: int = 0,
         mode: str = "training",
-    ):
+    ) -> None:
         super().__init__()
         check_positive_int("probe_size", probe_size, owner=OWNER)
         if frequency != "epoch" and not is_positive_int(frequency):
@@ -206,12 +212,12 @@ class DeadReLUMonitor(FitCallback):
             # class would stop Keras from dispatching batch hooks
             # asynchronously on backends that can.
             self.on_train_batch_end = self._measure_on_batch
-        self.last_report = None
-        self.history = []
-        self.sites = []
+        self.last_report: DeadReport | None = None
+        self.history: list[dict[str, Any]] = []
+        self.sites: list[RectifierSite] = []
         self._reset()
 
-    def _reset(self):
+    def _reset(self) -> None:
         self._active = False
         self._epoch = 0
         self._epoch_start = 0
@@ -221,7 +227,7 @@ class DeadReLUMonitor(FitCallback):
 
     # Keras hooks ---------------------------------------------------------
 
-    def _begin(self):
+    def _begin(self) -> None:
         self._reset()
         self.history = []
         self.last_report = None
@@ -246,7 +252,7 @@ class DeadReLUMonitor(FitCallback):
         self._epoch = epoch
         self._epoch_start = self._step
 
-    def _measure_on_batch(self, batch, logs=None):
+    def _measure_on_batch(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if not self._active:
             return
         self._step, crossed = crossed_step(
@@ -277,7 +283,7 @@ class DeadReLUMonitor(FitCallback):
     # Public API ----------------------------------------------------------
 
     @property
-    def probe(self):
+    def probe(self) -> Any:
         """The given probe (as NumPy arrays, or a dataset), or `None`.
 
         Set it between `fit` calls to measure the next one on other data.
@@ -285,7 +291,7 @@ class DeadReLUMonitor(FitCallback):
         return self._probe.data
 
     @probe.setter
-    def probe(self, probe):
+    def probe(self, probe: Any) -> None:
         self._probe.data = probe
         self._probe.size = None if probe is not None else self.probe_size
 
@@ -319,7 +325,7 @@ class DeadReLUMonitor(FitCallback):
             return DeadReport({}, tau=self.tau)
         return self._measure(epoch)
 
-    def save_history(self, path) -> None:
+    def save_history(self, path: str | os.PathLike[str]) -> None:
         """Write `history` to `path`: JSON or CSV, by the file's suffix.
 
         Args:
@@ -338,7 +344,7 @@ class DeadReLUMonitor(FitCallback):
             with open(path, "w") as f:
                 json.dump(self.history, f, indent=1)
             return
-        columns = []
+        columns: list[str] = []
         for record in self.history:
             columns.extend(k for k in record if k not in columns)
         with open(path, "w", newline="") as f:
@@ -348,7 +354,7 @@ class DeadReLUMonitor(FitCallback):
 
     # Internals -----------------------------------------------------------
 
-    def _measure(self, epoch):
+    def _measure(self, epoch: int) -> DeadReport:
         # `self.model` syncs the trainer's state into the layers on JAX,
         # so the capture sees this step's weights. One measurement per
         # epoch end (or per training batch with an int `frequency`),
@@ -361,7 +367,7 @@ class DeadReLUMonitor(FitCallback):
         if report is self.last_report:
             return report
         self.last_report = report
-        record = {"epoch": int(epoch)}
+        record: dict[str, Any] = {"epoch": int(epoch)}
         if self.frequency != "epoch":
             record["step"] = self._step
         record.update(report.to_record())
@@ -384,7 +390,7 @@ class DeadReLUMonitor(FitCallback):
             )
         return report
 
-    def _write_summaries(self, report, epoch):
+    def _write_summaries(self, report: DeadReport, epoch: int) -> None:
         import tensorflow as tf
 
         step = epoch if self.frequency == "epoch" else self._step
@@ -393,14 +399,14 @@ class DeadReLUMonitor(FitCallback):
                 tf.summary.scalar(key, value)
         self._writer.flush()
 
-    def _close_writer(self):
+    def _close_writer(self) -> None:
         writer = getattr(self, "_writer", None)
         if writer is not None:
             writer.close()
         self._writer = None
 
 
-def _check_tensorboard():
+def _check_tensorboard() -> None:
     """`log_dir` writes with `tf.summary`: TensorFlow and TensorBoard only.
 
     TensorFlow no longer installs TensorBoard, whose summary ops

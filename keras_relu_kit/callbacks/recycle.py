@@ -1,6 +1,11 @@
 """`Recycle`: re-initialise dead or dormant units while `fit` runs (ReDo)."""
 
+from __future__ import annotations
+
+import os
 import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -18,6 +23,10 @@ from keras_relu_kit.callbacks.dead_relu_monitor import DeadReLUMonitor
 from keras_relu_kit.diagnostics.measurement import training_step
 from keras_relu_kit.diagnostics.sites import find_rectifier_sites
 from keras_relu_kit.recycling import optimizer_slots, plan_recycling, recycle_units
+
+if TYPE_CHECKING:
+    from keras_relu_kit.diagnostics.report import DeadReport, SiteReport
+    from keras_relu_kit.recycling import RecyclePlan
 
 OWNER = "Recycle"
 
@@ -156,20 +165,23 @@ class Recycle(RemedyCallback):
     def __init__(
         self,
         tau: float | None = None,
-        frequency="epoch",
-        layers=None,
+        frequency: str | int = "epoch",
+        layers: str
+        | keras.layers.Layer
+        | Sequence[str | keras.layers.Layer]
+        | None = None,
         dead_relu_monitor: DeadReLUMonitor | None = None,
-        probe=None,
+        probe: Any = None,
         probe_size: int = 1024,
         mode: str = "training",
-        backup_dir=None,
+        backup_dir: str | os.PathLike[str] | None = None,
         verbose: int = 0,
         *,
         batch_size: int = 256,
         data_format: str | None = None,
         seed: int = 0,
-        bias_initializer="zeros",
-    ):
+        bias_initializer: str | keras.initializers.Initializer | None = "zeros",
+    ) -> None:
         super().__init__()
         if bias_initializer is not None:
             try:
@@ -208,18 +220,18 @@ class Recycle(RemedyCallback):
             # Defined only then: a batch hook on the class would stop Keras
             # from dispatching batch hooks asynchronously.
             self.on_train_batch_end = self._recycle_on_batch
-        self.changes = []
-        self.sites_recycled = []
-        self.unmapped = {}
-        self._plans = {}
+        self.changes: list[dict[str, Any]] = []
+        self.sites_recycled: list[str] = []
+        self.unmapped: dict[str, str] = {}
+        self._plans: dict[str, RecyclePlan] = {}
         self._active = False
 
     # Keras hooks ---------------------------------------------------------
 
-    def _begin(self):
+    def _begin(self) -> None:
         self._active = False
         self.changes = []
-        self._epoch_counts = {}
+        self._epoch_counts: dict[str, int] = {}
         self._epoch = 0
         self._epoch_start = 0
         self._step = 0
@@ -246,7 +258,7 @@ class Recycle(RemedyCallback):
                 )
             return
         self._begin_measuring(model)
-        self._slots = None
+        self._slots: dict[int, list[keras.Variable]] | None = None
         self._restore(model)
         self._active = True
 
@@ -257,7 +269,7 @@ class Recycle(RemedyCallback):
         if self._active:
             self._check_monitor_once()
 
-    def _recycle_on_batch(self, batch, logs=None):
+    def _recycle_on_batch(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if not self._active:
             return
         self._step, crossed = crossed_step(
@@ -284,7 +296,7 @@ class Recycle(RemedyCallback):
 
     # Internals -----------------------------------------------------------
 
-    def _recycle(self, report, epoch):
+    def _recycle(self, report: DeadReport, epoch: int) -> None:
         model = self.model  # Syncs the trainer's state into the variables.
         step = training_step(model) or 0
         for index, name in enumerate(self.sites_recycled):
@@ -295,7 +307,7 @@ class Recycle(RemedyCallback):
             mask = _to_recycle(site, self.tau)
             if not mask.any():
                 continue
-            change = {
+            change: dict[str, Any] = {
                 "epoch": int(epoch),
                 "step": int(step),
                 "layer": name,
@@ -315,7 +327,7 @@ class Recycle(RemedyCallback):
                     f"({100 * site.dead_fraction:.1f}% dead)."
                 )
 
-    def _apply(self, model, change, index):
+    def _apply(self, model: keras.Model, change: dict[str, Any], index: int) -> None:
         optimizer = getattr(model, "optimizer", None)
         if self._slots is None and optimizer is not None and optimizer.built:
             # Built by the first training step: matched once per run.
@@ -328,10 +340,10 @@ class Recycle(RemedyCallback):
             bias_initializer=self.bias_initializer,
         )
 
-    def _save(self, epoch):
+    def _save(self, epoch: int) -> None:
         self._state_file.write({"epoch": int(epoch), "changes": self.changes})
 
-    def _restore(self, model):
+    def _restore(self, model: keras.Model) -> None:
         saved = self._state_file.read()
         if saved is None:
             return
@@ -347,7 +359,7 @@ class Recycle(RemedyCallback):
                 self._apply(model, change, self.sites_recycled.index(change["layer"]))
 
 
-def _to_recycle(site, tau):
+def _to_recycle(site: SiteReport, tau: float | None) -> np.ndarray:
     """The units of a `SiteReport` to recycle.
 
     Dead units whose output is exactly 0 on every probe example (dead ReLU
@@ -361,7 +373,7 @@ def _to_recycle(site, tau):
     return mask
 
 
-def _event_seed(seed, step, index):
+def _event_seed(seed: int, step: int, index: int) -> int:
     """The seed of one site's recycling at one step."""
     state = np.random.SeedSequence([seed, step, index]).generate_state(1)[0]
     return int(state % (2**31 - 1))

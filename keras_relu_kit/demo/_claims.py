@@ -182,7 +182,9 @@ def _comparison_claim(number, claim_id, text, kind, pairs, runs):
     """
     pairs = [(b, v) for b, v in pairs if b in runs and v in runs]
     several = len({runs[v]["label"] for _, v in pairs}) > 1
-    groups, numbers, reasons = {}, {}, []
+    groups: dict = {}
+    numbers: dict = {}
+    reasons: list = []
     for base_key, key in pairs:
         base, run = runs[base_key], runs[key]
         result = effect(run, base)

@@ -33,7 +33,7 @@ class Staging:
             raise CommandError(f"{option} '{self.out}' exists and is not a directory")
         try:
             self.out.mkdir(parents=True, exist_ok=True)
-            self.path = Path(
+            self.path: Path | None = Path(
                 tempfile.mkdtemp(prefix=".relu-kit-staging-", dir=self.out)
             )
         except OSError as error:

@@ -54,7 +54,8 @@ def stack(curves, tolerance=TOLERANCE):
         for i, a in enumerate(labels)
         for b in labels[i + 1 :]
     }
-    depths, heights = {}, {}
+    depths: dict[str, int] = {}
+    heights: dict[str, int] = {}
     for i in reversed(range(len(labels))):
         later = [depths[b] + 1 for b in labels[i + 1 :] if meets[labels[i], b]]
         depths[labels[i]] = max(later, default=0)
@@ -91,9 +92,10 @@ def dead_fraction_figure(panels, path, *, title=None, marks=None):
                 continue
             line.set(**styles[label])
         legend = ax.get_legend()
+        assert legend is not None  # Drawn by `plot_dead_fraction`.
         for handle, text in zip(legend.legend_handles, legend.get_texts(), strict=True):
-            if text.get_text() in styles:
-                handle.set_linestyle(styles[text.get_text()]["linestyle"])
+            if handle is not None and text.get_text() in styles:
+                handle.set(linestyle=styles[text.get_text()]["linestyle"])
     figure.savefig(path, format="png", dpi=100)
     return figure
 

@@ -30,7 +30,11 @@ it belongs to, and would otherwise bake the weights of its first call in
 as constants.
 """
 
+from __future__ import annotations
+
 import warnings
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -40,28 +44,32 @@ from keras_relu_kit._validation import DATA_FORMATS
 from keras_relu_kit.diagnostics.probe import functional_inputs
 from keras_relu_kit.diagnostics.report import DeadReport, site_report
 
+if TYPE_CHECKING:
+    from keras_relu_kit.diagnostics.report import SiteReport
+    from keras_relu_kit.diagnostics.sites import RectifierSite
+
 # The attribute of a model that holds its captures. Set through the
 # instance dict, out of Keras' tracking, so that it is never saved.
 _CACHE_ATTRIBUTE = "_keras_relu_kit_captures"
 
 
-def _first_output(outputs):
+def _first_output(outputs: Any) -> Any:
     return keras.tree.flatten(outputs)[0]
 
 
 class _CallRecorder:
     """Wraps the sites' `call` so that their outputs can be collected."""
 
-    def __init__(self, layers):
+    def __init__(self, layers: Iterable[keras.layers.Layer]) -> None:
         self.layers = list(layers)
-        self.outputs = [[] for _ in self.layers]
-        self._saved = None
+        self.outputs: list[list[Any]] = [[] for _ in self.layers]
+        self._saved: list[tuple[keras.layers.Layer, Any]] | None = None
 
-    def clear(self):
+    def clear(self) -> None:
         for outputs in self.outputs:
             outputs.clear()
 
-    def __enter__(self):
+    def __enter__(self) -> _CallRecorder:
         self._saved = []
         for index, layer in enumerate(self.layers):
             shadowed = layer.__dict__.get("call")
@@ -79,7 +87,8 @@ class _CallRecorder:
             layer.__dict__["call"] = call
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> None:
+        assert self._saved is not None  # Set by `__enter__`.
         for layer, shadowed in self._saved:
             if shadowed is None:
                 layer.__dict__.pop("call", None)
@@ -99,7 +108,14 @@ class _Reducer(keras.Model):
     holding each site's NaN/inf count and number of units.
     """
 
-    def __init__(self, measured, forward, channels_first, training, **kwargs):
+    def __init__(
+        self,
+        measured: keras.layers.Layer,
+        forward: Callable[[Any, Any], list[list[Any]]],
+        channels_first: Iterable[bool],
+        training: bool,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(dtype="float32", **kwargs)
         self._training = bool(training)
         # Tracked: the measured model's variables feed the compiled function.
@@ -135,8 +151,9 @@ class _Reducer(keras.Model):
         with keras.StatelessScope(state_mapping=mapping):
             return self._forward(self.measured, x)
 
-    def _reduce(self, x):
-        reduced, layout = [], []
+    def _reduce(self, x: Any) -> list[tuple[Any, Any, Any]]:
+        reduced: list[tuple[Any, Any, Any]] = []
+        layout: list[tuple[int, int | None]] = []
         for index, (outputs, channels_first) in enumerate(
             zip(self._run_forward(x), self._channels_first, strict=True)
         ):
@@ -194,11 +211,11 @@ class _Reducer(keras.Model):
         )
 
 
-def _combine(a, b):
+def _combine(a: Any, b: Any) -> tuple[Any, Any, Any]:
     return (ops.maximum(a[0], b[0]), a[1] + b[1], a[2] + b[2])
 
 
-def _called_once(model, sites):
+def _called_once(model: keras.Model, sites: Sequence[RectifierSite]) -> bool:
     """Whether every site is a top-level layer called once in the graph.
 
     Only then is `layer.output` the one output to measure. Counted from
@@ -220,7 +237,7 @@ def _called_once(model, sites):
     return all(calls.get(s.layer.name) == 1 for s in sites)
 
 
-def _channels_first(site, data_format):
+def _channels_first(site: RectifierSite, data_format: str | None) -> bool:
     if data_format is None:
         data_format = getattr(site.layer, "data_format", None)
     if data_format not in DATA_FORMATS:
@@ -241,10 +258,17 @@ class Capture:
             `"hooks"` (the model run with the sites' `call` wrapped).
     """
 
-    def __init__(self, model, sites, *, data_format=None, training=True):
+    def __init__(
+        self,
+        model: keras.Model,
+        sites: Iterable[RectifierSite],
+        *,
+        data_format: str | None = None,
+        training: bool = True,
+    ) -> None:
         self.sites = list(sites)
         self.training = bool(training)
-        self._recorder = None
+        self._recorder: _CallRecorder | None = None
         self.mode = "hooks"
         self._model = model
         self._built = False
@@ -288,7 +312,7 @@ class Capture:
             run_eagerly=bool(getattr(model, "run_eagerly", False)),
         )
 
-    def run(self, groups, tau=None):
+    def run(self, groups: Iterable[Any], tau: float | None = None) -> DeadReport:
         """Measure on stacked batches and return a `DeadReport`.
 
         Args:
@@ -320,12 +344,13 @@ class Capture:
                     nonfinite = nonfinite + c[0]
         finally:
             if entered:
+                assert recorder is not None  # Entered only when there is one.
                 recorder.__exit__(None, None, None)
             if rng is not None:
                 rng.restore()
         return self._report(maxima, sums, nonfinite, units, tau, examples)
 
-    def _maybe_build(self, group):
+    def _maybe_build(self, group: Any) -> None:
         # A subclassed model (or a Sequential without an `Input`) that has
         # not run yet builds on its first call. Build it here, outside the
         # traced capture function, and for any batch size, as `fit` would.
@@ -349,8 +374,16 @@ class Capture:
             )
         self._built = True
 
-    def _report(self, maxima, sums, nonfinite, units, tau, examples):
-        reports = {}
+    def _report(
+        self,
+        maxima: Any,
+        sums: Any,
+        nonfinite: Any,
+        units: Any,
+        tau: float | None,
+        examples: int,
+    ) -> DeadReport:
+        reports: dict[str, SiteReport] = {}
         offset = 0
         skipped = []
         for slot, (index, call) in enumerate(self._reducer.layout):
@@ -387,8 +420,8 @@ class _TorchRNG:
     it, so the training run draws exactly what it would without it.
     """
 
-    def __init__(self):
-        self.torch = None
+    def __init__(self) -> None:
+        self.torch: Any = None
         if keras.backend.backend() != "torch":
             return
         import torch
@@ -399,7 +432,7 @@ class _TorchRNG:
             torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
         )
 
-    def restore(self):
+    def restore(self) -> None:
         if self.torch is None:
             return
         self.torch.set_rng_state(self.cpu)
@@ -407,7 +440,13 @@ class _TorchRNG:
             self.torch.cuda.set_rng_state_all(self.cuda)
 
 
-def get_capture(model, sites, *, data_format=None, training=True):
+def get_capture(
+    model: keras.Model,
+    sites: Sequence[RectifierSite],
+    *,
+    data_format: str | None = None,
+    training: bool = True,
+) -> Capture:
     """The cached `Capture` for `model` and `sites`, built on first use.
 
     The cache is keyed by the sites, the data format and the model's

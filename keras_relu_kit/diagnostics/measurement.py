@@ -7,7 +7,11 @@ so callbacks that share one (`AutoLeak(dead_relu_monitor=...)`) share the forwar
 pass. `measure()` is the same path called once.
 """
 
+from __future__ import annotations
+
 import warnings
+from collections.abc import Hashable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import keras
 
@@ -16,6 +20,10 @@ from keras_relu_kit.diagnostics import probe as probe_lib
 from keras_relu_kit.diagnostics.capture import get_capture
 from keras_relu_kit.diagnostics.report import DeadReport
 from keras_relu_kit.diagnostics.sites import recurrent_rectifiers, resolve_sites
+
+if TYPE_CHECKING:
+    from keras_relu_kit.diagnostics.capture import Capture
+    from keras_relu_kit.diagnostics.sites import RectifierSite
 
 # The key of the measurement `begin` takes when it compiles the capture.
 _BEGIN = object()
@@ -41,14 +49,14 @@ class Measurement:
 
     def __init__(
         self,
-        probe,
+        probe: probe_lib.Probe,
         *,
-        tau=None,
-        data_format=None,
-        sites=None,
-        mode="training",
-        owner="",
-    ):
+        tau: float | None = None,
+        data_format: str | None = None,
+        sites: Sequence[RectifierSite | str] | None = None,
+        mode: str = "training",
+        owner: str = "",
+    ) -> None:
         if not isinstance(probe, probe_lib.Probe):
             raise TypeError(
                 f"`{owner or 'Measurement'}` argument `probe` must be a "
@@ -62,18 +70,18 @@ class Measurement:
         self.data_format = check_data_format(data_format, owner=owner)
         self.mode = check_mode(mode, owner=owner)
         self._given_sites = sites
-        self.sites = []
-        self.last_report = None
+        self.sites: list[RectifierSite] = []
+        self.last_report: DeadReport | None = None
         self._reset()
 
-    def _reset(self):
+    def _reset(self) -> None:
         self.active = False
         self.began = False
-        self.capture = None
-        self._groups = None
-        self._key = None
+        self.capture: Capture | None = None
+        self._groups: list[Any] | None = None
+        self._key: Hashable | None = None
 
-    def begin(self, model):
+    def begin(self, model: keras.Model) -> list[RectifierSite]:
         """Find the sites, prepare the probe and compile the capture.
 
         Returns:
@@ -109,7 +117,9 @@ class Measurement:
         self.active = True
         return self.sites
 
-    def _compile(self, model):
+    def _compile(self, model: keras.Model) -> None:
+        # Both set by `begin`, which compiles only given the groups.
+        assert self.capture is not None and self._groups is not None
         try:
             # Compiles the capture function now, not in the first epoch.
             self.last_report = self.capture.run(self._groups, self.tau)
@@ -127,7 +137,7 @@ class Measurement:
                 )
             raise
 
-    def report(self, model, key=None):
+    def report(self, model: keras.Model, key: Hashable | None = None) -> DeadReport:
         """The `DeadReport` of `model`'s current weights, measured once per key.
 
         Args:
@@ -154,6 +164,7 @@ class Measurement:
         if key is not None and self.last_report is not None and key == self._key:
             return self.last_report
         groups = self.probe.stream(model) if self._groups is None else self._groups
+        assert self.capture is not None  # Built by `begin` when active.
         report = self.capture.run(groups, self.tau)
         self.last_report = report
         self._key = key
@@ -163,7 +174,7 @@ class Measurement:
 MODES = ("training", "inference")
 
 
-def check_mode(mode, owner=""):
+def check_mode(mode: Any, owner: str = "") -> str:
     """Return `mode` if it is a measuring mode, else raise a `ValueError`."""
     if not isinstance(mode, str) or mode not in MODES:
         where = f"`{owner}` " if owner else ""
@@ -174,7 +185,7 @@ def check_mode(mode, owner=""):
     return mode
 
 
-def training_step(model):
+def training_step(model: keras.Model) -> int | None:
     """The optimizer's iteration count, or `None` without an optimizer."""
     optimizer = getattr(model, "optimizer", None)
     iterations = getattr(optimizer, "iterations", None)
@@ -184,12 +195,12 @@ def training_step(model):
 
 
 def measure(
-    model,
-    data,
+    model: keras.Model,
+    data: Any,
     *,
     batch_size: int = 256,
     tau: float | None = None,
-    sites=None,
+    sites: Sequence[RectifierSite | str] | None = None,
     data_format: str | None = None,
     probe_size: int | None = None,
     seed: int = 0,

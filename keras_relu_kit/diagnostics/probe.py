@@ -7,9 +7,13 @@ model's inputs. `fit_data` is the one place the running `fit`'s data is
 found.
 """
 
+from __future__ import annotations
+
 import inspect
 import math
 import sys
+from collections.abc import Iterator
+from typing import Any
 
 import keras
 import numpy as np
@@ -17,28 +21,28 @@ import numpy as np
 from keras_relu_kit._validation import check_positive_int, check_seed
 
 
-def is_tf_dataset(data):
+def is_tf_dataset(data: Any) -> bool:
     tf = sys.modules.get("tensorflow")
     return tf is not None and isinstance(data, tf.data.Dataset)
 
 
-def is_py_dataset(data):
+def is_py_dataset(data: Any) -> bool:
     return isinstance(data, keras.utils.PyDataset)
 
 
-def is_stream(data):
+def is_stream(data: Any) -> bool:
     """Whether `data` yields batches (a Dataset) rather than holding arrays."""
     return is_tf_dataset(data) or is_py_dataset(data)
 
 
-def unpack_x(data):
+def unpack_x(data: Any) -> Any:
     """The inputs of `data`: `x` from a tuple `(x,)`, `(x, y)`, `(x, y, w)`."""
     if isinstance(data, tuple):
         return keras.utils.unpack_x_y_sample_weight(data)[0]
     return data
 
 
-def _as_array(value, name):
+def _as_array(value: Any, name: str) -> np.ndarray:
     if isinstance(value, np.ndarray):
         array = value
     elif hasattr(value, "shape") and hasattr(value, "dtype"):
@@ -65,7 +69,7 @@ def _as_array(value, name):
     return array
 
 
-def to_arrays(x, name):
+def to_arrays(x: Any, name: str) -> Any:
     """`x` (a structure of arrays or tensors) as NumPy, with one length."""
     if x is None:
         raise ValueError(f"Argument `{name}` holds no inputs. Received: None")
@@ -79,11 +83,11 @@ def to_arrays(x, name):
     return arrays
 
 
-def num_examples(arrays):
+def num_examples(arrays: Any) -> int:
     return int(keras.tree.flatten(arrays)[0].shape[0])
 
 
-def describe_shapes(arrays):
+def describe_shapes(arrays: Any) -> str:
     """The shapes of a structure of arrays, as text for error messages."""
     flat = keras.tree.flatten(arrays)
     if len(flat) == 1 and not keras.tree.is_nested(arrays):
@@ -91,7 +95,7 @@ def describe_shapes(arrays):
     return str(keras.tree.map_structure(lambda a: tuple(a.shape), arrays))
 
 
-def check_not_empty(arrays, name):
+def check_not_empty(arrays: Any, name: str) -> int:
     n = num_examples(arrays)
     if n == 0:
         raise ValueError(
@@ -101,7 +105,7 @@ def check_not_empty(arrays, name):
     return n
 
 
-def iterate_stream(data):
+def iterate_stream(data: Any) -> Iterator[Any]:
     """The batches of a `tf.data.Dataset` or `keras.utils.PyDataset`.
 
     A `PyDataset` is read through `num_batches`, Keras 3's way of giving
@@ -118,7 +122,7 @@ def iterate_stream(data):
         yield from data
 
 
-def is_infinite(data):
+def is_infinite(data: Any) -> bool:
     """Whether a dataset says it never ends."""
     if is_py_dataset(data):
         return data.num_batches is None
@@ -129,7 +133,7 @@ def is_infinite(data):
     return False
 
 
-def take(data, count, name):
+def take(data: Any, count: int | None, name: str) -> Any:
     """Up to `count` examples from the start of a Dataset, as arrays."""
     if count is None and is_infinite(data):
         raise ValueError(
@@ -159,7 +163,7 @@ def take(data, count, name):
     return joined
 
 
-def sample(arrays, count, batch_size, seed=0):
+def sample(arrays: Any, count: int, batch_size: int, seed: int = 0) -> Any:
     """A fixed subset of at most `count` examples, sorted by index.
 
     The subset size is rounded down to a multiple of the number of
@@ -177,7 +181,7 @@ def sample(arrays, count, batch_size, seed=0):
     return keras.tree.map_structure(lambda a: a[index], arrays)
 
 
-def stack(arrays, batch_size):
+def stack(arrays: Any, batch_size: int) -> list[Any]:
     """Group examples into equal batches: `[(n_batches, batch, ...), ...]`.
 
     Returns one structure of shape `(n_batches, batch, ...)` per batch
@@ -206,7 +210,7 @@ def stack(arrays, batch_size):
 # Shapes --------------------------------------------------------------------
 
 
-def functional_inputs(model):
+def functional_inputs(model: keras.layers.Layer) -> Any:
     """The symbolic inputs of a functional or Sequential model, or `None`."""
     try:
         if isinstance(model, keras.Sequential):
@@ -227,7 +231,7 @@ def functional_inputs(model):
     return inputs
 
 
-def expected_input_shapes(model):
+def expected_input_shapes(model: keras.layers.Layer) -> Any:
     """The input shapes a model expects, or `None` when it cannot tell.
 
     From the symbolic inputs of a functional or `Sequential` model, else
@@ -245,7 +249,7 @@ def expected_input_shapes(model):
     return any_batch_size(config.get("input_shape"))
 
 
-def any_batch_size(shapes):
+def any_batch_size(shapes: Any) -> Any:
     """`shapes` (a structure of shape tuples) with `None` batch sizes."""
     if shapes is None:
         return None
@@ -258,13 +262,13 @@ def any_batch_size(shapes):
     return shapes
 
 
-def _is_shape(value):
+def _is_shape(value: Any) -> bool:
     return isinstance(value, (tuple, list)) and all(
         d is None or isinstance(d, int) for d in value
     )
 
 
-def _shape_leaves(shapes):
+def _shape_leaves(shapes: Any) -> list[tuple[int | None, ...]]:
     if _is_shape(shapes):
         return [tuple(shapes)]
     if isinstance(shapes, dict):
@@ -274,14 +278,16 @@ def _shape_leaves(shapes):
     return []
 
 
-def describe_expected(shapes):
+def describe_expected(shapes: Any) -> str:
     leaves = _shape_leaves(shapes)
     if len(leaves) == 1:
         return str(leaves[0])
     return str(shapes)
 
 
-def check_fits(model, arrays, name, expected=None):
+def check_fits(
+    model: keras.layers.Layer, arrays: Any, name: str, expected: Any = None
+) -> None:
     """Raise a `ValueError` naming `name` if `arrays` cannot feed `model`.
 
     Compares the number of inputs, their ranks and every known non-batch
@@ -310,7 +316,7 @@ def check_fits(model, arrays, name, expected=None):
 # The running `fit` ---------------------------------------------------------
 
 
-def fit_data(model):
+def fit_data(model: keras.Model) -> tuple[Any, Any] | None:
     """`(x, validation_data)` of the `model.fit` call running, or `None`.
 
     Keras 3 hands callbacks no data; the running `fit` frame holds it
@@ -319,6 +325,7 @@ def fit_data(model):
     """
     frame = inspect.currentframe()
     try:
+        assert frame is not None  # CPython has frames.
         frame = frame.f_back
         while frame is not None:
             if frame.f_code.co_name == "fit":
@@ -331,7 +338,7 @@ def fit_data(model):
     return None
 
 
-def fit_input_shapes(model):
+def fit_input_shapes(model: keras.Model) -> Any:
     """The input shapes of the data `fit` trains on, or `None`."""
     found = fit_data(model)
     x = None if found is None else found[0]
@@ -377,15 +384,15 @@ class Probe:
 
     def __init__(
         self,
-        data=None,
+        data: Any = None,
         *,
-        size=None,
-        batch_size=256,
-        seed=0,
-        argument="probe",
-        owner="",
-        lazy=False,
-    ):
+        size: int | None = None,
+        batch_size: int = 256,
+        seed: int = 0,
+        argument: str = "probe",
+        owner: str = "",
+        lazy: bool = False,
+    ) -> None:
         self.argument = argument
         self.lazy = bool(lazy)
         self.owner = owner
@@ -396,22 +403,22 @@ class Probe:
         self.seed = check_seed(seed, owner=owner)
         self.data = data
         #: The arrays measured, once `prepare` has run.
-        self.arrays = None
+        self.arrays: Any = None
 
     @property
-    def data(self):
+    def data(self) -> Any:
         """The given inputs (as NumPy arrays), a dataset, or `None`."""
         return self._data
 
     @data.setter
-    def data(self, data):
+    def data(self, data: Any) -> None:
         if data is not None and not is_stream(data):
             data = to_arrays(unpack_x(data), self.argument)
             check_not_empty(data, self.argument)
         self._data = data
 
     @property
-    def is_lazy(self):
+    def is_lazy(self) -> bool:
         """A dataset read batch by batch at every measurement.
 
         Only with `lazy=True` (what `measure` asks for, to keep the memory
@@ -425,7 +432,7 @@ class Probe:
             and self.size is None
         )
 
-    def prepare(self, model):
+    def prepare(self, model: keras.Model) -> list[Any]:
         """Resolve the probe for `model`, check it, and return its batches.
 
         Returns:
@@ -441,7 +448,7 @@ class Probe:
         self.arrays = arrays
         return stack(arrays, self.batch_size)
 
-    def stream(self, model):
+    def stream(self, model: keras.Model) -> Iterator[Any]:
         """The batches of a lazy dataset probe, one group per batch."""
         if is_infinite(self.data):
             take(self.data, None, self.argument)  # Raises, naming the argument.
@@ -462,7 +469,7 @@ class Probe:
                 "Received: an empty dataset"
             )
 
-    def _resolve(self, model):
+    def _resolve(self, model: keras.Model) -> Any:
         if self.data is not None:
             if is_stream(self.data):
                 arrays = take(self.data, self.size, self.argument)
@@ -493,7 +500,7 @@ class Probe:
             f"Received: {self.argument}=None"
         )
 
-    def _sample_from(self, source):
+    def _sample_from(self, source: Any) -> Any:
         size = self.size or 1024
         if is_stream(source):
             arrays = take(source, size, self.argument)

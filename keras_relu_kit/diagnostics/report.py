@@ -1,10 +1,19 @@
 """What a measurement found: `SiteReport` per site and the `DeadReport`."""
 
+from __future__ import annotations
+
 import dataclasses
 import numbers
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import keras
 import numpy as np
+
+if TYPE_CHECKING:
+    from keras_relu_kit.diagnostics.sites import RectifierSite
+
+_T = TypeVar("_T")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -55,7 +64,7 @@ class SiteReport:
     scores: np.ndarray | None = None
     site: str = ""
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         dormant = (
             ""
             if self.dormant_fraction is None
@@ -68,7 +77,14 @@ class SiteReport:
         )
 
 
-def site_report(site, maxima, sums, nonfinite, tau, name=None):
+def site_report(
+    site: RectifierSite,
+    maxima: Any,
+    sums: Any,
+    nonfinite: Any,
+    tau: float | None,
+    name: str | None = None,
+) -> SiteReport:
     """Build a `SiteReport` from the per-unit reductions of one site.
 
     `name` is the report's name when it differs from the site's (one call
@@ -142,7 +158,13 @@ class DeadReport:
     {'dead_fraction': 0.5, 'dead_fraction/hidden': 0.5}
     """
 
-    def __init__(self, sites, *, tau=None, num_examples=0):
+    def __init__(
+        self,
+        sites: Mapping[str, SiteReport] | Iterable[tuple[str, SiteReport]],
+        *,
+        tau: float | None = None,
+        num_examples: int = 0,
+    ) -> None:
         self.sites = dict(sites)
         self.tau = tau
         self.num_examples = int(num_examples)
@@ -150,24 +172,27 @@ class DeadReport:
         self.dead = sum(s.dead for s in self.sites.values())
         self.nonfinite = sum(s.nonfinite for s in self.sites.values())
         self.dead_fraction = self.dead / self.units if self.units else 0.0
+        self.dormant_fraction: float | None
         if tau is None:
             self.dormant_fraction = None
         elif self.units:
-            dormant = sum(int(s.dormant_mask.sum()) for s in self.sites.values())
+            dormant = sum(
+                int(_with_tau(s.dormant_mask).sum()) for s in self.sites.values()
+            )
             self.dormant_fraction = dormant / self.units
         else:
             self.dormant_fraction = 0.0
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.sites)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (
             f"<DeadReport sites={len(self.sites)} units={self.units} "
             f"dead={self.dead} dead_fraction={self.dead_fraction:.4g}>"
         )
 
-    def to_logs(self, per_site: bool = True) -> dict:
+    def to_logs(self, per_site: bool = True) -> dict[str, float]:
         """The report as Keras `logs` entries (plain Python floats).
 
         Args:
@@ -185,13 +210,15 @@ class DeadReport:
             for name, site in self.sites.items():
                 logs[f"dead_fraction/{name}"] = float(site.dead_fraction)
         if self.tau is not None:
-            logs["dormant_fraction"] = float(self.dormant_fraction)
+            logs["dormant_fraction"] = float(_with_tau(self.dormant_fraction))
             if per_site:
                 for name, site in self.sites.items():
-                    logs[f"dormant_fraction/{name}"] = float(site.dormant_fraction)
+                    logs[f"dormant_fraction/{name}"] = float(
+                        _with_tau(site.dormant_fraction)
+                    )
         return logs
 
-    def to_record(self) -> dict:
+    def to_record(self) -> dict[str, float]:
         """The report as one flat, JSON-ready dict (used by histories).
 
         Holds everything `to_logs()` holds, plus `"units"`, `"dead"`,
@@ -205,7 +232,7 @@ class DeadReport:
             record[f"nonfinite/{name}"] = int(site.nonfinite)
         return record
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The report as a nested, JSON-ready dict (what `inspect` prints).
 
         Returns:
@@ -220,7 +247,7 @@ class DeadReport:
             `"dormant_units"`.
         """
         dormant = self.tau is not None
-        result = {
+        result: dict[str, Any] = {
             "examples": int(self.num_examples),
             "units": int(self.units),
             "dead": int(self.dead),
@@ -228,8 +255,8 @@ class DeadReport:
             "nonfinite": int(self.nonfinite),
         }
         if dormant:
-            result["tau"] = float(self.tau)
-            result["dormant_fraction"] = float(self.dormant_fraction)
+            result["tau"] = float(_with_tau(self.tau))
+            result["dormant_fraction"] = float(_with_tau(self.dormant_fraction))
         result["sites"] = []
         for name, site in self.sites.items():
             entry = {
@@ -244,12 +271,12 @@ class DeadReport:
                 "nonfinite": int(site.nonfinite),
             }
             if dormant:
-                entry["dormant_fraction"] = float(site.dormant_fraction)
+                entry["dormant_fraction"] = float(_with_tau(site.dormant_fraction))
                 entry["dormant_units"] = _indices(site.dormant_mask)
             result["sites"].append(entry)
         return result
 
-    def _count_columns(self, with_layer):
+    def _count_columns(self, with_layer: bool) -> list[tuple[str, list[str], str, int]]:
         """The columns `summary` and `table` share (`table`'s are narrower)."""
         sites = list(self.sites.values())
         wide = 0 if with_layer else 1
@@ -263,7 +290,12 @@ class DeadReport:
         ]
         if self.tau is not None:
             columns.append(
-                ("dormant %", [_percent(s.dormant_fraction) for s in sites], ">", 9)
+                (
+                    "dormant %",
+                    [_percent(_with_tau(s.dormant_fraction)) for s in sites],
+                    ">",
+                    9,
+                )
             )
         if self.nonfinite > 0:
             columns.append(
@@ -341,15 +373,22 @@ class DeadReport:
         return "\n".join(lines)
 
 
-def _indices(mask):
+def _with_tau(value: _T | None) -> _T:
+    """`value`, a dormant fraction or mask (or the `tau`) of a report
+    measured with a `tau`, which always has one."""
+    assert value is not None
+    return value
+
+
+def _indices(mask: Any) -> list[int]:
     return [int(i) for i in np.flatnonzero(mask)]
 
 
-def _percent(fraction):
+def _percent(fraction: float) -> str:
     return f"{100 * fraction:.1f}"
 
 
-def _ranges(indices, max_ranges=None):
+def _ranges(indices: list[int], max_ranges: int | None = None) -> str:
     """`[0, 1, 2, 5]` as `"0-2, 5"`; past `max_ranges` ranges, the count of
     the indices left out: `_ranges([0, 2, 4, 6], 2)` is
     `"0, 2 ... (+2 more)"`."""
@@ -368,7 +407,7 @@ def _ranges(indices, max_ranges=None):
     return text
 
 
-def _render(columns):
+def _render(columns: list[tuple[str, list[str], str, int]]) -> list[str]:
     """Lines of a text table, indented by two spaces.
 
     `columns` is a list of `(header, cells, align, min_width)`; `align` is

@@ -1,7 +1,11 @@
 """Where the rectifiers are: the sites whose units the diagnostics measure."""
 
+from __future__ import annotations
+
 import dataclasses
 import functools
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import keras
 
@@ -42,14 +46,16 @@ class RectifierSite:
     layer: keras.layers.Layer
     kind: str
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (
             f"RectifierSite(name={self.name!r}, "
             f"layer={type(self.layer).__name__}, kind={self.kind!r})"
         )
 
 
-def is_rectifier_activation(activation) -> bool:
+def is_rectifier_activation(
+    activation: str | Callable[..., Any] | keras.layers.Layer | None,
+) -> bool:
     """Whether an activation (a name, function or layer) is a rectifier.
 
     Rectifiers are the ReLU family: `relu`, `relu6`, `leaky_relu`, `elu`,
@@ -78,7 +84,7 @@ def is_rectifier_activation(activation) -> bool:
     return getattr(activation, "__name__", None) in RECTIFIER_ACTIVATIONS
 
 
-def _is_kit_layer(layer):
+def _is_kit_layer(layer: Any) -> bool:
     # Subclasses of kit layers count too.
     return any(
         cls.__module__.startswith("keras_relu_kit.layers.")
@@ -86,7 +92,7 @@ def _is_kit_layer(layer):
     )
 
 
-def is_recurrent_rectifier(layer) -> bool:
+def is_recurrent_rectifier(layer: keras.layers.Layer) -> bool:
     """Whether `layer` is a recurrent layer with a rectifier activation.
 
     `LSTM(activation="relu")`, `SimpleRNN(activation="relu")` and the like
@@ -101,15 +107,15 @@ def is_recurrent_rectifier(layer) -> bool:
     return any(is_rectifier_activation(getattr(c, "activation", None)) for c in cells)
 
 
-def recurrent_rectifiers(model) -> list:
+def recurrent_rectifiers(model: keras.layers.Layer) -> list[str]:
     """The recurrent layers of `model` whose cells use a rectifier.
 
     They are not sites (see `is_recurrent_rectifier`); callers name them in
     a warning so that a user knows they are not measured.
     """
-    found = []
+    found: list[str] = []
 
-    def visit(layer, prefix):
+    def visit(layer: keras.layers.Layer, prefix: str) -> None:
         for sub in _sublayers(layer):
             path = f"{prefix}{sub.name}"
             if isinstance(sub, keras.layers.RNN):
@@ -124,7 +130,7 @@ def recurrent_rectifiers(model) -> list:
     return found
 
 
-def _layer_kind(layer):
+def _layer_kind(layer: Any) -> str | None:
     """The kind of rectifier site `layer` is, or `None`."""
     if isinstance(layer, keras.layers.RNN):
         # The activation runs inside the recurrence, on the state.
@@ -145,7 +151,7 @@ def _layer_kind(layer):
     return None
 
 
-def _sublayers(layer):
+def _sublayers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
     if isinstance(layer, keras.Model):
         # `Model.layers` is public and, for functional and Sequential
         # models, in graph order; for subclassed models it is the order in
@@ -161,7 +167,7 @@ def _sublayers(layer):
     return list(flatten(include_self=False, recursive=False))
 
 
-def find_rectifier_sites(model) -> list:
+def find_rectifier_sites(model: keras.layers.Layer) -> list[RectifierSite]:
     """Every rectifier site in a model, in model order.
 
     A site is a layer whose output units can die: a standalone rectifier
@@ -207,11 +213,11 @@ def find_rectifier_sites(model) -> list:
             f"or keras.layers.Layer. Received: model={model!r} "
             f"(of type {type(model).__name__})"
         )
-    sites = []
-    seen_layers = set()
-    seen_names = set()
+    sites: list[RectifierSite] = []
+    seen_layers: set[int] = set()
+    seen_names: set[str] = set()
 
-    def visit(layer, prefix):
+    def visit(layer: keras.layers.Layer, prefix: str) -> None:
         for sub in _sublayers(layer):
             if id(sub) in seen_layers:
                 continue
@@ -237,7 +243,11 @@ def find_rectifier_sites(model) -> list:
     return sites
 
 
-def resolve_sites(model, sites, owner):
+def resolve_sites(
+    model: keras.layers.Layer,
+    sites: Sequence[RectifierSite | str] | None,
+    owner: str,
+) -> list[RectifierSite]:
     """`find_rectifier_sites(model)`, or the given sites, checked."""
     if sites is None:
         return find_rectifier_sites(model)

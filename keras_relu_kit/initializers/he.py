@@ -1,4 +1,7 @@
+from __future__ import annotations
+
 import numbers
+from typing import Any, cast
 
 import keras
 
@@ -8,14 +11,14 @@ from keras_relu_kit._validation import check_number
 MODES = ("fan_in", "fan_out", "fan_avg")
 
 
-def _gain(negative_slope, owner):
+def _gain(negative_slope: Any, owner: str) -> tuple[float, float]:
     slope = check_number(
         "negative_slope", negative_slope, low=0.0, high=1.0, owner=owner
     )
     return slope, 2.0 / (1.0 + slope**2)
 
 
-def _check_seed(seed, owner):
+def _check_seed(seed: Any, owner: str) -> int | keras.random.SeedGenerator | None:
     # A float first argument is a slope written for the version of the kit
     # that took `negative_slope` first; Keras' own message would not say so.
     if isinstance(seed, numbers.Real) and not isinstance(seed, numbers.Integral):
@@ -33,7 +36,8 @@ def _check_seed(seed, owner):
     if (
         isinstance(seed, bool)
         or not isinstance(seed, numbers.Integral)
-        or not 0 <= seed < 2**32
+        # `numbers.Integral` declares no `<=`: compared as the int it is.
+        or not 0 <= cast(int, seed) < 2**32
     ):
         raise ValueError(
             f"`{owner}` argument `seed` must be an integer in [0, 2**32), a "
@@ -89,16 +93,16 @@ class HeNormal(keras.initializers.VarianceScaling):
         Human-Level Performance on ImageNet Classification. ICCV.
     """
 
-    _distributions = ("truncated_normal", "untruncated_normal")
+    _distributions: tuple[str, ...] = ("truncated_normal", "untruncated_normal")
 
     def __init__(
         self,
-        seed: int | None = None,
+        seed: int | keras.random.SeedGenerator | None = None,
         *,
         negative_slope: float = 0.0,
         mode: str = "fan_in",
         distribution: str = "truncated_normal",
-    ):
+    ) -> None:
         owner = type(self).__name__
         self.negative_slope, scale = _gain(negative_slope, owner)
         if mode not in MODES:
@@ -118,7 +122,7 @@ class HeNormal(keras.initializers.VarianceScaling):
             seed=_check_seed(seed, owner),
         )
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         # The same keys, by name, as every earlier version wrote.
         return {
             "negative_slope": self.negative_slope,
@@ -170,16 +174,16 @@ class HeUniform(HeNormal):
 
     def __init__(
         self,
-        seed: int | None = None,
+        seed: int | keras.random.SeedGenerator | None = None,
         *,
         negative_slope: float = 0.0,
         mode: str = "fan_in",
-    ):
+    ) -> None:
         super().__init__(
             seed, negative_slope=negative_slope, mode=mode, distribution="uniform"
         )
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         del config["distribution"]
         return config

@@ -1,5 +1,9 @@
+from __future__ import annotations
+
 import functools
 import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import keras
 
@@ -25,7 +29,9 @@ _FUNCTIONS = ("relu", "relu6", "leaky_relu", "elu", "selu")
 _KERAS_LEAKY_RELU_SLOPE = 0.2
 
 
-def initializer_for(activation, seed: int | None = None):
+def initializer_for(
+    activation: str | Callable[..., Any] | keras.layers.Layer, seed: int | None = None
+) -> keras.initializers.Initializer:
     """The kernel initializer matched to a rectifier activation.
 
     Use it for the layer *before* the activation, so that the variance of
@@ -72,10 +78,12 @@ def initializer_for(activation, seed: int | None = None):
     name, slope = _describe(activation)
     if name == "selu":
         return keras.initializers.LecunNormal(seed=seed)
+    # Only `"leaky_relu"` has no slope in `_SLOPES`: its is read from Keras.
+    assert slope is not None
     return HeNormal(seed, negative_slope=slope)
 
 
-def _describe(activation):
+def _describe(activation: Any) -> tuple[str, float | None]:
     if isinstance(activation, str):
         name = activation.lower()
         if name not in KNOWN:
@@ -99,7 +107,7 @@ def _describe(activation):
     )
 
 
-def _describe_layer(layer):
+def _describe_layer(layer: keras.layers.Layer) -> tuple[str, float | None]:
     if isinstance(layer, kit_layers.LeakyReLU):
         slope = (
             float(keras.ops.convert_to_numpy(layer.alpha))
@@ -142,9 +150,9 @@ def _describe_layer(layer):
     )
 
 
-def _describe_function(function, received):
+def _describe_function(function: Any, received: str) -> tuple[str, float]:
     """Name and slope of an activation function, or a partial of one."""
-    keywords = {}
+    keywords: dict[str, Any] = {}
     while isinstance(function, functools.partial):
         keywords = {**function.keywords, **keywords}
         function = function.func
@@ -168,18 +176,18 @@ def _describe_function(function, received):
     return name, default
 
 
-def _parameters(function):
+def _parameters(function: Any) -> Mapping[str, inspect.Parameter]:
     try:
         return inspect.signature(function).parameters
     except (TypeError, ValueError):
         return {}
 
 
-def _function_name(function):
+def _function_name(function: Any) -> str:
     while isinstance(function, functools.partial):
         function = function.func
     return getattr(function, "__name__", type(function).__name__)
 
 
-def _clip(slope):
+def _clip(slope: float) -> float:
     return min(max(slope, 0.0), 1.0)

@@ -1,6 +1,9 @@
 """Shared machinery for kit layers whose `alpha` a callback may change."""
 
+from __future__ import annotations
+
 import numbers
+from typing import Any
 
 import keras
 import numpy as np
@@ -17,9 +20,9 @@ class AdjustableAlphaLayer(keras.layers.Layer):
     in the weights.
     """
 
-    _alpha_high = None
+    _alpha_high: float | None = None
 
-    def __init__(self, alpha, **kwargs):
+    def __init__(self, alpha: float, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.initial_alpha = check_number(
             "alpha",
@@ -49,7 +52,13 @@ class AdjustableAlphaLayer(keras.layers.Layer):
         return config
 
 
-def as_initializer(value, name="initializer", *, owner="", positive=False):
+def as_initializer(
+    value: Any,
+    name: str = "initializer",
+    *,
+    owner: str = "",
+    positive: bool = False,
+) -> keras.initializers.Initializer:
     """`keras.initializers.get`, also taking a float as a `Constant`.
 
     Values known at construction are checked: a float and the value of a
@@ -107,7 +116,9 @@ def as_initializer(value, name="initializer", *, owner="", positive=False):
     return initializer
 
 
-def _check_values(name, received, values, where, positive):
+def _check_values(
+    name: str, received: str, values: np.ndarray, where: str, positive: bool
+) -> None:
     values = values.astype("float64")
     low = 0.0 if positive else -FLOAT32_MAX
     expected = (
@@ -129,7 +140,7 @@ def _check_values(name, received, values, where, positive):
         )
 
 
-def get_object(module, name, value, owner):
+def get_object(module: Any, name: str, value: Any, owner: str) -> Any:
     """`module.get(value)` (a Keras regularizer or constraint), naming `name`.
 
     Keras' own message ("Could not interpret ... identifier") does not say

@@ -1,3 +1,7 @@
+from __future__ import annotations
+
+from typing import Any
+
 from keras import ops
 
 from keras_relu_kit._registry import register
@@ -45,7 +49,7 @@ class ELU(AdjustableAlphaLayer):
         Exponential Linear Units (ELUs). ICLR.
     """
 
-    def __init__(self, alpha: float = 1.0, **kwargs):
+    def __init__(self, alpha: float = 1.0, **kwargs: Any) -> None:
         super().__init__(alpha, **kwargs)
 
     def call(self, inputs, training=None):
@@ -61,9 +65,9 @@ class ELU(AdjustableAlphaLayer):
             # Once an exporter freezes `alpha` as a constant 1, the outer
             # select folds away and one Elu is left; any other alpha scales
             # its negative side.
-            elu = ops.elu(inputs)
+            native = ops.elu(inputs)
             return ops.where(
-                alpha == 1, elu, ops.where(inputs > 0, inputs, alpha * elu)
+                alpha == 1, native, ops.where(inputs > 0, inputs, alpha * native)
             )
         if _lowering.torch_onnx_exporting():
             import torch

@@ -1,3 +1,7 @@
+from __future__ import annotations
+
+from typing import Any
+
 from keras import ops
 
 from keras_relu_kit._registry import register
@@ -84,8 +88,8 @@ class LeakyReLU(AdjustableAlphaLayer):
         *,
         max_value: float | None = None,
         threshold: float = 0.0,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         if alpha is not None and negative_slope is not None:
             raise ValueError(
                 "`LeakyReLU` takes either `alpha` or its Keras alias "

@@ -1,3 +1,7 @@
+from __future__ import annotations
+
+from typing import Any
+
 import keras
 from keras import ops
 
@@ -56,13 +60,13 @@ class PELU(keras.layers.Layer):
 
     def __init__(
         self,
-        alpha_initializer=1.0,
-        beta_initializer=1.0,
-        alpha_constraint="default",
-        beta_constraint="default",
+        alpha_initializer: float | str | keras.initializers.Initializer = 1.0,
+        beta_initializer: float | str | keras.initializers.Initializer = 1.0,
+        alpha_constraint: str | keras.constraints.Constraint | None = "default",
+        beta_constraint: str | keras.constraints.Constraint | None = "default",
         shared: bool = False,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         # Both divide or scale every output: they must start positive.
         self.alpha_initializer = as_initializer(
@@ -85,6 +89,7 @@ class PELU(keras.layers.Layer):
         self.supports_masking = True
 
     def build(self, input_shape):
+        shape: tuple[Any, ...]
         if self.shared:
             shape = ()
         else:

@@ -1,4 +1,7 @@
+from __future__ import annotations
+
 import numbers
+from typing import Any
 
 import keras
 from keras import ops
@@ -72,14 +75,14 @@ class PReLU(keras.layers.Layer):
 
     def __init__(
         self,
-        alpha_initializer="default",
-        alpha_regularizer=None,
-        alpha_constraint=None,
+        alpha_initializer: float | str | keras.initializers.Initializer = "default",
+        alpha_regularizer: str | keras.regularizers.Regularizer | None = None,
+        alpha_constraint: str | keras.constraints.Constraint | None = None,
         mode: str | None = None,
-        shared_axes=None,
+        shared_axes: int | list[int] | tuple[int, ...] | None = None,
         data_format: str | None = None,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if isinstance(alpha_initializer, str) and alpha_initializer == "default":
             alpha_initializer = 0.25
@@ -128,6 +131,7 @@ class PReLU(keras.layers.Layer):
 
     def build(self, input_shape):
         rank = len(input_shape)
+        param_shape: tuple[Any, ...]
         if self.mode == "shared":
             param_shape = ()
         elif self.mode == "channel":
@@ -140,7 +144,7 @@ class PReLU(keras.layers.Layer):
                 )
             param_shape = (channels,)
         else:
-            param_shape = list(input_shape[1:])
+            element_shape = list(input_shape[1:])
             for axis in self.shared_axes or []:
                 if not -rank < axis < rank or axis % rank == 0:
                     raise ValueError(
@@ -149,8 +153,8 @@ class PReLU(keras.layers.Layer):
                         f"Received: shared_axes={self.shared_axes}, "
                         f"input_shape={input_shape}"
                     )
-                param_shape[axis % rank - 1] = 1
-            unknown = [i + 1 for i, d in enumerate(param_shape) if d is None]
+                element_shape[axis % rank - 1] = 1
+            unknown = [i + 1 for i, d in enumerate(element_shape) if d is None]
             if unknown:
                 raise ValueError(
                     '`PReLU` with mode="element" needs known sizes on every '
@@ -158,7 +162,7 @@ class PReLU(keras.layers.Layer):
                     'Use mode="channel", or add them to `shared_axes`. '
                     f"Received: input_shape={input_shape}"
                 )
-            param_shape = tuple(param_shape)
+            param_shape = tuple(element_shape)
         self.alpha = self.add_weight(
             name="alpha",
             shape=param_shape,
@@ -227,7 +231,7 @@ class PReLU(keras.layers.Layer):
         return config
 
 
-def _check_shared_axes(shared_axes):
+def _check_shared_axes(shared_axes: Any) -> list[int] | None:
     """`shared_axes` as a list of Python ints, or None; else a ValueError."""
     if shared_axes is None:
         return None

@@ -1,3 +1,7 @@
+from __future__ import annotations
+
+from typing import Any
+
 import keras
 from keras import ops
 
@@ -65,8 +69,8 @@ class RReLU(keras.layers.Layer):
         lower: float = 1.0 / 8.0,
         upper: float = 1.0 / 3.0,
         seed: int | None = None,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.lower = check_number("lower", lower, low=0.0, high=1.0, owner="RReLU")
         self.upper = check_number("upper", upper, low=0.0, high=1.0, owner="RReLU")

@@ -1,3 +1,7 @@
+from __future__ import annotations
+
+from typing import Any
+
 import keras
 from keras import ops
 
@@ -44,7 +48,7 @@ class SELU(keras.layers.Layer):
         Klambauer et al., 2017. Self-Normalizing Neural Networks. NeurIPS.
     """
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.supports_masking = True
         self.built = True
