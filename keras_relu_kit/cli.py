@@ -24,6 +24,7 @@ import re
 import sys
 import tempfile
 import warnings
+from collections.abc import Sequence
 
 from keras_relu_kit.errors import CommandError
 
@@ -135,7 +136,12 @@ def _verbose_requested(argv):
 
 
 def _launched_as_command_line():
-    """Whether this process is `relu-kit` or `python -m keras_relu_kit`."""
+    """Whether this process is `relu-kit` or `python -m keras_relu_kit`, or
+    a worker process of `relu-kit demo`."""
+    from keras_relu_kit.demo._parallel import is_worker
+
+    if is_worker():
+        return True
     argv = getattr(sys, "argv", None) or [""]
     name = os.path.basename(argv[0]).lower()
     if name in (PROG, f"{PROG}.exe", f"{PROG}-script.py"):
@@ -154,7 +160,7 @@ def _launched_as_command_line():
 _quieted = False
 
 
-def quiet_start(argv=None):
+def quiet_start(argv: Sequence[str] | None = None) -> None:
     """Import Keras and its backend with their start-up log lines hidden.
 
     Sets `TF_CPP_MIN_LOG_LEVEL=3` unless it is set, imports Keras (and so
@@ -280,6 +286,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="seeds per model, reported as means and ranges "
         "(default: 3, or 1 with --quick)",
     )
+    demo.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="processes that train the continual runs beside the rest; 1 "
+        "trains everything in one process, with the same numbers "
+        "(default: the usable cores, at most 4)",
+    )
     inspect = sub.add_parser(
         "inspect",
         parents=[common],
@@ -334,6 +349,7 @@ def _demo(args):
         quick=args.quick,
         seed=args.seed,
         repeats=args.repeats,
+        workers=args.workers,
     )
     print(results["markdown"], end="")
     print("\nWrote:")
@@ -362,7 +378,7 @@ def _inspect(args):
     return 0
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run `relu-kit` with `argv` (defaults to `sys.argv[1:]`).
 
     Returns:

@@ -12,7 +12,7 @@ import pytest
 
 from keras_relu_kit.cli import main
 from keras_relu_kit.datasets import load_digits
-from keras_relu_kit.demo import _plots
+from keras_relu_kit.demo import _parallel, _plots
 from keras_relu_kit.demo._claims import effect
 from keras_relu_kit.demo._files import Staging
 from keras_relu_kit.demo._scoreboard import ROWS as SCOREBOARD_ROWS
@@ -105,23 +105,28 @@ class TestQuickDemo:
         # No start-up lines from the backend (TensorFlow's oneDNN notice,
         # `failed call to cuInit` on a machine without a GPU): the header,
         # the gradients, one line per run, and the model check.
+        # The continual runs train in worker processes while this one
+        # trains the rest, so their lines come between the others'.
         process, _, _ = quick
         lines = process.stderr.splitlines()
         runs = len(QUICK_RUNS)
-        assert lines[0].startswith(f"relu-kit demo: {runs} models x 1 seed(s), ")
-        assert lines[1].startswith("[gradients] first / last hidden layer at init")
-        assert [line[: line.index("]") + 1] for line in lines[2 : 2 + runs]] == [
-            f"[{step:>2}/{runs}]" for step in range(1, runs + 1)
-        ]
         rows = len(SCOREBOARD_ROWS)
-        assert lines[2 + runs].startswith(
+        assert lines[0].startswith(f"relu-kit demo: {runs} models x 1 seed(s), ")
+        assert lines[1].startswith(
             f"continual: {rows} models x 1 seed(s), 20 permuted-digits tasks"
         )
-        assert [line[: line.index("]") + 1] for line in lines[3 + runs : -1]] == [
+        assert lines[2].startswith("[gradients] first / last hidden layer at init")
+        assert lines[-1].startswith("[model] saved autoleak_model.keras, reloaded")
+        progress = lines[3:-1]
+        assert len(progress) == runs + rows
+        continual = [line for line in progress if " continual " in line]
+        assert [line[: line.index("]") + 1] for line in continual] == [
             f"[{step}/{rows}]" for step in range(1, rows + 1)
         ]
-        assert all(" continual " in line for line in lines[3 + runs : -1])
-        assert lines[-1].startswith("[model] saved autoleak_model.keras, reloaded")
+        single = [line for line in progress if " continual " not in line]
+        assert [line[: line.index("]") + 1] for line in single] == [
+            f"[{step:>2}/{runs}]" for step in range(1, runs + 1)
+        ]
 
     def test_json_has_every_claim_with_numbers(self, quick):
         _, _, results = quick
@@ -376,12 +381,42 @@ class TestBadOutput:
             f"relu-kit: error: cannot write to --out '{target}': Not a directory\n"
         )
 
-    @pytest.mark.parametrize("option", ["--epochs", "--repeats"])
+    @pytest.mark.parametrize("option", ["--epochs", "--repeats", "--workers"])
     def test_counts_must_be_positive(self, option, capsys):
         with pytest.raises(SystemExit) as exit_info:
             main(["demo", option, "0"])
         assert exit_info.value.code == 2
         assert "expected a positive integer, got 0" in capsys.readouterr().err
+
+
+def _child_environment(name):
+    return os.environ.get(name)
+
+
+class TestPool:
+    """The worker pool of the continual runs (`keras_relu_kit.demo._parallel`)."""
+
+    def test_one_worker_runs_each_call_here_in_order(self):
+        calls = []
+        with _parallel.Pool(1) as pool:
+            futures = pool.submit_all(calls.append, [(1,), (2,), (3,)])
+            assert calls == [1, 2, 3]  # Done by the time they are submitted.
+        assert [f.result() for f in futures] == [None] * 3
+
+    def test_one_worker_keeps_an_error_for_its_future(self):
+        with _parallel.Pool(1) as pool:
+            (future,) = pool.submit_all(math.sqrt, [(-1.0,)])
+        with pytest.raises(ValueError, match="math domain error"):
+            future.result()
+
+    def test_workers_are_marked_and_this_process_is_not(self):
+        assert os.environ.get(_parallel.WORKER_ENV) is None
+        with _parallel.Pool(2) as pool:
+            futures = pool.submit_all(_child_environment, [(_parallel.WORKER_ENV,)] * 2)
+            futures += pool.submit_all(math.factorial, [(5,)])
+            assert [f.result(timeout=300) for f in futures] == ["1", "1", 120]
+        assert os.environ.get(_parallel.WORKER_ENV) is None
+        assert not _parallel.is_worker()
 
 
 class TestStaging:

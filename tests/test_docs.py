@@ -185,3 +185,29 @@ def test_every_public_name_has_a_reference_entry(module_name):
             continue
         missing.append(f"{module_name}.{name}")
     assert not missing, f"no `::: name` entry under docs/reference/: {missing}"
+
+
+def _table_rows(text, heading):
+    """The Markdown table whose header row starts with `heading`, as lines."""
+    after = text[text.index(heading) :]
+    rows = []
+    for line in after.splitlines():
+        if line.startswith("|"):
+            rows.append(line)
+        elif rows:
+            break
+    return rows
+
+
+@pytest.mark.backend_independent
+@pytest.mark.parametrize("page", ["README.md", "docs/guides/remedies.md"])
+def test_scoreboard_is_the_demo_s(page):
+    """The scoreboard shown is the one `make demo` wrote into docs/demo."""
+    results = (DOCS / "demo" / "results.md").read_text(encoding="utf-8")
+    shown = (ROOT / page).read_text(encoding="utf-8")
+    expected = _table_rows(results, "| Remedy |")
+    assert len(expected) == 10  # Header, rule and one row per remedy.
+    assert _table_rows(shown, "| Remedy |") == expected
+    targets = [line for line in results.splitlines() if line.startswith("- ")]
+    checks = [line for line in targets if line.endswith(("met.", "**MISSED**."))]
+    assert checks and all(line in shown for line in checks)

@@ -24,11 +24,15 @@ into place only when the whole study has succeeded.
 """
 
 import dataclasses
+import functools
+import itertools
 import json
 import math
 import sys
+import threading
 import time
 
+from keras_relu_kit.demo import _parallel
 from keras_relu_kit.demo._files import Staging
 from keras_relu_kit.errors import CommandError
 
@@ -86,6 +90,7 @@ def run_demo(
     seed: int = 0,
     repeats: int | None = None,
     log=None,
+    workers: int | None = None,
 ) -> dict:
     """Run the study and write its table, plots and model into `out`.
 
@@ -104,6 +109,10 @@ def run_demo(
             `quick`, else `3`.
         log: a text stream for progress lines, or `None` for
             `sys.stderr`.
+        workers: int or `None`. Processes that train the continual runs
+            while this one trains the rest; `1` trains everything here, one
+            run after another. The numbers are the same either way.
+            Defaults to the usable cores, at most 4.
 
     Returns:
         The dict written to `results.json`, with `"files"` added (the
@@ -117,15 +126,25 @@ def run_demo(
     _check_count("--epochs", epochs)
     _check_count("--repeats", repeats)
     _require_extras()
-    with Staging(out) as staging:
-        results = _run_study(staging, epochs, quick, seed, repeats, log)
+    if workers is None:
+        workers = _parallel.default_workers()
+    _check_count("--workers", workers)
+    with Staging(out) as staging, _parallel.Pool(workers) as pool:
+        results = _run_study(staging, epochs, quick, seed, repeats, log, pool)
         files = staging.commit(FILES)
     results["files"] = [str(path) for path in files]
     return results
 
 
+_PROGRESS_LOCK = threading.Lock()
+
+
 def _progress(log, text):
-    print(text, file=log, flush=True)
+    # Whole lines, one at a time: the continual runs report from the
+    # worker pool's thread while the study reports from this one.
+    with _PROGRESS_LOCK:
+        log.write(text + "\n")
+        log.flush()
 
 
 def _dead_fraction_panels(summaries, settings):
@@ -162,8 +181,15 @@ def _dead_fraction_panels(summaries, settings):
     return curves, marks
 
 
-def _run_continual(settings, data, log):
-    """Every scoreboard row through the continual tasks, every seed."""
+def _start_continual(settings, data, log, pool):
+    """Submit every scoreboard row's continual runs, every seed, to `pool`.
+
+    Returns:
+        `(continual, variants, futures)`: the continual settings, the
+        variants in scoreboard order, and per variant key the futures of
+        its runs in seed order. Each run's progress line is printed when it
+        finishes.
+    """
     from keras_relu_kit.demo import _continual, _scoreboard, _study
 
     continual = _continual.ContinualSettings(tasks=20 if settings.quick else 100)
@@ -171,36 +197,54 @@ def _run_continual(settings, data, log):
     perms = _continual.permutations(continual.tasks, x_train.shape[1], settings.seed)
     by_key = {v.key: v for v in _study.remedies(settings)}
     variants = [by_key[key] for key, _ in _scoreboard.ROWS]
-    records = {v.key: [] for v in variants}
-    total = len(variants) * settings.repeats
+    jobs = [(v, s) for s in settings.seeds for v in variants]
     _progress(
         log,
         f"continual: {len(variants)} models x {settings.repeats} seed(s), "
-        f"{continual.tasks} permuted-digits tasks each, one pass per task",
+        f"{continual.tasks} permuted-digits tasks each, one pass per task"
+        + (f", in {pool.workers} worker processes" if pool.workers > 1 else ""),
     )
-    step = 0
-    for s in settings.seeds:
-        for variant in variants:
-            step += 1
-            record = _continual.train(variant, continual, data, s, perms)
-            records[variant.key].append(record)
-            diverged = "  DIVERGED" if record["diverged"] else ""
-            _progress(
-                log,
-                f"[{step:>{len(str(total))}}/{total}] continual "
-                f"{variant.label:<30} seed {s}  acc first 10% "
-                f"{record['first_accuracy']:.2f} → last 10% "
-                f"{record['last_accuracy']:.2f}  dead {record['first_dead']:.2f} "
-                f"→ {record['last_dead']:.2f}  ({record['seconds']:.1f} s)"
-                f"{diverged}",
-            )
-    summaries = {
-        v.key: _scoreboard.summarize_continual(v, records[v.key]) for v in variants
+    finished = itertools.count(1)
+    total = len(jobs)
+
+    def report(variant, seed, future):
+        if future.cancelled() or future.exception() is not None:
+            return
+        record = future.result()
+        diverged = "  DIVERGED" if record["diverged"] else ""
+        _progress(
+            log,
+            f"[{next(finished):>{len(str(total))}}/{total}] continual "
+            f"{variant.label:<30} seed {seed}  acc first 10% "
+            f"{record['first_accuracy']:.2f} → last 10% "
+            f"{record['last_accuracy']:.2f}  dead {record['first_dead']:.2f} "
+            f"→ {record['last_dead']:.2f}  ({record['seconds']:.1f} s)"
+            f"{diverged}",
+        )
+
+    futures = pool.submit_all(
+        _continual.train, [(v, continual, data, s, perms) for v, s in jobs]
+    )
+    by_variant: dict[str, list] = {v.key: [] for v in variants}
+    for (variant, seed), future in zip(jobs, futures, strict=True):
+        by_variant[variant.key].append(future)
+        future.add_done_callback(functools.partial(report, variant, seed))
+    return continual, variants, by_variant
+
+
+def _finish_continual(variants, futures):
+    """The continual summaries, once every run of `futures` has finished."""
+    from keras_relu_kit.demo import _scoreboard
+
+    return {
+        v.key: _scoreboard.summarize_continual(
+            v, [future.result() for future in futures[v.key]]
+        )
+        for v in variants
     }
-    return continual, summaries
 
 
-def _run_study(staging, epochs, quick, seed, repeats, log):
+def _run_study(staging, epochs, quick, seed, repeats, log, pool):
     import keras
     import numpy as np
 
@@ -227,8 +271,10 @@ def _run_study(staging, epochs, quick, seed, repeats, log):
         f"{len(x_val)} validation)",
     )
 
+    continual, variants, continual_futures = _start_continual(settings, data, log, pool)
+
     tick = time.perf_counter()
-    norms = {key: [] for key, _, _ in _study.GRADIENT_MODELS}
+    norms: dict[str, list] = {key: [] for key, _, _ in _study.GRADIENT_MODELS}
     for key, activation, initializer in _study.GRADIENT_MODELS:
         for s in settings.seeds:
             norms[key].append(
@@ -246,7 +292,7 @@ def _run_study(staging, epochs, quick, seed, repeats, log):
         + f"  ({time.perf_counter() - tick:.1f} s)",
     )
 
-    records = {run.key: [] for run in runs}
+    records: dict[str, list] = {run.key: [] for run in runs}
     kept_model = kept_monitor = kept_changes = None
     step = 0
     for s in settings.seeds:
@@ -279,11 +325,12 @@ def _run_study(staging, epochs, quick, seed, repeats, log):
         run.key: _claims.summarize_run(run, _study.describe(run), records[run.key])
         for run in runs
     }
-    continual, continual_summaries = _run_continual(settings, data, log)
+    continual_summaries = _finish_continual(variants, continual_futures)
     claims = _claims.judge(gradients, summaries, settings)
 
     # The AutoLeak model: saved, reloaded, and compared on the validation set.
     model_path = staging.file(MODEL_FILE)
+    assert kept_model is not None  # Every plan trains poor_init/autoleak.
     kept_model.save(model_path)
     reloaded = keras.saving.load_model(model_path, compile=False)
     expected = kept_model.predict(x_val, verbose=0)

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from keras_relu_kit.callbacks import DeadReLUMonitor
-from keras_relu_kit.demo._study import mlp, remedy_callbacks
+from keras_relu_kit.demo._study import mlp, remedy_callbacks, steps_per_execution
 from keras_relu_kit.diagnostics import measure
 
 
@@ -73,6 +73,7 @@ def train(variant, continual, data, seed, perms):
         optimizer=keras.optimizers.SGD(continual.learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
+        steps_per_execution=steps_per_execution(),
     )
     # One set of callbacks serves every task's `fit`, each measuring on
     # that task's data.

@@ -1,0 +1,97 @@
+"""The demo's independent trainings in worker processes, one per core.
+
+The continual runs (every scoreboard row, every seed: about 70% of the
+demo's work) depend neither on each other nor on the single-task study,
+and each is a small model whose training step is Python-bound, so one
+process keeps one core busy. They go to a pool of spawned worker
+processes while the parent process trains the single-task study. Each
+run seeds itself (`keras.utils.set_random_seed`) and builds its own
+model, so its numbers do not depend on the process that runs it or on
+the order of the runs.
+
+A worker imports Keras and its backend again; `WORKER_ENV` tells the
+package's start-up (`keras_relu_kit.cli.quiet_start`) to hide the
+backend's start-up log lines there, as the command line does.
+"""
+
+import concurrent.futures
+import contextlib
+import multiprocessing
+import os
+
+WORKER_ENV = "RELU_KIT_DEMO_WORKER"
+MAX_WORKERS = 4
+
+
+def is_worker():
+    """Whether this process is one of the demo's worker processes."""
+    return os.environ.get(WORKER_ENV) == "1"
+
+
+def default_workers():
+    """Worker processes for this machine: its usable cores, at most 4."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # Not on Linux.
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_WORKERS))
+
+
+class _InProcess:
+    """`submit` runs the call at once, in this process (one worker)."""
+
+    def submit(self, function, *args):
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        try:
+            future.set_result(function(*args))
+        except Exception as error:  # Raised again by `future.result()`.
+            future.set_exception(error)
+        return future
+
+
+class Pool:
+    """Submits calls to worker processes, or runs them here with one worker.
+
+    Args:
+        workers: int >= 1. Worker processes; `1` runs every call in this
+            process, in the order submitted.
+    """
+
+    def __init__(self, workers):
+        self.workers = workers
+        self._executor = None
+
+    def __enter__(self):
+        if self.workers > 1:
+            self._executor = concurrent.futures.ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("spawn")
+            )
+        return self
+
+    def __exit__(self, *exc_info):
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+        return False
+
+    def submit_all(self, function, calls):
+        """`function(*args)` for each `args` in `calls`; their futures."""
+        if self._executor is None:
+            runner = _InProcess()
+            return [runner.submit(function, *args) for args in calls]
+        # The executor starts its workers within `submit`: they inherit
+        # the variable, and the parent process keeps its own environment.
+        with _environment(WORKER_ENV, "1"):
+            return [self._executor.submit(function, *args) for args in calls]
+
+
+@contextlib.contextmanager
+def _environment(name, value):
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = before
