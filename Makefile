@@ -1,9 +1,11 @@
 # `make test` and `make demo` do all their own set-up on a fresh machine.
 #
 # The kit runs on every Keras backend, and `make test` runs the suite under
-# each: TensorFlow (with ruff), JAX and, where a CPU-only torch wheel is on
-# the machine, torch. Each backend has its own virtual environment, so the
-# JAX and torch runs also prove that TensorFlow is not needed.
+# each: TensorFlow, JAX and, where a CPU-only torch wheel is on the machine,
+# torch, side by side (`-j3`). Each backend has its own virtual environment,
+# so the JAX and torch runs also prove that TensorFlow is not needed. The
+# TensorFlow environment also runs the checks that do not depend on a
+# backend: ruff, mypy, the documentation build and the wheel test.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -15,15 +17,18 @@ TORCH_STAMP := $(TORCH_VENV)/.installed
 # The registry's torch wheel pulls gigabytes of CUDA packages: torch is
 # tested only from a CPU wheel already on the machine (or TORCH_WHEEL=...).
 TORCH_WHEEL ?= $(firstword $(wildcard /opt/wheels/torch-*+cpu-*.whl))
+PYTEST_ARGS ?= -q
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: test test-tensorflow test-jax test-torch demo lint bench clean
+.PHONY: test suites test-tensorflow test-jax test-torch checks demo lint \
+	typecheck docs dist bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[tensorflow,tensorboard,test,demo,export-tensorflow]"
+	$(BIN)/python -m pip install --quiet -e \
+		".[tensorflow,tensorboard,test,demo,export-tensorflow,docs,dev]"
 	touch $(STAMP)
 
 $(JAX_STAMP): pyproject.toml
@@ -38,23 +43,53 @@ $(TORCH_STAMP): pyproject.toml
 	$(TORCH_VENV)/bin/python -m pip install --quiet "$(TORCH_WHEEL)" -e ".[test,demo,export-torch]"
 	touch $(TORCH_STAMP)
 
-test: test-tensorflow test-jax test-torch
+# The three suites run side by side; each prints its output when it ends.
+test:
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory -j3 --output-sync=target suites; \
+	status=$$?; \
+	echo "make test: $$(( $$(date +%s) - start )) s in all (exit $$status)"; \
+	exit $$status
 
-test-tensorflow: $(STAMP)
-	$(BIN)/ruff check .
-	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q
+suites: test-tensorflow test-jax test-torch
+
+# oneDNN is off so that every x86 CPU runs TensorFlow's same Eigen
+# kernels: with it on (the default on some CPUs only), NCHW convolutions
+# and CPU allocator statistics exist on one machine and not on another.
+test-tensorflow: checks
+	TF_ENABLE_ONEDNN_OPTS=0 KERAS_BACKEND=tensorflow \
+		$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-jax: $(JAX_STAMP)
-	KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest -q
+	KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 ifneq ($(TORCH_WHEEL),)
 test-torch: $(TORCH_STAMP)
-	KERAS_BACKEND=torch $(TORCH_VENV)/bin/python -m pytest -q
+	KERAS_BACKEND=torch $(TORCH_VENV)/bin/python -m pytest $(PYTEST_ARGS)
 else
 test-torch:
 	@echo "test-torch: skipped, no CPU-only torch wheel on this machine" \
 		"(set TORCH_WHEEL=path/to/torch-*+cpu-*.whl to run it)."
 endif
+
+# What does not depend on the backend, once: style, types, documentation.
+checks: lint typecheck docs
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+# The wheel and the sdist, checked as PyPI would check them.
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist
+	$(BIN)/python -m twine check --strict dist/*
 
 demo: $(STAMP)
 	$(BIN)/python -m keras_relu_kit demo
@@ -62,9 +97,6 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
-lint: $(STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-
 clean:
-	rm -rf $(VENV) $(JAX_VENV) $(TORCH_VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(JAX_VENV) $(TORCH_VENV) build dist site *.egg-info \
+		.pytest_cache .mypy_cache

@@ -46,6 +46,11 @@ def pytest_configure(config):
         "markers",
         "not_torch: uses what Keras' torch backend does not support",
     )
+    config.addinivalue_line(
+        "markers",
+        "backend_independent: builds nothing a backend runs (argument checks, "
+        "configs, packaging); runs once, in the TensorFlow suite",
+    )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -60,6 +65,12 @@ def pytest_collection_modifyitems(config, items):
         marker = item.get_closest_marker("not_torch")
         if BACKEND == "torch" and marker:
             item.add_marker(pytest.mark.skip(reason=marker.args[0]))
+        if item.get_closest_marker("backend_independent") and BACKEND != "tensorflow":
+            item.add_marker(
+                pytest.mark.skip(
+                    reason="backend-independent: runs in the TensorFlow suite"
+                )
+            )
         if item.get_closest_marker("requires_tensorflow") and not HAS_TENSORFLOW:
             item.add_marker(pytest.mark.skip(reason="tensorflow is not installed"))
 

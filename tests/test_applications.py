@@ -27,7 +27,17 @@ def images():
     return x, y
 
 
-@pytest.mark.parametrize("name", sorted(SITES))
+@pytest.mark.parametrize(
+    "name",
+    [
+        "MobileNetV2",
+        # Compiling ResNet50's training step and the two capture functions
+        # takes a minute on JAX and torch, for nothing that MobileNetV2
+        # does not already check there; its residual sites are checked on
+        # every backend by the recycling test below.
+        pytest.param("ResNet50", marks=pytest.mark.tensorflow_only),
+    ],
+)
 def test_monitor_a_short_fit_and_leakify(name, images):
     x, y = images
     keras.utils.set_random_seed(0)

@@ -28,6 +28,9 @@ from keras_relu_kit.callbacks import AutoLeak, DeadReLUMonitor, Recycle
 from keras_relu_kit.constraints import Clip
 from keras_relu_kit.initializers import HeNormal, HeUniform
 
+# Construction and configs only: the same Python on every backend.
+pytestmark = pytest.mark.backend_independent
+
 FUZZ = settings(
     derandomize=True,
     max_examples=25,
