@@ -7,7 +7,7 @@ under `keras_relu_kit>ClassName`, so saved models load back with
 as a dict for scoped loading.
 """
 
-__version__ = "0.1.0"
+from keras_relu_kit._version import __version__
 
 
 def _start_command_line():

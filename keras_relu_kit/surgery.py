@@ -7,6 +7,7 @@ import keras
 from keras_relu_kit._registry import custom_objects
 from keras_relu_kit._validation import check_number
 from keras_relu_kit.diagnostics.sites import recurrent_rectifiers
+from keras_relu_kit.errors import NoRectifierSitesWarning, UnreachableSitesWarning
 from keras_relu_kit.layers import LeakyReLU
 
 # Keras' default slope for the `"leaky_relu"` activation function.
@@ -83,6 +84,7 @@ def leakify(model: keras.Model, alpha: float = 0.0) -> keras.Model:
             f"`leakify` leaves the recurrent layers {recurrent} unchanged: "
             "their rectifier runs inside the recurrence, on the state, so "
             "a LeakyReLU after the layer would change the model's function.",
+            UnreachableSitesWarning,
             stacklevel=2,
         )
     surgery = _Surgery(alpha)
@@ -92,6 +94,7 @@ def leakify(model: keras.Model, alpha: float = 0.0) -> keras.Model:
         warnings.warn(
             "`leakify` found no ReLU site to convert in model "
             f"'{model.name}'; the copy it returns computes the same function.",
+            NoRectifierSitesWarning,
             stacklevel=2,
         )
     for layer, clone in surgery.copies:

@@ -14,6 +14,10 @@ from keras_relu_kit.diagnostics import (
     is_rectifier_activation,
     measure,
 )
+from keras_relu_kit.errors import (
+    NoRectifierSitesWarning,
+    UnreachableSitesWarning,
+)
 
 N_IN = 3
 
@@ -502,7 +506,7 @@ class TestMeasure:
 
     def test_model_without_sites_warns(self, rng):
         model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-        with pytest.warns(UserWarning, match="no rectifier sites"):
+        with pytest.warns(NoRectifierSitesWarning, match="no rectifier sites"):
             report = measure(model, probe(rng))
         assert report.sites == {} and report.dead_fraction == 0.0
 
@@ -799,7 +803,7 @@ class TestRecurrentLayers:
         from keras_relu_kit.diagnostics import recurrent_rectifiers
 
         assert recurrent_rectifiers(model) == ["rnn"]
-        with pytest.warns(UserWarning, match=r"recurrent layers \['rnn'\]"):
+        with pytest.warns(UnreachableSitesWarning, match=r"recurrent layers \['rnn'\]"):
             report = measure(model, rng.uniform(size=(8, 5, N_IN)))
         assert list(report.sites) == ["after"]
 

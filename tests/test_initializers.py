@@ -3,14 +3,10 @@ import functools
 import keras
 import numpy as np
 import pytest
-from keras import ops
+from _helpers import to_numpy
 
 from keras_relu_kit import layers
 from keras_relu_kit.initializers import KNOWN, HeNormal, HeUniform, initializer_for
-
-
-def _np(x):
-    return ops.convert_to_numpy(x)
 
 
 def _expected_std(slope, fan):
@@ -43,13 +39,13 @@ class TestHeNormal:
     def test_std_matches_he_formula(self, slope, distribution):
         fan_in, fan_out = 400, 1000
         init = HeNormal(3, negative_slope=slope, distribution=distribution)
-        values = _np(init((fan_in, fan_out)))
+        values = to_numpy(init((fan_in, fan_out)))
         expected = _expected_std(slope, fan_in)
         assert abs(values.std() / expected - 1.0) < 0.02
         assert abs(values.mean()) < 0.02 * expected
 
     def test_fan_out_mode(self):
-        values = _np(HeNormal(1, negative_slope=0.3, mode="fan_out")((1000, 250)))
+        values = to_numpy(HeNormal(1, negative_slope=0.3, mode="fan_out")((1000, 250)))
         assert abs(values.std() / _expected_std(0.3, 250) - 1.0) < 0.02
 
     @pytest.mark.parametrize("seed", [0, 1, 5])
@@ -58,15 +54,15 @@ class TestHeNormal:
         init = HeNormal(seed)
         assert init.negative_slope == 0.0
         assert init.get_config()["seed"] == seed
-        ours = _np(init((64, 32)))
-        theirs = _np(keras.initializers.HeNormal(seed)((64, 32)))
+        ours = to_numpy(init((64, 32)))
+        theirs = to_numpy(keras.initializers.HeNormal(seed)((64, 32)))
         np.testing.assert_allclose(ours, theirs, rtol=1e-6)
 
     def test_seed_with_slope(self):
         fan_in = 400
-        values = _np(HeNormal(1, negative_slope=0.2)((fan_in, 1000)))
+        values = to_numpy(HeNormal(1, negative_slope=0.2)((fan_in, 1000)))
         assert abs(values.std() / _expected_std(0.2, fan_in) - 1.0) < 0.02
-        same = _np(HeNormal(seed=1, negative_slope=0.2)((fan_in, 1000)))
+        same = to_numpy(HeNormal(seed=1, negative_slope=0.2)((fan_in, 1000)))
         np.testing.assert_array_equal(values, same)
 
     def test_slope_is_keyword_only(self):
@@ -80,14 +76,14 @@ class TestHeNormal:
         assert init.get_config() == SAVED_HE_NORMAL["config"]
         clone = keras.initializers.deserialize(keras.initializers.serialize(init))
         assert type(clone) is HeNormal
-        np.testing.assert_array_equal(_np(clone((8, 8))), _np(init((8, 8))))
+        np.testing.assert_array_equal(to_numpy(clone((8, 8))), to_numpy(init((8, 8))))
 
     def test_loads_config_of_previous_version(self):
         init = keras.initializers.deserialize(SAVED_HE_NORMAL)
         assert type(init) is HeNormal
         assert init.negative_slope == 0.2
         assert (init.mode, init.distribution) == ("fan_avg", "untruncated_normal")
-        expected = _np(
+        expected = to_numpy(
             keras.initializers.VarianceScaling(
                 scale=2.0 / 1.04,
                 mode="fan_avg",
@@ -95,7 +91,7 @@ class TestHeNormal:
                 seed=4,
             )((8, 8))
         )
-        np.testing.assert_allclose(_np(init((8, 8))), expected, rtol=1e-6)
+        np.testing.assert_allclose(to_numpy(init((8, 8))), expected, rtol=1e-6)
 
     @pytest.mark.parametrize(
         "kwargs, message",
@@ -125,7 +121,7 @@ class TestHeUniform:
     @pytest.mark.parametrize("slope", [0.0, 0.1, 0.5])
     def test_std_and_limit(self, slope):
         fan_in = 300
-        values = _np(HeUniform(2, negative_slope=slope)((fan_in, 2000)))
+        values = to_numpy(HeUniform(2, negative_slope=slope)((fan_in, 2000)))
         expected = _expected_std(slope, fan_in)
         assert abs(values.std() / expected - 1.0) < 0.02
         assert np.abs(values).max() <= np.sqrt(3.0) * expected + 1e-7
@@ -134,13 +130,13 @@ class TestHeUniform:
     def test_first_positional_is_the_seed_as_in_keras(self, seed):
         init = HeUniform(seed)
         assert init.negative_slope == 0.0
-        ours = _np(init((64, 32)))
-        theirs = _np(keras.initializers.HeUniform(seed)((64, 32)))
+        ours = to_numpy(init((64, 32)))
+        theirs = to_numpy(keras.initializers.HeUniform(seed)((64, 32)))
         np.testing.assert_allclose(ours, theirs, rtol=1e-6)
 
     def test_seed_with_slope(self):
         fan_in = 300
-        values = _np(HeUniform(1, negative_slope=0.2)((fan_in, 2000)))
+        values = to_numpy(HeUniform(1, negative_slope=0.2)((fan_in, 2000)))
         expected = _expected_std(0.2, fan_in)
         assert abs(values.std() / expected - 1.0) < 0.02
         assert np.abs(values).max() <= np.sqrt(3.0) * expected + 1e-7
@@ -155,25 +151,25 @@ class TestHeUniform:
         init = HeUniform(9, negative_slope=0.1)
         assert init.get_config() == SAVED_HE_UNIFORM["config"]
         clone = HeUniform.from_config(init.get_config())
-        np.testing.assert_array_equal(_np(clone((4, 4))), _np(init((4, 4))))
+        np.testing.assert_array_equal(to_numpy(clone((4, 4))), to_numpy(init((4, 4))))
 
     def test_loads_config_of_previous_version(self):
         init = keras.initializers.deserialize(SAVED_HE_UNIFORM)
         assert type(init) is HeUniform
         assert init.negative_slope == 0.1
-        expected = _np(
+        expected = to_numpy(
             keras.initializers.VarianceScaling(
                 scale=2.0 / 1.01, mode="fan_in", distribution="uniform", seed=9
             )((4, 4))
         )
-        np.testing.assert_allclose(_np(init((4, 4))), expected, rtol=1e-6)
+        np.testing.assert_allclose(to_numpy(init((4, 4))), expected, rtol=1e-6)
 
     def test_in_dense_layer(self):
         dense = keras.layers.Dense(
             500, kernel_initializer=HeUniform(0, negative_slope=0.25)
         )
         dense.build((None, 200))
-        std = _np(dense.kernel).std()
+        std = to_numpy(dense.kernel).std()
         assert abs(std / _expected_std(0.25, 200) - 1.0) < 0.02
 
 
@@ -241,12 +237,12 @@ class TestInitializerFor:
             kernel_initializer=initializer_for("leaky_relu", seed=2),
         )
         dense.build((None, 400))
-        std = _np(dense.kernel).std()
+        std = to_numpy(dense.kernel).std()
         assert abs(std / _expected_std(0.2, 400) - 1.0) < 0.02
 
     def test_seed_is_passed(self):
-        ours = _np(initializer_for("relu", seed=7)((16, 8)))
-        theirs = _np(keras.initializers.HeNormal(seed=7)((16, 8)))
+        ours = to_numpy(initializer_for("relu", seed=7)((16, 8)))
+        theirs = to_numpy(keras.initializers.HeNormal(seed=7)((16, 8)))
         np.testing.assert_allclose(ours, theirs, rtol=1e-6)
 
     def test_uses_current_alpha_of_built_layer(self):

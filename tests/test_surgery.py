@@ -3,6 +3,9 @@ import numpy as np
 import pytest
 
 from keras_relu_kit import layers, leakify
+from keras_relu_kit.errors import (
+    NoRectifierSitesWarning,
+)
 
 
 def _x(shape=(16, 6)):
@@ -355,7 +358,7 @@ class TestLeakify:
 
     def test_nothing_to_convert_warns(self):
         model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(2)])
-        with pytest.warns(UserWarning, match="found no ReLU site"):
+        with pytest.warns(NoRectifierSitesWarning, match="found no ReLU site"):
             new = leakify(model)
         _assert_same_function(model, new, _x())
 

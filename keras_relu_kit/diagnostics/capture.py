@@ -43,6 +43,7 @@ from keras import ops
 from keras_relu_kit._validation import DATA_FORMATS
 from keras_relu_kit.diagnostics.probe import functional_inputs
 from keras_relu_kit.diagnostics.report import DeadReport, site_report
+from keras_relu_kit.errors import UnreachableSitesWarning
 
 if TYPE_CHECKING:
     from keras_relu_kit.diagnostics.report import SiteReport
@@ -406,6 +407,7 @@ class Capture:
             warnings.warn(
                 f"Rectifier sites {skipped} were not called by the model's "
                 "forward pass; they are left out of the report.",
+                UnreachableSitesWarning,
                 stacklevel=3,
             )
         return DeadReport(reports, tau=tau, num_examples=examples)

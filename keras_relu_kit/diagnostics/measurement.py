@@ -20,6 +20,7 @@ from keras_relu_kit.diagnostics import probe as probe_lib
 from keras_relu_kit.diagnostics.capture import get_capture
 from keras_relu_kit.diagnostics.report import DeadReport
 from keras_relu_kit.diagnostics.sites import recurrent_rectifiers, resolve_sites
+from keras_relu_kit.errors import NoRectifierSitesWarning, UnreachableSitesWarning
 
 if TYPE_CHECKING:
     from keras_relu_kit.diagnostics.capture import Capture
@@ -98,6 +99,7 @@ class Measurement:
                 f"{self.owner or 'keras_relu_kit'}: the recurrent layers "
                 f"{recurrent} apply a rectifier inside every step of their "
                 "recurrence, not to their output, so they are not measured.",
+                UnreachableSitesWarning,
                 stacklevel=3,
             )
         if not self.sites:
@@ -313,6 +315,7 @@ def measure(
                 f"Model '{model.name}' has no rectifier sites (ReLU-family "
                 "layers or layers with a rectifier `activation`); there is "
                 "nothing to measure.",
+                NoRectifierSitesWarning,
                 stacklevel=2,
             )
         return DeadReport({}, tau=measurement.tau)
