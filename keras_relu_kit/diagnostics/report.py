@@ -327,14 +327,9 @@ class DeadReport:
         >>> import keras
         >>> import numpy as np
         >>> from keras_relu_kit.diagnostics import measure
-        >>> model = keras.Sequential([
-        ...     keras.Input((3,)),
-        ...     keras.layers.Dense(
-        ...         4, activation="relu", name="hidden",
-        ...         kernel_initializer="ones",
-        ...         bias_initializer=keras.initializers.Constant([1, -9, -9, 1]),
-        ...     ),
-        ... ])
+        >>> hidden = keras.layers.Dense(4, activation="relu", name="hidden")
+        >>> model = keras.Sequential([keras.Input((3,)), hidden])
+        >>> hidden.set_weights([np.ones((3, 4)), np.array([1.0, -9, -9, 1])])
         >>> print(measure(model, np.ones((8, 3))).table())
           site    layer  units  dead  dead %  dead units
           hidden  Dense      4     2    50.0  1-2
