@@ -1,3 +1,4 @@
+import dataclasses
 import warnings
 
 import keras
@@ -6,6 +7,14 @@ import pytest
 
 from keras_relu_kit import layers, leakify
 from keras_relu_kit.callbacks import AutoLeak, DeadReLUMonitor
+from keras_relu_kit.callbacks.auto_leak import LayerReading, RaiseState, raise_rule
+from keras_relu_kit.errors import (
+    DivergenceRollbackWarning,
+    NonFiniteActivationsWarning,
+    NoRectifierSitesWarning,
+    OutsideFitWarning,
+    UnreachableSitesWarning,
+)
 
 X = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
 Y = np.zeros((16, 1), "float32")
@@ -43,6 +52,78 @@ def _fit(model, callbacks, epochs, **kwargs):
     return model.fit(
         X, Y, batch_size=8, epochs=epochs, verbose=0, callbacks=callbacks, **kwargs
     )
+
+
+def _run_rule(fractions, *, threshold=0.5, patience=0, cooldown=0, **reading):
+    """The epochs at which the rule raises, over a run of dead fractions."""
+    state, raised = RaiseState(), []
+    for epoch, fraction in enumerate(fractions):
+        state, raise_now = raise_rule(
+            state,
+            LayerReading(fraction, **reading),
+            threshold=threshold,
+            patience=patience,
+            cooldown=cooldown,
+        )
+        if raise_now:
+            raised.append(epoch)
+    return raised
+
+
+class TestRaiseRule:
+    """The patience/cooldown rule alone, without a model."""
+
+    @pytest.mark.parametrize(
+        "fractions, kwargs, expected",
+        [
+            # Above the threshold every epoch: raised every epoch.
+            ([0.75] * 4, {}, [0, 1, 2, 3]),
+            # patience 0 and 1 both raise at the first epoch above.
+            ([0.75] * 3, {"patience": 1}, [0, 1, 2]),
+            # patience=2: two epochs in a row per raise.
+            ([0.75] * 5, {"patience": 2}, [1, 3]),
+            # An epoch at or below the threshold restarts the count.
+            ([0.75, 0.5, 0.75, 0.2, 0.75, 0.75], {"patience": 2}, [5]),
+            # cooldown=2: two epochs left alone after each raise.
+            ([0.75] * 6, {"cooldown": 2}, [0, 3]),
+            # The cooldown and patience add up.
+            ([0.75] * 7, {"cooldown": 1, "patience": 2}, [1, 4]),
+            # The threshold is strict.
+            ([0.5, 0.5], {}, []),
+        ],
+    )
+    def test_raises_by_rule(self, fractions, kwargs, expected):
+        assert _run_rule(fractions, **kwargs) == expected
+
+    def test_nonfinite_restarts_the_count_and_keeps_the_cooldown(self):
+        state, raise_now = raise_rule(
+            RaiseState(wait=1, cooldown=2),
+            LayerReading(0.9, nonfinite=True),
+            threshold=0.5,
+            patience=2,
+            cooldown=3,
+        )
+        assert (state, raise_now) == (RaiseState(wait=0, cooldown=2), False)
+
+    def test_a_raise_that_changes_nothing_starts_no_cooldown(self):
+        state, raise_now = raise_rule(
+            RaiseState(wait=1),
+            LayerReading(0.9, raisable=False),
+            threshold=0.5,
+            patience=2,
+            cooldown=3,
+        )
+        assert (state, raise_now) == (RaiseState(), False)
+        assert _run_rule([0.75] * 3, cooldown=2, raisable=False) == []
+
+    def test_the_state_is_a_value(self):
+        state = RaiseState(wait=1)
+        new, _ = raise_rule(
+            state, LayerReading(0.9), threshold=0.5, patience=3, cooldown=0
+        )
+        assert state == RaiseState(wait=1) and new == RaiseState(wait=2)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            state.wait = 5  # type: ignore[misc]
 
 
 class TestAutoLeak:
@@ -234,7 +315,9 @@ class TestAutoLeak:
         )
         model.layers[0].activation = keras.activations.relu
         model.compile(keras.optimizers.SGD(0.0), "mse")
-        with pytest.warns(UserWarning, match=r"cannot adjust.*fixed, relu.*leakify"):
+        with pytest.warns(
+            UnreachableSitesWarning, match=r"cannot adjust.*fixed, relu.*leakify"
+        ):
             history = model.fit(
                 X,
                 np.zeros((16, 4)),
@@ -249,7 +332,9 @@ class TestAutoLeak:
             [keras.Input((4,)), keras.layers.Dense(2, activation="relu")]
         )
         model.compile("sgd", "mse")
-        with pytest.warns(UserWarning, match="no adjustable layer.*sites: dense"):
+        with pytest.warns(
+            NoRectifierSitesWarning, match="no adjustable layer.*sites: dense"
+        ):
             history = model.fit(
                 X, np.zeros((16, 2)), epochs=2, verbose=0, callbacks=[AutoLeak()]
             )
@@ -294,6 +379,36 @@ class TestAutoLeak:
         assert message in str(info.value)
         name = next(iter(kwargs))
         assert f"`{name}`" in str(info.value)
+
+    def test_only_the_first_four_arguments_are_positional(self):
+        auto = AutoLeak(0.2, 3.0, 0.01, 0.02)
+        assert (auto.threshold, auto.factor, auto.step, auto.start) == (
+            0.2,
+            3.0,
+            0.01,
+            0.02,
+        )
+        with pytest.raises(TypeError, match="positional"):
+            AutoLeak(0.2, 3.0, 0.01, 0.02, 0.3)
+
+    def test_verbose_line_per_raise(self, capsys):
+        _fit(_planted(), [AutoLeak(threshold=0.5, start=0.05, verbose=1)], 2)
+        lines = capsys.readouterr().out.splitlines()
+        assert lines == [
+            "",
+            "Epoch 1: AutoLeak raising alpha of a to 0.05; 75.0% of its units "
+            "are dead.",
+            "",
+            "Epoch 2: AutoLeak raising alpha of a to 0.1; 75.0% of its units are dead.",
+        ]
+
+    def test_verbose_line_of_a_prelu_counts_its_slopes(self, capsys):
+        model = _planted(lambda name: layers.PReLU(alpha_initializer=0.0, name=name))
+        _fit(model, [AutoLeak(threshold=0.5, start=0.05, verbose=1)], 1)
+        assert capsys.readouterr().out == (
+            "\nEpoch 1: AutoLeak raising alpha of a to 0.0375 (3 slopes, mean); "
+            "75.0% of its units are dead.\n"
+        )
 
     def test_backup_dir_that_is_a_file(self, tmp_path):
         path = tmp_path / "a_file"
@@ -398,7 +513,7 @@ def test_failed_start_still_warns_outside_fit():
     monitor = DeadReLUMonitor(probe=np.ones((4, 99), "float32"))
     with pytest.raises(ValueError, match="`probe` does not fit"):
         _fit(model, [monitor], 1)
-    with pytest.warns(UserWarning, match="passed to `model.predict`"):
+    with pytest.warns(OutsideFitWarning, match="passed to `model.predict`"):
         model.predict(X, verbose=0, callbacks=[monitor])
 
 
@@ -422,7 +537,7 @@ class TestDivergenceGuard:
         model.compile(keras.optimizers.SGD(0.001, momentum=0.9), "mse")
         snapshot = Snapshot()
         auto = AutoLeak(threshold=0.5, start=0.05)
-        with pytest.warns(UserWarning, match="stopped raising \\['a'\\]"):
+        with pytest.warns(DivergenceRollbackWarning, match="stopped raising \\['a'\\]"):
             history = _fit(model, [snapshot, auto, Sabotage()], 4)
         raises = [c for c in auto.changes if not c.get("undone")]
         undone = [c for c in auto.changes if c.get("undone")]
@@ -475,7 +590,7 @@ class TestDivergenceGuard:
         model.compile(keras.optimizers.SGD(0.001, momentum=0.9), "mse")
         before = Before()
         auto = AutoLeak(threshold=0.5, start=0.05)
-        with pytest.warns(UserWarning, match="Restored the weights"):
+        with pytest.warns(DivergenceRollbackWarning, match="Restored the weights"):
             _fit(model, [before, NaNLoss(), auto, Record()], 2)
         for expected, value in zip(before.state, Record.states[1], strict=True):
             np.testing.assert_array_equal(value, expected)
@@ -567,7 +682,7 @@ class TestDivergenceGuard:
         probe[0] = np.nan
         monitor = DeadReLUMonitor(probe=probe)
         auto = AutoLeak(threshold=0.1, dead_relu_monitor=monitor)
-        with pytest.warns(UserWarning, match="NaN/inf"):
+        with pytest.warns(NonFiniteActivationsWarning, match="NaN/inf"):
             history = _fit(model, [monitor, auto], 3)
         assert auto.changes == []
         assert history.history["alpha/a"] == [0.0, 0.0, 0.0]

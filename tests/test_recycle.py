@@ -5,6 +5,9 @@ import pytest
 from keras_relu_kit import layers
 from keras_relu_kit.callbacks import DeadReLUMonitor, Recycle
 from keras_relu_kit.diagnostics import measure
+from keras_relu_kit.errors import (
+    UnreachableSitesWarning,
+)
 from keras_relu_kit.recycling import plan_recycling
 
 RNG = np.random.default_rng(0)
@@ -328,7 +331,7 @@ class TestRecycle:
         model = keras.Model(inputs, x)
         model.compile("sgd", "mse")
         recycle = Recycle(probe=X)
-        with pytest.warns(UserWarning, match="cannot recycle") as caught:
+        with pytest.warns(UnreachableSitesWarning, match="cannot recycle") as caught:
             _fit(model, X, Y, [recycle])
         ours = [w for w in caught if issubclass(w.category, UserWarning)]
         assert len(ours) == 1, [str(w.message) for w in ours]
@@ -375,6 +378,15 @@ class TestRecycleArguments:
     def test_bad_arguments(self, kwargs, error, match):
         with pytest.raises(error, match=match):
             Recycle(**kwargs)
+
+    def test_verbose_line_per_recycling(self, capsys):
+        _fit(_mlp(), X, Y, [Recycle(probe=X, verbose=1)])
+        assert capsys.readouterr().out.splitlines() == [
+            "",
+            "Epoch 1: Recycle re-initialised 2 of 5 units of act (40.0% dead).",
+            "",
+            "Epoch 1: Recycle re-initialised 2 of 4 units of fused (50.0% dead).",
+        ]
 
     def test_unknown_layer_and_foreign_monitor_fail_before_training(self):
         model = _mlp()
@@ -500,7 +512,7 @@ class TestWhatRecycleLeavesAlone:
         model.compile(keras.optimizers.SGD(0.001), "mse")
         kernel = keras.ops.convert_to_numpy(model.get_layer("hidden").kernel)
         recycle = Recycle(probe=X)
-        with pytest.warns(UserWarning, match="'hidden' is frozen"):
+        with pytest.warns(UnreachableSitesWarning, match="'hidden' is frozen"):
             _fit(model, X, Y, [recycle])
         assert [c["layer"] for c in recycle.changes] == ["fused"]
         np.testing.assert_array_equal(

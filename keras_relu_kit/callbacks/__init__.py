@@ -1,4 +1,22 @@
-"""Training callbacks that watch and tend rectifier units."""
+"""Training callbacks that watch and tend rectifier units.
+
+- `DeadReLUMonitor` (`dead_relu_monitor.py`) measures the dead units of
+  every rectifier layer while `fit` runs, into `logs` and its `history`.
+- `AutoLeak` (`auto_leak.py`) raises a layer's leak where its units die.
+- `Recycle` (`recycle.py`) re-initialises dead (or dormant) units.
+
+Each module imports only the ones below it:
+
+- `_fit.py`: `FitCallback`, the base of all three (inside `fit` or not,
+  `verbose`, acting every N batches), `ProbeOptions` (what a callback
+  measures on, checked once) and `StepSchedule` (epoch and step counts).
+- `_printing.py`: `print_msg`, through which verbose lines are printed.
+- `_state_file.py`: `StateFile`, a remedy's state beside a
+  `BackupAndRestore` backup.
+- `_remedy.py`: `RemedyCallback`, the base of `AutoLeak` and `Recycle`
+  (measuring alone or through a monitor, choosing `layers`, `backup_dir`);
+  it imports `dead_relu_monitor.py`, which knows nothing of the remedies.
+"""
 
 from keras_relu_kit.callbacks.auto_leak import AutoLeak
 from keras_relu_kit.callbacks.dead_relu_monitor import DeadReLUMonitor

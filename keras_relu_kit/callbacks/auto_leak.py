@@ -1,23 +1,82 @@
-"""`AutoLeak`: raise a layer's leak where its units die, while `fit` runs."""
+"""`AutoLeak`: raise a layer's leak where its units die, while `fit` runs.
+
+The dying-ReLU cure the literature gives (leaky ReLU, PReLU, ELU) is
+usually applied by hand, everywhere, before training. `AutoLeak` applies
+it only where and when units actually die: start from plain ReLU
+(`keras_relu_kit.layers.LeakyReLU(alpha=0.0)`, or `leakify(model)` for an
+existing model), and at the end of each epoch every adjustable layer whose
+dead fraction exceeds `threshold` (for `patience` epochs in a row) gets
+more leak:
+
+```
+new_alpha = start                                  if alpha == 0
+new_alpha = min(alpha * factor + step, max_alpha)  otherwise
+```
+
+How the decision is made. `raise_rule` is the patience/cooldown rule, a
+pure function of one layer's `RaiseState` (epochs above the threshold in a
+row, cooldown epochs left) and what was measured (`LayerReading`); the
+callback applies its decision (assign, snapshot, record, print). NaN/inf
+activations say nothing about dead units: a layer with any is left alone
+that epoch.
+
+How the change is made. Adjustable layers are the kit layers whose
+`alpha` is a leak: `LeakyReLU`, `PReLU` and `ELU`. For a per-channel (or
+per-element) `PReLU`, only the slopes of the dead channels are raised.
+Changes go through `variable.assign`, so the compiled train step is reused
+(no retrace, with or without XLA) and every replica sees them, under a
+`tf.distribute` strategy (TensorFlow) or JAX's
+`keras.distribution.DataParallel`. `alpha` is a weight: it is saved with
+the model and restored by `keras.callbacks.BackupAndRestore`; with
+`backup_dir` (the same directory) AutoLeak resumes its own counters,
+`changes` and the slopes it set (`auto_leak.json`), whichever of the two
+callbacks is listed first.
+
+Measuring. Alone, AutoLeak measures dead units itself on a fixed probe
+(as `DeadReLUMonitor` does; by default a sample of `fit`'s validation
+data, else its training data). Given `dead_relu_monitor=`, a
+`DeadReLUMonitor` passed to the same `fit`, it reuses that monitor's
+measurement of the epoch: one forward pass serves both.
+
+The divergence guard: never worse than not using it. When training goes
+bad after a raise (the epoch's `logs["loss"]` non-finite, or more than
+`divergence_factor - 1` times its magnitude above the best epoch loss so
+far), AutoLeak restores the weights and optimizer state it kept in host
+memory from just before that raise (not the step count or learning rate,
+so a schedule or `ReduceLROnPlateau` goes on), takes the raise back, stops
+raising those layers for the rest of the run, and says so in `changes`
+(with `"undone": True`) and in a warning. A new best epoch loss after a
+raise clears the kept states: that raise did not hurt. The guard watches
+one `fit`: each `fit` starts it afresh. With `backup_dir`, a rollback
+survives an interruption (`auto_leak_rollback.npz`) whichever order
+AutoLeak and `BackupAndRestore` are listed in.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
 
-from keras_relu_kit._validation import (
-    check_int,
-    check_number,
-    check_positive_int,
+from keras_relu_kit._validation import check_int, check_number, check_positive_int
+from keras_relu_kit.callbacks._fit import ProbeOptions
+from keras_relu_kit.callbacks._printing import print_msg
+from keras_relu_kit.callbacks._remedy import (
+    LayerSelection,
+    RemedyCallback,
+    select_sites,
 )
-from keras_relu_kit.callbacks._base import RemedyCallback, select_sites
 from keras_relu_kit.callbacks.dead_relu_monitor import DeadReLUMonitor
 from keras_relu_kit.diagnostics.sites import find_rectifier_sites
+from keras_relu_kit.errors import (
+    DivergenceRollbackWarning,
+    NoRectifierSitesWarning,
+    UnreachableSitesWarning,
+)
 from keras_relu_kit.layers import ELU, LeakyReLU, PReLU
 
 if TYPE_CHECKING:
@@ -33,123 +92,124 @@ STATE_FILE = "auto_leak.json"
 ROLLBACK_FILE = "auto_leak_rollback.npz"
 
 
+@dataclasses.dataclass(frozen=True)
+class RaiseState:
+    """One layer's place in the patience/cooldown rule.
+
+    Attributes:
+        wait: epochs in a row the layer has been above the threshold.
+        cooldown: epochs left during which the layer is left alone.
+    """
+
+    wait: int = 0
+    cooldown: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerReading:
+    """What the rule reads of one layer at an epoch end.
+
+    Attributes:
+        dead_fraction: the layer's fraction of dead units.
+        nonfinite: whether it had NaN/inf activations on the probe.
+        raisable: whether a raise would change its `alpha` (not when every
+            dead channel's slope is at `max_alpha` already).
+    """
+
+    dead_fraction: float
+    nonfinite: bool = False
+    raisable: bool = True
+
+
+def raise_rule(
+    state: RaiseState,
+    reading: LayerReading,
+    *,
+    threshold: float,
+    patience: int,
+    cooldown: int,
+) -> tuple[RaiseState, bool]:
+    """The patience/cooldown rule: `(state, reading) -> (state, raise now)`.
+
+    Counted as Keras' `ReduceLROnPlateau` counts: a layer above `threshold`
+    (strictly) for `patience` epochs in a row is raised (0 and 1 both
+    raise at the first such epoch), then left alone for `cooldown` epochs.
+    A reading with NaN/inf activations restarts the count and leaves the
+    cooldown as it is; a raise that would change nothing starts no
+    cooldown.
+    """
+    if reading.nonfinite:
+        return dataclasses.replace(state, wait=0), False
+    if state.cooldown > 0:
+        return RaiseState(wait=0, cooldown=state.cooldown - 1), False
+    if reading.dead_fraction <= threshold:
+        return RaiseState(wait=0, cooldown=0), False
+    wait = state.wait + 1
+    if wait < patience:
+        return RaiseState(wait=wait, cooldown=0), False
+    if not reading.raisable:
+        return RaiseState(wait=0, cooldown=0), False
+    return RaiseState(wait=0, cooldown=cooldown), True
+
+
 class AutoLeak(RemedyCallback):
     """Raise a layer's `alpha` when its fraction of dead units crosses a threshold.
 
-    The dying-ReLU cure the literature gives (leaky ReLU, PReLU, ELU) is
-    usually applied by hand, everywhere, before training. `AutoLeak` applies
-    it only where and when units actually die: start from plain ReLU
-    (`keras_relu_kit.layers.LeakyReLU(alpha=0.0)`, or `leakify(model)` for an
-    existing model), and at the end of each epoch every adjustable layer
-    whose dead fraction exceeds `threshold` (for `patience` epochs in a row)
-    gets more leak:
-
-    ```
-    new_alpha = start                              if alpha == 0
-    new_alpha = min(alpha * factor + step, max_alpha)  otherwise
-    ```
-
-    Adjustable layers are the kit layers whose `alpha` is a leak:
-    `LeakyReLU`, `PReLU` and `ELU`. For a per-channel (or per-element)
-    `PReLU`, only the slopes of the dead channels are raised. Changes go
-    through `variable.assign`, so the compiled train step is reused (no
-    retrace, with or without XLA) and every replica sees them, under a
-    `tf.distribute` strategy (TensorFlow) or JAX's
-    `keras.distribution.DataParallel`. `alpha` is a weight: it is saved with the model
-    and restored by `keras.callbacks.BackupAndRestore`; give `backup_dir`
-    (the same directory) to resume AutoLeak's own counters too.
-
-    Measuring: alone, AutoLeak measures dead units itself on a fixed probe
-    (as `DeadReLUMonitor` does; by default a sample of `fit`'s validation
-    data, else its training data). Given `dead_relu_monitor=`, a
-    `DeadReLUMonitor` passed to the same `fit`, it reuses that monitor's
-    measurement of the
-    epoch: one forward pass serves both.
-
-    Never worse than not using it: NaN/inf activations never count as dead
-    (a layer with any is left alone that epoch), and when training goes bad
-    after a raise (the epoch's `logs["loss"]` non-finite, or more than
-    `divergence_factor - 1` times its magnitude above the best epoch loss
-    so far), AutoLeak restores the weights and optimizer state it kept in
-    memory from just before that raise (not the step count or learning
-    rate), takes the raise back, stops raising those layers for the rest
-    of the run, and says so in `changes` (with `"undone": True`) and in a
-    warning. A new best epoch loss after a raise clears the kept states:
-    that raise did not hurt. The guard watches one `fit`: each `fit`
-    starts it afresh. With `backup_dir`, a rollback survives an
-    interruption whichever order AutoLeak and `BackupAndRestore` are
-    listed in.
-
-    What it does lands in `logs`: `"alpha/<layer>"` for every layer it
-    manages (the mean when `alpha` is a vector), so `History`,
-    `CSVLogger` and TensorBoard record the leak next to the loss; `changes`
-    lists every raise.
+    At the end of each epoch, every adjustable layer (the kit's
+    `LeakyReLU`, `PReLU` and `ELU`) whose dead fraction is above `threshold`
+    for `patience` epochs in a row gets more leak: `start` at `alpha == 0`,
+    else `min(alpha * factor + step, max_alpha)`; a `PReLU` only on its dead
+    channels. Start from plain ReLU: `LeakyReLU(alpha=0.0)`, or
+    `keras_relu_kit.leakify(model)`. A raise followed by a diverging loss
+    is undone (weights and optimizer state restored) and that layer is not
+    raised again. `logs` get `"alpha/<layer>"` (the mean slope) for every
+    managed layer.
 
     Args:
         threshold: float in `[0, 1]`. Dead fraction above which a layer's
             leak is raised. Defaults to `0.1`.
         factor: float >= 1. Multiplies a non-zero `alpha`. Defaults to `2.0`.
-        step: float >= 0. Added to a non-zero `alpha` after `factor`.
-            Defaults to `0.0`. `factor` > 1 or `step` > 0 is needed.
-        start: float in `(0, max_alpha]`. The first leak given to a layer at
+        step: float >= 0. Added to a non-zero `alpha` after `factor`;
+            `factor` > 1 or `step` > 0 is needed. Defaults to `0.0`.
+        start: float in `(0, max_alpha]`. The first leak of a layer at
             `alpha == 0`. Defaults to `0.01`.
         max_alpha: float in `(0, 1]`. AutoLeak never raises `alpha` above
-            it (and never lowers one already above it). Defaults to `0.3`.
-        patience: int >= 0. Number of epochs in a row a layer must be above
-            `threshold` for its leak to be raised, counted as Keras'
-            `ReduceLROnPlateau` counts (0 and 1 both raise at the first such
-            epoch). Defaults to `0`.
+            it. Defaults to `0.3`.
+        patience: int >= 0. Epochs in a row above `threshold` before a
+            raise, as `ReduceLROnPlateau` counts. Defaults to `0`.
         cooldown: int >= 0. Epochs after a raise during which that layer is
             left alone. Defaults to `0`.
-        layers: list of layer names (or site names, or layer objects) to
-            manage, or `None` for every adjustable layer. Defaults to `None`.
-        dead_relu_monitor: a `DeadReLUMonitor` given to the same `fit`,
-            whose measurement to reuse, or `None` to measure alone. (Keras
-            callbacks use `monitor` for the name of a metric; this argument
-            takes a callback object, and says so.) Defaults to `None`.
+        layers: layer names (or site names, or layers) to manage, or `None`
+            for every adjustable layer. Defaults to `None`.
+        dead_relu_monitor: a `DeadReLUMonitor` passed to the same `fit`,
+            whose measurement to reuse, or `None` to measure alone.
+            Defaults to `None`.
         probe: probe data when measuring alone (see `DeadReLUMonitor`).
             Defaults to `None`.
-        probe_size: int. Size of the default probe sample when measuring
-            alone. Defaults to `1024`.
-        mode: `"training"` or `"inference"`: the forward pass measured
-            when measuring alone (see `DeadReLUMonitor`). Defaults to
-            `"training"`.
-        backup_dir: path or `None`. Directory where AutoLeak keeps its
-            counters, its `changes` and the slopes it set (`auto_leak.json`)
-            at the end of every epoch, and from which it resumes them when
-            training begins: use the `backup_dir` of your
-            `keras.callbacks.BackupAndRestore`. Either callback may come
-            first in the list: a resumed run equals an uninterrupted one.
-            The file is removed when training ends normally. Defaults to
-            `None`.
+        probe_size: int >= 1. As `DeadReLUMonitor`'s. Defaults to `1024`.
+        mode: `"training"` or `"inference"`. As `DeadReLUMonitor`'s.
+            Defaults to `"training"`.
+        backup_dir: path or `None`. The `backup_dir` of your
+            `keras.callbacks.BackupAndRestore`, to resume AutoLeak's state
+            too. Defaults to `None`.
         verbose: int. 0: silent; 1: print a line per raise. Defaults to `0`.
-        monitor: deprecated name of `dead_relu_monitor`, kept for one
-            release with a `DeprecationWarning`.
-        batch_size: int >= 1. Probe examples per forward batch when
-            measuring alone. Defaults to `256`.
-        data_format: `"channels_last"`, `"channels_first"` or `None`: the
-            axis of the units when measuring alone (see `DeadReLUMonitor`).
-            Defaults to `None`.
-        seed: int >= 0. Seed of the default probe sample when measuring
-            alone. Defaults to `0`.
-        divergence_factor: float > 1 or `None`. An epoch whose loss is
-            above the best epoch loss so far by more than
-            `(divergence_factor - 1) * abs(best)` (or is NaN/inf), after a
-            raise, undoes the raise; `None` turns the guard off. Defaults
-            to `2.0`.
-        max_snapshots: int >= 1. How many pre-raise states (weights and
-            optimizer variables, in host memory) are kept, newest first:
-            a divergence that persists undoes raises back that far.
-            Defaults to `2`.
+        monitor: deprecated name of `dead_relu_monitor`.
+        batch_size: int >= 1. As `DeadReLUMonitor`'s. Defaults to `256`.
+        data_format: As `DeadReLUMonitor`'s. Defaults to `None`.
+        seed: int >= 0. As `DeadReLUMonitor`'s. Defaults to `0`.
+        divergence_factor: float > 1 or `None`. An epoch loss above the
+            best so far by more than `(divergence_factor - 1) * abs(best)`,
+            or NaN/inf, undoes the latest raise; `None` turns the guard off.
+            Defaults to `2.0`.
+        max_snapshots: int >= 1. How many pre-raise states are kept in host
+            memory. Defaults to `2`.
 
     Attributes:
         changes: list of dicts, one per raise: `"epoch"` (0-based),
             `"layer"`, `"old"` and `"new"` (the mean alpha before and
-            after), `"dead_fraction"`, `"raised_units"` (how many slopes
-            changed). A raise taken back by the guard adds an entry with
-            `"undone": True`, the epoch it happened, `"old"` the raised
-            mean alpha, `"new"` the restored one and `"loss"` the loss that
-            set it off.
+            after), `"dead_fraction"`, `"raised_units"`. A raise undone by
+            the guard adds one with `"undone": True`, `"raised_at"` and
+            `"loss"`.
         stopped: names of the layers the guard stopped raising.
         layers_managed: names of the layers managed in the current run.
 
@@ -187,13 +247,11 @@ class AutoLeak(RemedyCallback):
         factor: float = 2.0,
         step: float = 0.0,
         start: float = 0.01,
+        *,
         max_alpha: float = 0.3,
         patience: int = 0,
         cooldown: int = 0,
-        layers: str
-        | keras.layers.Layer
-        | Sequence[str | keras.layers.Layer]
-        | None = None,
+        layers: LayerSelection = None,
         dead_relu_monitor: DeadReLUMonitor | None = None,
         probe: Any = None,
         probe_size: int = 1024,
@@ -201,15 +259,27 @@ class AutoLeak(RemedyCallback):
         backup_dir: str | os.PathLike[str] | None = None,
         verbose: int = 0,
         monitor: DeadReLUMonitor | None = None,
-        *,
         batch_size: int = 256,
         data_format: str | None = None,
         seed: int = 0,
         divergence_factor: float | None = 2.0,
         max_snapshots: int = 2,
     ) -> None:
-        super().__init__()
         monitor = _deprecated_monitor(monitor, dead_relu_monitor)
+        super().__init__(
+            probe_options=ProbeOptions(
+                probe, probe_size, batch_size, data_format, seed, mode, owner=OWNER
+            ),
+            dead_relu_monitor=monitor,
+            layers=layers,
+            backup_dir=backup_dir,
+            verbose=verbose,
+        )
+        (self.threshold, self.factor, self.step, self.start, self.max_alpha) = (
+            _check_raise(threshold, factor, step, start, max_alpha)
+        )
+        self.patience = check_int("patience", patience, owner=OWNER)
+        self.cooldown = check_int("cooldown", cooldown, owner=OWNER)
         if divergence_factor is not None:
             divergence_factor = check_number(
                 "divergence_factor",
@@ -222,53 +292,14 @@ class AutoLeak(RemedyCallback):
         self.max_snapshots = check_positive_int(
             "max_snapshots", max_snapshots, owner=OWNER
         )
-        self.threshold = check_number(
-            "threshold", threshold, low=0.0, high=1.0, owner=OWNER
-        )
-        self.factor = check_number("factor", factor, low=1.0, float32=True, owner=OWNER)
-        self.step = check_number("step", step, low=0.0, float32=True, owner=OWNER)
-        if self.factor == 1.0 and self.step == 0.0:
-            raise ValueError(
-                f"`{OWNER}` needs `factor` > 1 or `step` > 0 to raise alpha. "
-                f"Received: factor={factor!r}, step={step!r}"
-            )
-        self.max_alpha = check_number(
-            "max_alpha", max_alpha, low=0.0, high=1.0, low_open=True, owner=OWNER
-        )
-        self.start = check_number(
-            "start",
-            start,
-            low=0.0,
-            high=self.max_alpha,
-            low_open=True,
-            owner=OWNER,
-        )
-        for name, value in (("max_alpha", self.max_alpha), ("start", self.start)):
-            if np.float32(value) == 0:
-                # Stored in a float32 alpha it would be 0: raises that
-                # change nothing.
-                raise ValueError(
-                    f"`{OWNER}` argument `{name}` must be positive as a float32 "
-                    f"(at least ~1.4e-45). Received: {name}={value!r}"
-                )
-        self.patience = check_int("patience", patience, owner=OWNER)
-        self.cooldown = check_int("cooldown", cooldown, owner=OWNER)
-        self._init_remedy(
-            dead_relu_monitor=monitor,
-            probe=probe,
-            probe_size=probe_size,
-            batch_size=batch_size,
-            seed=seed,
-            data_format=data_format,
-            mode=mode,
-            layers=layers,
-            backup_dir=backup_dir,
-            verbose=verbose,
-        )
+        self._start_run()
+
+    def _start_run(self) -> None:
+        """Clear what one `fit` learns: each `fit` starts afresh."""
         self.changes: list[dict[str, Any]] = []
         self.layers_managed: list[str] = []
         self.stopped: list[str] = []
-        self._state: dict[str, dict[str, int]] = {}
+        self._state: dict[str, RaiseState] = {}
         self._snapshots: list[dict[str, Any]] = []
         self._best_loss: float | None = None
         self._rolled_back: list[Any] | None = None
@@ -276,13 +307,7 @@ class AutoLeak(RemedyCallback):
     # Keras hooks ---------------------------------------------------------
 
     def _begin(self) -> None:
-        self.changes = []
-        self._state = {}
-        self.layers_managed = []
-        self.stopped = []
-        self._snapshots = []
-        self._best_loss = None
-        self._active = False
+        self._start_run()
         model = self.model
         sites = find_rectifier_sites(model)
         adjustable = {
@@ -299,6 +324,7 @@ class AutoLeak(RemedyCallback):
                 "(keras_relu_kit LeakyReLU, PReLU or ELU); training continues "
                 f"unchanged.{named} Use `keras_relu_kit.leakify(model)` to "
                 "convert its ReLU sites.",
+                NoRectifierSitesWarning,
                 stacklevel=3,
             )
             return
@@ -307,20 +333,14 @@ class AutoLeak(RemedyCallback):
                 f"{OWNER} cannot adjust these rectifier sites, whose slope is "
                 f"not a variable: {', '.join(fixed)}. Convert them with "
                 "`keras_relu_kit.leakify(model)` to let AutoLeak manage them.",
+                UnreachableSitesWarning,
                 stacklevel=3,
             )
         self._begin_measuring(model)
         self.layers_managed = list(managed)
-        self._state = {name: {"wait": 0, "cooldown": 0} for name in self.layers_managed}
+        self._state = {name: RaiseState() for name in self.layers_managed}
         self._restore(model)
         self._active = True
-
-    def on_epoch_begin(self, epoch, logs=None):
-        # Every callback's `on_train_begin` has run, no step yet: a monitor
-        # from an earlier `fit`, left out of this one's callbacks, would
-        # measure on its old probe.
-        if self._active:
-            self._check_monitor_once()
 
     def on_epoch_end(self, epoch, logs=None):
         if not self._active:
@@ -335,10 +355,9 @@ class AutoLeak(RemedyCallback):
         for name in self.layers_managed:
             site = _site_of(report, name)
             if site is not None and not rolled_back and name not in self.stopped:
-                self._consider(epoch, name, layers, site, model)
+                self._consider(epoch, name, site, model, layers)
             if logs is not None:
-                alpha = keras.ops.convert_to_numpy(layers[name].alpha)
-                logs[f"alpha/{name}"] = float(np.mean(alpha))
+                logs[f"alpha/{name}"] = _mean_alpha(layers[name])
         self._save(epoch, layers)
 
     def on_train_end(self, logs=None):
@@ -346,68 +365,75 @@ class AutoLeak(RemedyCallback):
         if self._active:
             self._state_file.remove(ROLLBACK_FILE)
 
-    # Internals -----------------------------------------------------------
+    # Raising -------------------------------------------------------------
 
-    def _guard(
+    def _consider(
         self,
         epoch: int,
-        loss: Any,
+        name: str,
+        site: SiteReport,
         model: keras.Model,
         layers: dict[str, keras.layers.Layer],
-    ) -> bool:
-        """Undo the latest raise when the loss went bad after it.
+    ) -> None:
+        """Apply the rule to layer `name`, and raise its leak if it says so."""
+        layer = layers[name]
+        old = np.asarray(keras.ops.convert_to_numpy(layer.alpha), dtype="float64")
+        mask = _channel_mask(layer, old.shape, site.dead_mask)
+        new = np.where(mask, self._raised(old), old)
+        reading = LayerReading(
+            dead_fraction=float(site.dead_fraction),
+            nonfinite=bool(site.nonfinite),
+            raisable=bool(np.any(new != old)),
+        )
+        self._state[name], raise_now = raise_rule(
+            self._state[name],
+            reading,
+            threshold=self.threshold,
+            patience=self.patience,
+            cooldown=self.cooldown,
+        )
+        if raise_now:
+            self._raise(epoch, name, site, old, new, model, layers)
 
-        Returns whether it rolled back (then nothing is raised this epoch).
-        """
-        if self.divergence_factor is None or loss is None:
-            return False
-        loss = float(loss)
-        best = self._best_loss
-        # "Above factor x best", for losses of either sign.
-        bad = not np.isfinite(loss) or (
-            best is not None
-            and loss - best > (self.divergence_factor - 1.0) * abs(best)
-        )
-        if not bad:
-            if best is None or loss < best:
-                # A new best after the raises: they did not hurt.
-                self._best_loss = loss
-                self._snapshots.clear()
-            return False
-        if not self._snapshots:
-            return False
-        snapshot = self._snapshots.pop()
-        raised = {
-            name: float(np.mean(keras.ops.convert_to_numpy(layers[name].alpha)))
-            for name in snapshot["layers"]
+    def _raised(self, alpha: np.ndarray) -> np.ndarray:
+        grown = np.minimum(alpha * self.factor + self.step, self.max_alpha)
+        grown = np.where(alpha <= 0.0, self.start, grown)
+        return np.maximum(alpha, grown)
+
+    def _raise(
+        self,
+        epoch: int,
+        name: str,
+        site: SiteReport,
+        old: np.ndarray,
+        new: np.ndarray,
+        model: keras.Model,
+        layers: dict[str, keras.layers.Layer],
+    ) -> None:
+        """Set layer `name`'s `alpha` from `old` to `new`; snapshot, record, say."""
+        self._snapshot(epoch, model, layers)
+        if self._snapshots and self._snapshots[-1]["epoch"] == epoch:
+            self._snapshots[-1]["layers"].append(name)
+        layers[name].alpha.assign(new.astype(old.dtype))
+        raised = int(np.count_nonzero(new != old))
+        change = {
+            "epoch": int(epoch),
+            "layer": name,
+            "old": float(old.mean()),
+            "new": float(new.mean()),
+            "dead_fraction": float(site.dead_fraction),
+            "raised_units": raised,
         }
-        # The restored alphas are among the values.
-        _assign(_state_variables(model), snapshot["values"])
-        self._rolled_back = snapshot["values"]
-        undone = []
-        for name in snapshot["layers"]:
-            if name not in self.stopped:
-                self.stopped.append(name)
-            self.changes.append(
-                {
-                    "epoch": int(epoch),
-                    "layer": name,
-                    "old": raised[name],
-                    "new": float(np.mean(snapshot["alphas"][name])),
-                    "undone": True,
-                    "raised_at": int(snapshot["epoch"]),
-                    "loss": loss,
-                }
+        self.changes.append(change)
+        if self.verbose:
+            size = "" if old.ndim == 0 else f" ({raised} slopes, mean)"
+            print_msg(
+                f"\nEpoch {epoch + 1}: {OWNER} raising alpha of {name} to "
+                f"{change['new']:.4g}{size}; "
+                f"{100 * site.dead_fraction:.1f}% of its units are dead."
             )
-            undone.append(name)
-        warnings.warn(
-            f"{OWNER}: the loss went from a best of {best} to {loss} at epoch "
-            f"{epoch + 1}, after raising alpha at epoch "
-            f"{snapshot['epoch'] + 1}. Restored the weights and optimizer "
-            f"state from before that raise, and stopped raising {undone}.",
-            stacklevel=3,
-        )
-        return True
+
+    # The divergence guard ------------------------------------------------
 
     def _snapshot(
         self, epoch: int, model: keras.Model, layers: dict[str, keras.layers.Layer]
@@ -432,63 +458,70 @@ class AutoLeak(RemedyCallback):
         )
         del self._snapshots[: -self.max_snapshots]
 
-    def _consider(
+    def _guard(
         self,
         epoch: int,
-        name: str,
-        layers: dict[str, keras.layers.Layer],
-        site: SiteReport,
+        loss: Any,
         model: keras.Model,
-    ) -> None:
-        layer = layers[name]
-        state = self._state[name]
-        if site.nonfinite:
-            # NaN/inf activations say nothing about dead units.
-            state["wait"] = 0
-            return
-        if state["cooldown"] > 0:
-            state["cooldown"] -= 1
-            state["wait"] = 0
-            return
-        if site.dead_fraction <= self.threshold:
-            state["wait"] = 0
-            return
-        state["wait"] += 1
-        if state["wait"] < self.patience:
-            return
-        state["wait"] = 0
-        old = np.asarray(keras.ops.convert_to_numpy(layer.alpha), dtype="float64")
-        mask = _channel_mask(layer, old.shape, site.dead_mask)
-        new = np.where(mask, self._raised(old), old)
-        raised = int(np.count_nonzero(new != old))
-        if raised == 0:
-            return
-        self._snapshot(epoch, model, layers)
-        if self._snapshots and self._snapshots[-1]["epoch"] == epoch:
-            self._snapshots[-1]["layers"].append(name)
-        layer.alpha.assign(new.astype(old.dtype))
-        state["cooldown"] = self.cooldown
-        change = {
-            "epoch": int(epoch),
-            "layer": name,
-            "old": float(old.mean()),
-            "new": float(new.mean()),
-            "dead_fraction": float(site.dead_fraction),
-            "raised_units": raised,
-        }
-        self.changes.append(change)
-        if self.verbose:
-            size = "" if old.ndim == 0 else f" ({raised} slopes, mean)"
-            print(
-                f"\nEpoch {epoch + 1}: {OWNER} raising alpha of {name} to "
-                f"{change['new']:.4g}{size}; "
-                f"{100 * site.dead_fraction:.1f}% of its units are dead."
-            )
+        layers: dict[str, keras.layers.Layer],
+    ) -> bool:
+        """Undo the latest raise when the loss went bad after it.
 
-    def _raised(self, alpha: np.ndarray) -> np.ndarray:
-        grown = np.minimum(alpha * self.factor + self.step, self.max_alpha)
-        grown = np.where(alpha <= 0.0, self.start, grown)
-        return np.maximum(alpha, grown)
+        Returns whether it rolled back (then nothing is raised this epoch).
+        """
+        if self.divergence_factor is None or loss is None:
+            return False
+        loss = float(loss)
+        best = self._best_loss
+        if not _diverged(loss, best, self.divergence_factor):
+            if best is None or loss < best:
+                # A new best after the raises: they did not hurt.
+                self._best_loss = loss
+                self._snapshots.clear()
+            return False
+        if not self._snapshots:
+            return False
+        self._roll_back(epoch, loss, model, layers)
+        return True
+
+    def _roll_back(
+        self,
+        epoch: int,
+        loss: float,
+        model: keras.Model,
+        layers: dict[str, keras.layers.Layer],
+    ) -> None:
+        """Restore the latest snapshot and stop raising the layers it names."""
+        snapshot = self._snapshots.pop()
+        undone = list(snapshot["layers"])
+        raised = {name: _mean_alpha(layers[name]) for name in undone}
+        # The restored alphas are among the values.
+        _assign(_state_variables(model), snapshot["values"])
+        self._rolled_back = snapshot["values"]
+        for name in undone:
+            if name not in self.stopped:
+                self.stopped.append(name)
+            self.changes.append(
+                {
+                    "epoch": int(epoch),
+                    "layer": name,
+                    "old": raised[name],
+                    "new": float(np.mean(snapshot["alphas"][name])),
+                    "undone": True,
+                    "raised_at": int(snapshot["epoch"]),
+                    "loss": loss,
+                }
+            )
+        warnings.warn(
+            f"{OWNER}: the loss went from a best of {self._best_loss} to {loss} "
+            f"at epoch {epoch + 1}, after raising alpha at epoch "
+            f"{snapshot['epoch'] + 1}. Restored the weights and optimizer "
+            f"state from before that raise, and stopped raising {undone}.",
+            DivergenceRollbackWarning,
+            stacklevel=4,  # The Keras code that called `on_epoch_end`.
+        )
+
+    # State across interruptions -----------------------------------------
 
     def _save(self, epoch: int, layers: dict[str, keras.layers.Layer]) -> None:
         if self._state_file.path is None:
@@ -507,7 +540,10 @@ class AutoLeak(RemedyCallback):
         self._state_file.write(
             {
                 "epoch": int(epoch),
-                "state": self._state,
+                "state": {
+                    name: dataclasses.asdict(state)
+                    for name, state in self._state.items()
+                },
                 "changes": self.changes,
                 "alphas": alphas,
                 "stopped": self.stopped,
@@ -529,10 +565,9 @@ class AutoLeak(RemedyCallback):
                 )
         for name, state in saved.get("state", {}).items():
             if name in self._state:
-                self._state[name] = {
-                    "wait": int(state["wait"]),
-                    "cooldown": int(state["cooldown"]),
-                }
+                self._state[name] = RaiseState(
+                    wait=int(state["wait"]), cooldown=int(state["cooldown"])
+                )
         self.changes = list(saved.get("changes", []))
         self.stopped = [n for n in saved.get("stopped", []) if n in self._state]
         self._best_loss = saved.get("best_loss")
@@ -547,6 +582,49 @@ class AutoLeak(RemedyCallback):
             variables = _state_variables(model)
             if len(variables) == len(values):
                 _assign(variables, values)
+
+
+def _check_raise(
+    threshold: Any, factor: Any, step: Any, start: Any, max_alpha: Any
+) -> tuple[float, float, float, float, float]:
+    """The raise's arguments, checked: `(threshold, factor, step, start,
+    max_alpha)` as floats."""
+    threshold = check_number("threshold", threshold, low=0.0, high=1.0, owner=OWNER)
+    checked_factor = check_number("factor", factor, low=1.0, float32=True, owner=OWNER)
+    checked_step = check_number("step", step, low=0.0, float32=True, owner=OWNER)
+    if checked_factor == 1.0 and checked_step == 0.0:
+        raise ValueError(
+            f"`{OWNER}` needs `factor` > 1 or `step` > 0 to raise alpha. "
+            f"Received: factor={factor!r}, step={step!r}"
+        )
+    max_alpha = check_number(
+        "max_alpha", max_alpha, low=0.0, high=1.0, low_open=True, owner=OWNER
+    )
+    start = check_number(
+        "start", start, low=0.0, high=max_alpha, low_open=True, owner=OWNER
+    )
+    for name, value in (("max_alpha", max_alpha), ("start", start)):
+        if np.float32(value) == 0:
+            # Stored in a float32 alpha it would be 0: raises that change
+            # nothing.
+            raise ValueError(
+                f"`{OWNER}` argument `{name}` must be positive as a float32 "
+                f"(at least ~1.4e-45). Received: {name}={value!r}"
+            )
+    return threshold, checked_factor, checked_step, start, max_alpha
+
+
+def _diverged(loss: float, best: float | None, divergence_factor: float) -> bool:
+    """Whether `loss` went bad: NaN/inf, or above `divergence_factor` x the
+    best loss so far, for losses of either sign."""
+    return not np.isfinite(loss) or (
+        best is not None and loss - best > (divergence_factor - 1.0) * abs(best)
+    )
+
+
+def _mean_alpha(layer: keras.layers.Layer) -> float:
+    """A layer's `alpha`, averaged when it is a vector."""
+    return float(np.mean(keras.ops.convert_to_numpy(layer.alpha)))
 
 
 def _state_variables(model: keras.Model) -> list[keras.Variable]:

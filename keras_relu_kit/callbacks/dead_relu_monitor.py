@@ -1,4 +1,52 @@
-"""`DeadReLUMonitor`: dead rectifier units, per layer, while `fit` runs."""
+"""`DeadReLUMonitor`: dead rectifier units, per layer, while `fit` runs.
+
+How it measures. At the end of every epoch (or every `frequency` batches)
+the monitor runs the model once over a fixed probe set, as the training
+step runs it (batch statistics in BatchNormalization, without side
+effects; see `mode`), and counts, per rectifier site, the units
+(channels) whose output is <= 0 for every probe example and position (see
+`keras_relu_kit.diagnostics.measure`). Sites are found anywhere in the
+model: `Dense`/`Conv*` with a rectifier `activation=`, Keras' `ReLU`,
+`LeakyReLU`, `PReLU`, `ELU`, rectifier `Activation` layers and every kit
+layer, in `Sequential`, functional, nested and subclassed models. The
+forward pass is one call of a capture function compiled once per model
+(honouring its `jit_compile`) that reads the model's current weights on
+every Keras backend; it works under mixed precision, under a
+`tf.distribute` strategy (TensorFlow) and under JAX's
+`keras.distribution.DataParallel`, where it gives the numbers of one
+device. `mode="training"` restores every moving statistic and seed state
+it touches; BatchNormalization's moving averages lag early in training
+and make healthy units look dead, hence that default.
+
+Where the numbers go. Keras calls callbacks in list order (`History` and
+the progress bar always last), so a monitor listed before `CSVLogger` and
+`TensorBoard` has its keys recorded by them. To keep the progress bar
+readable, per-batch logs get only the overall `"dead_fraction"`; per-site
+keys go into the epoch logs, and `per_layer_logs=False` leaves them out
+there too (the monitor's own `history` and `log_dir` keep them). With
+`log_dir`, the step of the TensorBoard scalars is the epoch (or, with an
+int `frequency`, the batch count).
+
+The probe. By default a fixed sample of up to `probe_size` examples drawn
+once, with a fixed seed, from `fit`'s `validation_data` (or
+`validation_split`), else from its training data. Keras does not hand
+data to callbacks, so the monitor reads the arguments of the `fit` call
+that runs it; with data it cannot sample (a Python generator), or outside
+`fit`, pass `probe=`. A given `probe` is used whole; a dataset is read
+once, when training begins.
+
+Before training. `on_train_begin` prepares the probe, checks that it fits
+the model and compiles the capture function, so a probe of the wrong
+shape raises a `ValueError` before training and the first epoch is not
+charged the compile. A model without rectifier sites gets one warning and
+the monitor does nothing more. NaN/inf activations are counted per site
+(`nonfinite` in the report and history, a warning once per run) and never
+make a unit alive.
+
+`AutoLeak` and `Recycle`, given a monitor (`dead_relu_monitor=`), reuse
+its `measurement` through `report_for_epoch`: one forward pass per epoch
+end serves them all.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +58,11 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from keras_relu_kit._validation import (
-    check_bool,
-    check_number,
-    check_positive_int,
-    is_positive_int,
-)
-from keras_relu_kit.callbacks._base import (
-    FitCallback,
-    check_verbose,
-    crossed_step,
-    probe_measurement,
-)
+from keras_relu_kit._validation import check_bool, check_number
+from keras_relu_kit.callbacks._fit import FitCallback, ProbeOptions, StepSchedule
+from keras_relu_kit.callbacks._printing import print_msg
 from keras_relu_kit.diagnostics.report import DeadReport
+from keras_relu_kit.errors import NonFiniteActivationsWarning, NoRectifierSitesWarning
 
 if TYPE_CHECKING:
     from keras_relu_kit.diagnostics.sites import RectifierSite
@@ -34,56 +74,22 @@ class DeadReLUMonitor(FitCallback):
     """Measure the dead units of every rectifier layer while a model trains.
 
     At the end of every epoch (or every `frequency` batches) the monitor
-    runs the model once over a fixed probe set, as the training step runs
-    it (batch statistics in BatchNormalization, without side effects; see
-    `mode`), and
-    counts, per rectifier site, the units (channels) whose output is <= 0
-    for every probe example and position (see
-    `keras_relu_kit.diagnostics.measure`). Sites are found anywhere in the
-    model: `Dense`/`Conv*` with a rectifier `activation=`, Keras' `ReLU`,
-    `LeakyReLU`, `PReLU`, `ELU`, rectifier `Activation` layers and every kit
-    layer, in `Sequential`, functional, nested and subclassed models. The
-    forward pass is one call of a capture function compiled once per model
-    (honouring its `jit_compile`) that reads the model's current weights on
-    every Keras backend; it works under mixed precision, under a
-    `tf.distribute` strategy (TensorFlow) and under JAX's
-    `keras.distribution.DataParallel`, where it gives the numbers of one
-    device.
-
-    What it measures lands in `logs`, so `History` (`fit`'s return value),
-    `keras.callbacks.CSVLogger` and `keras.callbacks.TensorBoard` record
-    it: `"dead_fraction"` (all sites' dead units over all their units) and
-    `"dead_fraction/<site>"` per site, plus `"dormant_fraction"` and
-    `"dormant_fraction/<site>"` when `tau` is given. Keras calls callbacks
-    in list order (`History` and the progress bar always last), so list
-    the monitor **before** `CSVLogger` and `TensorBoard`. To keep the
-    progress bar readable, per-batch logs get only the overall
-    `"dead_fraction"`; per-site keys go into the epoch logs, and
-    `per_layer_logs=False` leaves them out there too (the monitor's own
-    `history` and `log_dir` keep them).
-
-    The probe: by default a fixed sample of up to `probe_size` examples
-    drawn once, with a fixed seed, from `fit`'s `validation_data` (or
-    `validation_split`), else from its training data. Keras does not hand
-    data to callbacks, so the monitor reads the arguments of the `fit`
-    call that runs it; with data it cannot sample (a Python generator), or
-    outside `fit`, pass `probe=`. A given `probe` is used whole.
-
-    `on_train_begin` prepares the probe, checks that it fits the model and
-    compiles the capture function (so a probe of the wrong shape raises a
-    `ValueError` before training, and the first epoch is not charged the
-    compile). A model without rectifier sites gets one warning and the
-    monitor does nothing more. NaN/inf activations are counted per site
-    (`nonfinite` in the report and history, a warning once per run) and
-    never make a unit alive. An instance can be reused: each `fit` starts
-    a new `history`.
+    counts, per rectifier site, the units whose output is <= 0 on every
+    example of a fixed probe set, and puts the result in `logs`:
+    `"dead_fraction"` (over all sites) and `"dead_fraction/<site>"`, plus
+    `"dormant_fraction"` and `"dormant_fraction/<site>"` with `tau`, so
+    `History`, `keras.callbacks.CSVLogger` and
+    `keras.callbacks.TensorBoard` record it: list the monitor **before**
+    them. Per-batch logs get only `"dead_fraction"`. A probe that does not
+    fit the model raises a `ValueError` before training. An instance can
+    be reused: each `fit` starts a new `history`.
 
     Args:
-        probe: the inputs to measure on: an array (a list/dict of arrays
-            for a multi-input model), a tuple `(x, y, ...)` (targets are
-            ignored), or a finite `tf.data.Dataset`/`keras.utils.PyDataset`
-            of such batches, read once when training begins. Defaults to
-            `None`: a sample of `fit`'s data, as above.
+        probe: the inputs to measure on, used whole: an array (a list/dict
+            of arrays for a multi-input model), a tuple `(x, y, ...)`
+            (targets ignored), or a finite `tf.data.Dataset` or
+            `keras.utils.PyDataset`. Defaults to `None`: a fixed sample of
+            `fit`'s validation data, else of its training data.
         probe_size: int >= 1. Size of the default probe sample. Defaults to
             `1024`.
         frequency: `"epoch"`, or an int N >= 1 to measure every N training
@@ -92,13 +98,10 @@ class DeadReLUMonitor(FitCallback):
         tau: float >= 0 or `None`. ReDo threshold (Sokar et al. 2023): also
             report the fraction of units whose mean |output| divided by
             their layer's mean is <= `tau`. Defaults to `None`.
-        log_dir: path or `None`. If set, also writes every measurement as
-            TensorBoard scalars (`dead_fraction`, `dead_fraction/<site>`,
-            ...) to event files in this directory, with the epoch (or, with
-            an int `frequency`, the batch count) as step. TensorFlow only:
-            it writes with `tf.summary`, so it needs the `tensorflow` and
-            `tensorboard` packages (on any Keras backend) and raises an
-            `ImportError` at construction without them. Defaults to `None`.
+        log_dir: path or `None`. Also write every measurement as TensorBoard
+            scalars to this directory. Needs the `tensorflow` and
+            `tensorboard` packages (on any backend); without them, an
+            `ImportError` at construction. Defaults to `None`.
         verbose: int. 0: silent; 1: print a short per-site table at the end
             of every epoch. Defaults to `0`.
         batch_size: int >= 1. Probe examples per forward batch. Defaults to
@@ -106,26 +109,22 @@ class DeadReLUMonitor(FitCallback):
         per_layer_logs: bool. Whether the epoch logs get one key per site.
             Defaults to `True`.
         data_format: `"channels_last"`, `"channels_first"` or `None`: which
-            axis holds the units of outputs of rank 3 and more. `None` uses
-            each layer's own `data_format`, else
-            `keras.config.image_data_format()`. Defaults to `None`.
+            axis holds the units of outputs of rank 3 and more; `None` uses
+            each layer's own, else `keras.config.image_data_format()`.
+            Defaults to `None`.
         seed: int >= 0. Seed of the default probe sample. Defaults to `0`.
-        mode: `"training"` or `"inference"`. `"training"` measures the
-            forward pass `fit` trains with (BatchNormalization on the
-            probe's batch statistics; its moving averages lag early in
-            training and make healthy units look dead), restoring every
-            moving statistic and seed state it touches; `"inference"`
-            measures the model as `predict` runs it. Defaults to
-            `"training"`.
+        mode: `"training"` (the forward pass `fit` trains with, batch
+            statistics in BatchNormalization) or `"inference"` (as
+            `predict` runs). Defaults to `"training"`.
 
     Attributes:
         last_report: the `DeadReport` of the latest measurement (`None`
             before the first).
-        history: list of dicts, one per measurement: `"epoch"` (0-based, as
-            Keras counts), `"step"` (with an int `frequency`: training
-            batches run so far), and the report's values (see
-            `DeadReport.to_record`). `save_history` writes it.
+        history: list of dicts, one per measurement: `"epoch"` (0-based),
+            `"step"` (with an int `frequency`: training batches run so far),
+            and the report's values (see `DeadReport.to_record`).
         sites: the `RectifierSite`s measured in the current run.
+        measurement: the `Measurement` the monitor measures through.
 
     Example:
 
@@ -149,6 +148,7 @@ class DeadReLUMonitor(FitCallback):
     """
 
     OWNER = OWNER
+    _schedule: StepSchedule
 
     def __init__(
         self,
@@ -165,15 +165,11 @@ class DeadReLUMonitor(FitCallback):
         seed: int = 0,
         mode: str = "training",
     ) -> None:
-        super().__init__()
-        check_positive_int("probe_size", probe_size, owner=OWNER)
-        if frequency != "epoch" and not is_positive_int(frequency):
-            raise ValueError(
-                f"`{OWNER}` argument `frequency` must be 'epoch' or a "
-                "positive integer (measure every N batches). "
-                f"Received: frequency={frequency!r}"
-            )
-        check_verbose(verbose, OWNER)
+        options = ProbeOptions(
+            probe, probe_size, batch_size, data_format, seed, mode, owner=OWNER
+        )
+        schedule = StepSchedule(frequency, owner=OWNER, action="measure")
+        super().__init__(verbose=verbose, schedule=schedule)
         per_layer_logs = check_bool("per_layer_logs", per_layer_logs, owner=OWNER)
         if tau is not None:
             tau = check_number("tau", tau, low=0.0, float32=True, owner=OWNER)
@@ -186,49 +182,28 @@ class DeadReLUMonitor(FitCallback):
             _check_tensorboard()
         #: The `Measurement` this monitor measures through; `AutoLeak` and
         #: `Recycle` given this monitor reuse it.
-        self.measurement = probe_measurement(
-            probe,
-            probe_size=probe_size,
-            batch_size=batch_size,
-            seed=seed,
-            tau=tau,
-            data_format=data_format,
-            mode=mode,
-            owner=OWNER,
-        )
+        self.measurement = options.measurement(tau=tau)
         self._probe = self.measurement.probe
-        self.mode = mode
+        self.probe_size = options.probe_size
+        self.frequency = schedule.frequency
         self.tau = self.measurement.tau
-        self.probe_size = int(probe_size)
-        self.frequency = frequency if frequency == "epoch" else int(frequency)
         self.log_dir = None if log_dir is None else os.fspath(log_dir)
-        self.verbose = int(verbose)
-        self.batch_size = int(batch_size)
-        self.per_layer_logs = bool(per_layer_logs)
-        self.data_format = data_format
-        self.seed = seed
-        if self.frequency != "epoch":
-            # Only then is there per-batch work. Defining the hook on the
-            # class would stop Keras from dispatching batch hooks
-            # asynchronously on backends that can.
-            self.on_train_batch_end = self._measure_on_batch
+        self.batch_size = options.batch_size
+        self.per_layer_logs = per_layer_logs
+        self.data_format = options.data_format
+        self.seed = options.seed
+        self.mode = options.mode
         self.last_report: DeadReport | None = None
         self.history: list[dict[str, Any]] = []
         self.sites: list[RectifierSite] = []
-        self._reset()
-
-    def _reset(self) -> None:
-        self._active = False
-        self._epoch = 0
-        self._epoch_start = 0
-        self._step = 0
         self._warned_nonfinite = False
-        self._close_writer()
+        self._writer: Any = None
 
     # Keras hooks ---------------------------------------------------------
 
     def _begin(self) -> None:
-        self._reset()
+        self._warned_nonfinite = False
+        self._close_writer()
         self.history = []
         self.last_report = None
         model = self.model
@@ -239,6 +214,7 @@ class DeadReLUMonitor(FitCallback):
                 "(ReLU-family layers, or layers with a rectifier "
                 "`activation`), so there is nothing to monitor. The "
                 "callback does nothing in this run.",
+                NoRectifierSitesWarning,
                 stacklevel=3,
             )
             return
@@ -248,20 +224,10 @@ class DeadReLUMonitor(FitCallback):
             self._writer = tf.summary.create_file_writer(self.log_dir)
         self._active = True
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-        self._epoch_start = self._step
-
-    def _measure_on_batch(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        if not self._active:
-            return
-        self._step, crossed = crossed_step(
-            self._epoch_start, batch, self._step, self.frequency
-        )
-        if crossed:
-            report = self._measure(self._epoch)
-            if logs is not None:
-                logs["dead_fraction"] = report.dead_fraction
+    def _on_step(self, logs: dict[str, Any] | None) -> None:
+        report = self._measure(self._schedule.epoch)
+        if logs is not None:
+            logs["dead_fraction"] = report.dead_fraction
 
     def on_epoch_end(self, epoch, logs=None):
         if not self._active:
@@ -270,7 +236,7 @@ class DeadReLUMonitor(FitCallback):
         if logs is not None:
             logs.update(report.to_logs(per_site=self.per_layer_logs))
         if self.verbose:
-            print(
+            print_msg(
                 f"\nEpoch {epoch + 1}: {OWNER}: {report.dead} of "
                 f"{report.units} units dead "
                 f"({100 * report.dead_fraction:.1f}%).\n{report.summary()}"
@@ -359,50 +325,51 @@ class DeadReLUMonitor(FitCallback):
         # so the capture sees this step's weights. One measurement per
         # epoch end (or per training batch with an int `frequency`),
         # however many callbacks ask for it.
-        if self.frequency == "epoch":
-            key = ("epoch", epoch)
-        else:
-            key = ("step", self._step)
+        step = self._schedule.step
+        key = ("step", step) if self._schedule.per_batch else ("epoch", epoch)
         report = self.measurement.report(self.model, key=key)
         if report is self.last_report:
             return report
         self.last_report = report
         record: dict[str, Any] = {"epoch": int(epoch)}
-        if self.frequency != "epoch":
-            record["step"] = self._step
+        if self._schedule.per_batch:
+            record["step"] = step
         record.update(report.to_record())
         self.history.append(record)
         if self._writer is not None:
             self._write_summaries(report, epoch)
         if report.nonfinite and not self._warned_nonfinite:
             self._warned_nonfinite = True
-            where = ", ".join(
-                f"{name}: {site.nonfinite}"
-                for name, site in report.sites.items()
-                if site.nonfinite
-            )
-            warnings.warn(
-                f"{OWNER}: {report.nonfinite} NaN/inf activation values on "
-                f"the probe at epoch {epoch + 1} ({where}). They are "
-                "counted in the report (`nonfinite`) and never make a unit "
-                "alive. Warning once per run.",
-                stacklevel=3,
-            )
+            self._warn_nonfinite(report, epoch)
         return report
+
+    def _warn_nonfinite(self, report: DeadReport, epoch: int) -> None:
+        where = ", ".join(
+            f"{name}: {site.nonfinite}"
+            for name, site in report.sites.items()
+            if site.nonfinite
+        )
+        warnings.warn(
+            f"{OWNER}: {report.nonfinite} NaN/inf activation values on "
+            f"the probe at epoch {epoch + 1} ({where}). They are "
+            "counted in the report (`nonfinite`) and never make a unit "
+            "alive. Warning once per run.",
+            NonFiniteActivationsWarning,
+            stacklevel=4,
+        )
 
     def _write_summaries(self, report: DeadReport, epoch: int) -> None:
         import tensorflow as tf
 
-        step = epoch if self.frequency == "epoch" else self._step
+        step = self._schedule.step if self._schedule.per_batch else epoch
         with self._writer.as_default(step=step):
             for key, value in report.to_logs().items():
                 tf.summary.scalar(key, value)
         self._writer.flush()
 
     def _close_writer(self) -> None:
-        writer = getattr(self, "_writer", None)
-        if writer is not None:
-            writer.close()
+        if self._writer is not None:
+            self._writer.close()
         self._writer = None
 
 

@@ -1,27 +1,78 @@
-"""`Recycle`: re-initialise dead or dormant units while `fit` runs (ReDo)."""
+"""`Recycle`: re-initialise dead or dormant units while `fit` runs (ReDo).
+
+A dead ReLU unit gets no gradient and never comes back by itself. `Recycle`
+gives it a fresh start, as ReDo does (Sokar et al., ICML 2023, "The Dormant
+Neuron Phenomenon in Deep Reinforcement Learning"; see also continual
+backprop, Dohare et al., Nature 2024): at the end of every epoch (or every
+`frequency` batches) it measures which units are dead on a probe and, for
+each one,
+
+- re-draws its **incoming** weights (the producing `Dense`/`Conv` kernel's
+  column or filter) from that layer's own kernel initializer, sets its bias
+  by `bias_initializer` (0 by default, as continual backprop does), and
+  resets a `BatchNormalization` between producer and rectifier to its
+  initial gamma, beta and moving statistics for that channel;
+- sets its **outgoing** weights (the rows, or input channels, of the
+  `Dense`/`Conv` layers that read it, through `Flatten`, `Reshape`, pooling
+  and dropout where the mapping is exact) to 0;
+- sets the optimizer's slot variables (momentum, Adam's m and v, ...) of
+  exactly those entries to 0 (with `use_ema`, the weights' moving averages
+  take the new values). Slots of another shape than their variable
+  (Adafactor's factored ones) are left as they are.
+
+Which units. The dead units whose output is exactly 0 on every probe
+example (dead ReLU units): they contribute nothing, so the model's
+predictions are unchanged at the moment of recycling (exactly, on every
+input where they are 0); the fresh unit then learns from a zero outgoing
+weight, as a new unit would. A dead unit of a layer that leaks
+(`alpha > 0`, ELU) still outputs `alpha * x`, and is left to its leak.
+With `tau`, units whose ReDo score (mean |output| over the layer's mean)
+is <= `tau` are recycled too; their small contribution is dropped. A site
+with NaN/inf outputs is left alone that time. Sites whose producer or
+consumers cannot be mapped exactly (a residual `Add` after the rectifier,
+a nested model, a layer called twice, the model's output layer) are named
+in one warning when training begins and left alone
+(`keras_relu_kit.recycling` plans and writes the re-initialisations).
+
+Measuring. Alone, Recycle measures on a fixed probe chosen as
+`DeadReLUMonitor` chooses it (by default a sample of each `fit`'s
+validation data, else its training data, so one instance can serve many
+`fit` calls, each on its own data). Given `dead_relu_monitor=`, a
+`DeadReLUMonitor` in the same `fit`, it reuses that monitor's
+measurement: one forward pass serves both.
+
+Across replicas and interruptions. Variables change through `assign`, so
+the compiled train step is reused (no retrace, with or without XLA), and
+every replica gets the same values under a `tf.distribute` strategy. The
+re-drawn weights are seeded by `seed`, the training step and the site, so
+runs are reproducible; with `backup_dir` (that of your
+`keras.callbacks.BackupAndRestore`) Recycle keeps its `changes` in
+`recycle.json` and, when training begins, re-applies the last epoch's
+recycling (idempotent), so a resumed run equals an uninterrupted one
+whichever of the two callbacks is listed first.
+"""
 
 from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
 
-from keras_relu_kit._validation import (
-    check_number,
-    is_positive_int,
-)
-from keras_relu_kit.callbacks._base import (
+from keras_relu_kit._validation import check_number
+from keras_relu_kit.callbacks._fit import ProbeOptions, StepSchedule
+from keras_relu_kit.callbacks._printing import print_msg
+from keras_relu_kit.callbacks._remedy import (
+    LayerSelection,
     RemedyCallback,
-    crossed_step,
     select_sites,
 )
 from keras_relu_kit.callbacks.dead_relu_monitor import DeadReLUMonitor
 from keras_relu_kit.diagnostics.measurement import training_step
 from keras_relu_kit.diagnostics.sites import find_rectifier_sites
+from keras_relu_kit.errors import NoRectifierSitesWarning, UnreachableSitesWarning
 from keras_relu_kit.recycling import optimizer_slots, plan_recycling, recycle_units
 
 if TYPE_CHECKING:
@@ -36,95 +87,46 @@ STATE_FILE = "recycle.json"
 class Recycle(RemedyCallback):
     """Re-initialise dead (or dormant) units without changing the model.
 
-    A dead ReLU unit gets no gradient and never comes back by itself.
-    `Recycle` gives it a fresh start, as ReDo does (Sokar et al., ICML 2023,
-    "The Dormant Neuron Phenomenon in Deep Reinforcement Learning"; see
-    also continual backprop, Dohare et al., Nature 2024): at the end of
-    every epoch (or every `frequency` batches) it measures which units are
-    dead on a probe and, for each one,
-
-    - re-draws its **incoming** weights (the producing `Dense`/`Conv`
-      kernel's column or filter) from that layer's own kernel initializer,
-      sets its bias by `bias_initializer` (0 by default, as continual
-      backprop does), and resets a `BatchNormalization` between producer and
-      rectifier to its initial gamma, beta and moving statistics for that
-      channel;
-    - sets its **outgoing** weights (the rows, or input channels, of the
-      `Dense`/`Conv` layers that read it, through `Flatten`, `Reshape`,
-      pooling and dropout where the mapping is exact) to 0;
-    - sets the optimizer's slot variables (momentum, Adam's m and v, ...)
-      of exactly those entries to 0 (with `use_ema`, the weights' moving
-      averages take the new values). Slots of another shape than their
-      variable (Adafactor's factored ones) are left as they are.
-
-    It recycles the dead units whose output is exactly 0 on every probe
-    example (dead ReLU units): they contribute nothing, so the model's
-    predictions are unchanged at the moment of recycling (exactly, on every
-    input where they are 0); the fresh unit then learns from a zero
-    outgoing weight, as a new unit would. A dead unit of a layer that
-    leaks (`alpha > 0`, ELU) still outputs `alpha * x`, and is left to its
-    leak. With `tau`, units whose ReDo score (mean |output| over the
-    layer's mean) is <= `tau` are recycled too; their small contribution is
-    dropped. A site with NaN/inf outputs is left alone that time.
-
-    Sites whose producer or consumers cannot be mapped exactly (a residual
-    `Add` after the rectifier, a nested model, a layer called twice, the
-    model's output layer) are named in one warning when training begins
-    and left alone.
-
-    Measuring: alone, Recycle measures on a fixed probe chosen as
-    `DeadReLUMonitor` chooses it (by default a sample of each `fit`'s
-    validation data, else its training data, so one instance can serve
-    many `fit` calls, each on its own data). Given `dead_relu_monitor=`, a
-    `DeadReLUMonitor` in the same `fit`, it reuses that monitor's
-    measurement: one forward pass serves both.
-
-    Variables change through `assign`, so the compiled train step is
-    reused (no retrace, with or without XLA), and every replica gets the
-    same values under a `tf.distribute` strategy. The re-drawn weights are
-    seeded by `seed` and the training step, so runs are reproducible; give
-    `backup_dir` (that of your `keras.callbacks.BackupAndRestore`) and a
-    resumed run equals an uninterrupted one.
-
-    What it does lands in `logs` at the end of every epoch:
-    `"recycled/<site>"`, the units recycled at that site during the epoch,
-    and `"recycled"`, their total; `changes` lists every recycling.
+    At the end of every epoch (or every `frequency` batches), each unit
+    that is dead on the probe (output exactly 0 on every example), and with
+    `tau` each dormant one, gets fresh incoming weights (drawn from its
+    layer's kernel initializer), a new bias, zero outgoing weights and zero
+    optimizer slots, so the model's predictions are unchanged at that
+    moment. Sites whose weights cannot be mapped exactly (a residual `Add`
+    after the rectifier, the output layer, ...) are named in a warning and
+    left alone. `logs` get `"recycled/<site>"` and `"recycled"`, the units
+    recycled during the epoch.
 
     Args:
         tau: float >= 0 or `None`. Also recycle units whose ReDo score is
-            <= `tau` (Sokar et al. use 0.0 to 0.1); `None` recycles silent
-            dead units only. Defaults to `None`.
+            <= `tau` (Sokar et al. use 0.0 to 0.1). Defaults to `None`.
         frequency: `"epoch"`, or an int N >= 1 to recycle every N training
             batches. Defaults to `"epoch"`.
-        layers: list of site names (or layers) to recycle, or `None` for
-            every site it can map. Defaults to `None`.
-        dead_relu_monitor: a `DeadReLUMonitor` given to the same `fit`,
-            whose measurement to reuse, or `None` to measure alone.
+        layers: site names (or layers) to recycle, or `None` for every site
+            it can map. Defaults to `None`.
+        dead_relu_monitor: `None` to measure alone, or a `DeadReLUMonitor`
+            of the same `fit` call, whose measurement Recycle then acts on.
             Defaults to `None`.
-        probe: probe data when measuring alone (see `DeadReLUMonitor`).
-            Defaults to `None`.
-        probe_size: int >= 1. Size of the default probe sample when
-            measuring alone. Defaults to `1024`.
-        mode: `"training"` or `"inference"`: the forward pass measured when
-            measuring alone (see `DeadReLUMonitor`). Defaults to
-            `"training"`.
-        backup_dir: path or `None`. Directory where Recycle keeps its
-            `changes` (`recycle.json`) at the end of every epoch, and from
-            which it resumes them (re-applying the last epoch's recycling,
-            which is idempotent) when training begins. Either callback may
-            come first in the list. Defaults to `None`.
+        probe: the inputs to measure on when alone, as `DeadReLUMonitor`
+            takes them. Defaults to `None` (a sample of `fit`'s data).
+        probe_size: int >= 1. Size of that sample. Defaults to `1024`.
+        mode: `"training"` or `"inference"`: the forward pass measured
+            when alone. Defaults to `"training"`.
+        backup_dir: path or `None`. Where Recycle keeps its `changes`
+            (`recycle.json`) to resume them: the `backup_dir` of your
+            `keras.callbacks.BackupAndRestore`. Defaults to `None`.
         verbose: int. 0: silent; 1: print a line per recycling. Defaults
             to `0`.
-        batch_size: int >= 1. Probe examples per forward batch when
-            measuring alone. Defaults to `256`.
+        batch_size: int >= 1. Probe examples per forward batch when alone.
+            Defaults to `256`.
         data_format: `"channels_last"`, `"channels_first"` or `None`: the
-            axis of the units when measuring alone. Defaults to `None`.
+            axis of the units when alone. Defaults to `None`.
         seed: int >= 0. Seeds the probe sample and the re-drawn weights.
             Defaults to `0`.
-        bias_initializer: initializer, its name, or `None`: the recycled
-            units' new bias; `None` uses the producing layer's own
-            `bias_initializer` (which, when it is what killed the units,
-            kills them again). Defaults to `"zeros"`.
+        bias_initializer: initializer, its name, or `None` for the
+            producing layer's own (which, when it is what killed the units,
+            kills them again): the recycled units' new bias. Defaults to
+            `"zeros"`.
 
     Attributes:
         changes: list of dicts, one per site and recycling: `"epoch"`
@@ -161,15 +163,13 @@ class Recycle(RemedyCallback):
 
     OWNER = OWNER
     STATE_FILE = STATE_FILE
+    _schedule: StepSchedule
 
     def __init__(
         self,
         tau: float | None = None,
         frequency: str | int = "epoch",
-        layers: str
-        | keras.layers.Layer
-        | Sequence[str | keras.layers.Layer]
-        | None = None,
+        layers: LayerSelection = None,
         dead_relu_monitor: DeadReLUMonitor | None = None,
         probe: Any = None,
         probe_size: int = 1024,
@@ -182,59 +182,35 @@ class Recycle(RemedyCallback):
         seed: int = 0,
         bias_initializer: str | keras.initializers.Initializer | None = "zeros",
     ) -> None:
-        super().__init__()
-        if bias_initializer is not None:
-            try:
-                bias_initializer = keras.initializers.get(bias_initializer)
-            except (ValueError, TypeError) as error:
-                raise ValueError(
-                    f"`{OWNER}` argument `bias_initializer` must be a Keras "
-                    "initializer, its name, or None. "
-                    f"Received: bias_initializer={bias_initializer!r}"
-                ) from error
-        self.bias_initializer = bias_initializer
-        if tau is not None:
-            tau = check_number("tau", tau, low=0.0, float32=True, owner=OWNER)
-        if frequency != "epoch" and not is_positive_int(frequency):
-            raise ValueError(
-                f"`{OWNER}` argument `frequency` must be 'epoch' or a "
-                "positive integer (recycle every N batches). "
-                f"Received: frequency={frequency!r}"
-            )
-        self._init_remedy(
+        options = ProbeOptions(
+            probe, probe_size, batch_size, data_format, seed, mode, owner=OWNER
+        )
+        super().__init__(
+            probe_options=options,
             dead_relu_monitor=dead_relu_monitor,
-            probe=probe,
-            probe_size=probe_size,
-            batch_size=batch_size,
-            seed=seed,
-            data_format=data_format,
-            mode=mode,
             layers=layers,
             backup_dir=backup_dir,
             verbose=verbose,
+            schedule=StepSchedule(frequency, owner=OWNER, action="recycle"),
         )
+        if tau is not None:
+            tau = check_number("tau", tau, low=0.0, float32=True, owner=OWNER)
         self.tau = tau
-        self.frequency = frequency if frequency == "epoch" else int(frequency)
-        self.seed = int(seed)
-        if self.frequency != "epoch":
-            # Defined only then: a batch hook on the class would stop Keras
-            # from dispatching batch hooks asynchronously.
-            self.on_train_batch_end = self._recycle_on_batch
+        self.frequency = self._schedule.frequency
+        self.seed = options.seed
+        self.bias_initializer = _get_initializer(bias_initializer)
         self.changes: list[dict[str, Any]] = []
         self.sites_recycled: list[str] = []
         self.unmapped: dict[str, str] = {}
         self._plans: dict[str, RecyclePlan] = {}
-        self._active = False
+        self._epoch_counts: dict[str, int] = {}
+        self._slots: dict[int, list[keras.Variable]] | None = None
 
     # Keras hooks ---------------------------------------------------------
 
     def _begin(self) -> None:
-        self._active = False
         self.changes = []
-        self._epoch_counts: dict[str, int] = {}
-        self._epoch = 0
-        self._epoch_start = 0
-        self._step = 0
+        self._epoch_counts = {}
         model = self.model
         sites = {site.name: site for site in find_rectifier_sites(model)}
         chosen = select_sites(self.layers, sites, OWNER, kind="a rectifier site")
@@ -247,6 +223,7 @@ class Recycle(RemedyCallback):
             warnings.warn(
                 f"{OWNER} cannot recycle these rectifier sites exactly, and "
                 f"leaves them alone: {reasons}.",
+                UnreachableSitesWarning,
                 stacklevel=3,
             )
         if not plans:
@@ -254,34 +231,26 @@ class Recycle(RemedyCallback):
                 warnings.warn(
                     f"{OWNER}: model '{model.name}' has no rectifier sites; "
                     "training continues unchanged.",
+                    NoRectifierSitesWarning,
                     stacklevel=3,
                 )
             return
         self._begin_measuring(model)
-        self._slots: dict[int, list[keras.Variable]] | None = None
+        self._slots = None
         self._restore(model)
         self._active = True
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-        self._epoch_start = self._step
         self._epoch_counts = {}
-        if self._active:
-            self._check_monitor_once()
+        super().on_epoch_begin(epoch, logs)
 
-    def _recycle_on_batch(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        if not self._active:
-            return
-        self._step, crossed = crossed_step(
-            self._epoch_start, batch, self._step, self.frequency
-        )
-        if crossed:
-            self._recycle(self._report(), self._epoch)
+    def _on_step(self, logs: dict[str, Any] | None) -> None:
+        self._recycle(self._report(), self._schedule.epoch)
 
     def on_epoch_end(self, epoch, logs=None):
         if not self._active:
             return
-        if self.frequency == "epoch":
+        if not self._schedule.per_batch:
             self._recycle(self._report(epoch), epoch)
         if logs is not None:
             for name in self.sites_recycled:
@@ -321,7 +290,7 @@ class Recycle(RemedyCallback):
                 self._epoch_counts.get(name, 0) + change["recycled"]
             )
             if self.verbose:
-                print(
+                print_msg(
                     f"\nEpoch {epoch + 1}: {OWNER} re-initialised "
                     f"{change['recycled']} of {site.units} units of {name} "
                     f"({100 * site.dead_fraction:.1f}% dead)."
@@ -353,7 +322,7 @@ class Recycle(RemedyCallback):
         # idempotent (seeded re-draws, zeros), so a backup that already
         # holds it is unchanged.
         # Only epoch-end recycling can fall between the two saves.
-        last = saved.get("epoch") if self.frequency == "epoch" else None
+        last = None if self._schedule.per_batch else saved.get("epoch")
         for change in self.changes:
             if change["epoch"] == last and change["layer"] in self._plans:
                 self._apply(model, change, self.sites_recycled.index(change["layer"]))
@@ -377,3 +346,17 @@ def _event_seed(seed: int, step: int, index: int) -> int:
     """The seed of one site's recycling at one step."""
     state = np.random.SeedSequence([seed, step, index]).generate_state(1)[0]
     return int(state % (2**31 - 1))
+
+
+def _get_initializer(bias_initializer: Any) -> keras.initializers.Initializer | None:
+    """`bias_initializer` as an initializer, or `None`."""
+    if bias_initializer is None:
+        return None
+    try:
+        return keras.initializers.get(bias_initializer)
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"`{OWNER}` argument `bias_initializer` must be a Keras "
+            "initializer, its name, or None. "
+            f"Received: bias_initializer={bias_initializer!r}"
+        ) from error
