@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
             f"{VERBOSE_ENV}=1 shows them and TensorFlow's warnings."
         ),
     )
-    from keras_relu_kit import __version__
+    from keras_relu_kit._version import __version__
 
     parser.add_argument(
         "--version", action="version", version=f"%(prog)s {__version__}"
@@ -239,19 +239,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    demo = sub.add_parser(
-        "demo",
-        parents=[common],
-        help="measure the claims about ReLU on built-in data",
-        description=(
-            "Measure the seed text's claims about ReLU (vanishing gradients, "
-            "sparsity, dying units and their remedies) on scikit-learn's "
-            "bundled digits, with no download. Prints one table row per "
-            "claim and writes results.md, results.json, dead_fraction.png, "
-            "autoleak_heatmap.png, gradients.png and autoleak_model.keras "
-            "into --out. Files appear only when the whole study succeeded."
-        ),
-    )
+    for name, (summary, description, add_options) in _COMMANDS.items():
+        add_options(
+            sub.add_parser(
+                name, parents=[common], help=summary, description=description
+            )
+        )
+    return parser
+
+
+def _demo_options(demo):
+    """The options of `relu-kit demo`."""
     demo.add_argument(
         "--out",
         default="demo_out",
@@ -295,16 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
         "trains everything in one process, with the same numbers "
         "(default: the usable cores, at most 4)",
     )
-    inspect = sub.add_parser(
-        "inspect",
-        parents=[common],
-        help="report the dead units of a saved model on your data",
-        description=(
-            "Load a saved Keras model (kit layers included) and report, for "
-            "every rectifier layer, how many of its units are dead on the "
-            "given data (output <= 0 for every example) and which."
-        ),
-    )
+
+
+def _inspect_options(inspect):
+    """The options of `relu-kit inspect`."""
     inspect.add_argument("model", metavar="MODEL.keras", help="a saved .keras model")
     inspect.add_argument(
         "--data",
@@ -337,7 +329,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="list every dead unit's index in the text report (by default "
         "each layer lists at most 8 index ranges, then '... (+N more)')",
     )
-    return parser
+
+
+# Each command: its one-line help, its description and its options.
+_COMMANDS = {
+    "demo": (
+        "measure the claims about ReLU on built-in data",
+        "Measure the seed text's claims about ReLU (vanishing gradients, "
+        "sparsity, dying units and their remedies) on scikit-learn's "
+        "bundled digits, with no download. Prints one table row per "
+        "claim and writes results.md, results.json, dead_fraction.png, "
+        "autoleak_heatmap.png, gradients.png and autoleak_model.keras "
+        "into --out. Files appear only when the whole study succeeded.",
+        _demo_options,
+    ),
+    "inspect": (
+        "report the dead units of a saved model on your data",
+        "Load a saved Keras model (kit layers included) and report, for "
+        "every rectifier layer, how many of its units are dead on the "
+        "given data (output <= 0 for every example) and which.",
+        _inspect_options,
+    ),
+}
 
 
 def _demo(args):

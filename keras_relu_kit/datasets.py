@@ -7,6 +7,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
+_NEEDS_SKLEARN = (
+    "keras_relu_kit.datasets needs scikit-learn: pip install 'keras_relu_kit[demo]'"
+)
+
 
 def load_digits(
     image_size: int = 8,
@@ -43,10 +47,7 @@ def load_digits(
         from sklearn.datasets import load_digits as sklearn_digits
         from sklearn.model_selection import train_test_split
     except ImportError as error:  # pragma: no cover - depends on extras
-        raise ImportError(
-            "keras_relu_kit.datasets needs scikit-learn: "
-            "pip install 'keras_relu_kit[demo]'"
-        ) from error
+        raise ImportError(_NEEDS_SKLEARN) from error
     if not isinstance(image_size, int) or image_size < 8:
         raise ValueError(
             "`load_digits` argument `image_size` must be an int >= 8. "

@@ -97,7 +97,7 @@ def load_model(path: str | os.PathLike[str]) -> keras.Model:
     """
     import keras
 
-    from keras_relu_kit import custom_objects
+    from keras_relu_kit._registry import custom_objects
 
     path = _check_file(path, "model file")
     try:
@@ -167,41 +167,7 @@ def load_data(path: str | os.PathLike[str], key: str | None = None) -> np.ndarra
     if suffix == ".csv":
         array = _read_csv(path)
     else:
-        try:
-            loaded = np.load(path, allow_pickle=False)
-        except Exception as error:  # NumPy raises many kinds for a bad file.
-            raise CommandError(
-                f"cannot read data file '{path}' as {suffix}: {_one_line(error)}"
-            ) from None
-        if suffix == ".npz":
-            if not hasattr(loaded, "files"):
-                raise CommandError(f"data file '{path}' is not a .npz archive")
-            with loaded:
-                names = list(loaded.files)
-                if key is None:
-                    if len(names) != 1:
-                        raise CommandError(
-                            f"data file '{path}' holds {len(names)} arrays "
-                            f"({', '.join(names) or 'none'}); choose one with "
-                            "--key"
-                        )
-                    key = names[0]
-                if key not in names:
-                    raise CommandError(
-                        f"data file '{path}' has no array '{key}'; it holds: "
-                        f"{', '.join(names) or 'nothing'}"
-                    )
-                try:
-                    array = loaded[key]
-                except Exception as error:
-                    raise CommandError(
-                        f"cannot read array '{key}' of data file '{path}': "
-                        f"{_one_line(error)}"
-                    ) from None
-        else:
-            if not isinstance(loaded, np.ndarray):
-                raise CommandError(f"data file '{path}' is not a .npy array")
-            array = loaded
+        array, key = _read_numpy(path, suffix, key)
     where = f"data file '{path}'" + (f" (array '{key}')" if key else "")
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise CommandError(f"{where} holds {array.dtype} values, not numbers")
@@ -212,6 +178,43 @@ def load_data(path: str | os.PathLike[str], key: str | None = None) -> np.ndarra
     if np.issubdtype(array.dtype, np.floating):
         array = array.astype("float32", copy=False)
     return array
+
+
+def _read_numpy(path, suffix, key):
+    """The array of a `.npy` file, or array `key` of a `.npz` archive (its
+    only one when `key` is `None`); and the key."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except Exception as error:  # NumPy raises many kinds for a bad file.
+        raise CommandError(
+            f"cannot read data file '{path}' as {suffix}: {_one_line(error)}"
+        ) from None
+    if suffix == ".npy":
+        if not isinstance(loaded, np.ndarray):
+            raise CommandError(f"data file '{path}' is not a .npy array")
+        return loaded, key
+    if not hasattr(loaded, "files"):
+        raise CommandError(f"data file '{path}' is not a .npz archive")
+    with loaded:
+        names = list(loaded.files)
+        if key is None:
+            if len(names) != 1:
+                raise CommandError(
+                    f"data file '{path}' holds {len(names)} arrays "
+                    f"({', '.join(names) or 'none'}); choose one with --key"
+                )
+            key = names[0]
+        if key not in names:
+            raise CommandError(
+                f"data file '{path}' has no array '{key}'; it holds: "
+                f"{', '.join(names) or 'nothing'}"
+            )
+        try:
+            return loaded[key], key
+        except Exception as error:
+            raise CommandError(
+                f"cannot read array '{key}' of data file '{path}': {_one_line(error)}"
+            ) from None
 
 
 def _input_shape(model: keras.Model) -> tuple[int | None, ...] | None:

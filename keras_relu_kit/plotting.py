@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     _Mark = tuple[int, int, dict[str, Any]]
 
 PREFIX = "dead_fraction/"
+_NEEDS_MATPLOTLIB = (
+    "keras_relu_kit.plotting needs matplotlib: pip install 'keras_relu_kit[demo]'"
+)
 
 
 def _records(source: Any) -> list[dict[str, Any]]:
@@ -402,6 +405,21 @@ def _draw_changes(
 
 
 MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">")
+#: How a dead-fraction curve marks the first epoch with NaN/inf values.
+DIVERGED_CROSS: dict[str, Any] = {
+    "marker": "x",
+    "markersize": 11,
+    "markeredgewidth": 2,
+    "linestyle": "none",
+}
+DIVERGED_LABEL = "first epoch with NaN/inf (diverged)"
+#: Where a dead-fraction panel's legend goes: under its axes, two columns.
+LEGEND_BELOW: dict[str, Any] = {
+    "fontsize": 7,
+    "loc": "upper center",
+    "bbox_to_anchor": (0.5, -0.16),
+    "ncol": 2,
+}
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -409,10 +427,7 @@ def _figure(width: float, height: float) -> Figure:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as error:  # pragma: no cover - depends on extras
-        raise ImportError(
-            "keras_relu_kit.plotting needs matplotlib: "
-            "pip install 'keras_relu_kit[demo]'"
-        ) from error
+        raise ImportError(_NEEDS_MATPLOTLIB) from error
     figure = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(figure)
     return figure
@@ -490,28 +505,18 @@ def plot_dead_fraction_curves(
                 ax.plot(
                     [epoch],
                     [values[epoch]],
-                    marker="x",
-                    markersize=11,
-                    markeredgewidth=2,
                     color=style[label]["color"],
-                    linestyle="none",
+                    **DIVERGED_CROSS,
                 )
         handles, names = ax.get_legend_handles_labels()
         if crosses:
             handles.append(Line2D([], [], marker="x", color="black", linestyle="none"))
-            names.append("first epoch with NaN/inf (diverged)")
+            names.append(DIVERGED_LABEL)
         ax.set_title(panel, fontsize=10)
         ax.set_xlabel("epoch (0: before training)")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
-        ax.legend(
-            handles,
-            names,
-            fontsize=7,
-            loc="upper center",
-            bbox_to_anchor=(0.5, -0.16),
-            ncol=2,
-        )
+        ax.legend(handles, names, **LEGEND_BELOW)
     axes[0].set_ylabel("dead fraction of hidden units")
     figure.suptitle(title or "Dead units per epoch")
     _save(figure, path)

@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 
 import keras
 import numpy as np
@@ -12,11 +13,19 @@ import pytest
 
 from keras_relu_kit.cli import main
 from keras_relu_kit.datasets import load_digits
-from keras_relu_kit.demo import _parallel, _plots
+from keras_relu_kit.demo import _claims, _parallel, _plots
 from keras_relu_kit.demo._claims import effect
 from keras_relu_kit.demo._files import Staging
 from keras_relu_kit.demo._scoreboard import ROWS as SCOREBOARD_ROWS
-from keras_relu_kit.errors import CommandError
+from keras_relu_kit.demo._study import Settings, divergence_reported
+from keras_relu_kit.errors import (
+    CommandError,
+    DivergenceRollbackWarning,
+    NonFiniteActivationsWarning,
+    NoRectifierSitesWarning,
+    OutsideFitWarning,
+    UnreachableSitesWarning,
+)
 from keras_relu_kit.layers import LeakyReLU
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -304,6 +313,22 @@ class TestDeadFractionPlot:
             "w": (0, 0),
         }
 
+    def test_curve_styles(self):
+        styles = _plots.curve_styles(
+            {"one": self.CURVES, "two": {"e": [0.1], "a": [0.2]}}
+        )
+        assert styles["one"]["a"] == _plots.CurveStyle(
+            color="C0",
+            marker="o",
+            linestyle="-",
+            linewidth=1.5 + 2 * 1.3,
+            markersize=4.0 + 2 * 2.5,
+        )
+        assert styles["one"]["c"] == _plots.CurveStyle("C2", "^", ":", 1.5, 4.0)
+        # One label looks the same in every panel; a new one takes the next.
+        assert (styles["two"]["a"].color, styles["two"]["a"].marker) == ("C0", "o")
+        assert styles["two"]["e"] == _plots.CurveStyle("C4", "D")
+
     def test_every_curve_shows_under_the_ones_on_top(self, tmp_path):
         path = tmp_path / "dead.png"
         panels = {"one": self.CURVES, "two": {"a": [0.1, 0.2]}}
@@ -359,6 +384,97 @@ class TestEffect:
         base = {"dead_fraction": 0.5, "diverged_seeds": 0}
         run = {"dead_fraction": dead, "diverged_seeds": diverged}
         assert effect(run, base) == expected
+
+
+class TestClaims:
+    """Every claim is a row of `_claims.specs`, judged by its rule."""
+
+    def test_every_claim_is_a_row_of_the_table(self):
+        assert tuple(spec.id for spec in _claims.specs(Settings())) == CLAIMS
+
+    @pytest.mark.parametrize(
+        "sigmoid, tanh, relu, verdict",
+        [
+            (1e-9, 1e-3, 1.0, "supported"),
+            (1e-9, 0.95, 1.4, "partly supported"),
+            (1e-9, 1e-3, 1e-3, "contradicted"),
+        ],
+    )
+    def test_vanishing_gradients(self, sigmoid, tanh, relu, verdict):
+        ratios = {"sigmoid": sigmoid, "tanh": tanh, "relu": relu, "relu_he": 0.9}
+        gradients = {k: {"first_over_last": r} for k, r in ratios.items()}
+        finding = _claims.vanishing_gradients(
+            _claims.Evidence(gradients, {}, Settings())
+        )
+        assert finding.verdict.split(":")[0] == verdict
+        assert finding.numbers == {"first_over_last": ratios}
+
+    @pytest.mark.parametrize(
+        "relu, tanh, verdict",
+        [
+            (0.40, 0.0, "supported"),
+            (0.10, 0.0, "partly supported"),
+            (0.0, 0.0, "contradicted"),
+        ],
+    )
+    def test_sparsity(self, relu, tanh, verdict):
+        runs = {
+            "sound/relu_he": {"zero_fraction": relu, "val_accuracy": 0.97},
+            "sound/tanh": {"zero_fraction": tanh, "val_accuracy": 0.97},
+        }
+        finding = _claims.sparsity(_claims.Evidence({}, runs, Settings()))
+        assert finding.verdict.split(":")[0] == verdict
+        assert finding.numbers == {"relu": relu, "tanh": tanh}
+
+    @pytest.mark.parametrize(
+        "poor, high, verdict",
+        [
+            (0.66, 0.20, "supported"),
+            (0.66, 0.05, "partly supported"),
+            (0.05, 0.05, "contradicted"),
+        ],
+    )
+    def test_dying(self, poor, high, verdict):
+        runs = {
+            f"{setup}/relu_he": {
+                "dead_fraction": dead,
+                "dead_fraction_at_init": 0.05,
+                "diverged_seeds": 0,
+                "val_accuracy": 0.9,
+            }
+            for setup, dead in (("poor_init", poor), ("high_lr", high), ("sound", 0.04))
+        }
+        finding = _claims.dying(_claims.Evidence({}, runs, Settings()))
+        assert finding.verdict.split(":")[0] == verdict
+        assert finding.numbers == {"poor_init": poor, "high_lr": high, "sound": 0.04}
+
+
+class TestDivergenceReported:
+    """The training runs silence, by category, only what their records report."""
+
+    @pytest.mark.parametrize(
+        "category", [NonFiniteActivationsWarning, DivergenceRollbackWarning]
+    )
+    def test_silences_what_the_record_reports(self, category):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with divergence_reported():
+                warnings.warn("diverged", category, stacklevel=1)
+        assert caught == []
+
+    @pytest.mark.parametrize(
+        "category",
+        [
+            NoRectifierSitesWarning,
+            UnreachableSitesWarning,
+            OutsideFitWarning,
+            UserWarning,
+        ],
+    )
+    def test_keeps_every_other_warning(self, category):
+        with pytest.warns(category, match="other"):
+            with divergence_reported():
+                warnings.warn("other", category, stacklevel=1)
 
 
 class TestBadOutput:

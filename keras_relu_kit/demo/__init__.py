@@ -21,7 +21,27 @@ the three scenarios side by side and checks the recommendation's targets.
 Verdicts follow from fixed rules (see `keras_relu_kit.demo._claims`).
 Every file is written to a hidden staging folder inside `out` and moved
 into place only when the whole study has succeeded.
+
+The study runs in stages (`_run_study`), each a function that takes and
+returns small frozen dataclasses:
+
+1. `_prepare`: the settings, the data and the plan (`Study`);
+2. `_start_continual`: the continual runs go to the worker pool first
+   (`ContinualJobs`);
+3. `_measure_gradients` and `_train_runs`: the single-task study, here,
+   while the workers train (`Trained`, with the AutoLeak run `Kept`);
+4. `_measure`: the continual runs collected, the claims judged, the
+   scoreboard (`Measured`);
+5. `_check_reload`: the AutoLeak model saved and reloaded (`ReloadCheck`);
+6. `_draw_figures` and `_write_results`: the plots, `results.json` and
+   `results.md`.
+
+Its modules: `_study` (set-ups, models, training), `_claims`
+(rules and verdicts), `_scoreboard`, `_plots` (the demo's figures),
+`_continual`, `_parallel` (the worker pool) and `_files` (staging).
 """
+
+from __future__ import annotations
 
 import dataclasses
 import functools
@@ -31,16 +51,28 @@ import math
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING, Any
 
 from keras_relu_kit.demo import _parallel
 from keras_relu_kit.demo._files import Staging
 from keras_relu_kit.errors import CommandError
 
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    # Imported by the stages that need them: `keras_relu_kit` imports this
+    # package before Keras, to start the command line quietly.
+    from keras_relu_kit.demo._continual import ContinualSettings
+    from keras_relu_kit.demo._study import Run, Settings, Variant
+
 DEFAULT_OUT = "demo_out"
 DEFAULT_EPOCHS = 10
 DEFAULT_REPEATS = 3
 
+TITLE = "What the numbers say about ReLU"
 MODEL_FILE = "autoleak_model.keras"
+#: The run whose first seed's model is saved, reloaded and drawn.
+KEPT_RUN = "poor_init/autoleak"
 FILES = (
     "dead_fraction.png",
     "continual.png",
@@ -147,56 +179,149 @@ def _progress(log, text):
         log.flush()
 
 
-def _dead_fraction_panels(summaries, settings):
-    """The dead-fraction curves per set-up panel, and where runs diverged.
+# What the stages pass on ----------------------------------------------------
 
-    The poor-init panel holds every poor-init run; the high-LR panel holds
-    the high-LR runs and the same ReLU at the lower learning rate.
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    """What every stage reads: the settings, the digits and the runs.
+
+    Attributes:
+        settings: the study's `_study.Settings`.
+        data: `((x_train, y_train), (x_val, y_val))`, from `load_digits()`.
+        runs: the `_study.Run`s of `_study.plan(settings)`, in order.
     """
-    curves = {}
-    marks = {}
-    for setup_key, title in (
-        ("poor_init", "Poor initialisation"),
-        ("high_lr", "High learning rate"),
-    ):
-        panel = {}
-        for key, summary in summaries.items():
-            in_panel = summary["setup"] == setup_key or (
-                setup_key == "high_lr" and key == "sound/relu_he"
-            )
-            if not in_panel or "dead_fraction_per_epoch" not in summary:
-                continue
-            label = summary["label"]
-            if key == "sound/relu_he":
-                label = f"ReLU, He, LR {settings.learning_rate:g} (lower LR)"
-            panel[label] = summary["dead_fraction_per_epoch"]
-            first = [
-                r["first_nonfinite_epoch"]
-                for r in summary["per_seed"]
-                if r.get("first_nonfinite_epoch")
-            ]
-            if first:
-                marks[(title, label)] = min(first)
-        curves[title] = panel
-    return curves, marks
+
+    settings: Settings
+    data: Any
+    runs: tuple[Run, ...]
 
 
-def _start_continual(settings, data, log, pool):
+@dataclasses.dataclass(frozen=True)
+class ContinualJobs:
+    """The continual runs, submitted to the worker pool.
+
+    Attributes:
+        settings: the `_continual.ContinualSettings`.
+        variants: the `_study.Variant`s in scoreboard order.
+        futures: dict from variant key to its runs' futures, in seed order.
+    """
+
+    settings: ContinualSettings
+    variants: tuple[Variant, ...]
+    futures: dict[str, list[Future]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Kept:
+    """The first seed's poor-init AutoLeak run: the demo's saved model, and
+    its monitor and slope raises for the heatmap."""
+
+    model: Any
+    monitor: Any
+    changes: list
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+    """The single-task runs: per run key, its `summarize_run` summary; and
+    the AutoLeak run kept for the saved model and the heatmap."""
+
+    runs: dict[str, dict]
+    kept: Kept
+
+
+@dataclasses.dataclass(frozen=True)
+class Measured:
+    """Everything measured and judged, for the figures and the files.
+
+    Attributes:
+        gradients: the output of `_claims.summarize_gradients`.
+        runs: per run key, its summary.
+        continual_settings: the `_continual.ContinualSettings`.
+        continual: per scoreboard variant key, its continual summary.
+        claims: the output of `_claims.judge`.
+        scoreboard: the scoreboard as Markdown.
+        targets: the recommendation's targets, checked.
+    """
+
+    gradients: dict[str, dict]
+    runs: dict[str, dict]
+    continual_settings: ContinualSettings
+    continual: dict[str, dict]
+    claims: list[dict]
+    scoreboard: str
+    targets: list[dict]
+
+
+@dataclasses.dataclass(frozen=True)
+class ReloadCheck:
+    """The saved AutoLeak model, reloaded and compared on the validation
+    set; `results.json`'s `"model"`."""
+
+    path: str
+    run: str
+    seed: int
+    max_abs_prediction_difference: float
+    predictions_match: bool
+    same_predicted_classes: bool
+    val_accuracy: float
+
+
+# The stages -----------------------------------------------------------------
+
+
+def _run_study(staging, epochs, quick, seed, repeats, log, pool):
+    """Every stage in turn (see the module docstring); the results."""
+    started = time.perf_counter()
+    study = _prepare(epochs, quick, seed, repeats, log)
+    jobs = _start_continual(study, log, pool)
+    gradients = _measure_gradients(study, log)
+    trained = _train_runs(study, log)
+    measured = _measure(study, gradients, trained, jobs)
+    reload = _check_reload(study, trained.kept, staging, log)
+    _draw_figures(study, measured, trained.kept, staging)
+    seconds = time.perf_counter() - started
+    return _write_results(study, measured, reload, staging, seconds)
+
+
+def _prepare(epochs, quick, seed, repeats, log) -> Study:
+    """The settings, the digits and the plan; the header line."""
+    from keras_relu_kit.datasets import load_digits
+    from keras_relu_kit.demo import _study
+
+    settings = _study.Settings(
+        epochs=epochs or DEFAULT_EPOCHS,
+        repeats=repeats or (1 if quick else DEFAULT_REPEATS),
+        seed=seed,
+        quick=quick,
+    )
+    study = Study(settings, load_digits(), tuple(_study.plan(settings)))
+    (x_train, _), (x_val, _) = study.data
+    _progress(
+        log,
+        f"relu-kit demo: {len(study.runs)} models x {settings.repeats} seed(s), "
+        f"{settings.epochs} epochs each, on digits ({len(x_train)} train / "
+        f"{len(x_val)} validation)",
+    )
+    return study
+
+
+def _start_continual(study, log, pool) -> ContinualJobs:
     """Submit every scoreboard row's continual runs, every seed, to `pool`.
 
-    Returns:
-        `(continual, variants, futures)`: the continual settings, the
-        variants in scoreboard order, and per variant key the futures of
-        its runs in seed order. Each run's progress line is printed when it
-        finishes.
+    Each run's progress line is printed when it finishes.
     """
     from keras_relu_kit.demo import _continual, _scoreboard, _study
 
-    continual = _continual.ContinualSettings(tasks=20 if settings.quick else 100)
-    (x_train, _), _ = data
+    settings = study.settings
+    continual = _continual.ContinualSettings(
+        tasks=_continual.QUICK_TASKS if settings.quick else _continual.TASKS
+    )
+    (x_train, _), _ = study.data
     perms = _continual.permutations(continual.tasks, x_train.shape[1], settings.seed)
     by_key = {v.key: v for v in _study.remedies(settings)}
-    variants = [by_key[key] for key, _ in _scoreboard.ROWS]
+    variants = tuple(by_key[key] for key, _ in _scoreboard.ROWS)
     jobs = [(v, s) for s in settings.seeds for v in variants]
     _progress(
         log,
@@ -204,214 +329,257 @@ def _start_continual(settings, data, log, pool):
         f"{continual.tasks} permuted-digits tasks each, one pass per task"
         + (f", in {pool.workers} worker processes" if pool.workers > 1 else ""),
     )
-    finished = itertools.count(1)
-    total = len(jobs)
-
-    def report(variant, seed, future):
-        if future.cancelled() or future.exception() is not None:
-            return
-        record = future.result()
-        diverged = "  DIVERGED" if record["diverged"] else ""
-        _progress(
-            log,
-            f"[{next(finished):>{len(str(total))}}/{total}] continual "
-            f"{variant.label:<30} seed {seed}  acc first 10% "
-            f"{record['first_accuracy']:.2f} → last 10% "
-            f"{record['last_accuracy']:.2f}  dead {record['first_dead']:.2f} "
-            f"→ {record['last_dead']:.2f}  ({record['seconds']:.1f} s)"
-            f"{diverged}",
-        )
-
+    report = functools.partial(_report_continual, log, itertools.count(1), len(jobs))
     futures = pool.submit_all(
-        _continual.train, [(v, continual, data, s, perms) for v, s in jobs]
+        _continual.train, [(v, continual, study.data, s, perms) for v, s in jobs]
     )
     by_variant: dict[str, list] = {v.key: [] for v in variants}
     for (variant, seed), future in zip(jobs, futures, strict=True):
         by_variant[variant.key].append(future)
         future.add_done_callback(functools.partial(report, variant, seed))
-    return continual, variants, by_variant
+    return ContinualJobs(continual, variants, by_variant)
 
 
-def _finish_continual(variants, futures):
-    """The continual summaries, once every run of `futures` has finished."""
-    from keras_relu_kit.demo import _scoreboard
-
-    return {
-        v.key: _scoreboard.summarize_continual(
-            v, [future.result() for future in futures[v.key]]
-        )
-        for v in variants
-    }
-
-
-def _run_study(staging, epochs, quick, seed, repeats, log, pool):
-    import keras
-    import numpy as np
-
-    from keras_relu_kit import plotting
-    from keras_relu_kit.datasets import load_digits
-    from keras_relu_kit.demo import _claims, _plots, _scoreboard, _study
-    from keras_relu_kit.plotting import plot_dead_heatmap
-
-    started = time.perf_counter()
-    settings = _study.Settings(
-        epochs=epochs or DEFAULT_EPOCHS,
-        repeats=repeats or (1 if quick else DEFAULT_REPEATS),
-        seed=seed,
-        quick=quick,
-    )
-    data = load_digits()
-    (x_train, _), (x_val, y_val) = data
-    runs = _study.plan(settings)
-    total = len(runs) * settings.repeats
+def _report_continual(log, finished, total, variant, seed, future):
+    """The progress line of a finished continual run (none if it failed)."""
+    if future.cancelled() or future.exception() is not None:
+        return
+    record = future.result()
+    diverged = "  DIVERGED" if record["diverged"] else ""
     _progress(
         log,
-        f"relu-kit demo: {len(runs)} models x {settings.repeats} seed(s), "
-        f"{settings.epochs} epochs each, on digits ({len(x_train)} train / "
-        f"{len(x_val)} validation)",
+        f"[{next(finished):>{len(str(total))}}/{total}] continual "
+        f"{variant.label:<30} seed {seed}  acc first 10% "
+        f"{record['first_accuracy']:.2f} → last 10% "
+        f"{record['last_accuracy']:.2f}  dead {record['first_dead']:.2f} "
+        f"→ {record['last_dead']:.2f}  ({record['seconds']:.1f} s)"
+        f"{diverged}",
     )
 
-    continual, variants, continual_futures = _start_continual(settings, data, log, pool)
+
+def _measure_gradients(study, log) -> dict:
+    """Gradient norms per layer at initialisation, per model and seed."""
+    from keras_relu_kit.demo import _claims, _study
 
     tick = time.perf_counter()
-    norms: dict[str, list] = {key: [] for key, _, _ in _study.GRADIENT_MODELS}
-    for key, activation, initializer in _study.GRADIENT_MODELS:
-        for s in settings.seeds:
-            norms[key].append(
-                _study.gradient_norms(activation, initializer, settings, data, s)
+    norms = {
+        key: [
+            _study.gradient_norms(
+                activation, initializer, study.settings, study.data, s
             )
+            for s in study.settings.seeds
+        ]
+        for key, activation, initializer in _study.GRADIENT_MODELS
+    }
     gradients = _claims.summarize_gradients(norms)
     _progress(
         log,
         f"[gradients] first / last hidden layer at init, "
-        f"{settings.gradient_depth} layers: "
+        f"{study.settings.gradient_depth} layers: "
         + ", ".join(
             f"{_study.GRADIENT_LABELS[k]} {v['first_over_last']:.2g}"
             for k, v in gradients.items()
         )
         + f"  ({time.perf_counter() - tick:.1f} s)",
     )
+    return gradients
 
-    records: dict[str, list] = {run.key: [] for run in runs}
-    kept_model = kept_monitor = kept_changes = None
-    step = 0
-    for s in settings.seeds:
-        for run in runs:
-            step += 1
-            record, model, monitor = _study.train(run, settings, data, s)
+
+def _train_runs(study, log) -> Trained:
+    """Every run of the plan, seed after seed, with a progress line each."""
+    from keras_relu_kit.demo import _claims, _study
+
+    records: dict[str, list] = {run.key: [] for run in study.runs}
+    kept = None
+    total = len(study.runs) * study.settings.repeats
+    steps = itertools.count(1)
+    for seed in study.settings.seeds:
+        for run in study.runs:
+            record, model, monitor = _study.train(run, study.settings, study.data, seed)
             records[run.key].append(record)
-            if run.key == "poor_init/autoleak" and kept_model is None:
-                kept_model, kept_monitor = model, monitor
-                kept_changes = record.get("alpha_changes", [])
-            dead = (
-                f"dead {record['dead_fraction_at_init']:.2f} → "
-                f"{record['dead_fraction']:.2f}"
-                if "dead_fraction" in record
-                else f"zeros {record['zero_fraction']:.2f}"
-            )
-            diverged = "  DIVERGED" if record["diverged"] else ""
-            if record.get("raises_undone"):
-                diverged += f"  ({record['raises_undone']} raises undone)"
-            _progress(
-                log,
-                f"[{step:>{len(str(total))}}/{total}] "
-                f"{_claims._setup_name(run.setup.key):<9} "
-                f"{run.variant.label:<30} seed {s}  {dead}  val acc "
-                f"{record['val_accuracy']:.2f}  ({record['seconds']:.1f} s)"
-                f"{diverged}",
-            )
-
+            if run.key == KEPT_RUN and kept is None:
+                kept = Kept(model, monitor, record.get("alpha_changes", []))
+            _progress(log, _run_line(next(steps), total, run, seed, record))
+    assert kept is not None  # Every plan trains poor_init/autoleak.
     summaries = {
         run.key: _claims.summarize_run(run, _study.describe(run), records[run.key])
-        for run in runs
+        for run in study.runs
     }
-    continual_summaries = _finish_continual(variants, continual_futures)
-    claims = _claims.judge(gradients, summaries, settings)
+    return Trained(summaries, kept)
 
-    # The AutoLeak model: saved, reloaded, and compared on the validation set.
+
+def _run_line(step, total, run, seed, record):
+    """The progress line of one trained run."""
+    from keras_relu_kit.demo._claims import setup_name
+
+    dead = (
+        f"dead {record['dead_fraction_at_init']:.2f} → {record['dead_fraction']:.2f}"
+        if "dead_fraction" in record
+        else f"zeros {record['zero_fraction']:.2f}"
+    )
+    diverged = "  DIVERGED" if record["diverged"] else ""
+    if record.get("raises_undone"):
+        diverged += f"  ({record['raises_undone']} raises undone)"
+    return (
+        f"[{step:>{len(str(total))}}/{total}] {setup_name(run.setup.key):<9} "
+        f"{run.variant.label:<30} seed {seed}  {dead}  val acc "
+        f"{record['val_accuracy']:.2f}  ({record['seconds']:.1f} s){diverged}"
+    )
+
+
+def _measure(study, gradients, trained, jobs) -> Measured:
+    """The continual runs collected, the claims judged, the scoreboard."""
+    from keras_relu_kit.demo import _claims, _scoreboard
+
+    continual = {
+        v.key: _scoreboard.summarize_continual(
+            v, [future.result() for future in jobs.futures[v.key]]
+        )
+        for v in jobs.variants
+    }
+    claims = _claims.judge(gradients, trained.runs, study.settings)
+    scoreboard, targets = _scoreboard.table(trained.runs, continual, jobs.settings)
+    return Measured(
+        gradients=gradients,
+        runs=trained.runs,
+        continual_settings=jobs.settings,
+        continual=continual,
+        claims=claims,
+        scoreboard=scoreboard,
+        targets=targets,
+    )
+
+
+def _check_reload(study, kept, staging, log) -> ReloadCheck:
+    """Save the kept AutoLeak model, reload it, compare its predictions."""
+    import keras
+    import numpy as np
+
+    _, (x_val, y_val) = study.data
     model_path = staging.file(MODEL_FILE)
-    assert kept_model is not None  # Every plan trains poor_init/autoleak.
-    kept_model.save(model_path)
+    kept.model.save(model_path)
     reloaded = keras.saving.load_model(model_path, compile=False)
-    expected = kept_model.predict(x_val, verbose=0)
+    expected = kept.model.predict(x_val, verbose=0)
     got = reloaded.predict(x_val, verbose=0)
     max_diff = float(np.max(np.abs(expected - got)))
-    reload_check = {
-        "path": MODEL_FILE,
-        "run": "poor_init/autoleak",
-        "seed": settings.seeds[0],
-        "max_abs_prediction_difference": max_diff,
-        "predictions_match": bool(max_diff <= 1e-6),
-        "same_predicted_classes": bool(
+    check = ReloadCheck(
+        path=MODEL_FILE,
+        run=KEPT_RUN,
+        seed=study.settings.seeds[0],
+        max_abs_prediction_difference=max_diff,
+        predictions_match=bool(max_diff <= 1e-6),
+        same_predicted_classes=bool(
             np.array_equal(expected.argmax(-1), got.argmax(-1))
         ),
-        "val_accuracy": float(np.mean(got.argmax(-1) == y_val)),
-    }
+        val_accuracy=float(np.mean(got.argmax(-1) == y_val)),
+    )
     _progress(
         log,
         f"[model] saved {MODEL_FILE}, reloaded: predictions "
-        f"{'match' if reload_check['predictions_match'] else 'DIFFER'} "
+        f"{'match' if check.predictions_match else 'DIFFER'} "
         f"(max |difference| {max_diff:.2g})",
     )
+    return check
 
-    curves, marks = _dead_fraction_panels(summaries, settings)
+
+def _draw_figures(study, measured, kept, staging):
+    """The four PNG files: two of the demo's own, two of `plotting`'s."""
+    from keras_relu_kit.demo import _plots, _scoreboard, _study
+    from keras_relu_kit.plotting import plot_dead_heatmap, plot_gradient_norms
+
+    settings = study.settings
+    panels, marks = _plots.dead_fraction_panels(measured.runs, settings.learning_rate)
     _plots.dead_fraction_figure(
-        curves,
+        panels,
         staging.file("dead_fraction.png"),
         title=f"Dead hidden units per epoch ({settings.repeats} seed mean)"
         if settings.repeats > 1
         else "Dead hidden units per epoch",
         marks=marks,
     )
-    heatmap = plot_dead_heatmap(
-        kept_monitor,
+    plot_dead_heatmap(
+        kept.monitor,
+        staging.file("autoleak_heatmap.png"),
         title="leakify + AutoLeak, poor initialisation: dead fraction per layer",
-        changes=kept_changes,
+        changes=kept.changes,
     )
-    heatmap.savefig(staging.file("autoleak_heatmap.png"), format="png", dpi=100)
     labels = dict(_scoreboard.ROWS)
     _plots.continual_figure(
         {
             labels[key].strip("*"): summary
-            for key, summary in continual_summaries.items()
+            for key, summary in measured.continual.items()
         },
         staging.file("continual.png"),
-        title=f"Continual learning on permuted digits ({continual.tasks} tasks, "
+        title=f"Continual learning on permuted digits "
+        f"({measured.continual_settings.tasks} tasks, "
         f"{settings.repeats} seed{'s' if settings.repeats > 1 else ''})",
     )
-    plotting.plot_gradient_norms(
-        {_study.GRADIENT_LABELS[k]: v["norm_per_layer"] for k, v in gradients.items()},
+    plot_gradient_norms(
+        {
+            _study.GRADIENT_LABELS[k]: v["norm_per_layer"]
+            for k, v in measured.gradients.items()
+        },
         staging.file("gradients.png"),
         title=f"Gradient norm per layer at initialisation "
         f"({settings.gradient_depth}-layer MLP)",
     )
 
-    scoreboard, scoreboard_checks = _scoreboard.table(
-        summaries, continual_summaries, continual
-    )
-    seconds = time.perf_counter() - started
-    results = {
-        "title": "What the numbers say about ReLU",
-        "settings": dataclasses.asdict(settings),
+
+def _write_results(study, measured, reload, staging, seconds) -> dict:
+    """`results.json` and `results.md`; the results, with the Markdown."""
+    results = _clean(_results(study, measured, reload, seconds))
+    text = _markdown(study, measured, reload, seconds)
+    with open(staging.file("results.json"), "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=1, allow_nan=False, ensure_ascii=False)
+        f.write("\n")
+    with open(staging.file("results.md"), "w", encoding="utf-8") as f:
+        f.write(text)
+    results["markdown"] = text
+    return results
+
+
+def _results(study, measured, reload, seconds):
+    """What `results.json` holds."""
+    from keras_relu_kit.demo._claims import RULES
+
+    (x_train, _), (x_val, _) = study.data
+    return {
+        "title": TITLE,
+        "settings": dataclasses.asdict(study.settings),
         "data": {
             "name": "scikit-learn digits",
             "train": int(len(x_train)),
             "validation": int(len(x_val)),
             "features": int(x_train.shape[1]),
         },
-        "rules": list(_claims.RULES),
-        "claims": claims,
-        "gradients": gradients,
-        "runs": summaries,
+        "rules": list(RULES),
+        "claims": measured.claims,
+        "gradients": measured.gradients,
+        "runs": measured.runs,
         "continual": {
-            "settings": dataclasses.asdict(continual),
-            "runs": continual_summaries,
+            "settings": dataclasses.asdict(measured.continual_settings),
+            "runs": measured.continual,
         },
-        "scoreboard": scoreboard_checks,
-        "model": reload_check,
+        "scoreboard": measured.targets,
+        "model": dataclasses.asdict(reload),
         "seconds": round(seconds, 1),
     }
-    results = _clean(results)
+
+
+def _markdown(study, measured, reload, seconds):
+    """What `results.md` holds: the scoreboard, the claims, every run."""
+    from keras_relu_kit.demo import _claims, _scoreboard
+
+    settings = study.settings
+    (x_train, _), (x_val, _) = study.data
+    lead = [
+        "## Scoreboard: the remedies in three dying scenarios",
+        "",
+        _scoreboard.settings_line(measured.continual_settings, settings),
+        "",
+        measured.scoreboard,
+        "",
+    ]
     extra = [
         "## Files",
         "",
@@ -420,28 +588,20 @@ def _run_study(staging, epochs, quick, seed, repeats, log, pool):
         "it, per remedy, in continual learning.",
         "- `autoleak_heatmap.png`: the AutoLeak run's monitor, per layer.",
         "- `gradients.png`: gradient norm per layer at initialisation.",
-        f"- `{MODEL_FILE}`: the AutoLeak model (seed {settings.seeds[0]}); "
-        f"reloaded, its predictions differ by at most {max_diff:.2g}.",
+        f"- `{MODEL_FILE}`: the AutoLeak model (seed {reload.seed}); "
+        f"reloaded, its predictions differ by at most "
+        f"{reload.max_abs_prediction_difference:.2g}.",
         "- `results.json`: every number above, per seed.",
         "",
-        f"Regenerate with `relu-kit demo{' --quick' if quick else ''}` "
+        f"Regenerate with `relu-kit demo{' --quick' if settings.quick else ''}` "
         f"({seconds:.0f} s for this run).",
     ]
-    lead = [
-        "## Scoreboard: the remedies in three dying scenarios",
-        "",
-        _scoreboard.settings_line(continual, settings),
-        "",
-        scoreboard,
-        "",
-    ]
-    text = _claims.markdown(
-        claims, summaries, settings, len(x_train), len(x_val), extra=extra, lead=lead
+    return _claims.markdown(
+        measured.claims,
+        measured.runs,
+        settings,
+        len(x_train),
+        len(x_val),
+        extra=extra,
+        lead=lead,
     )
-    with open(staging.file("results.json"), "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=1, allow_nan=False, ensure_ascii=False)
-        f.write("\n")
-    with open(staging.file("results.md"), "w", encoding="utf-8") as f:
-        f.write(text)
-    results["markdown"] = text
-    return results

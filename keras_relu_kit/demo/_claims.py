@@ -4,7 +4,18 @@ Every verdict follows from the numbers by the rules below; nothing is
 judged by hand. A run *diverged* when its loss or its activations became
 NaN/inf in any seed; a diverged run neither reduces nor prevents anything
 (its NaN units count as dead, as the kit's definition says).
+
+The claims are one table, `specs`: each row names a claim and the rule
+that judges it, a function from the `Evidence` to a `Finding` (what was
+measured, the verdict and its numbers). Claims 1-3 have rules of their
+own; the remedies' claims share `comparison`, which compares variants
+with a baseline run.
 """
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -51,44 +62,47 @@ def _mean(values):
     return float(np.mean(values)) if values else None
 
 
+def mean_and_range(values):
+    """The mean of `values` and `[min, max]`, as the summaries hold them."""
+    values = list(values)
+    return float(np.mean(values)), [min(values), max(values)]
+
+
+def mean_per_item(records, key):
+    """The mean over seeds of a list per record (per layer, epoch or task)."""
+    return np.mean([r[key] for r in records], axis=0).tolist()
+
+
 def summarize_run(run, description, records):
     """Means over seeds of one run's records (the records are kept too)."""
+    accuracy, accuracy_range = mean_and_range(r["val_accuracy"] for r in records)
     summary = {
         "key": run.key,
         "setup": run.setup.key,
         "variant": run.variant.key,
         "label": run.variant.label,
         "description": description,
-        "val_accuracy": _mean(r["val_accuracy"] for r in records),
-        "val_accuracy_range": [
-            min(r["val_accuracy"] for r in records),
-            max(r["val_accuracy"] for r in records),
-        ],
+        "val_accuracy": accuracy,
+        "val_accuracy_range": accuracy_range,
         "zero_fraction": _mean(r["zero_fraction"] for r in records),
         "diverged_seeds": sum(bool(r["diverged"]) for r in records),
         "seeds": len(records),
     }
     if "dead_fraction" in records[0]:
-        summary.update(
-            {
-                "dead_fraction": _mean(r["dead_fraction"] for r in records),
-                "dead_fraction_range": [
-                    min(r["dead_fraction"] for r in records),
-                    max(r["dead_fraction"] for r in records),
-                ],
-                "dead_fraction_at_init": _mean(
-                    r["dead_fraction_at_init"] for r in records
-                ),
-                "dead_fraction_per_layer": np.mean(
-                    [r["dead_fraction_per_layer"] for r in records], axis=0
-                ).tolist(),
-                "dead_fraction_per_epoch": np.mean(
-                    [r["dead_fraction_per_epoch"] for r in records], axis=0
-                ).tolist(),
-            }
-        )
+        summary.update(_summarize_dead(records))
     summary["per_seed"] = records
     return summary
+
+
+def _summarize_dead(records):
+    dead, dead_range = mean_and_range(r["dead_fraction"] for r in records)
+    return {
+        "dead_fraction": dead,
+        "dead_fraction_range": dead_range,
+        "dead_fraction_at_init": _mean(r["dead_fraction_at_init"] for r in records),
+        "dead_fraction_per_layer": mean_per_item(records, "dead_fraction_per_layer"),
+        "dead_fraction_per_epoch": mean_per_item(records, "dead_fraction_per_epoch"),
+    }
 
 
 def summarize_gradients(per_seed):
@@ -110,7 +124,85 @@ def summarize_gradients(per_seed):
     return out
 
 
+# Words -------------------------------------------------------------------
+
+#: The set-ups' names in the tables and progress lines.
+SETUP_NAMES = {"poor_init": "poor init", "high_lr": "high LR", "sound": "sound"}
+
+
+def setup_name(key):
+    """The name of set-up `key` in the tables (`"poor init"`)."""
+    return SETUP_NAMES[key]
+
+
+def _f(value):
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def with_range(value, bounds, seeds):
+    """`value`, and its range over seeds in brackets when there are several."""
+    if value is None:
+        return "n/a"
+    if seeds <= 1:
+        return f"{value:.2f}"
+    return f"{value:.2f} ({bounds[0]:.2f}–{bounds[1]:.2f})"
+
+
+def _dead(run):
+    text = _f(run["dead_fraction"])
+    if run["diverged_seeds"]:
+        text += " (diverged)"
+    return text
+
+
+def _verdict(good_all, good_any, why):
+    if good_all:
+        return f"supported: {why}"
+    if good_any:
+        return f"partly supported: {why}"
+    return f"contradicted: {why}"
+
+
 # Verdicts ----------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Evidence:
+    """What the claims are judged on.
+
+    Attributes:
+        gradients: the output of `summarize_gradients`.
+        runs: dict from run key to the output of `summarize_run`.
+        settings: the study's `Settings`.
+    """
+
+    gradients: dict
+    runs: dict
+    settings: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    """What a rule found: the measured text, the verdict and its numbers."""
+
+    measured: str
+    verdict: str
+    numbers: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class ClaimSpec:
+    """A row of the claims table: a claim and the rule that judges it.
+
+    Attributes:
+        id: str. The claim's key in `results.json`.
+        claim: str. The claim, as the tables state it.
+        rule: a function from the `Evidence` to a `Finding`.
+    """
+
+    id: str
+    claim: str
+    rule: Callable[[Evidence], Finding]
 
 
 def effect(run, base):
@@ -143,93 +235,221 @@ def effect(run, base):
     return "no effect"
 
 
-def _verdict(good_all, good_any, why):
-    if good_all:
-        return f"supported: {why}"
-    if good_any:
-        return f"partly supported: {why}"
-    return f"contradicted: {why}"
+def vanishing_gradients(evidence):
+    """Claim 1: the first/last gradient-norm ratios of sigmoid, tanh, ReLU."""
+    ratio = {k: v["first_over_last"] for k, v in evidence.gradients.items()}
+    vanish = {k: r < VANISH_BELOW for k, r in ratio.items()}
+    squashing = [k for k in ("sigmoid", "tanh") if vanish[k]]
+    depth = evidence.settings.gradient_depth
+    why = ", ".join(
+        f"{name}'s {'vanish' if vanish[key] else 'do not vanish'}"
+        for key, name in (("relu", "ReLU"), ("sigmoid", "sigmoid"), ("tanh", "tanh"))
+    )
+    return Finding(
+        measured=(
+            f"‖∇W‖ of hidden layer 1 / layer {depth} at init, {depth}-layer "
+            f"MLP, Glorot init: sigmoid {ratio['sigmoid']:.2g}, tanh "
+            f"{ratio['tanh']:.2g}, ReLU {ratio['relu']:.2g} "
+            f"(ReLU with He: {ratio['relu_he']:.2g})"
+        ),
+        verdict=_verdict(
+            not vanish["relu"] and len(squashing) == 2,
+            not vanish["relu"] and len(squashing) == 1,
+            why,
+        ),
+        numbers={"first_over_last": ratio},
+    )
 
 
-def _f(value):
-    return "n/a" if value is None else f"{value:.2f}"
+def sparsity(evidence):
+    """Claim 2: exact zeros among the hidden activations, ReLU and tanh."""
+    relu, tanh = evidence.runs["sound/relu_he"], evidence.runs["sound/tanh"]
+    z_relu, z_tanh = relu["zero_fraction"], tanh["zero_fraction"]
+    return Finding(
+        measured=(
+            f"exact zeros among hidden activations on validation data after "
+            f"training (sound set-up): ReLU {z_relu:.2f}, tanh {z_tanh:.2f} "
+            f"(val acc {_f(relu['val_accuracy'])} vs "
+            f"{_f(tanh['val_accuracy'])})"
+        ),
+        verdict=_verdict(
+            z_relu >= SPARSE_AT_LEAST and z_tanh < DENSE_BELOW,
+            z_relu > z_tanh,
+            f"{z_relu:.0%} of ReLU's activations are 0, {z_tanh:.0%} of tanh's",
+        ),
+        numbers={"relu": z_relu, "tanh": z_tanh},
+    )
 
 
-def _dead(run):
-    text = _f(run["dead_fraction"])
-    if run["diverged_seeds"]:
-        text += " (diverged)"
-    return text
+def dying(evidence):
+    """Claim 3: dead ReLU units in the two dying-prone set-ups and the sound one."""
+    runs = evidence.runs
+    sound = runs["sound/relu_he"]
+    poor, high = runs["poor_init/relu_he"], runs["high_lr/relu_he"]
+    kills = {
+        key: runs[key]["dead_fraction"] >= sound["dead_fraction"] + REDUCE_BY
+        for key in ("poor_init/relu_he", "high_lr/relu_he")
+    }
+    why = ", ".join(
+        f"{setup_name(k.split('/')[0])} {'kills units' if v else 'does not'}"
+        for k, v in kills.items()
+    )
+    return Finding(
+        measured=(
+            f"ReLU, He, dead at init → after training: poor init "
+            f"{_f(poor['dead_fraction_at_init'])} → {_dead(poor)}, high LR "
+            f"{_f(high['dead_fraction_at_init'])} → {_dead(high)}, sound "
+            f"{_f(sound['dead_fraction_at_init'])} → {_dead(sound)} (val acc "
+            f"{_f(poor['val_accuracy'])} / {_f(high['val_accuracy'])} / "
+            f"{_f(sound['val_accuracy'])})"
+        ),
+        verdict=_verdict(all(kills.values()), any(kills.values()), why),
+        numbers={
+            "poor_init": poor["dead_fraction"],
+            "high_lr": high["dead_fraction"],
+            "sound": sound["dead_fraction"],
+        },
+    )
 
 
-def _setup_name(key):
-    return {"poor_init": "poor init", "high_lr": "high LR", "sound": "sound"}[key]
+def comparison(kind, pairs, evidence):
+    """A remedy's claim: its variants compared with a baseline run.
+
+    Args:
+        kind: `"prevents"` or `"reduces"`, what the claim says.
+        pairs: `(baseline key, variant key)` pairs; those whose runs were
+            not made (`--quick` leaves some out) are skipped.
+        evidence: the `Evidence`.
+    """
+    runs = evidence.runs
+    pairs = [(b, v) for b, v in pairs if b in runs and v in runs]
+    numbers = {key: _compared(runs[key], runs[base], base) for base, key in pairs}
+    effects = [n["effect"] for n in numbers.values()]
+    helped = [e in ("prevents", "reduces") for e in effects]
+    good = [e == "prevents" for e in effects] if kind == "prevents" else helped
+    return Finding(
+        measured=_comparison_text(pairs, runs),
+        verdict=_verdict(all(good), any(helped), _reasons(pairs, runs, numbers)),
+        numbers=numbers,
+    )
+
+
+def _compared(run, base, base_key):
+    return {
+        "baseline": base_key,
+        "dead_fraction": run["dead_fraction"],
+        "baseline_dead_fraction": base["dead_fraction"],
+        "val_accuracy": run["val_accuracy"],
+        "baseline_val_accuracy": base["val_accuracy"],
+        "effect": effect(run, base),
+    }
 
 
 def _context(base, run):
     """Where a comparison was made: one set-up, or from one to another."""
     if base["setup"] == run["setup"]:
-        return _setup_name(run["setup"])
-    return f"{_setup_name(base['setup'])} → {_setup_name(run['setup'])}"
+        return setup_name(run["setup"])
+    return f"{setup_name(base['setup'])} → {setup_name(run['setup'])}"
 
 
-def _comparison_claim(number, claim_id, text, kind, pairs, runs):
-    """A claim judged by comparing variants with a baseline run.
-
-    `pairs` lists `(baseline key, variant key)`; pairs whose runs were not
-    made (`--quick` leaves some out) are skipped. The measured text groups
-    the variants compared with one baseline.
-    """
-    pairs = [(b, v) for b, v in pairs if b in runs and v in runs]
+def _reasons(pairs, runs, numbers):
+    """Each variant's effect, and where (and which, when several) it was."""
     several = len({runs[v]["label"] for _, v in pairs}) > 1
-    groups: dict = {}
-    numbers: dict = {}
-    reasons: list = []
+    reasons = []
     for base_key, key in pairs:
-        base, run = runs[base_key], runs[key]
-        result = effect(run, base)
-        numbers[key] = {
-            "baseline": base_key,
-            "dead_fraction": run["dead_fraction"],
-            "baseline_dead_fraction": base["dead_fraction"],
-            "val_accuracy": run["val_accuracy"],
-            "baseline_val_accuracy": base["val_accuracy"],
-            "effect": result,
-        }
-        groups.setdefault(base_key, []).append(key)
-        reason = _context(base, run)
+        reason = _context(runs[base_key], runs[key])
         if several:
-            reason += f", {run['label'].split(',')[0]}"
-        reasons.append(f"{result} ({reason})")
+            reason += f", {runs[key]['label'].split(',')[0]}"
+        reasons.append(f"{numbers[key]['effect']} ({reason})")
+    return ", ".join(reasons)
+
+
+def _comparison_text(pairs, runs):
+    """The measured text: the variants compared with one baseline together."""
+    groups: dict = {}
+    for base_key, key in pairs:
+        groups.setdefault(base_key, []).append(key)
     parts = []
     for base_key, keys in groups.items():
         base = runs[base_key]
         if all(runs[k]["setup"] == base["setup"] for k in keys):
-            before = f"{_setup_name(base['setup'])}: {base['label']} {_dead(base)}"
+            before = f"{setup_name(base['setup'])}: {base['label']} {_dead(base)}"
             after = [f"{runs[k]['label']} {_dead(runs[k])}" for k in keys]
         else:
-            before = f"{base['label']}: {_setup_name(base['setup'])} {_dead(base)}"
-            after = [f"{_setup_name(runs[k]['setup'])} {_dead(runs[k])}" for k in keys]
+            before = f"{base['label']}: {setup_name(base['setup'])} {_dead(base)}"
+            after = [f"{setup_name(runs[k]['setup'])} {_dead(runs[k])}" for k in keys]
         parts.append(
             f"{before} → {', '.join(after)} dead; val acc "
             f"{_f(base['val_accuracy'])} → "
             + ", ".join(_f(runs[k]["val_accuracy"]) for k in keys)
         )
-    effects = [n["effect"] for n in numbers.values()]
-    if kind == "prevents":
-        good = [e == "prevents" for e in effects]
-        some = [e in ("prevents", "reduces") for e in effects]
-    else:
-        good = [e in ("prevents", "reduces") for e in effects]
-        some = good
-    return {
-        "number": number,
-        "id": claim_id,
-        "claim": text,
-        "measured": "; ".join(parts),
-        "verdict": _verdict(all(good), any(some), ", ".join(reasons)),
-        "numbers": numbers,
-    }
+    return "; ".join(parts)
+
+
+def _compare(kind, pairs):
+    """The rule of a remedy's claim (see `comparison`)."""
+    return functools.partial(comparison, kind, tuple(pairs))
+
+
+def _in_both(variant_keys):
+    """Each variant against ReLU in the poor-init and high-LR set-ups."""
+    return [
+        (f"{s}/relu_he", f"{s}/{v}")
+        for s in ("poor_init", "high_lr")
+        for v in variant_keys
+    ]
+
+
+def specs(settings):
+    """The claims table: every claim in order, with the rule that judges it."""
+    leaky = [f"leaky_relu_{a:g}" for a in settings.leaky_alphas]
+    return (
+        ClaimSpec(
+            "vanishing_gradients",
+            "ReLU avoids the vanishing gradients of sigmoid and tanh",
+            vanishing_gradients,
+        ),
+        ClaimSpec("sparsity", "ReLU gives sparse activations", sparsity),
+        ClaimSpec(
+            "dying",
+            "ReLU units die with poor initialisation or a high learning rate",
+            dying,
+        ),
+        ClaimSpec(
+            "he_init",
+            "He initialisation reduces dying",
+            _compare("reduces", [("poor_init/relu_glorot", "poor_init/relu_he")]),
+        ),
+        ClaimSpec(
+            "lower_learning_rate",
+            "A lower learning rate reduces dying",
+            _compare("reduces", [("high_lr/relu_he", "sound/relu_he")]),
+        ),
+        ClaimSpec(
+            "batch_norm",
+            "Batch normalisation reduces dying",
+            _compare("reduces", _in_both(["relu_batch_norm"])),
+        ),
+        ClaimSpec(
+            "leaky_relu",
+            "Leaky ReLU prevents dying",
+            _compare("prevents", _in_both(leaky)),
+        ),
+        ClaimSpec(
+            "prelu", "PReLU prevents dying", _compare("prevents", _in_both(["prelu"]))
+        ),
+        ClaimSpec("elu", "ELU prevents dying", _compare("prevents", _in_both(["elu"]))),
+        ClaimSpec(
+            "autoleak",
+            "(kit) leakify + AutoLeak prevents dying",
+            _compare("prevents", _in_both(["autoleak"])),
+        ),
+        ClaimSpec(
+            "recycle",
+            "(kit) Recycle prevents dying",
+            _compare("prevents", _in_both(["recycle"])),
+        ),
+    )
 
 
 def judge(gradients, runs, settings):
@@ -245,139 +465,22 @@ def judge(gradients, runs, settings):
         (text), `"verdict"` (text starting with `"supported"`, `"partly
         supported"` or `"contradicted"`) and `"numbers"`.
     """
-    claims = []
-    ratio = {k: v["first_over_last"] for k, v in gradients.items()}
-    vanish = {k: r < VANISH_BELOW for k, r in ratio.items()}
-    squashing = [k for k in ("sigmoid", "tanh") if vanish[k]]
-    depth = settings.gradient_depth
-    claims.append(
-        {
-            "number": 1,
-            "id": "vanishing_gradients",
-            "claim": "ReLU avoids the vanishing gradients of sigmoid and tanh",
-            "measured": (
-                f"‖∇W‖ of hidden layer 1 / layer {depth} at init, {depth}-layer "
-                f"MLP, Glorot init: sigmoid {ratio['sigmoid']:.2g}, tanh "
-                f"{ratio['tanh']:.2g}, ReLU {ratio['relu']:.2g} "
-                f"(ReLU with He: {ratio['relu_he']:.2g})"
-            ),
-            "verdict": _verdict(
-                not vanish["relu"] and len(squashing) == 2,
-                not vanish["relu"] and len(squashing) == 1,
-                ", ".join(
-                    f"{name}'s {'vanish' if vanish[key] else 'do not vanish'}"
-                    for key, name in (
-                        ("relu", "ReLU"),
-                        ("sigmoid", "sigmoid"),
-                        ("tanh", "tanh"),
-                    )
-                ),
-            ),
-            "numbers": {"first_over_last": ratio},
-        }
-    )
-    relu, tanh = runs["sound/relu_he"], runs["sound/tanh"]
-    z_relu, z_tanh = relu["zero_fraction"], tanh["zero_fraction"]
-    claims.append(
-        {
-            "number": 2,
-            "id": "sparsity",
-            "claim": "ReLU gives sparse activations",
-            "measured": (
-                f"exact zeros among hidden activations on validation data after "
-                f"training (sound set-up): ReLU {z_relu:.2f}, tanh {z_tanh:.2f} "
-                f"(val acc {_f(relu['val_accuracy'])} vs "
-                f"{_f(tanh['val_accuracy'])})"
-            ),
-            "verdict": _verdict(
-                z_relu >= SPARSE_AT_LEAST and z_tanh < DENSE_BELOW,
-                z_relu > z_tanh,
-                f"{z_relu:.0%} of ReLU's activations are 0, {z_tanh:.0%} of tanh's",
-            ),
-            "numbers": {"relu": z_relu, "tanh": z_tanh},
-        }
-    )
-    sound = runs["sound/relu_he"]
-    poor, high = runs["poor_init/relu_he"], runs["high_lr/relu_he"]
-    kills = {
-        key: runs[key]["dead_fraction"] >= sound["dead_fraction"] + REDUCE_BY
-        for key in ("poor_init/relu_he", "high_lr/relu_he")
-    }
-    claims.append(
-        {
-            "number": 3,
-            "id": "dying",
-            "claim": "ReLU units die with poor initialisation or a high learning rate",
-            "measured": (
-                f"ReLU, He, dead at init → after training: poor init "
-                f"{_f(poor['dead_fraction_at_init'])} → {_dead(poor)}, high LR "
-                f"{_f(high['dead_fraction_at_init'])} → {_dead(high)}, sound "
-                f"{_f(sound['dead_fraction_at_init'])} → {_dead(sound)} (val acc "
-                f"{_f(poor['val_accuracy'])} / {_f(high['val_accuracy'])} / "
-                f"{_f(sound['val_accuracy'])})"
-            ),
-            "verdict": _verdict(
-                all(kills.values()),
-                any(kills.values()),
-                ", ".join(
-                    f"{_setup_name(k.split('/')[0])} "
-                    f"{'kills units' if v else 'does not'}"
-                    for k, v in kills.items()
-                ),
-            ),
-            "numbers": {
-                "poor_init": poor["dead_fraction"],
-                "high_lr": high["dead_fraction"],
-                "sound": sound["dead_fraction"],
-            },
-        }
-    )
-    setups_with = ("poor_init", "high_lr")
-
-    def pairs(variant_keys, where=setups_with):
-        return [(f"{s}/relu_he", f"{s}/{v}") for s in where for v in variant_keys]
-
-    leaky = [f"leaky_relu_{a:g}" for a in settings.leaky_alphas]
-    specs = [
-        (
-            "he_init",
-            "He initialisation reduces dying",
-            "reduces",
-            [("poor_init/relu_glorot", "poor_init/relu_he")],
-        ),
-        (
-            "lower_learning_rate",
-            "A lower learning rate reduces dying",
-            "reduces",
-            [("high_lr/relu_he", "sound/relu_he")],
-        ),
-        (
-            "batch_norm",
-            "Batch normalisation reduces dying",
-            "reduces",
-            pairs(["relu_batch_norm"]),
-        ),
-        ("leaky_relu", "Leaky ReLU prevents dying", "prevents", pairs(leaky)),
-        ("prelu", "PReLU prevents dying", "prevents", pairs(["prelu"])),
-        ("elu", "ELU prevents dying", "prevents", pairs(["elu"])),
-        (
-            "autoleak",
-            "(kit) leakify + AutoLeak prevents dying",
-            "prevents",
-            pairs(["autoleak"]),
-        ),
-        (
-            "recycle",
-            "(kit) Recycle prevents dying",
-            "prevents",
-            pairs(["recycle"]),
-        ),
+    evidence = Evidence(gradients, runs, settings)
+    return [
+        _row(number, spec, spec.rule(evidence))
+        for number, spec in enumerate(specs(settings), start=1)
     ]
-    for number, (claim_id, text, kind, claim_pairs) in enumerate(specs, start=4):
-        claims.append(
-            _comparison_claim(number, claim_id, text, kind, claim_pairs, runs)
-        )
-    return claims
+
+
+def _row(number, spec, finding):
+    return {
+        "number": number,
+        "id": spec.id,
+        "claim": spec.claim,
+        "measured": finding.measured,
+        "verdict": finding.verdict,
+        "numbers": finding.numbers,
+    }
 
 
 # Tables ------------------------------------------------------------------
@@ -401,14 +504,6 @@ def claims_table(claims):
     return "\n".join(lines)
 
 
-def _with_range(value, bounds, repeats):
-    if value is None:
-        return "n/a"
-    if repeats <= 1:
-        return f"{value:.2f}"
-    return f"{value:.2f} ({bounds[0]:.2f}–{bounds[1]:.2f})"
-
-
 def runs_table(runs, settings):
     """Every run as a Markdown table (means over seeds, ranges in brackets)."""
     lines = [
@@ -416,31 +511,27 @@ def runs_table(runs, settings):
         "epochs | dead per layer | zeros | val acc |",
         "|---|---|---|---|---|---|---|",
     ]
-    for run in runs.values():
-        per_layer = run.get("dead_fraction_per_layer")
-        dead = _with_range(
-            run.get("dead_fraction"), run.get("dead_fraction_range"), run["seeds"]
-        )
-        if run["diverged_seeds"]:
-            dead += f", diverged in {run['diverged_seeds']}/{run['seeds']}"
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    _setup_name(run["setup"]),
-                    _cell(run["label"]),
-                    _f(run.get("dead_fraction_at_init")),
-                    dead,
-                    " ".join(f"{v:.2f}" for v in per_layer) if per_layer else "n/a",
-                    f"{run['zero_fraction']:.2f}",
-                    _with_range(
-                        run["val_accuracy"], run["val_accuracy_range"], run["seeds"]
-                    ),
-                ]
-            )
-            + " |"
-        )
+    lines += [_run_row(run) for run in runs.values()]
     return "\n".join(lines)
+
+
+def _run_row(run):
+    per_layer = run.get("dead_fraction_per_layer")
+    dead = with_range(
+        run.get("dead_fraction"), run.get("dead_fraction_range"), run["seeds"]
+    )
+    if run["diverged_seeds"]:
+        dead += f", diverged in {run['diverged_seeds']}/{run['seeds']}"
+    cells = [
+        setup_name(run["setup"]),
+        _cell(run["label"]),
+        _f(run.get("dead_fraction_at_init")),
+        dead,
+        " ".join(f"{v:.2f}" for v in per_layer) if per_layer else "n/a",
+        f"{run['zero_fraction']:.2f}",
+        with_range(run["val_accuracy"], run["val_accuracy_range"], run["seeds"]),
+    ]
+    return "| " + " | ".join(cells) + " |"
 
 
 def settings_line(settings, num_train, num_val):

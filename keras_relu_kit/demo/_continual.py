@@ -11,21 +11,40 @@ keeps its plasticity learns the last tasks as well as the first.
 import dataclasses
 import math
 import time
-import warnings
 
 import keras
 import numpy as np
 
 from keras_relu_kit.callbacks import DeadReLUMonitor
-from keras_relu_kit.demo._study import mlp, remedy_callbacks, steps_per_execution
+from keras_relu_kit.demo._study import (
+    compile_sgd,
+    divergence_reported,
+    mlp,
+    remedy_callbacks,
+)
 from keras_relu_kit.diagnostics import measure
+
+#: Tasks in a full run, and with `--quick`.
+TASKS = 100
+QUICK_TASKS = 20
 
 
 @dataclasses.dataclass(frozen=True)
 class ContinualSettings:
-    """The continual set-up; written into `results.json`."""
+    """The continual set-up; written into `results.json`.
 
-    tasks: int = 100
+    Attributes:
+        tasks: int. Permuted-digits tasks, trained one after another
+            (`TASKS`, or `QUICK_TASKS` with `--quick`).
+        hidden_layers: int. Hidden `Dense(width)` layers of the MLP.
+        width: int. Units per hidden layer.
+        learning_rate: float. Of plain SGD (no momentum), in every task.
+        batch_size: int. Examples per training step.
+        examples_per_task: int. The first examples of the digits'
+            training split, trained for one pass per task.
+    """
+
+    tasks: int
     hidden_layers: int = 3
     width: int = 100
     learning_rate: float = 0.2
@@ -69,12 +88,7 @@ def train(variant, continual, data, seed, perms):
     y_train = y_train[: continual.examples_per_task]
     keras.utils.set_random_seed(seed)
     model = build(variant, continual, x_train.shape[1], int(y_train.max()) + 1)
-    model.compile(
-        optimizer=keras.optimizers.SGD(continual.learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-        steps_per_execution=steps_per_execution(),
-    )
+    compile_sgd(model, continual.learning_rate)
     # One set of callbacks serves every task's `fit`, each measuring on
     # that task's data.
     monitor = DeadReLUMonitor()
@@ -85,8 +99,7 @@ def train(variant, continual, data, seed, perms):
     for perm in perms:
         xt, xv = x_train[:, perm], x_val[:, perm]
         dead.append(float(measure(model, xv).dead_fraction))
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=UserWarning)
+        with divergence_reported():
             history = model.fit(
                 xt,
                 y_train,

@@ -1,15 +1,23 @@
-"""The demo's dead-fraction figure, with every curve visible.
+"""The demo's own figures: dead fraction per epoch, and continual learning.
 
-In the poor-init set-up several runs share one dead fraction for epochs
-(ReLU, LeakyReLU(0.01) and AutoLeak all sit at 0.66 for five), and a line
-drawn later hid the ones under it. Where curves share a segment, each is
-drawn wider, with bigger markers, than the curves drawn on top of it, and
-those on top are dashed, dotted, dash-dotted in turn: the curves
-underneath show at the edges and through the gaps, and every hollow
-marker stays in sight. Curves that share no segment keep the plain style.
-"""
+Both are drawn here in their final style, on a figure of their own.
+`dead_fraction_figure` keeps every curve visible: in the poor-init set-up
+several runs share one dead fraction for epochs (ReLU, LeakyReLU(0.01)
+and AutoLeak all sit at 0.66 for five), and a line drawn later hid the
+ones under it. Where curves share a segment, each is drawn wider, with
+bigger markers, than the curves drawn on top of it, and those on top are
+dashed, dotted, dash-dotted in turn: the curves underneath show at the
+edges and through the gaps, and every hollow marker stays in sight.
+Curves that share no segment keep the plain style."""
 
-from keras_relu_kit import plotting
+import dataclasses
+
+from keras_relu_kit.plotting import (
+    DIVERGED_CROSS,
+    DIVERGED_LABEL,
+    LEGEND_BELOW,
+    MARKERS,
+)
 
 # Dead fractions at most this far apart overlap: about 4 pixels on the
 # demo's axes, less than a line and its markers cover.
@@ -65,39 +73,164 @@ def stack(curves, tolerance=TOLERANCE):
     return {label: (depths[label], heights[label]) for label in labels}
 
 
-def dead_fraction_figure(panels, path, *, title=None, marks=None):
-    """`plotting.plot_dead_fraction_curves`, with meeting curves stacked.
+def new_figure(width, height):
+    """A blank figure on the Agg canvas (no `pyplot` state), laid out
+    with matplotlib's constrained layout."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def dead_fraction_panels(summaries, learning_rate):
+    """The dead-fraction curves per set-up panel, and where runs diverged.
+
+    The poor-init panel holds every poor-init run; the high-LR panel holds
+    the high-LR runs and the same ReLU at the lower `learning_rate`.
+
+    Returns:
+        `(panels, marks)`, as `dead_fraction_figure` takes them.
+    """
+    panels = {}
+    marks = {}
+    for setup_key, title in (
+        ("poor_init", "Poor initialisation"),
+        ("high_lr", "High learning rate"),
+    ):
+        panel = {}
+        for key, summary in summaries.items():
+            in_panel = summary["setup"] == setup_key or (
+                setup_key == "high_lr" and key == "sound/relu_he"
+            )
+            if not in_panel or "dead_fraction_per_epoch" not in summary:
+                continue
+            label = summary["label"]
+            if key == "sound/relu_he":
+                label = f"ReLU, He, LR {learning_rate:g} (lower LR)"
+            panel[label] = summary["dead_fraction_per_epoch"]
+            first = [
+                r["first_nonfinite_epoch"]
+                for r in summary["per_seed"]
+                if r.get("first_nonfinite_epoch")
+            ]
+            if first:
+                marks[(title, label)] = min(first)
+        panels[title] = panel
+    return panels, marks
+
+
+@dataclasses.dataclass(frozen=True)
+class CurveStyle:
+    """How `dead_fraction_figure` draws one curve (markers are hollow).
+
+    Attributes:
+        color: str. The label's colour, the same in every panel.
+        marker: str. The label's marker, the same in every panel.
+        linestyle: str. By the curve's height in its stack (see `stack`).
+        linewidth: float. By the curve's depth in its stack.
+        markersize: float. By the curve's depth in its stack.
+    """
+
+    color: str
+    marker: str
+    linestyle: str = LINE_STYLES[0]
+    linewidth: float = LINE_WIDTH
+    markersize: float = MARKER_SIZE
+
+
+def curve_styles(panels, tolerance=TOLERANCE):
+    """Each curve's `CurveStyle`, per panel.
+
+    Labels take colours and markers in order of first appearance, so that
+    one run looks the same in every panel; where curves meet, the line
+    style, width and marker size follow from `stack`.
 
     Args:
-        panels, title, marks: as for `plot_dead_fraction_curves`.
+        panels: dict from panel title to a dict from label to a curve.
+        tolerance: float. Fractions at most this far apart meet.
+
+    Returns:
+        A dict from panel title to a dict from label to its `CurveStyle`.
+    """
+    order: dict[str, int] = {}
+    for curves in panels.values():
+        for label in curves:
+            order.setdefault(label, len(order))
+    return {
+        panel: {
+            label: CurveStyle(
+                color=f"C{order[label] % 10}",
+                marker=MARKERS[order[label] % len(MARKERS)],
+                linestyle=LINE_STYLES[height % len(LINE_STYLES)],
+                linewidth=LINE_WIDTH + WIDTH_STEP * depth,
+                markersize=MARKER_SIZE + MARKER_STEP * depth,
+            )
+            for label, (depth, height) in stack(curves, tolerance).items()
+        }
+        for panel, curves in panels.items()
+    }
+
+
+def dead_fraction_figure(panels, path, *, title=None, marks=None):
+    """Dead fraction per epoch, one panel per set-up, meeting curves stacked.
+
+    Each curve is drawn in its `CurveStyle` (see `curve_styles`); the
+    legend shows each line style at the plain width and marker size.
+
+    Args:
+        panels: dict from panel title to a dict from run label to a list
+            of dead fractions, the first measured before training.
         path: str or path. Where to save the PNG.
+        title: str or `None`. The figure's title. Defaults to
+            `"Dead units per epoch"`.
+        marks: dict from `(panel title, run label)` to the first epoch at
+            which that run produced NaN/inf values, marked with a cross
+            above every curve. Defaults to `None`.
 
     Returns:
         The `matplotlib.figure.Figure`.
     """
-    figure = plotting.plot_dead_fraction_curves(panels, title=title, marks=marks)
-    for ax, curves in zip(figure.axes, panels.values(), strict=True):
-        styles = {}
-        for label, (depth, height) in stack(curves).items():
-            styles[label] = {
-                "linestyle": LINE_STYLES[height % len(LINE_STYLES)],
-                "linewidth": LINE_WIDTH + WIDTH_STEP * depth,
-                "markersize": MARKER_SIZE + MARKER_STEP * depth,
-            }
-        for line in ax.get_lines():
-            label = line.get_label()
-            if label not in styles:
-                # A cross marking divergence: above every curve.
-                line.set_zorder(3)
-                continue
-            line.set(**styles[label])
-        legend = ax.get_legend()
-        assert legend is not None  # Drawn by `plot_dead_fraction`.
-        for handle, text in zip(legend.legend_handles, legend.get_texts(), strict=True):
-            if handle is not None and text.get_text() in styles:
-                handle.set(linestyle=styles[text.get_text()]["linestyle"])
+    marks = marks or {}
+    styles = curve_styles(panels)
+    tallest = max(len(curves) for curves in panels.values())
+    figure = new_figure(5.0 * len(panels) + 1.0, 4.2 + 0.2 * tallest)
+    axes = figure.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    for ax, (panel, curves) in zip(axes, panels.items(), strict=True):
+        crosses = {
+            label: marks[panel, label] for label in curves if (panel, label) in marks
+        }
+        _draw_panel(ax, panel, curves, styles[panel], crosses)
+    axes[0].set_ylabel("dead fraction of hidden units")
+    figure.suptitle(title or "Dead units per epoch")
     figure.savefig(path, format="png", dpi=100)
     return figure
+
+
+def _draw_panel(ax, panel, curves, styles, crosses):
+    """One set-up's curves, crosses where runs diverged, and its legend."""
+    from matplotlib.lines import Line2D
+
+    handles = []
+    for label, values in curves.items():
+        style = dataclasses.asdict(styles[label])
+        ax.plot(range(len(values)), values, label=label, fillstyle="none", **style)
+        plain = {**style, "linewidth": LINE_WIDTH, "markersize": MARKER_SIZE}
+        handles.append(Line2D([], [], fillstyle="none", **plain))
+        if label in crosses:
+            epoch = crosses[label]
+            # Above every curve.
+            cross = {**DIVERGED_CROSS, "color": style["color"], "zorder": 3}
+            ax.plot([epoch], [values[epoch]], **cross)
+    names = list(curves)
+    if crosses:
+        handles.append(Line2D([], [], marker="x", color="black", linestyle="none"))
+        names.append(DIVERGED_LABEL)
+    ax.set(title=panel, xlabel="epoch (0: before training)", ylim=(-0.02, 1.02))
+    ax.title.set_fontsize(10)
+    ax.grid(alpha=0.3)
+    ax.legend(handles, names, **LEGEND_BELOW)
 
 
 def continual_figure(summaries, path, *, title=None):
@@ -112,7 +245,7 @@ def continual_figure(summaries, path, *, title=None):
     Returns:
         The `matplotlib.figure.Figure`.
     """
-    figure = plotting._figure(9, 7)
+    figure = new_figure(9, 7)
     top, bottom = figure.subplots(2, 1, sharex=True)
     for index, (label, summary) in enumerate(summaries.items()):
         tasks = range(1, len(summary["accuracy_per_task"]) + 1)

@@ -20,6 +20,13 @@ defaults. Its targets, fixed before the runs:
 
 import numpy as np
 
+from keras_relu_kit.demo._claims import (
+    mean_and_range,
+    mean_per_item,
+    setup_name,
+    with_range,
+)
+
 DEAD_AT_MOST = 0.05
 ACCURACY_SLACK = 0.01
 CONTINUAL_SLACK = 0.02
@@ -38,19 +45,15 @@ ROWS = (
 #: The row the kit recommends, with its defaults in every scenario.
 RECOMMENDATION = "recycle"
 FIXED_ACTIVATIONS = ("leaky_relu_0.01", "leaky_relu_0.3", "prelu", "elu")
-SCENARIOS = ("poor_init", "high_lr", "continual")
+SINGLE_TASK = ("poor_init", "high_lr")
+SCENARIOS = (*SINGLE_TASK, "continual")
 
 
 def summarize_continual(variant, records):
     """Means and ranges over seeds of one continual variant."""
-
-    def stat(key):
-        values = [r[key] for r in records]
-        return float(np.mean(values)), [float(min(values)), float(max(values))]
-
-    first, first_range = stat("first_accuracy")
-    last, last_range = stat("last_accuracy")
-    dead, dead_range = stat("last_dead")
+    first, first_range = mean_and_range(r["first_accuracy"] for r in records)
+    last, last_range = mean_and_range(r["last_accuracy"] for r in records)
+    dead, dead_range = mean_and_range(r["last_dead"] for r in records)
     return {
         "variant": variant.key,
         "label": variant.label,
@@ -63,20 +66,10 @@ def summarize_continual(variant, records):
         "last_dead_range": dead_range,
         "diverged_seeds": sum(bool(r["diverged"]) for r in records),
         "seeds": len(records),
-        "accuracy_per_task": np.mean(
-            [r["accuracy_after_task"] for r in records], axis=0
-        ).tolist(),
-        "dead_per_task": np.mean(
-            [r["dead_before_task"] for r in records], axis=0
-        ).tolist(),
+        "accuracy_per_task": mean_per_item(records, "accuracy_after_task"),
+        "dead_per_task": mean_per_item(records, "dead_before_task"),
         "per_seed": records,
     }
-
-
-def _range(value, bounds, seeds):
-    if seeds <= 1:
-        return f"{value:.2f}"
-    return f"{value:.2f} ({bounds[0]:.2f}–{bounds[1]:.2f})"
 
 
 def _diverged(summary):
@@ -84,17 +77,21 @@ def _diverged(summary):
     return f", diverged {n}/{summary['seeds']}" if n else ""
 
 
+def _spread(summary, key):
+    """A summary's mean of `key`, and its range when there are several seeds."""
+    return with_range(summary[key], summary[f"{key}_range"], summary["seeds"])
+
+
 def cells(runs, continual, key):
     """The scoreboard cells of one variant: one per scenario."""
     out = []
-    for setup in ("poor_init", "high_lr"):
+    for setup in SINGLE_TASK:
         run = runs.get(f"{setup}/{key}")
         if run is None:
             out.append("not run")
             continue
         out.append(
-            f"{_range(run['dead_fraction'], run['dead_fraction_range'], run['seeds'])}"
-            f" / {_range(run['val_accuracy'], run['val_accuracy_range'], run['seeds'])}"
+            f"{_spread(run, 'dead_fraction')} / {_spread(run, 'val_accuracy')}"
             + _diverged(run)
         )
     run = continual.get(key)
@@ -103,10 +100,83 @@ def cells(runs, continual, key):
     else:
         out.append(
             f"{run['last_dead']:.2f} / {run['first_accuracy']:.2f} → "
-            f"{_range(run['last_accuracy'], run['last_accuracy_range'], run['seeds'])}"
-            + _diverged(run)
+            f"{_spread(run, 'last_accuracy')}" + _diverged(run)
         )
     return out
+
+
+def _target(scenario, target, value, met):
+    return {"scenario": scenario, "target": target, "value": value, "met": met}
+
+
+def _no_divergence(scenario, kit, relu, value):
+    return _target(
+        scenario,
+        "no divergence where ReLU does not diverge",
+        value,
+        kit["diverged_seeds"] == 0 or relu["diverged_seeds"] > 0,
+    )
+
+
+def _single_task_targets(setup, runs):
+    """The recommendation's targets in a single-task set-up."""
+    kit = runs.get(f"{setup}/{RECOMMENDATION}")
+    if kit is None:
+        return []
+    checks = [
+        _target(
+            setup,
+            f"dead <= {DEAD_AT_MOST:.2f}",
+            f"{kit['dead_fraction']:.3f}",
+            kit["dead_fraction"] <= DEAD_AT_MOST,
+        )
+    ]
+    relu = runs.get(f"{setup}/relu_he")
+    if relu is not None:
+        diverged = (
+            f"{kit['diverged_seeds']}/{kit['seeds']} diverged "
+            f"(ReLU {relu['diverged_seeds']}/{relu['seeds']})"
+        )
+        checks.append(_no_divergence(setup, kit, relu, diverged))
+    fixed = [runs[f"{setup}/{k}"] for k in FIXED_ACTIVATIONS if f"{setup}/{k}" in runs]
+    if fixed:
+        best = max(fixed, key=lambda r: r["val_accuracy"])
+        checks.append(
+            _target(
+                setup,
+                f"val acc >= best fixed activation ({best['label']}, "
+                f"{best['val_accuracy']:.3f}) - {ACCURACY_SLACK:g}",
+                f"{kit['val_accuracy']:.3f}",
+                kit["val_accuracy"] >= best["val_accuracy"] - ACCURACY_SLACK,
+            )
+        )
+    return checks
+
+
+def _continual_targets(continual):
+    """The recommendation's targets in continual learning."""
+    kit = continual.get(RECOMMENDATION)
+    if kit is None:
+        return []
+    checks = [
+        _target(
+            "continual",
+            f"dead <= {DEAD_AT_MOST:.2f} (last 10% of tasks)",
+            f"{kit['last_dead']:.3f}",
+            kit["last_dead"] <= DEAD_AT_MOST,
+        ),
+        _target(
+            "continual",
+            f"last-10% accuracy >= first-10% - {CONTINUAL_SLACK:g}",
+            f"{kit['first_accuracy']:.3f} → {kit['last_accuracy']:.3f}",
+            kit["last_accuracy"] >= kit["first_accuracy"] - CONTINUAL_SLACK,
+        ),
+    ]
+    relu = continual.get("relu_he")
+    if relu is not None:
+        diverged = f"{kit['diverged_seeds']}/{kit['seeds']} diverged"
+        checks.append(_no_divergence("continual", kit, relu, diverged))
+    return checks
 
 
 def targets(runs, continual):
@@ -117,81 +187,13 @@ def targets(runs, continual):
         (`None` when a run it needs was not made).
     """
     checks = []
-    for setup in ("poor_init", "high_lr"):
-        kit = runs.get(f"{setup}/{RECOMMENDATION}")
-        relu = runs.get(f"{setup}/relu_he")
-        fixed = [
-            runs[f"{setup}/{k}"] for k in FIXED_ACTIVATIONS if f"{setup}/{k}" in runs
-        ]
-        if kit is None:
-            continue
-        checks.append(
-            {
-                "scenario": setup,
-                "target": f"dead <= {DEAD_AT_MOST:.2f}",
-                "value": f"{kit['dead_fraction']:.3f}",
-                "met": kit["dead_fraction"] <= DEAD_AT_MOST,
-            }
-        )
-        if relu is not None:
-            checks.append(
-                {
-                    "scenario": setup,
-                    "target": "no divergence where ReLU does not diverge",
-                    "value": f"{kit['diverged_seeds']}/{kit['seeds']} diverged "
-                    f"(ReLU {relu['diverged_seeds']}/{relu['seeds']})",
-                    "met": kit["diverged_seeds"] == 0 or relu["diverged_seeds"] > 0,
-                }
-            )
-        if fixed:
-            best = max(fixed, key=lambda r: r["val_accuracy"])
-            bar = best["val_accuracy"] - ACCURACY_SLACK
-            checks.append(
-                {
-                    "scenario": setup,
-                    "target": f"val acc >= best fixed activation "
-                    f"({best['label']}, {best['val_accuracy']:.3f}) - "
-                    f"{ACCURACY_SLACK:g}",
-                    "value": f"{kit['val_accuracy']:.3f}",
-                    "met": kit["val_accuracy"] >= bar,
-                }
-            )
-    kit = continual.get(RECOMMENDATION)
-    if kit is not None:
-        checks.append(
-            {
-                "scenario": "continual",
-                "target": f"dead <= {DEAD_AT_MOST:.2f} (last 10% of tasks)",
-                "value": f"{kit['last_dead']:.3f}",
-                "met": kit["last_dead"] <= DEAD_AT_MOST,
-            }
-        )
-        checks.append(
-            {
-                "scenario": "continual",
-                "target": f"last-10% accuracy >= first-10% - {CONTINUAL_SLACK:g}",
-                "value": f"{kit['first_accuracy']:.3f} → {kit['last_accuracy']:.3f}",
-                "met": kit["last_accuracy"] >= kit["first_accuracy"] - CONTINUAL_SLACK,
-            }
-        )
-        relu = continual.get("relu_he")
-        if relu is not None:
-            checks.append(
-                {
-                    "scenario": "continual",
-                    "target": "no divergence where ReLU does not diverge",
-                    "value": f"{kit['diverged_seeds']}/{kit['seeds']} diverged",
-                    "met": kit["diverged_seeds"] == 0 or relu["diverged_seeds"] > 0,
-                }
-            )
-    return checks
+    for setup in SINGLE_TASK:
+        checks += _single_task_targets(setup, runs)
+    return checks + _continual_targets(continual)
 
 
-SCENARIO_NAMES = {
-    "poor_init": "poor init",
-    "high_lr": "high LR",
-    "continual": "continual",
-}
+def _scenario_name(scenario):
+    return "continual" if scenario == "continual" else setup_name(scenario)
 
 
 def table(runs, continual, continual_settings):
@@ -209,7 +211,7 @@ def table(runs, continual, continual_settings):
     for check in checks:
         mark = {True: "met", False: "**MISSED**", None: "n/a"}[check["met"]]
         lines.append(
-            f"- {SCENARIO_NAMES[check['scenario']]}: {check['target']}: "
+            f"- {_scenario_name(check['scenario'])}: {check['target']}: "
             f"{check['value']}, {mark}."
         )
     return "\n".join(lines), checks

@@ -1,5 +1,6 @@
 """The runs of the study: set-ups, models, training and measurements."""
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -13,6 +14,7 @@ from keras_relu_kit.callbacks import DeadReLUMonitor
 from keras_relu_kit.callbacks.auto_leak import AutoLeak
 from keras_relu_kit.callbacks.recycle import Recycle
 from keras_relu_kit.diagnostics import measure
+from keras_relu_kit.errors import DivergenceRollbackWarning, NonFiniteActivationsWarning
 from keras_relu_kit.initializers import initializer_for
 from keras_relu_kit.layers import ELU, LeakyReLU, PReLU
 from keras_relu_kit.surgery import leakify
@@ -267,6 +269,17 @@ def steps_per_execution():
     return 32 if keras.backend.backend() == "tensorflow" else 1
 
 
+def compile_sgd(model, learning_rate, momentum=0.0):
+    """Compile `model` as every model of the demo is: SGD, cross-entropy,
+    accuracy, `steps_per_execution()` steps per call."""
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate, momentum=momentum),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        steps_per_execution=steps_per_execution(),
+    )
+
+
 def remedy_callbacks(activation, monitor):
     """The remedy callbacks of a variant, with their defaults, sharing
     `monitor`'s measurement."""
@@ -275,6 +288,20 @@ def remedy_callbacks(activation, monitor):
     if activation == "recycle":
         return [Recycle(dead_relu_monitor=monitor)]
     return []
+
+
+@contextlib.contextmanager
+def divergence_reported():
+    """Silence the warnings of a diverging run, which its record reports.
+
+    A run whose activations became NaN/inf (`NonFiniteActivationsWarning`)
+    is marked diverged in its record and its progress line, and AutoLeak's
+    rollbacks (`DivergenceRollbackWarning`) are counted in the record.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=NonFiniteActivationsWarning)
+        warnings.filterwarnings("ignore", category=DivergenceRollbackWarning)
+        yield
 
 
 # Training ----------------------------------------------------------------
@@ -296,33 +323,16 @@ def train(run, settings, data, seed):
     (x_train, y_train), (x_val, y_val) = data
     keras.utils.set_random_seed(seed)
     model = build_mlp(run, settings, x_train.shape[1], int(y_train.max()) + 1)
-    model.compile(
-        optimizer=keras.optimizers.SGD(
-            run.setup.learning_rate, momentum=settings.momentum
-        ),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-        steps_per_execution=steps_per_execution(),
-    )
-    rectified = run.variant.activation != "tanh"
-    callbacks, monitor, auto, initial = [], None, None, None
-    if rectified:
+    compile_sgd(model, run.setup.learning_rate, momentum=settings.momentum)
+    monitor = initial = None
+    remedies = []
+    if run.variant.activation != "tanh":
         initial = measure(model, x_val)
         monitor = DeadReLUMonitor(probe=x_val)
-        callbacks.append(monitor)
         remedies = remedy_callbacks(run.variant.activation, monitor)
-        callbacks.extend(remedies)
-        auto = next((c for c in remedies if isinstance(c, AutoLeak)), None)
+    callbacks = [monitor, *remedies] if monitor is not None else []
     start = time.perf_counter()
-    with warnings.catch_warnings():
-        # A diverged run is reported in its progress line and its record.
-        warnings.filterwarnings(
-            "ignore", message="DeadReLUMonitor: .* NaN/inf", category=UserWarning
-        )
-        # AutoLeak's rollbacks are counted in the record instead.
-        warnings.filterwarnings(
-            "ignore", message="AutoLeak: the loss went", category=UserWarning
-        )
+    with divergence_reported():
         history = model.fit(
             x_train,
             y_train,
@@ -332,9 +342,21 @@ def train(run, settings, data, seed):
             verbose=0,
         )
     seconds = time.perf_counter() - start
+    record = _fit_record(model, history, (x_val, y_val), seed, seconds)
+    if monitor is not None and initial is not None:
+        record.update(_dead_record(model, x_val, initial, monitor))
+        record["diverged"] = record["diverged"] or record["nonfinite"] > 0
+    for remedy in remedies:
+        record.update(_remedy_record(remedy, model))
+    return record, model, monitor
+
+
+def _fit_record(model, history, validation, seed, seconds):
+    """The record's loss, accuracy and zeros: what every run measures."""
+    x_val, y_val = validation
     final_loss = float(history.history["loss"][-1])
     _, val_accuracy = model.evaluate(x_val, y_val, batch_size=256, verbose=0)
-    record = {
+    return {
         "seed": seed,
         "val_accuracy": float(val_accuracy),
         "final_loss": final_loss if math.isfinite(final_loss) else None,
@@ -342,43 +364,48 @@ def train(run, settings, data, seed):
         "zero_fraction": zero_fraction(model, x_val),
         "seconds": round(seconds, 2),
     }
-    if monitor is not None and initial is not None:
-        # After the last epoch's remedies: what the trained model has.
-        final = measure(model, x_val)
-        assert monitor.last_report is not None  # Measured every epoch.
-        sites = list(monitor.last_report.sites)
-        nonfinite = [int(r["nonfinite"]) for r in monitor.history]
-        record.update(
-            {
-                "dead_fraction": float(final.dead_fraction),
-                "dead_fraction_at_init": float(initial.dead_fraction),
-                "dead_fraction_per_layer": [
-                    float(final.sites[site].dead_fraction) for site in sites
-                ],
-                "dead_fraction_per_epoch": [float(initial.dead_fraction)]
-                + [float(r["dead_fraction"]) for r in monitor.history],
-                "sites": sites,
-                "nonfinite": nonfinite[-1],
-                "first_nonfinite_epoch": next(
-                    (i + 1 for i, n in enumerate(nonfinite) if n), None
-                ),
-            }
-        )
-        record["diverged"] = record["diverged"] or nonfinite[-1] > 0
-    recycle = next((c for c in callbacks if isinstance(c, Recycle)), None)
-    if recycle is not None:
-        record["recycled"] = sum(c["recycled"] for c in recycle.changes)
-        record["recycle_changes"] = list(recycle.changes)
-    if auto is not None:
-        record["alpha_per_layer"] = [
+
+
+def _dead_record(model, x_val, initial, monitor):
+    """The dead units: at init, per epoch (the monitor) and at the end."""
+    # After the last epoch's remedies: what the trained model has.
+    final = measure(model, x_val)
+    assert monitor.last_report is not None  # Measured every epoch.
+    sites = list(monitor.last_report.sites)
+    nonfinite = [int(r["nonfinite"]) for r in monitor.history]
+    return {
+        "dead_fraction": float(final.dead_fraction),
+        "dead_fraction_at_init": float(initial.dead_fraction),
+        "dead_fraction_per_layer": [
+            float(final.sites[site].dead_fraction) for site in sites
+        ],
+        "dead_fraction_per_epoch": [float(initial.dead_fraction)]
+        + [float(r["dead_fraction"]) for r in monitor.history],
+        "sites": sites,
+        "nonfinite": nonfinite[-1],
+        "first_nonfinite_epoch": next(
+            (i + 1 for i, n in enumerate(nonfinite) if n), None
+        ),
+    }
+
+
+def _remedy_record(remedy, model):
+    """What a remedy callback did: units recycled, or slopes raised."""
+    if isinstance(remedy, Recycle):
+        return {
+            "recycled": sum(c["recycled"] for c in remedy.changes),
+            "recycle_changes": list(remedy.changes),
+        }
+    return {
+        "alpha_per_layer": [
             float(np.mean(keras.ops.convert_to_numpy(layer.alpha)))
             for layer in model.layers
             if isinstance(layer, LeakyReLU)
-        ]
-        record["alpha_raises"] = sum(not c.get("undone") for c in auto.changes)
-        record["raises_undone"] = sum(bool(c.get("undone")) for c in auto.changes)
-        record["alpha_changes"] = list(auto.changes)
-    return record, model, monitor
+        ],
+        "alpha_raises": sum(not c.get("undone") for c in remedy.changes),
+        "raises_undone": sum(bool(c.get("undone")) for c in remedy.changes),
+        "alpha_changes": list(remedy.changes),
+    }
 
 
 def _is_hidden_output(layer):
