@@ -1,10 +1,16 @@
-"""`python -m benchmarks [--quick] [--no-write]`: run every section.
+"""`python -m benchmarks [--quick] [--no-write] [--section NAME]`: run sections.
 
 Each section is a module of this package with `run(quick: bool) -> str`
 returning Markdown (a `## ` heading, a table, and a line per target saying
 whether it is met, with the numbers). They run in order, print as they
 finish, and together with a header (the command, the versions, the
 machine) are written to `benchmarks/README.md`.
+
+`--section layers` (repeatable) runs only the sections named: each
+replaces its own part of `benchmarks/README.md` (the part under the `## `
+heading with the same first words) and ends with a line saying which
+command produced it, when and on what machine; the rest of the file, the
+header included, is kept as the last full run wrote it.
 """
 
 import argparse
@@ -13,6 +19,7 @@ import importlib
 import os
 import pathlib
 import platform
+import re
 import sys
 import time
 
@@ -37,6 +44,13 @@ def build_parser():
         "--no-write",
         action="store_true",
         help="print the tables only; leave benchmarks/README.md alone",
+    )
+    parser.add_argument(
+        "--section",
+        action="append",
+        choices=SECTIONS,
+        help="run only this section (repeatable) and replace only its part "
+        "of benchmarks/README.md",
     )
     return parser
 
@@ -115,6 +129,64 @@ def _load():
         return None
 
 
+def _run_section(name, quick):
+    """The Markdown of section `name`, or a note if it cannot be imported."""
+    module_name = f"{__package__ or 'benchmarks'}.{name}"
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:
+        if name not in OPTIONAL:
+            raise
+        return (
+            f"Section `{name}` skipped: `{module_name}` could not be "
+            f"imported ({type(error).__name__}: {error})."
+        )
+    start = time.perf_counter()
+    section = module.run(quick=quick).strip()
+    elapsed = time.perf_counter() - start
+    return section + f"\n\n_Section run time: {elapsed:.0f} s._"
+
+
+def provenance(command):
+    """The line a section run alone ends with: what produced it, and where."""
+    import keras
+    import tensorflow as tf
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    load = _load()
+    return (
+        f"_This section alone was regenerated with `{command}` on "
+        f"{now:%Y-%m-%d %H:%M} UTC (Keras {keras.__version__}, TensorFlow "
+        f"{tf.__version__}, {_cpu_model()}, {os.cpu_count()} cores"
+        + (f", load average when it started: {load}" if load else "")
+        + "); the header above describes the last full run._"
+    )
+
+
+def _key(section):
+    """A section's heading up to its first colon: `## Layers: ...` -> `Layers`."""
+    heading = section.split("\n", 1)[0]
+    return heading.removeprefix("## ").split(":", 1)[0].strip()
+
+
+def replace_sections(text, sections):
+    """`text` (the README) with each of `sections` put in place of its part.
+
+    A part runs from its `## ` heading to the next one; parts are
+    separated by one blank line. A section whose heading matches no part
+    is appended.
+    """
+    parts = [part.rstrip("\n") for part in re.split(r"(?m)^(?=## )", text)]
+    for section in sections:
+        section = section.rstrip("\n")
+        matches = [i for i, part in enumerate(parts) if _key(part) == _key(section)]
+        if matches:
+            parts[matches[0]] = section
+        else:
+            parts.append(section)
+    return "\n\n".join(part for part in parts if part) + "\n"
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -123,31 +195,26 @@ def main(argv=None):
         for flag, on in (("--quick", args.quick), ("--no-write", args.no_write))
         if on
     ]
+    flags += [f"--section {name}" for name in args.section or []]
     command = " ".join(["python -m benchmarks", *flags])
-    parts = [header(command, args.quick)]
-    print(parts[0], flush=True)
+    head = header(command, args.quick)
+    print(head, flush=True)
+    sections = []
     for name in SECTIONS:
-        module_name = f"{__package__ or 'benchmarks'}.{name}"
-        try:
-            module = importlib.import_module(module_name)
-        except Exception as error:
-            if name not in OPTIONAL:
-                raise
-            note = (
-                f"Section `{name}` skipped: `{module_name}` could not be "
-                f"imported ({type(error).__name__}: {error})."
-            )
-            print(f"\n{note}", flush=True)
-            parts.append(note)
+        if args.section and name not in args.section:
             continue
-        start = time.perf_counter()
-        section = module.run(quick=args.quick).strip()
-        elapsed = time.perf_counter() - start
-        section += f"\n\n_Section run time: {elapsed:.0f} s._"
+        # Read before the run: the date and load the section started at.
+        started = provenance(command) if args.section else None
+        section = _run_section(name, args.quick)
+        if started:
+            section += "\n\n" + started
         print(f"\n{section}", flush=True)
-        parts.append(section)
+        sections.append(section)
     if not args.no_write:
-        README.write_text("\n\n".join(parts) + "\n")
+        if args.section and README.exists():
+            README.write_text(replace_sections(README.read_text(), sections))
+        else:
+            README.write_text("\n\n".join([head, *sections]) + "\n")
         print(f"\nWrote {README}", flush=True)
     return 0
 

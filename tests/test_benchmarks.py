@@ -1,4 +1,4 @@
-"""Smoke test of `python -m benchmarks --quick --no-write`.
+"""Smoke test of `python -m benchmarks --quick --no-write` (and `--section`).
 
 It checks that the entry point runs and prints every table row with ratios
 that parse as positive numbers. It asserts nothing about speed: timings
@@ -19,15 +19,17 @@ pytestmark = pytest.mark.tensorflow_only
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = ROOT / "benchmarks" / "README.md"
 MODES = ("XLA", "graph", "eager")
+STEPS = ("training", "inference")
+# (layer, reference, steps it is timed in)
 LAYER_ROWS = (
-    ("LeakyReLU", "keras.layers.LeakyReLU"),
-    ("ReLU (LeakyReLU alpha=0)", "keras.layers.ReLU"),
-    ("PReLU (element)", "keras.layers.PReLU"),
-    ("ELU", "keras.layers.ELU"),
-    ("SELU", 'keras.layers.Activation("selu")'),
-    ("RReLU (training)", "kit LeakyReLU"),
-    ("RReLU (training)", "keras.layers.GaussianNoise"),
-    ("PELU", "kit LeakyReLU"),
+    ("LeakyReLU", "keras.layers.LeakyReLU", STEPS),
+    ("ReLU (LeakyReLU alpha=0)", "keras.layers.ReLU", STEPS),
+    ("PReLU (element)", "keras.layers.PReLU", STEPS),
+    ("ELU", "keras.layers.ELU", STEPS),
+    ("SELU", 'keras.layers.Activation("selu")', STEPS),
+    ("RReLU", "kit LeakyReLU", STEPS),
+    ("RReLU", "keras.layers.GaussianNoise", ("training",)),
+    ("PELU", "kit LeakyReLU", STEPS),
 )
 # What --quick runs of the end-to-end and memory sections.
 QUICK_MODEL_ROWS = (("MLP", "LeakyReLU", "XLA"), ("MLP", "LeakyReLU", "graph"))
@@ -66,18 +68,22 @@ def _section(sections, prefix):
     return matches[0]
 
 
-@pytest.fixture(scope="module")
-def run():
-    before = README.read_bytes() if README.exists() else None
+def _run_benchmarks(*flags):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--no-write"],
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks", *flags],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
         check=False,
     )
+
+
+@pytest.fixture(scope="module")
+def run():
+    before = README.read_bytes() if README.exists() else None
+    result = _run_benchmarks("--quick", "--no-write")
     after = README.read_bytes() if README.exists() else None
     return result, before, after
 
@@ -93,18 +99,23 @@ class TestQuickBenchmarks:
 
     def test_layer_rows(self, run):
         section = _section(_sections(run[0].stdout), "Layers")
-        rows = {(row[0], row[1], row[2]): row for row in _rows(section)}
-        for name, reference in LAYER_ROWS:
+        rows = {tuple(row[:4]): row for row in _rows(section)}
+        for name, reference, steps in LAYER_ROWS:
             for mode in MODES:
-                row = rows[(name, reference, mode)]
-                _positive(row[4])  # kit ms
-                _positive(row[5])  # reference ms
-                _positive(row[6])  # kit / reference, wall clock
-                _positive(row[7])  # kit / reference, CPU time
-                assert float(row[9].rstrip("%")) >= 0  # share of the copy
+                for step in steps:
+                    row = rows[(name, reference, mode, step)]
+                    _positive(row[5])  # kit ms
+                    _positive(row[6])  # reference ms
+                    _positive(row[7])  # kit / reference, wall clock
+                    _positive(row[8])  # kit / reference, CPU time
+                    assert float(row[10].rstrip("%")) >= 0  # share of the copy
+        assert ("RReLU", "keras.layers.GaussianNoise", "XLA", "inference") not in rows
         for mode in MODES:
-            _positive(rows[("copy (-x)", "-", mode)][4])
-        assert "kit/Keras <= 1.05 (XLA)" in section
+            _positive(rows[("copy (-x)", "-", mode, "-")][5])
+        for mode in MODES:
+            for step in STEPS:
+                assert f"({mode}, {step})" in section
+        assert "kit/Keras <= 1.10 (graph, inference)" in section
         assert "effective bandwidth >= 50%" in section
 
     def test_training_rows(self, run):
@@ -131,3 +142,34 @@ class TestQuickBenchmarks:
             return
         section = _section(sections, "Callbacks")
         assert _rows(section), section
+
+
+class TestSection:
+    def test_runs_only_the_section_named(self):
+        before = README.read_bytes() if README.exists() else None
+        result = _run_benchmarks("--quick", "--no-write", "--section", "layers")
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert (README.read_bytes() if README.exists() else None) == before
+        sections = _sections(result.stdout)
+        assert [title.split(":")[0] for title in sections] == ["Layers"]
+        assert _rows(_section(sections, "Layers"))
+        assert (
+            "regenerated with `python -m benchmarks --quick --no-write "
+            "--section layers`" in result.stdout
+        )
+
+    def test_replaces_only_its_part_of_the_readme(self):
+        from benchmarks.__main__ import replace_sections
+
+        readme = (
+            "# Benchmarks\n\nheader\n\n## Layers: old\n\nold table\n\n"
+            "### On the GPU\n\nold too\n\n## End-to-end training: x\n\nkept\n"
+        )
+        new = replace_sections(readme, ["## Layers: new\n\nnew table\n"])
+        assert new == (
+            "# Benchmarks\n\nheader\n\n## Layers: new\n\nnew table\n\n"
+            "## End-to-end training: x\n\nkept\n"
+        )
+        assert replace_sections(readme, []) == readme
+        added = replace_sections(readme, ["## Callbacks\n\nnew"])
+        assert added.endswith("kept\n\n## Callbacks\n\nnew\n")

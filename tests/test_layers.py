@@ -380,8 +380,9 @@ class TestELU:
             atol=1e-30,
         )
 
-    def test_assign_after_compile(self, rng):
-        _check_assign_after_compile(layers.ELU, _elu, rng, jit_compile=True)
+    @pytest.mark.parametrize("jit_compile", [True, False])
+    def test_assign_after_compile(self, rng, jit_compile):
+        _check_assign_after_compile(layers.ELU, _elu, rng, jit_compile)
 
     def test_invalid_args(self):
         with pytest.raises(ValueError, match=r"`alpha`.*Received: alpha=-2"):
@@ -980,6 +981,52 @@ NATIVE = {
     ),
     "selu": lambda: (layers.SELU(), ops.selu),
 }
+
+
+# Each kit layer with a live `alpha`, and the NumPy function and input
+# gradient it must compute at a given alpha.
+LIVE = {
+    "leaky_relu": (
+        layers.LeakyReLU,
+        _leaky,
+        lambda x, a: np.where(x >= 0, 1.0, a),
+    ),
+    "elu": (layers.ELU, _elu, lambda x, a: np.where(x > 0, 1.0, a * np.exp(x))),
+}
+
+
+@pytest.mark.tensorflow_only
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+@pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
+@pytest.mark.parametrize(
+    "name, alpha",
+    [("leaky_relu", 0.2), ("leaky_relu", 2.0), ("elu", 1.0), ("elu", 0.7)],
+)
+def test_traced_forms_follow_alpha(rng, name, alpha, training, jit_compile):
+    """Every form TensorFlow traces (a graph's inference and training
+    steps, and XLA's) computes the function and its gradient at the alpha
+    assigned after tracing."""
+    import tensorflow as tf
+
+    make, function, gradient = LIVE[name]
+    layer = make(0.5)
+    x = tf.constant(_native_inputs(rng))
+    layer.build(x.shape)
+
+    @tf.function(jit_compile=jit_compile)
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=training)
+        return y, tape.gradient(y, x)
+
+    step(x)
+    layer.alpha.assign(alpha)
+    y, grad = step(x)
+    assert step.experimental_get_tracing_count() == 1
+    x = _np(x).astype("float64")
+    np.testing.assert_allclose(_np(y), function(x, alpha), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(_np(grad), gradient(x, alpha), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", list(NATIVE))

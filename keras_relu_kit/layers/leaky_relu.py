@@ -2,11 +2,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from keras import ops
-
 from keras_relu_kit._registry import register
 from keras_relu_kit._validation import check_number
-from keras_relu_kit.layers import _lowering
+from keras_relu_kit.layers import _ops
 from keras_relu_kit.layers._base import AdjustableAlphaLayer
 
 
@@ -116,58 +114,13 @@ class LeakyReLU(AdjustableAlphaLayer):
         )
 
     def call(self, inputs, training=None):
-        if self.max_value is not None or self.threshold != 0.0:
-            return self._capped(inputs)
-        alpha = ops.cast(self.alpha, inputs.dtype)
-        backend = _lowering.backend()
-        if backend == "tensorflow":
-            if training:
-                # One XLA loop forward and one backward, even in a graph
-                # that is not compiled (`fit`'s default on CPU).
-                return _lowering.tf_fused("leaky_relu", inputs, alpha)
-            return _lowering.tf_exportable_leaky_relu(inputs, alpha)
-        if _lowering.torch_onnx_exporting():
-            import torch
-
-            return torch.nn.functional.leaky_relu(
-                inputs, _lowering.live_float(self.alpha)
-            )
-        if _lowering.torch_dynamo_exporting():
-            import torch
-
-            return torch.nn.functional.prelu(inputs, ops.reshape(alpha, (1,)))
-        # A Python 1.0 would promote float16/bfloat16 to float32 on torch.
-        one = ops.cast(1.0, inputs.dtype)
-
-        # Autodiff of `where(x >= 0, x, alpha * x)` runs two selects and a
-        # sum backward; this gradient keeps only the one-byte sign mask.
-        # The forward multiplies by a selected slope, which reads the mask
-        # rather than `alpha * x`. The backward starts from `upstream`, so
-        # a graph cannot run any of it early and hold its result.
-        @ops.custom_gradient
-        def leaky_relu(x):
-            positive = x >= 0
-
-            def grad(*args, upstream=None):
-                if upstream is None:
-                    (upstream,) = args
-                return ops.where(positive, upstream, alpha * upstream)
-
-            return x * ops.where(positive, one, alpha), grad
-
-        return leaky_relu(inputs)
-
-    def _capped(self, inputs):
-        # Keras' `relu(x, negative_slope, max_value, threshold)`, bit for
-        # bit: `clip(x if x > t else 0, 0, max) - slope * relu(t - x)`. Its
-        # two terms are never both non-zero, so a select gives the same
-        # values (negating a product is exact).
-        alpha = ops.cast(self.alpha, inputs.dtype)
-        threshold = ops.cast(self.threshold, inputs.dtype)
-        above = inputs
-        if self.max_value is not None:
-            above = ops.minimum(inputs, ops.cast(self.max_value, inputs.dtype))
-        return ops.where(inputs > threshold, above, alpha * (inputs - threshold))
+        return _ops.leaky_relu(
+            inputs,
+            self.alpha,
+            training=training,
+            max_value=self.max_value,
+            threshold=self.threshold,
+        )
 
     def get_config(self):
         config = super().get_config()

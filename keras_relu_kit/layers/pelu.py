@@ -3,12 +3,11 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-from keras import ops
 
 from keras_relu_kit._registry import register
 from keras_relu_kit._validation import check_bool
 from keras_relu_kit.constraints import Clip
-from keras_relu_kit.layers import _lowering
+from keras_relu_kit.layers import _ops
 from keras_relu_kit.layers._base import as_initializer, get_object
 
 
@@ -114,44 +113,7 @@ class PELU(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=None):
-        alpha = ops.cast(self.alpha, inputs.dtype)
-        beta = ops.cast(self.beta, inputs.dtype)
-        if (
-            (_lowering.backend() == "tensorflow" and not training)
-            or _lowering.torch_onnx_exporting()
-            or _lowering.torch_dynamo_exporting()
-        ):
-            # The same function as `alpha * elu(x / beta)`: at inference,
-            # where exporters lower it to a division, the native Elu / ELU
-            # op and a product (ONNX has no `expm1`).
-            return alpha * ops.elu(inputs / beta)
-        # The axes each parameter is shared over, summed in its gradient.
-        axes = tuple(range(len(inputs.shape) - (0 if self.shared else 1)))
-
-        # Written out, the gradient reuses the forward's `expm1` and output
-        # (f' = (f + alpha) / beta where x < 0, df/dbeta = -x f' / beta)
-        # instead of evaluating `exp` again; autodiff of the formula keeps
-        # about twice as many full-size tensors and takes 1.4x the time.
-        @ops.custom_gradient
-        def pelu(x, alpha, beta):
-            positive = x >= 0
-            ratio = alpha / beta
-            negative = ops.expm1(ops.minimum(x, 0) / beta)
-            y = ops.where(positive, ratio * x, alpha * negative)
-
-            def grad(*args, upstream=None):
-                if upstream is None:
-                    (upstream,) = args
-                dx = ops.where(
-                    positive, upstream * ratio, upstream * (y + alpha) / beta
-                )
-                dalpha = ops.where(positive, upstream * x / beta, upstream * negative)
-                dbeta = -ops.sum(dx * x, axis=axes) / beta
-                return dx, ops.sum(dalpha, axis=axes), dbeta
-
-            return y, grad
-
-        return pelu(inputs, alpha, beta)
+        return _ops.pelu(inputs, self.alpha, self.beta, training=training)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -4,10 +4,9 @@ import numbers
 from typing import Any
 
 import keras
-from keras import ops
 
 from keras_relu_kit._registry import register
-from keras_relu_kit.layers import _lowering
+from keras_relu_kit.layers import _ops
 from keras_relu_kit.layers._base import as_initializer, get_object
 
 MODES = ("channel", "shared", "element")
@@ -173,41 +172,8 @@ class PReLU(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=None):
-        alpha = ops.cast(self.alpha, inputs.dtype)
-        rank = len(inputs.shape)
-        if self._torch_prelu_fits(rank):
-            # `torch.onnx.export`: torch's native prelu, exported as one
-            # ONNX PRelu whose slopes are the live values.
-            import torch
-
-            return torch.nn.functional.prelu(inputs, ops.reshape(alpha, (-1,)))
-        if self.mode == "channel" and self._channel_axis(rank) != rank - 1:
-            # One slope per channel broadcasts as it is on the last axis
-            # (which keeps the converters' PRELU pattern whole).
-            shape = [1] * rank
-            shape[self._channel_axis(rank)] = -1
-            alpha = ops.reshape(alpha, shape)
-        if _lowering.backend() == "tensorflow" and not training:
-            # Keras' own PReLU form, which the LiteRT converter matches as
-            # its native PRELU once the slopes are frozen as constants (a
-            # scalar slope is given one axis, as the converter wants): the
-            # same values as the select, as its two terms are never both
-            # non-zero and negating a product is exact. Its gradient at
-            # exactly 0 is 0, as Keras' PReLU's; in training the select's.
-            if self.mode == "shared":
-                alpha = ops.reshape(alpha, (1,))
-            return ops.relu(inputs) + ops.negative(alpha) * ops.relu(-inputs)
-        return ops.where(inputs >= 0, inputs, alpha * inputs)
-
-    def _torch_prelu_fits(self, rank):
-        # torch's prelu takes one slope, or one per channel on axis 1.
-        if not (_lowering.torch_onnx_exporting() or _lowering.torch_dynamo_exporting()):
-            return False
-        if self.mode == "shared":
-            return True
-        if rank <= 2:
-            return True
-        return self.mode == "channel" and self._channel_axis(rank) == 1
+        axis = self._channel_axis(len(inputs.shape)) if self.mode == "channel" else None
+        return _ops.prelu(inputs, self.alpha, training=training, channel_axis=axis)
 
     def compute_output_shape(self, input_shape):
         return input_shape

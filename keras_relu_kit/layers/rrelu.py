@@ -3,10 +3,10 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-from keras import ops
 
 from keras_relu_kit._registry import register
 from keras_relu_kit._validation import check_int, check_number
+from keras_relu_kit.layers import _ops
 
 
 @register
@@ -89,18 +89,13 @@ class RReLU(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=False):
-        if training:
-            slope = keras.random.uniform(
-                ops.shape(inputs),
-                minval=self.lower,
-                maxval=self.upper,
-                dtype=inputs.dtype,
-                seed=self.seed_generator,
-            )
-            return ops.where(inputs >= 0, inputs, slope * inputs)
-        # A fixed slope: the backend's native leaky ReLU, which exporters
-        # keep as one LeakyRelu / LEAKY_RELU op.
-        return ops.leaky_relu(inputs, negative_slope=(self.lower + self.upper) / 2.0)
+        return _ops.rrelu(
+            inputs,
+            self.lower,
+            self.upper,
+            training=training,
+            seed=self.seed_generator,
+        )
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -3,13 +3,9 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-from keras import ops
 
 from keras_relu_kit._registry import register
-from keras_relu_kit.layers import _lowering
-
-SELU_ALPHA = 1.6732632423543772848170429916717
-SELU_SCALE = 1.0507009873554804934193349852946
+from keras_relu_kit.layers import _ops
 
 
 @register
@@ -54,43 +50,7 @@ class SELU(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs):
-        if (
-            _lowering.backend() == "tensorflow"
-            or _lowering.torch_onnx_exporting()
-            or _lowering.torch_dynamo_exporting()
-        ):
-            # The constants are fixed, so the native op serves: TensorFlow's
-            # fused `Selu`/`SeluGrad` kernels (the same as Keras'), and the
-            # Selu op of ONNX when torch exports. Its constants are these,
-            # rounded to float32.
-            return ops.selu(inputs)
-        scale = ops.cast(SELU_SCALE, inputs.dtype)
-        scale_alpha = ops.cast(SELU_SCALE * SELU_ALPHA, inputs.dtype)
-
-        # The gradient is computed from the output, as Keras' fused
-        # `SeluGrad` does (f' = f + scale * alpha where f <= 0): autodiff of
-        # `expm1` would evaluate `exp` a second time in the backward pass.
-        # Every product starts from `upstream`, so a graph cannot compute
-        # `y + scale * alpha` early and hold it until the backward pass.
-        @ops.custom_gradient
-        def selu(x):
-            # `where` comes last so that XLA hands its result to the
-            # backward pass instead of keeping `expm1` for it.
-            negative = scale_alpha * ops.expm1(ops.minimum(x, 0))
-            y = ops.where(x > 0, scale * x, negative)
-
-            def grad(*args, upstream=None):
-                if upstream is None:
-                    (upstream,) = args
-                return ops.where(
-                    y > 0,
-                    upstream * scale,
-                    upstream * y + upstream * scale_alpha,
-                )
-
-            return y, grad
-
-        return selu(inputs)
+        return _ops.selu(inputs)
 
     def compute_output_shape(self, input_shape):
         return input_shape
