@@ -1,5 +1,7 @@
 """NumPy references and conversions shared by the tests."""
 
+import inspect
+
 import numpy as np
 from keras import ops
 
@@ -17,3 +19,35 @@ def leaky_relu_reference(x, alpha):
 def elu_reference(x, alpha):
     """ELU: `x` where `x > 0`, else `alpha * (exp(x) - 1)`."""
     return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
+
+
+# The modules whose public names are the kit's API: the reference
+# documents each (tests/test_docs.py), and tests/public_api.json pins their
+# arguments (tests/test_public_api.py).
+PUBLIC_MODULES = (
+    "keras_relu_kit",
+    "keras_relu_kit.layers",
+    "keras_relu_kit.initializers",
+    "keras_relu_kit.constraints",
+    "keras_relu_kit.callbacks",
+    "keras_relu_kit.diagnostics",
+    "keras_relu_kit.errors",
+    "keras_relu_kit.plotting",
+    "keras_relu_kit.datasets",
+    "keras_relu_kit.cli",
+)
+
+
+def public_names(module):
+    """A module's `__all__`, or the classes and functions it defines under a
+    public name."""
+    names = getattr(module, "__all__", None)
+    if names is None:
+        names = [
+            name
+            for name, value in vars(module).items()
+            if not name.startswith("_")
+            and (inspect.isclass(value) or inspect.isfunction(value))
+            and getattr(value, "__module__", None) == module.__name__
+        ]
+    return sorted(names)

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
+from _helpers import PUBLIC_MODULES, public_names
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -28,18 +29,7 @@ DIRECTIVE = re.compile(r"^:::[ \t]+([\w.]+)[ \t]*$", re.M)
 # Modules whose public names must each have a `::: ` entry under
 # docs/reference/: their `__all__`, or, without one, the classes and
 # functions they define under a public name.
-REFERENCED_MODULES = (
-    "keras_relu_kit",
-    "keras_relu_kit.layers",
-    "keras_relu_kit.initializers",
-    "keras_relu_kit.constraints",
-    "keras_relu_kit.callbacks",
-    "keras_relu_kit.diagnostics",
-    "keras_relu_kit.errors",
-    "keras_relu_kit.plotting",
-    "keras_relu_kit.datasets",
-    "keras_relu_kit.cli",
-)
+REFERENCED_MODULES = PUBLIC_MODULES
 
 
 def python_blocks(page):
@@ -145,19 +135,6 @@ def _reference_entries():
     return entries
 
 
-def _public_names(module):
-    names = getattr(module, "__all__", None)
-    if names is not None:
-        return list(names)
-    return sorted(
-        name
-        for name, obj in vars(module).items()
-        if not name.startswith("_")
-        and (inspect.isclass(obj) or inspect.isfunction(obj))
-        and obj.__module__ == module.__name__
-    )
-
-
 def test_reference_entries_resolve():
     entries = _reference_entries()
     assert len(entries) == len(set(entries)), "an entry is listed twice"
@@ -172,7 +149,7 @@ def test_every_public_name_has_a_reference_entry(module_name):
     # A class or function re-exported from another module (`cli`'s
     # `CommandError`) is documented once, where it is defined.
     documented = [_resolve(entry) for entry in entries]
-    names = _public_names(module)
+    names = public_names(module)
     assert names, module_name
     missing = []
     for name in names:

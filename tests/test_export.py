@@ -15,6 +15,7 @@ import collections
 import keras
 import numpy as np
 import pytest
+from _helpers import elu_reference, leaky_relu_reference
 
 from keras_relu_kit import layers
 
@@ -27,21 +28,13 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _leaky(x, a):
-    return np.where(x >= 0, x, a * x)
-
-
-def _elu(x, a):
-    return np.where(x > 0, x, a * np.expm1(np.minimum(x, 0)))
-
-
 # name -> (factory, live alpha assigned after the first predict or None,
 #          NumPy reference of the live function, Keras' own layer or None).
 CASES = {
     "leaky_relu": (
         lambda: layers.LeakyReLU(0.01),
         0.2,
-        lambda x: _leaky(x, 0.2),
+        lambda x: leaky_relu_reference(x, 0.2),
         lambda: keras.layers.LeakyReLU(negative_slope=0.2),
     ),
     "relu": (
@@ -53,37 +46,37 @@ CASES = {
     "steep_leaky_relu": (
         lambda: layers.LeakyReLU(0.3),
         2.0,
-        lambda x: _leaky(x, 2.0),
+        lambda x: leaky_relu_reference(x, 2.0),
         lambda: keras.layers.LeakyReLU(negative_slope=2.0),
     ),
     "prelu": (
         lambda: layers.PReLU(alpha_initializer=0.25),
         None,
-        lambda x: _leaky(x, 0.25),
+        lambda x: leaky_relu_reference(x, 0.25),
         lambda: keras.layers.PReLU(alpha_initializer=keras.initializers.Constant(0.25)),
     ),
     "prelu_shared": (
         lambda: layers.PReLU(alpha_initializer=0.25, mode="shared"),
         None,
-        lambda x: _leaky(x, 0.25),
+        lambda x: leaky_relu_reference(x, 0.25),
         None,
     ),
     "elu": (
         lambda: layers.ELU(0.5),
         1.0,
-        lambda x: _elu(x, 1.0),
+        lambda x: elu_reference(x, 1.0),
         lambda: keras.layers.ELU(alpha=1.0),
     ),
     "elu_alpha": (
         lambda: layers.ELU(1.0),
         0.7,
-        lambda x: _elu(x, 0.7),
+        lambda x: elu_reference(x, 0.7),
         lambda: keras.layers.ELU(alpha=0.7),
     ),
     "selu": (
         layers.SELU,
         None,
-        lambda x: SELU_SCALE * _elu(x, SELU_ALPHA),
+        lambda x: SELU_SCALE * elu_reference(x, SELU_ALPHA),
         lambda: keras.layers.Activation("selu"),
     ),
     "pelu": (
@@ -95,7 +88,7 @@ CASES = {
     "rrelu": (
         layers.RReLU,
         None,
-        lambda x: _leaky(x, (1 / 8 + 1 / 3) / 2),
+        lambda x: leaky_relu_reference(x, (1 / 8 + 1 / 3) / 2),
         None,
     ),
 }
@@ -266,5 +259,5 @@ def test_inference_form_follows_alpha_on_both_sides_of_one():
     for value in [1.5, 0.0, 1.0]:
         layer.alpha.assign(value)
         np.testing.assert_allclose(
-            model.predict(x, verbose=0), _leaky(hidden, value), rtol=1e-6
+            model.predict(x, verbose=0), leaky_relu_reference(hidden, value), rtol=1e-6
         )

@@ -4,6 +4,7 @@ import re
 import keras
 import numpy as np
 import pytest
+from _helpers import elu_reference, leaky_relu_reference, to_numpy
 from keras import ops
 
 from keras_relu_kit import layers
@@ -19,24 +20,12 @@ POLICIES = ["float32", "mixed_float16", "mixed_bfloat16"]
 TOLERANCE = {"float32": 1e-6, "mixed_float16": 2e-3, "mixed_bfloat16": 2e-2}
 
 
-def _leaky(x, a):
-    return np.where(x >= 0, x, a * x)
-
-
-def _elu(x, a):
-    return np.where(x > 0, x, a * np.expm1(np.minimum(x, 0)))
-
-
 def _pelu(x, a, b):
     return np.where(x >= 0, a / b * x, a * np.expm1(np.minimum(x, 0) / b))
 
 
 def _selu(x):
-    return SELU_SCALE * _elu(x, SELU_ALPHA)
-
-
-def _np(x):
-    return ops.convert_to_numpy(x)
+    return SELU_SCALE * elu_reference(x, SELU_ALPHA)
 
 
 def _inputs(rng, shape=(4, 3, 5)):
@@ -54,7 +43,7 @@ def _assert_policy_output(make, x, expected, policy):
     assert keras.backend.standardize_dtype(y.dtype) == compute
     for weight in layer.weights:
         assert weight.dtype == "float32"
-    got = _np(ops.cast(y, "float32"))
+    got = to_numpy(ops.cast(y, "float32"))
     np.testing.assert_allclose(
         got, expected, rtol=TOLERANCE[policy], atol=TOLERANCE[policy]
     )
@@ -135,7 +124,10 @@ class TestLeakyReLU:
     def test_correctness(self, rng, policy, alpha):
         x = _inputs(rng)
         _assert_policy_output(
-            lambda: layers.LeakyReLU(alpha=alpha), x, _leaky(x, alpha), policy
+            lambda: layers.LeakyReLU(alpha=alpha),
+            x,
+            leaky_relu_reference(x, alpha),
+            policy,
         )
 
     def test_default_alpha(self):
@@ -144,16 +136,16 @@ class TestLeakyReLU:
     def test_alpha_zero_is_relu_exactly(self, rng):
         x = rng.normal(size=(64, 32)).astype("float32")
         np.testing.assert_array_equal(
-            _np(layers.LeakyReLU(alpha=0.0)(x)),
-            _np(keras.layers.ReLU()(x)),
+            to_numpy(layers.LeakyReLU(alpha=0.0)(x)),
+            to_numpy(keras.layers.ReLU()(x)),
         )
 
     @pytest.mark.parametrize("alpha", [0.0, 0.01, 0.3])
     def test_equals_keras_builtin(self, rng, alpha):
         x = rng.normal(size=(16, 8)).astype("float32")
         np.testing.assert_allclose(
-            _np(layers.LeakyReLU(alpha=alpha)(x)),
-            _np(keras.layers.LeakyReLU(negative_slope=alpha)(x)),
+            to_numpy(layers.LeakyReLU(alpha=alpha)(x)),
+            to_numpy(keras.layers.LeakyReLU(negative_slope=alpha)(x)),
             rtol=1e-7,
         )
 
@@ -167,7 +159,7 @@ class TestLeakyReLU:
         x = _inputs(rng)
         layer = layers.LeakyReLU(alpha=0.2)
         value, (grad,) = value_and_grad(lambda x: ops.sum(layer(x)), x)
-        np.testing.assert_allclose(value, _leaky(x, 0.2).sum(), rtol=1e-5)
+        np.testing.assert_allclose(value, leaky_relu_reference(x, 0.2).sum(), rtol=1e-5)
         np.testing.assert_allclose(grad, np.where(x >= 0, 1.0, 0.2))
 
     def test_alpha_is_non_trainable_variable(self):
@@ -178,7 +170,9 @@ class TestLeakyReLU:
 
     @pytest.mark.parametrize("jit_compile", [True, False])
     def test_assign_after_compile(self, rng, jit_compile):
-        _check_assign_after_compile(layers.LeakyReLU, _leaky, rng, jit_compile)
+        _check_assign_after_compile(
+            layers.LeakyReLU, leaky_relu_reference, rng, jit_compile
+        )
 
     @pytest.mark.parametrize(
         "kwargs, message",
@@ -221,7 +215,7 @@ class TestLeakyReLU:
         big = float(np.finfo("float32").max)
         x = _inputs(rng)
         layer = layers.LeakyReLU(alpha=big, max_value=big)
-        y = _np(layer(x))
+        y = to_numpy(layer(x))
         assert np.isfinite(y[x >= 0]).all()
         np.testing.assert_array_equal(y[x >= 0], x[x >= 0])
 
@@ -260,9 +254,9 @@ class TestLeakyReLUCapped:
             max_value=max_value, negative_slope=alpha, threshold=threshold
         )
         # Element by element: the kit layer replaces Keras' in `leakify`.
-        np.testing.assert_array_equal(_np(kit(x)), _np(ref(x)))
+        np.testing.assert_array_equal(to_numpy(kit(x)), to_numpy(ref(x)))
         np.testing.assert_allclose(
-            _np(kit(x)), _keras_relu(x, alpha, max_value, threshold), rtol=1e-6
+            to_numpy(kit(x)), _keras_relu(x, alpha, max_value, threshold), rtol=1e-6
         )
 
     @pytest.mark.parametrize("policy", POLICIES)
@@ -310,7 +304,7 @@ class TestLeakyReLUCapped:
         clone = layers.LeakyReLU.from_config(config)
         assert clone.get_config() == config
         x = self._x(rng)
-        np.testing.assert_array_equal(_np(clone(x)), _np(layer(x)))
+        np.testing.assert_array_equal(to_numpy(clone(x)), to_numpy(layer(x)))
 
     def test_config_without_new_keys_loads(self, rng):
         # What the kit saved before `max_value` and `threshold` existed.
@@ -318,7 +312,9 @@ class TestLeakyReLUCapped:
         layer = layers.LeakyReLU.from_config(old)
         assert layer.max_value is None and layer.threshold == 0.0
         x = self._x(rng)
-        np.testing.assert_allclose(_np(layer(x)), _leaky(x, 0.2), rtol=1e-6)
+        np.testing.assert_allclose(
+            to_numpy(layer(x)), leaky_relu_reference(x, 0.2), rtol=1e-6
+        )
 
     def test_saving(self, rng, tmp_path):
         model = keras.Sequential(
@@ -357,13 +353,15 @@ class TestELU:
     @pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
     def test_correctness(self, rng, policy, alpha):
         x = _inputs(rng)
-        _assert_policy_output(lambda: layers.ELU(alpha), x, _elu(x, alpha), policy)
+        _assert_policy_output(
+            lambda: layers.ELU(alpha), x, elu_reference(x, alpha), policy
+        )
 
     def test_equals_keras_builtin(self, rng):
         x = rng.normal(size=(16, 8)).astype("float32")
         np.testing.assert_allclose(
-            _np(layers.ELU(alpha=0.7)(x)),
-            _np(keras.layers.ELU(alpha=0.7)(x)),
+            to_numpy(layers.ELU(alpha=0.7)(x)),
+            to_numpy(keras.layers.ELU(alpha=0.7)(x)),
             # Keras computes exp(x) - 1; the kit uses the exact expm1(x).
             rtol=1e-5,
             atol=1e-7,
@@ -382,7 +380,7 @@ class TestELU:
 
     @pytest.mark.parametrize("jit_compile", [True, False])
     def test_assign_after_compile(self, rng, jit_compile):
-        _check_assign_after_compile(layers.ELU, _elu, rng, jit_compile)
+        _check_assign_after_compile(layers.ELU, elu_reference, rng, jit_compile)
 
     def test_invalid_args(self):
         with pytest.raises(ValueError, match=r"`alpha`.*Received: alpha=-2"):
@@ -400,8 +398,8 @@ class TestSELU:
     def test_equals_keras_builtin(self, rng):
         x = rng.normal(size=(16, 8)).astype("float32")
         np.testing.assert_allclose(
-            _np(layers.SELU()(x)),
-            _np(keras.layers.Activation("selu")(x)),
+            to_numpy(layers.SELU()(x)),
+            to_numpy(keras.layers.Activation("selu")(x)),
             rtol=1e-5,
             atol=1e-7,
         )
@@ -426,15 +424,15 @@ class TestPReLU:
         _assert_policy_output(
             lambda: layers.PReLU(alpha_initializer=init),
             x,
-            _leaky(x, alpha),
+            leaky_relu_reference(x, alpha),
             policy,
         )
 
     def test_default_initial_slope(self, rng):
         x = _inputs(rng, (2, 5))
         layer = layers.PReLU()
-        np.testing.assert_allclose(_np(layer(x)), _leaky(x, 0.25))
-        np.testing.assert_array_equal(_np(layer.alpha), [0.25] * 5)
+        np.testing.assert_allclose(to_numpy(layer(x)), leaky_relu_reference(x, 0.25))
+        np.testing.assert_array_equal(to_numpy(layer.alpha), [0.25] * 5)
         assert layer.trainable_weights == [layer.alpha]
         assert layer.losses == []
 
@@ -442,14 +440,16 @@ class TestPReLU:
         x = _inputs(rng, (2, 3, 4, 4))
         init = keras.initializers.RandomUniform(0.0, 1.0, seed=2)
         layer = layers.PReLU(alpha_initializer=init, data_format="channels_first")
-        y = _np(layer(x))
-        alpha = _np(layer.alpha)
-        np.testing.assert_allclose(y, _leaky(x, alpha.reshape(1, 3, 1, 1)))
+        y = to_numpy(layer(x))
+        alpha = to_numpy(layer.alpha)
+        np.testing.assert_allclose(
+            y, leaky_relu_reference(x, alpha.reshape(1, 3, 1, 1))
+        )
 
     def test_shared(self, rng):
         x = _inputs(rng, (2, 4, 4, 3))
         layer = layers.PReLU(alpha_initializer=0.1, mode="shared")
-        np.testing.assert_allclose(_np(layer(x)), _leaky(x, 0.1))
+        np.testing.assert_allclose(to_numpy(layer(x)), leaky_relu_reference(x, 0.1))
         assert layer.alpha.shape == ()
 
     @pytest.mark.parametrize("shared_axes", [None, [1, 2], [2]])
@@ -463,8 +463,8 @@ class TestPReLU:
         kit.build(x.shape)
         ref.build(x.shape)
         assert kit.alpha.shape == ref.alpha.shape
-        ref.alpha.assign(_np(kit.alpha))
-        np.testing.assert_allclose(_np(kit(x)), _np(ref(x)), rtol=1e-6)
+        ref.alpha.assign(to_numpy(kit.alpha))
+        np.testing.assert_allclose(to_numpy(kit(x)), to_numpy(ref(x)), rtol=1e-6)
 
     def test_negative_shared_axes_count_from_the_end(self):
         layer = layers.PReLU(shared_axes=[-2])
@@ -485,8 +485,8 @@ class TestPReLU:
         for size in [(5, 5), (7, 3)]:
             x = _inputs(rng, (2, *size, 3))
             y = model.predict(x, verbose=0)
-            conv = _np(model.layers[0](x))
-            np.testing.assert_allclose(y, _leaky(conv, 0.25), rtol=1e-5)
+            conv = to_numpy(model.layers[0](x))
+            np.testing.assert_allclose(y, leaky_relu_reference(conv, 0.25), rtol=1e-5)
 
     def test_constraint_clips_alpha(self, rng):
         x = _inputs(rng, (32, 4))
@@ -496,7 +496,7 @@ class TestPReLU:
         # Targets far below the outputs push alpha up, past the bound.
         target = np.where(x < 0, 5.0 * x, x)
         model.fit(x, target, epochs=1, batch_size=32, verbose=0)
-        np.testing.assert_array_equal(_np(layer.alpha), [1.0] * 4)
+        np.testing.assert_array_equal(to_numpy(layer.alpha), [1.0] * 4)
 
     def test_gradient_of_alpha(self, rng):
         x = _inputs(rng, (6, 3))
@@ -509,7 +509,7 @@ class TestPReLU:
             y, _ = layer.stateless_call([alpha], [], inputs)
             return ops.sum(y)
 
-        _, (grad,) = value_and_grad(total, _np(layer.alpha))
+        _, (grad,) = value_and_grad(total, to_numpy(layer.alpha))
         expected = np.where(x < 0, x, 0.0).sum(axis=0)
         np.testing.assert_allclose(grad, expected, rtol=1e-6)
 
@@ -548,8 +548,8 @@ class TestPReLU:
         kit.build(x.shape)
         ref.build(x.shape)
         assert kit.alpha.shape == ref.alpha.shape
-        ref.alpha.assign(_np(kit.alpha))
-        np.testing.assert_array_equal(_np(kit(x)), _np(ref(x)))
+        ref.alpha.assign(to_numpy(kit.alpha))
+        np.testing.assert_array_equal(to_numpy(kit(x)), to_numpy(ref(x)))
         # Stored as Python ints, so the config is JSON.
         config = kit.get_config()
         assert all(type(axis) is int for axis in config["shared_axes"])
@@ -604,7 +604,9 @@ class TestPReLU:
     def test_number_initializer_in_float32_range(self, value):
         layer = layers.PReLU(alpha_initializer=value)
         layer.build((None, 3))
-        np.testing.assert_array_equal(_np(layer.alpha), np.full(3, value, "float32"))
+        np.testing.assert_array_equal(
+            to_numpy(layer.alpha), np.full(3, value, "float32")
+        )
 
     @pytest.mark.parametrize(
         "kwargs, name",
@@ -636,8 +638,8 @@ class TestPReLU:
 class TestRReLU:
     def test_inference_uses_mean_slope(self, rng):
         x = _inputs(rng)
-        y = _np(layers.RReLU(lower=0.1, upper=0.3)(x, training=False))
-        np.testing.assert_allclose(y, _leaky(x, 0.2), rtol=1e-6)
+        y = to_numpy(layers.RReLU(lower=0.1, upper=0.3)(x, training=False))
+        np.testing.assert_allclose(y, leaky_relu_reference(x, 0.2), rtol=1e-6)
 
     @pytest.mark.parametrize("policy", POLICIES)
     def test_training_slopes_in_bounds(self, rng, policy):
@@ -653,13 +655,13 @@ class TestRReLU:
 
     def test_positive_inputs_pass_through_in_training(self, rng):
         x = np.abs(_inputs(rng))
-        y = _np(layers.RReLU(seed=1)(x, training=True))
+        y = to_numpy(layers.RReLU(seed=1)(x, training=True))
         np.testing.assert_array_equal(y, x)
 
     def test_seed_reproducible(self, rng):
         x = -np.abs(_inputs(rng))
-        a = _np(layers.RReLU(seed=3)(x, training=True))
-        b = _np(layers.RReLU(seed=3)(x, training=True))
+        a = to_numpy(layers.RReLU(seed=3)(x, training=True))
+        b = to_numpy(layers.RReLU(seed=3)(x, training=True))
         np.testing.assert_array_equal(a, b)
 
     def test_jit_training_draws_new_slopes(self, rng):
@@ -705,7 +707,7 @@ class TestPELU:
         layer.alpha.assign([0.5, 1.0, 2.0])
         layer.beta.assign([1.0, 2.0, 0.5])
         np.testing.assert_allclose(
-            _np(layer(x)),
+            to_numpy(layer(x)),
             _pelu(x, np.array([0.5, 1.0, 2.0]), np.array([1.0, 2.0, 0.5])),
             rtol=1e-6,
         )
@@ -727,7 +729,9 @@ class TestPELU:
             y, _ = layer.stateless_call([alpha, beta], [], inputs)
             return ops.sum(y)
 
-        _, (g_alpha, g_beta) = value_and_grad(total, _np(layer.alpha), _np(layer.beta))
+        _, (g_alpha, g_beta) = value_and_grad(
+            total, to_numpy(layer.alpha), to_numpy(layer.beta)
+        )
         xs, eps = x.astype("float64"), 1e-6
 
         def finite(a, b):
@@ -751,7 +755,7 @@ class TestPELU:
         layer = layers.PELU()
         layer.build((None, 2))
         clipped = layer.alpha_constraint(np.array([-1.0, 0.05, 3.0], "float32"))
-        np.testing.assert_allclose(_np(clipped), [0.1, 0.1, 3.0])
+        np.testing.assert_allclose(to_numpy(clipped), [0.1, 0.1, 3.0])
 
     @pytest.mark.parametrize("argument", ["alpha_initializer", "beta_initializer"])
     @pytest.mark.parametrize(
@@ -783,7 +787,7 @@ class TestPELU:
         layer = layers.PELU()
         layer.build(x.shape)
         layer.beta.assign(np.zeros(3))
-        assert not np.isfinite(_np(layer(x))).all()
+        assert not np.isfinite(to_numpy(layer(x))).all()
         with pytest.raises(ValueError, match="`beta_initializer`"):
             layers.PELU(beta_initializer=0.0)
 
@@ -798,10 +802,10 @@ class TestPELU:
     def test_valid_number_initializers(self, rng, alpha, beta):
         layer = layers.PELU(alpha_initializer=alpha, beta_initializer=beta)
         layer.build((None, 3))
-        a, b = _np(layer.alpha), _np(layer.beta)
+        a, b = to_numpy(layer.alpha), to_numpy(layer.beta)
         assert (a > 0).all() and (b > 0).all() and np.isfinite([a, b]).all()
         x = np.abs(_inputs(rng, (4, 3)))
-        np.testing.assert_allclose(_np(layer(x)), a / b * x, rtol=1e-6)
+        np.testing.assert_allclose(to_numpy(layer(x)), a / b * x, rtol=1e-6)
 
     @pytest.mark.parametrize("shared", [0, 1, "no", None])
     def test_invalid_shared(self, shared):
@@ -820,8 +824,8 @@ class TestRReLUSeed:
         x = -np.abs(_inputs(rng))
         layer = layers.RReLU(seed=seed)
         assert type(layer.get_config()["seed"]) is int
-        a = _np(layer(x, training=True))
-        b = _np(layers.RReLU(seed=int(seed))(x, training=True))
+        a = to_numpy(layer(x, training=True))
+        b = to_numpy(layers.RReLU(seed=int(seed))(x, training=True))
         np.testing.assert_array_equal(a, b)
 
     @pytest.mark.parametrize("seed", [-1, 2**31, 1.5, "0", True, [1]])
@@ -851,7 +855,7 @@ class TestClip:
         big = float(np.finfo("float32").max)
         clip = Clip(-big, big)
         w = np.array([-np.inf, -1.0, np.inf], "float32")
-        np.testing.assert_array_equal(_np(clip(w)), [-big, -1.0, big])
+        np.testing.assert_array_equal(to_numpy(clip(w)), [-big, -1.0, big])
         assert Clip.from_config(clip.get_config()).get_config() == clip.get_config()
 
 
@@ -859,19 +863,28 @@ RRELU_MEAN = (1 / 8 + 1 / 3) / 2
 
 # Every kit layer (default weights) and its inference function in NumPy.
 LAYER_CASES = {
-    "leaky_relu": (lambda: layers.LeakyReLU(alpha=0.2), lambda x: _leaky(x, 0.2)),
+    "leaky_relu": (
+        lambda: layers.LeakyReLU(alpha=0.2),
+        lambda x: leaky_relu_reference(x, 0.2),
+    ),
     "leaky_relu_capped": (
         lambda: layers.LeakyReLU(0.2, max_value=2.0, threshold=0.5),
         lambda x: _keras_relu(x, 0.2, 2.0, 0.5),
     ),
-    "prelu": (layers.PReLU, lambda x: _leaky(x, 0.25)),
-    "prelu_shared": (lambda: layers.PReLU(mode="shared"), lambda x: _leaky(x, 0.25)),
+    "prelu": (layers.PReLU, lambda x: leaky_relu_reference(x, 0.25)),
+    "prelu_shared": (
+        lambda: layers.PReLU(mode="shared"),
+        lambda x: leaky_relu_reference(x, 0.25),
+    ),
     "prelu_element": (
         lambda: layers.PReLU(mode="element", shared_axes=[1]),
-        lambda x: _leaky(x, 0.25),
+        lambda x: leaky_relu_reference(x, 0.25),
     ),
-    "rrelu": (lambda: layers.RReLU(seed=1), lambda x: _leaky(x, RRELU_MEAN)),
-    "elu": (lambda: layers.ELU(alpha=0.5), lambda x: _elu(x, 0.5)),
+    "rrelu": (
+        lambda: layers.RReLU(seed=1),
+        lambda x: leaky_relu_reference(x, RRELU_MEAN),
+    ),
+    "elu": (lambda: layers.ELU(alpha=0.5), lambda x: elu_reference(x, 0.5)),
     "pelu": (layers.PELU, lambda x: _pelu(x, 1.0, 1.0)),
     "selu": (layers.SELU, _selu),
 }
@@ -885,7 +898,7 @@ def test_config_round_trip(make, rng):
     clone = type(layer).from_config(config)
     assert clone.get_config() == config
     x = _inputs(rng, (2, 4, 3))
-    np.testing.assert_allclose(_np(clone(x)), _np(layer(x)))
+    np.testing.assert_allclose(to_numpy(clone(x)), to_numpy(layer(x)))
 
 
 @pytest.mark.parametrize("make", ALL_LAYERS)
@@ -894,7 +907,7 @@ def test_masking_passes_through(make):
     x = np.ones((1, 3, 2), "float32") * mask[..., None]
     layer = make()
     assert layer.supports_masking
-    np.testing.assert_array_equal(_np(layer.compute_mask(x, mask)), mask)
+    np.testing.assert_array_equal(to_numpy(layer.compute_mask(x, mask)), mask)
     # A masked average sees only the two unmasked steps, where f(1) == y.
     model = keras.Sequential(
         [
@@ -904,8 +917,8 @@ def test_masking_passes_through(make):
             keras.layers.GlobalAveragePooling1D(),
         ]
     )
-    expected = _np(layer(np.ones((1, 1, 2), "float32")))[:, 0]
-    np.testing.assert_allclose(_np(model(x)), expected, rtol=1e-6)
+    expected = to_numpy(layer(np.ones((1, 1, 2), "float32")))[:, 0]
+    np.testing.assert_allclose(to_numpy(model(x)), expected, rtol=1e-6)
 
 
 @pytest.mark.parametrize("make", ALL_LAYERS)
@@ -928,7 +941,7 @@ def test_mixed_precision_rrelu_training(rng, policy):
     x = -np.abs(_inputs(rng, (16, 8)))
     y = layers.RReLU(lower=0.1, upper=0.3, seed=2)(x, training=True)
     assert keras.backend.standardize_dtype(y.dtype) == policy.split("_")[1]
-    slope = _np(ops.cast(y, "float32")) / x
+    slope = to_numpy(ops.cast(y, "float32")) / x
     tol = TOLERANCE[policy]
     assert slope.min() >= 0.1 - tol and slope.max() <= 0.3 + tol
 
@@ -949,7 +962,7 @@ def _prelu_pair(mode):
     ref = keras.layers.PReLU(shared_axes=shared_axes)
     kit.build((2, 4, 5, 6))
     ref.build((2, 4, 5, 6))
-    ref.alpha.assign(np.broadcast_to(_np(kit.alpha), ref.alpha.shape))
+    ref.alpha.assign(np.broadcast_to(to_numpy(kit.alpha), ref.alpha.shape))
     return kit, ref
 
 
@@ -988,10 +1001,14 @@ NATIVE = {
 LIVE = {
     "leaky_relu": (
         layers.LeakyReLU,
-        _leaky,
+        leaky_relu_reference,
         lambda x, a: np.where(x >= 0, 1.0, a),
     ),
-    "elu": (layers.ELU, _elu, lambda x, a: np.where(x > 0, 1.0, a * np.exp(x))),
+    "elu": (
+        layers.ELU,
+        elu_reference,
+        lambda x, a: np.where(x > 0, 1.0, a * np.exp(x)),
+    ),
 }
 
 
@@ -1024,9 +1041,9 @@ def test_traced_forms_follow_alpha(rng, name, alpha, training, jit_compile):
     layer.alpha.assign(alpha)
     y, grad = step(x)
     assert step.experimental_get_tracing_count() == 1
-    x = _np(x).astype("float64")
-    np.testing.assert_allclose(_np(y), function(x, alpha), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(_np(grad), gradient(x, alpha), rtol=1e-6, atol=1e-6)
+    x = to_numpy(x).astype("float64")
+    np.testing.assert_allclose(to_numpy(y), function(x, alpha), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(grad), gradient(x, alpha), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", list(NATIVE))
@@ -1038,7 +1055,9 @@ def test_matches_backend_native(rng, name):
     """
     kit, native = NATIVE[name]()
     x = _native_inputs(rng)
-    np.testing.assert_allclose(_np(kit(x)), _np(native(x)), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        to_numpy(kit(x)), to_numpy(native(x)), rtol=1e-6, atol=1e-6
+    )
     # Weighting the sum checks that custom gradients scale the upstream.
     upstream = ops.convert_to_tensor(rng.uniform(0.5, 2.0, size=x.shape), "float32")
     _, (grad,) = value_and_grad(lambda x: ops.sum(kit(x) * upstream), x)

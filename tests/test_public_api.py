@@ -20,33 +20,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from _helpers import PUBLIC_MODULES, public_names
 
 SNAPSHOT = Path(__file__).with_name("public_api.json")
-MODULES = (
-    "keras_relu_kit",
-    "keras_relu_kit.layers",
-    "keras_relu_kit.initializers",
-    "keras_relu_kit.constraints",
-    "keras_relu_kit.callbacks",
-    "keras_relu_kit.diagnostics",
-    "keras_relu_kit.errors",
-    "keras_relu_kit.plotting",
-    "keras_relu_kit.datasets",
-    "keras_relu_kit.cli",
-)
-
-
-def public_names(module):
-    names = getattr(module, "__all__", None)
-    if names is None:
-        names = [
-            name
-            for name, value in vars(module).items()
-            if not name.startswith("_")
-            and (inspect.isclass(value) or inspect.isfunction(value))
-            and getattr(value, "__module__", None) == module.__name__
-        ]
-    return sorted(names)
 
 
 def describe(value):
@@ -76,7 +52,7 @@ def describe(value):
 @functools.cache
 def current():
     api = {}
-    for module_name in MODULES:
+    for module_name in PUBLIC_MODULES:
         module = importlib.import_module(module_name)
         for name in public_names(module):
             api[f"{module_name}.{name}"] = describe(getattr(module, name))

@@ -8,16 +8,13 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+from _helpers import to_numpy
 from keras import ops
 
 import keras_relu_kit
 from keras_relu_kit import initializers, layers
 from keras_relu_kit._autodiff import value_and_grad
 from keras_relu_kit.constraints import Clip
-
-
-def _np(x):
-    return ops.convert_to_numpy(x)
 
 
 def _every_layer_model():
@@ -119,9 +116,9 @@ def test_keras_file_in_process_keeps_live_alpha(trained):
     model.save(folder / "same.keras")
     loaded = keras.saving.load_model(folder / "same.keras")
     for old, new in zip(model.weights, loaded.weights, strict=True):
-        np.testing.assert_array_equal(_np(old), _np(new))
+        np.testing.assert_array_equal(to_numpy(old), to_numpy(new))
     leaky = [layer for layer in loaded.layers if type(layer) is layers.LeakyReLU]
-    assert _np(leaky[0].alpha) == pytest.approx(0.2)
+    assert to_numpy(leaky[0].alpha) == pytest.approx(0.2)
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), expected)
 
 
@@ -194,12 +191,12 @@ def test_training_step_with_every_layer_under_xla():
     x = rng.normal(size=(4, 6, 6, 3)).astype("float32")
     y = rng.normal(size=(4, 2)).astype("float32")
     model.compile(keras.optimizers.SGD(0.01), "mse", jit_compile=True)
-    before = [_np(w).copy() for w in model.trainable_weights]
+    before = [to_numpy(w).copy() for w in model.trainable_weights]
     loss = model.train_on_batch(x, y)
     assert np.isfinite(loss)
     assert model.train_function is not None
     changed = [
-        not np.array_equal(b, _np(w))
+        not np.array_equal(b, to_numpy(w))
         for b, w in zip(before, model.trainable_weights, strict=True)
     ]
     # Every trainable weight (kernels, biases, PReLU and PELU slopes) moved.
@@ -244,11 +241,16 @@ def test_xla_gradients_equal_plain_gradients():
 
     def loss(*weights):
         outputs, _ = inner.stateless_call(
-            weights, [_np(v) for v in inner.non_trainable_variables], x, training=False
+            weights,
+            [to_numpy(v) for v in inner.non_trainable_variables],
+            x,
+            training=False,
         )
         return ops.mean(outputs**2)
 
-    value, plain = value_and_grad(loss, *[_np(w) for w in inner.trainable_variables])
+    value, plain = value_and_grad(
+        loss, *[to_numpy(w) for w in inner.trainable_variables]
+    )
     assert all(np.isfinite(g).all() for g in plain)
     for jit_compile in (False, True):
         model = Inference(inner)
@@ -261,7 +263,7 @@ def test_xla_gradients_equal_plain_gradients():
         )
         for weight, gradient, expected in recorded:
             np.testing.assert_allclose(
-                _np(gradient),
+                to_numpy(gradient),
                 expected,
                 rtol=1e-4,
                 atol=1e-6,
