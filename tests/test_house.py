@@ -1,8 +1,10 @@
 """The shape of the package: one-way imports and short functions.
 
-Read from the source with `ast`, so they run in milliseconds and on any
-backend (once, in the TensorFlow suite).
+Read from the source with `ast` (and one subprocess for the imports), on
+one backend: the TensorFlow suite.
 
+- Each module imports in a fresh set of kit modules (no other kit module
+  loaded before it), so no import order hides a cycle.
 - The import graph of `keras_relu_kit`'s modules has no cycle. Every
   explicit import of a kit module counts, at module level or inside a
   function (a lazy import that breaks a cycle at import time is still a
@@ -13,6 +15,10 @@ backend (once, in the TensorFlow suite).
 """
 
 import ast
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -119,6 +125,36 @@ def test_import_graph_has_no_cycle():
     }
     cycle = find_cycle(graph)
     assert cycle is None, " -> ".join(cycle)
+
+
+# Imports each kit module first, with no other kit module loaded before
+# it (Keras and the backend stay loaded: they are not part of the graph).
+IMPORT_ALONE = """
+import importlib, json, sys
+failures = {}
+for name in json.loads(sys.argv[1]):
+    for loaded in [m for m in sys.modules if m.split(".")[0] == "keras_relu_kit"]:
+        del sys.modules[loaded]
+    try:
+        importlib.import_module(name)
+    except Exception as error:
+        failures[name] = f"{type(error).__name__}: {error}"
+print(json.dumps(failures))
+"""
+
+
+def test_each_module_imports_alone():
+    names = sorted(name for name in MODULES if not name.endswith("__main__"))
+    env = {k: v for k, v in os.environ.items() if k != "RELU_KIT_DEMO_WORKER"}
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT_ALONE, json.dumps(names)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == {}
 
 
 def test_find_cycle_finds_a_lazy_one():
