@@ -21,7 +21,7 @@ def _start_command_line():
     as_module = "-m" in command[:-1] and (
         command[command.index("-m") + 1] == "keras_relu_kit"
     )
-    from keras_relu_kit.demo._parallel import is_worker
+    from keras_relu_kit._parallel import is_worker
 
     if as_module or is_worker() or argv0 in ("relu-kit", "relu-kit.exe"):
         from keras_relu_kit.cli import quiet_start

@@ -138,7 +138,7 @@ def _verbose_requested(argv):
 def _launched_as_command_line():
     """Whether this process is `relu-kit` or `python -m keras_relu_kit`, or
     a worker process of `relu-kit demo`."""
-    from keras_relu_kit.demo._parallel import is_worker
+    from keras_relu_kit._parallel import is_worker
 
     if is_worker():
         return True

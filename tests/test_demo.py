@@ -11,9 +11,10 @@ import keras
 import numpy as np
 import pytest
 
+from keras_relu_kit import _parallel
 from keras_relu_kit.cli import main
 from keras_relu_kit.datasets import load_digits
-from keras_relu_kit.demo import _claims, _parallel, _plots
+from keras_relu_kit.demo import _claims, _plots
 from keras_relu_kit.demo._claims import effect
 from keras_relu_kit.demo._files import Staging
 from keras_relu_kit.demo._scoreboard import ROWS as SCOREBOARD_ROWS
@@ -510,7 +511,7 @@ def _child_environment(name):
 
 
 class TestPool:
-    """The worker pool of the continual runs (`keras_relu_kit.demo._parallel`)."""
+    """The worker pool of the continual runs (`keras_relu_kit._parallel`)."""
 
     def test_one_worker_runs_each_call_here_in_order(self):
         calls = []

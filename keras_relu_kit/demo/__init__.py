@@ -38,7 +38,8 @@ returns small frozen dataclasses:
 
 Its modules: `_study` (set-ups, models, training), `_claims`
 (rules and verdicts), `_scoreboard`, `_plots` (the demo's figures),
-`_continual`, `_parallel` (the worker pool) and `_files` (staging).
+`_continual`, `_files` (staging) and `keras_relu_kit._parallel` (the worker
+pool).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from keras_relu_kit.demo import _parallel
+from keras_relu_kit import _parallel
 from keras_relu_kit.demo._files import Staging
 from keras_relu_kit.errors import CommandError
 

@@ -11,13 +11,19 @@ the order of the runs.
 
 A worker imports Keras and its backend again; `WORKER_ENV` tells the
 package's start-up (`keras_relu_kit.cli.quiet_start`) to hide the
-backend's start-up log lines there, as the command line does.
+backend's start-up log lines there, as the command line does. The
+package's start-up asks `is_worker()` on every import, so this module is
+a leaf that imports the pool's machinery only when a pool is made.
 """
 
-import concurrent.futures
+from __future__ import annotations
+
 import contextlib
-import multiprocessing
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import concurrent.futures
 
 WORKER_ENV = "RELU_KIT_DEMO_WORKER"
 MAX_WORKERS = 4
@@ -41,6 +47,8 @@ class _InProcess:
     """`submit` runs the call at once, in this process (one worker)."""
 
     def submit(self, function, *args):
+        import concurrent.futures
+
         future: concurrent.futures.Future = concurrent.futures.Future()
         try:
             future.set_result(function(*args))
@@ -63,6 +71,9 @@ class Pool:
 
     def __enter__(self):
         if self.workers > 1:
+            import concurrent.futures
+            import multiprocessing
+
             self._executor = concurrent.futures.ProcessPoolExecutor(
                 self.workers, mp_context=multiprocessing.get_context("spawn")
             )
