@@ -39,6 +39,7 @@ import numpy as np
 from keras import ops
 
 from keras_relu_kit.diagnostics.sites import find_rectifier_sites
+from keras_relu_kit.model_graph import ModelGraph, model_graph
 
 if TYPE_CHECKING:
     from keras_relu_kit.diagnostics.sites import RectifierSite
@@ -140,7 +141,7 @@ def plan_recycling(
     """
     if sites is None:
         sites = find_rectifier_sites(model)
-    graph = _Graph(model)
+    graph = model_graph(model)
     plans: dict[str, RecyclePlan] = {}
     unmapped: dict[str, str] = {}
     for site in sites:
@@ -231,74 +232,11 @@ class _Unmappable(Exception):
     pass
 
 
-class _Graph:
-    """Inbound and outbound layers of a top-level functional graph."""
-
-    def __init__(self, model: keras.Model) -> None:
-        self.inbound: dict[str, list[str]] = {}
-        self.outbound: dict[str, list[str]] = {}
-        self.calls: dict[str, int] = {}
-        self.outputs: set[str] = set()
-        self.by_name = {layer.name: layer for layer in model.layers}
-        if isinstance(model, keras.Sequential):
-            names = [layer.name for layer in model.layers]
-            for previous, layer in zip([None, *names], names, strict=False):
-                self.calls[layer] = 1
-                self.inbound[layer] = [] if previous is None else [previous]
-                self.outbound.setdefault(layer, [])
-                if previous is not None:
-                    self.outbound[previous].append(layer)
-            if names:
-                self.outputs.add(names[-1])
-            self.ok = True
-            return
-        try:
-            config = model.get_config()
-            layers = config["layers"]
-            outputs = config["output_layers"]
-        except Exception:
-            self.ok = False
-            return
-        self.ok = True
-        for layer in layers:
-            name = layer["name"]
-            nodes = layer.get("inbound_nodes", [])
-            self.calls[name] = len(nodes)
-            self.outbound.setdefault(name, [])
-            sources = []
-            for node in nodes:
-                sources.extend(_histories(node))
-            self.inbound[name] = sources
-            for source in sources:
-                self.outbound.setdefault(source, []).append(name)
-        if outputs and isinstance(outputs[0], str):
-            outputs = [outputs]
-        self.outputs = {entry[0] for entry in outputs}
-
-
-def _histories(node: Any) -> list[str]:
-    """Names of the layers whose tensors a serialized node reads."""
-    found: list[str] = []
-
-    def walk(value: Any) -> None:
-        if isinstance(value, dict):
-            history = value.get("config", {}).get("keras_history")
-            if value.get("class_name") == "__keras_tensor__" and history:
-                found.append(history[0])
-                return
-            for item in value.values():
-                walk(item)
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                walk(item)
-
-    walk(node)
-    return found
-
-
-def _plan_site(model: keras.Model, graph: _Graph, site: RectifierSite) -> RecyclePlan:
+def _plan_site(
+    model: keras.Model, graph: ModelGraph, site: RectifierSite
+) -> RecyclePlan:
     if not graph.ok:
-        raise _Unmappable("the model is not a functional or Sequential graph")
+        raise _Unmappable(graph.reason)
     if "/" in site.name or site.name not in graph.calls:
         raise _Unmappable("it is inside a nested model or layer")
     if graph.calls[site.name] != 1:
@@ -378,7 +316,7 @@ def _check_changeable(layer: keras.layers.Layer) -> None:
 
 
 def _consumers(
-    graph: _Graph, site: RectifierSite, units: int, channel_axis: int
+    graph: ModelGraph, site: RectifierSite, units: int, channel_axis: int
 ) -> list[Consumer]:
     """Follow the site's output through pass-through layers to kernels."""
     found = []

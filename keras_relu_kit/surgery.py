@@ -4,14 +4,13 @@ import warnings
 
 import keras
 
+from keras_relu_kit import rectifiers
 from keras_relu_kit._registry import custom_objects
 from keras_relu_kit._validation import check_number
 from keras_relu_kit.diagnostics.sites import recurrent_rectifiers
 from keras_relu_kit.errors import NoRectifierSitesWarning, UnreachableSitesWarning
 from keras_relu_kit.layers import LeakyReLU
-
-# Keras' default slope for the `"leaky_relu"` activation function.
-_KERAS_LEAKY_RELU_SLOPE = 0.2
+from keras_relu_kit.model_graph import model_graph
 
 
 def leakify(model: keras.Model, alpha: float = 0.0) -> keras.Model:
@@ -182,14 +181,8 @@ class _Surgery:
 
 
 def _is_rewritable(model):
-    if isinstance(model, keras.Sequential):
-        return True
-    # Functional models (and only they) describe their graph in the config.
-    try:
-        config = model.get_config()
-    except NotImplementedError:
-        return False
-    return isinstance(model, keras.Model) and "input_layers" in (config or {})
+    # Sequential models, and functional models whose config holds the graph.
+    return isinstance(model, keras.Model) and model_graph(model).ok
 
 
 def _is_rewritable_nested(layer):
@@ -220,44 +213,22 @@ def _fused_sites(model, alpha):
 
 def _standalone_site(layer, alpha):
     """The kit LeakyReLU arguments for a standalone ReLU layer, or None."""
-    if type(layer).__module__.startswith("keras_relu_kit"):
+    if rectifiers.site_kind(layer) != "activation_layer":
         return None
-    if isinstance(layer, keras.layers.ReLU):
-        site = {"alpha": float(layer.negative_slope) or alpha}
-        if layer.max_value is not None:
-            site["max_value"] = float(layer.max_value)
-        if layer.threshold:
-            site["threshold"] = float(layer.threshold)
-        return site
-    if isinstance(layer, keras.layers.LeakyReLU):
-        return {"alpha": float(layer.negative_slope)}
-    if isinstance(layer, keras.layers.Activation):
-        return _activation_site(layer.activation, alpha)
-    return None
+    return _leaky_arguments(rectifiers.site_rectifier(layer), alpha)
 
 
 def _fused_site(layer, alpha):
-    """The kit LeakyReLU arguments for a layer's `activation=`, or None."""
-    # A recurrent layer applies its activation inside each step, not once to
-    # its output.
-    kept = (keras.Model, keras.layers.Activation, keras.layers.RNN)
-    if isinstance(layer, kept):
+    """The kit LeakyReLU arguments for a fused site's `activation=`, or None."""
+    if rectifiers.site_kind(layer) != "fused_activation":
         return None
-    activation = getattr(layer, "activation", None)
-    if activation is None:
-        return None
-    return _activation_site(activation, alpha)
+    return _leaky_arguments(rectifiers.site_rectifier(layer), alpha)
 
 
-def _activation_site(activation, alpha):
-    name = getattr(activation, "__name__", activation)
-    if name == "relu":
-        return {"alpha": alpha}
-    if name == "relu6":
-        return {"alpha": alpha, "max_value": 6.0}
-    if name == "leaky_relu":
-        return {"alpha": _KERAS_LEAKY_RELU_SLOPE}
-    return None
+def _leaky_arguments(rectifier, alpha):
+    if rectifier is None or not rectifier.leakifiable:
+        return None
+    return rectifier.leaky_relu_arguments(alpha)
 
 
 def _unique(name, taken):

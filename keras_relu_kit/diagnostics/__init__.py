@@ -19,12 +19,12 @@ from keras_relu_kit.diagnostics.measurement import Measurement, measure
 from keras_relu_kit.diagnostics.probe import Probe
 from keras_relu_kit.diagnostics.report import DeadReport, SiteReport
 from keras_relu_kit.diagnostics.sites import (
-    RECTIFIER_ACTIVATIONS,
     RectifierSite,
     find_rectifier_sites,
     is_rectifier_activation,
     recurrent_rectifiers,
 )
+from keras_relu_kit.rectifiers import RECTIFIER_ACTIVATIONS
 
 __all__ = [
     "RECTIFIER_ACTIVATIONS",

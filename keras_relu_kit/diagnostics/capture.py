@@ -44,6 +44,7 @@ from keras_relu_kit._validation import DATA_FORMATS
 from keras_relu_kit.diagnostics.probe import functional_inputs
 from keras_relu_kit.diagnostics.report import DeadReport, site_report
 from keras_relu_kit.errors import UnreachableSitesWarning
+from keras_relu_kit.model_graph import model_graph
 
 if TYPE_CHECKING:
     from keras_relu_kit.diagnostics.report import SiteReport
@@ -219,23 +220,15 @@ def _combine(a: Any, b: Any) -> tuple[Any, Any, Any]:
 def _called_once(model: keras.Model, sites: Sequence[RectifierSite]) -> bool:
     """Whether every site is a top-level layer called once in the graph.
 
-    Only then is `layer.output` the one output to measure. Counted from
-    the model's public config (one inbound node per call).
+    Only then is `layer.output` the one output to measure.
     """
-    if any("/" in s.name for s in sites):
-        return False
-    if isinstance(model, keras.Sequential):
-        ids = [id(layer) for layer in model.layers]
-        return all(ids.count(id(s.layer)) == 1 for s in sites)
-    try:
-        config = model.get_config()
-        calls = {
-            layer["name"]: len(layer.get("inbound_nodes", ()))
-            for layer in config["layers"]
-        }
-    except Exception:
-        return False
-    return all(calls.get(s.layer.name) == 1 for s in sites)
+    graph = model_graph(model)
+    return all(
+        "/" not in s.name
+        and graph.by_name.get(s.name) is s.layer
+        and graph.called_once(s.name)
+        for s in sites
+    )
 
 
 def _channels_first(site: RectifierSite, data_format: str | None) -> bool:

@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import keras
 
-#: Names of the activation functions that count as rectifiers. Smooth
-#: activations (`gelu`, `silu`, `swish`, `mish`, `softplus`, ...) do not.
-RECTIFIER_ACTIVATIONS = frozenset(
-    {"relu", "relu6", "leaky_relu", "elu", "selu", "celu"}
-)
+from keras_relu_kit import rectifiers
+from keras_relu_kit.rectifiers import Rectifier
 
 KINDS = ("activation_layer", "fused_activation", "kit_layer")
-
-_KERAS_RECTIFIER_LAYERS = (
-    keras.layers.ReLU,
-    keras.layers.LeakyReLU,
-    keras.layers.PReLU,
-    keras.layers.ELU,
-)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -45,6 +34,18 @@ class RectifierSite:
     name: str
     layer: keras.layers.Layer
     kind: str
+
+    @property
+    def rectifier(self) -> Rectifier:
+        """The `Rectifier` the site applies (see `rectifiers.classify`)."""
+        rectifier = rectifiers.site_rectifier(self.layer)
+        assert rectifier is not None  # A site's layer applies one.
+        return rectifier
+
+    @property
+    def slope_layer(self) -> keras.layers.Layer | None:
+        """The kit layer whose `alpha` sets the site's slope, or `None`."""
+        return rectifiers.slope_layer(self.layer)
 
     def __repr__(self) -> str:
         return (
@@ -73,23 +74,9 @@ def is_rectifier_activation(
     >>> is_rectifier_activation(keras.activations.leaky_relu)
     True
     """
-    if activation is None:
-        return False
-    if isinstance(activation, str):
-        return activation in RECTIFIER_ACTIVATIONS
     if isinstance(activation, keras.layers.Layer):
-        return _layer_kind(activation) is not None
-    while isinstance(activation, functools.partial):
-        activation = activation.func
-    return getattr(activation, "__name__", None) in RECTIFIER_ACTIVATIONS
-
-
-def _is_kit_layer(layer: Any) -> bool:
-    # Subclasses of kit layers count too.
-    return any(
-        cls.__module__.startswith("keras_relu_kit.layers.")
-        for cls in type(layer).__mro__
-    )
+        return rectifiers.site_kind(activation) is not None
+    return rectifiers.classify(activation) is not None
 
 
 def is_recurrent_rectifier(layer: keras.layers.Layer) -> bool:
@@ -113,42 +100,43 @@ def recurrent_rectifiers(model: keras.layers.Layer) -> list[str]:
     They are not sites (see `is_recurrent_rectifier`); callers name them in
     a warning so that a user knows they are not measured.
     """
-    found: list[str] = []
+    return [
+        path
+        for path, why in unreachable_rectifiers(model).items()
+        if why == "recurrent"
+    ]
 
-    def visit(layer: keras.layers.Layer, prefix: str) -> None:
-        for sub in _sublayers(layer):
-            path = f"{prefix}{sub.name}"
-            if isinstance(sub, keras.layers.RNN):
-                if is_recurrent_rectifier(sub):
-                    found.append(path)
-                continue
-            if _layer_kind(sub) is None:
-                visit(sub, f"{path}/")
 
-    if isinstance(model, keras.layers.Layer):
-        visit(model, "")
+def unreachable_rectifiers(model: keras.layers.Layer) -> dict[str, str]:
+    """The layers of `model` that apply a rectifier no site measures.
+
+    Returns:
+        A dict from layer path to why: `"recurrent"` for a recurrent layer
+        whose cells use a rectifier (see `is_recurrent_rectifier`);
+        `"inline"` for a layer that has a rectifier `activation` but applies
+        it in its own `call`, with no rectifier sublayer (a custom layer
+        computing `self.activation(x)` itself; a `Dense` inside it would
+        be found).
+    """
+    found: dict[str, str] = {}
+    if not isinstance(model, keras.layers.Layer):
+        return found
+    for path, layer, kind in walk_layers(model):
+        if kind is not None:
+            continue
+        if isinstance(layer, keras.layers.RNN):
+            if is_recurrent_rectifier(layer):
+                found[path] = "recurrent"
+        elif rectifiers.activation_rectifier(layer) is not None and not any(
+            kind is not None for _, _, kind in walk_layers(layer)
+        ):
+            found[path] = "inline"
     return found
 
 
 def _layer_kind(layer: Any) -> str | None:
     """The kind of rectifier site `layer` is, or `None`."""
-    if isinstance(layer, keras.layers.RNN):
-        # The activation runs inside the recurrence, on the state.
-        return None
-    if _is_kit_layer(layer):
-        return "kit_layer"
-    if isinstance(layer, _KERAS_RECTIFIER_LAYERS):
-        return "activation_layer"
-    if isinstance(layer, keras.layers.Activation):
-        if is_rectifier_activation(layer.activation):
-            return "activation_layer"
-        return None
-    if isinstance(layer, keras.Model):
-        return None
-    activation = getattr(layer, "activation", None)
-    if activation is not None and is_rectifier_activation(activation):
-        return "fused_activation"
-    return None
+    return rectifiers.site_kind(layer)
 
 
 def _sublayers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
@@ -173,11 +161,15 @@ def find_rectifier_sites(model: keras.layers.Layer) -> list[RectifierSite]:
     A site is a layer whose output units can die: a standalone rectifier
     layer (Keras `ReLU`, `LeakyReLU`, `PReLU`, `ELU`, or `Activation` with
     `"relu"`, `"relu6"`, `"leaky_relu"`, `"elu"`, `"selu"` or `"celu"`),
-    every `keras_relu_kit.layers` layer, and any layer whose `activation`
-    attribute is a rectifier (`Dense(activation="relu")`, `Conv2D`,
-    `SeparableConv2D`, `DepthwiseConv2D`, ...; their output *is* the
-    post-activation). The search goes into nested models and into layers
-    that hold sublayers, in `Sequential`, functional and subclassed models.
+    every `keras_relu_kit.layers` layer, and a `Dense`, `EinsumDense` or
+    convolution whose `activation=` is a rectifier (`Dense(activation="relu")`,
+    `Conv2D`, `SeparableConv2D`, `DepthwiseConv2D`, ...; their output *is*
+    the post-activation; see `keras_relu_kit.rectifiers`). Any other layer,
+    even one with a rectifier `activation` attribute (keras-hub's
+    `TransformerEncoder`), is searched inside: its sites are the sublayers
+    that apply the rectifier (the feed-forward `Dense`), named by path. The
+    search goes into nested models and into layers that hold sublayers, in
+    `Sequential`, functional and subclassed models.
     It does not go inside a site (a `Dense` whose activation is a kit layer
     is one site, not two), nor inside a recurrent layer: an activation in a
     recurrent cell (`LSTM(activation="relu")`) runs on the state at every
@@ -213,34 +205,52 @@ def find_rectifier_sites(model: keras.layers.Layer) -> list[RectifierSite]:
             f"or keras.layers.Layer. Received: model={model!r} "
             f"(of type {type(model).__name__})"
         )
-    sites: list[RectifierSite] = []
-    seen_layers: set[int] = set()
-    seen_names: set[str] = set()
-
-    def visit(layer: keras.layers.Layer, prefix: str) -> None:
-        for sub in _sublayers(layer):
-            if id(sub) in seen_layers:
-                continue
-            seen_layers.add(id(sub))
-            path = f"{prefix}{sub.name}"
-            kind = _layer_kind(sub)
-            if kind is None:
-                if not isinstance(sub, keras.layers.RNN):
-                    visit(sub, f"{path}/")
-                continue
-            name, k = path, 1
-            while name in seen_names:
-                name = f"{path}_{k}"
-                k += 1
-            seen_names.add(name)
-            sites.append(RectifierSite(name=name, layer=sub, kind=kind))
-
     kind = _layer_kind(model)
     if kind is not None:
         # A single rectifier layer measured on its own.
         return [RectifierSite(name=model.name, layer=model, kind=kind)]
-    visit(model, "")
-    return sites
+    return [
+        RectifierSite(name=path, layer=layer, kind=kind)
+        for path, layer, kind in walk_layers(model)
+        if kind is not None
+    ]
+
+
+def walk_layers(
+    model: keras.layers.Layer,
+) -> Iterator[tuple[str, keras.layers.Layer, str | None]]:
+    """Every layer below `model`, once, in model order: `(path, layer, kind)`.
+
+    `path` is unique and stable: the layer's name at the top level, a
+    `/`-separated path below it (a repeated path gets `_1`, `_2`, ...).
+    `kind` is the layer's site kind (`rectifiers.site_kind`) or `None`. The
+    walk goes into nested models and layers holding sublayers, not into a
+    site nor a recurrent layer.
+    """
+    seen_layers: set[int] = set()
+    seen_paths: set[str] = set()
+
+    def visit(layer: keras.layers.Layer, prefix: str):
+        for sub in _sublayers(layer):
+            if id(sub) in seen_layers:
+                continue
+            seen_layers.add(id(sub))
+            path, k = f"{prefix}{sub.name}", 1
+            while path in seen_paths:
+                path = f"{prefix}{sub.name}_{k}"
+                k += 1
+            seen_paths.add(path)
+            kind = _layer_kind(sub)
+            yield path, sub, kind
+            if kind is None and not isinstance(sub, keras.layers.RNN):
+                yield from visit(sub, f"{path}/")
+
+    return visit(model, "")
+
+
+def layer_paths(model: keras.layers.Layer) -> dict[str, keras.layers.Layer]:
+    """`{path: layer}` for every layer `walk_layers(model)` reaches."""
+    return {path: layer for path, layer, _ in walk_layers(model)}
 
 
 def resolve_sites(

@@ -1,32 +1,16 @@
 from __future__ import annotations
 
 import functools
-import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import keras
 
-from keras_relu_kit import layers as kit_layers
 from keras_relu_kit.initializers.he import HeNormal
+from keras_relu_kit.rectifiers import NAMES, Rectifier, classify
 
-# Negative slope each named activation starts with. `"leaky_relu"` is Keras'
-# activation function, whose slope is read from the function itself.
-_SLOPES = {
-    "relu": 0.0,
-    "relu6": 0.0,
-    "leaky_relu": None,
-    "prelu": 0.25,
-    "rrelu": (1.0 / 8.0 + 1.0 / 3.0) / 2.0,
-    "elu": 0.0,
-    "pelu": 0.0,
-}
-KNOWN = tuple(sorted([*_SLOPES, "selu"]))
-
-# Activation functions (Keras', or any of the same name) the kit can match.
-_FUNCTIONS = ("relu", "relu6", "leaky_relu", "elu", "selu")
-# What Keras' `leaky_relu` function uses if its signature cannot be read.
-_KERAS_LEAKY_RELU_SLOPE = 0.2
+#: The names `initializer_for` takes.
+KNOWN = NAMES
 
 
 def initializer_for(
@@ -75,119 +59,60 @@ def initializer_for(
     >>> type(initializer_for("selu")).__name__
     'LecunNormal'
     """
-    name, slope = _describe(activation)
-    if name == "selu":
+    rectifier = _describe(activation)
+    if rectifier.name == "selu":
         return keras.initializers.LecunNormal(seed=seed)
-    # Only `"leaky_relu"` has no slope in `_SLOPES`: its is read from Keras.
-    assert slope is not None
-    return HeNormal(seed, negative_slope=slope)
+    return HeNormal(seed, negative_slope=min(max(rectifier.slope, 0.0), 1.0))
 
 
-def _describe(activation: Any) -> tuple[str, float | None]:
+def _describe(activation: Any) -> Rectifier:
+    """`rectifiers.classify(activation)`, or the error naming what it got."""
     if isinstance(activation, str):
-        name = activation.lower()
-        if name not in KNOWN:
+        rectifier = classify(activation.lower())
+        if rectifier is None:
             raise ValueError(
                 "`initializer_for` argument `activation` must be one of "
                 f"{KNOWN} or an activation layer. "
                 f"Received: activation={activation!r}"
             )
-        if name == "leaky_relu":
-            return _describe_function(keras.activations.leaky_relu, name)
-        return name, _SLOPES.get(name, 0.0)
+        return rectifier
     if isinstance(activation, keras.layers.Layer):
-        return _describe_layer(activation)
-    if callable(activation):
-        return _describe_function(activation, _function_name(activation))
-    raise TypeError(
-        "`initializer_for` argument `activation` must be a name, an "
-        "activation function or a layer. "
-        f"Received: activation={activation!r} of type "
-        f"{type(activation).__name__}"
-    )
-
-
-def _describe_layer(layer: keras.layers.Layer) -> tuple[str, float | None]:
-    if isinstance(layer, kit_layers.LeakyReLU):
-        slope = (
-            float(keras.ops.convert_to_numpy(layer.alpha))
-            if layer.built
-            else layer.initial_alpha
+        rectifier = classify(activation)
+        if rectifier is not None:
+            return rectifier
+        if not callable(getattr(activation, "activation", None)):
+            raise TypeError(
+                "`initializer_for` argument `activation` must be a name, an "
+                "activation function, an activation layer or a layer with an "
+                f"`activation`. Received: activation={activation!r} of type "
+                f"{type(activation).__name__}"
+            )
+        # `Activation("tanh")`, `Dense(..., activation=...)`: the function
+        # (or layer) it applies.
+        function = activation.activation
+        received = f"{type(activation).__name__}({_function_name(function)!r})"
+    elif callable(activation):
+        function, received = activation, _function_name(activation)
+    else:
+        raise TypeError(
+            "`initializer_for` argument `activation` must be a name, an "
+            "activation function or a layer. "
+            f"Received: activation={activation!r} of type "
+            f"{type(activation).__name__}"
         )
-        return "leaky_relu", _clip(slope)
-    if isinstance(layer, kit_layers.PReLU):
-        initializer = layer.alpha_initializer
-        if isinstance(initializer, keras.initializers.Constant):
-            return "prelu", _clip(float(initializer.value))
-        return "prelu", _SLOPES["prelu"]
-    if isinstance(layer, kit_layers.RReLU):
-        return "rrelu", (layer.lower + layer.upper) / 2.0
-    if isinstance(layer, kit_layers.SELU):
-        return "selu", 0.0
-    if isinstance(layer, (kit_layers.ELU, kit_layers.PELU)):
-        return "elu", 0.0
-    if isinstance(layer, keras.layers.LeakyReLU):
-        return "leaky_relu", _clip(float(layer.negative_slope))
-    if isinstance(layer, keras.layers.ReLU):
-        return "relu", _clip(float(layer.negative_slope))
-    if isinstance(layer, keras.layers.PReLU):
-        return "prelu", 0.0
-    if isinstance(layer, keras.layers.ELU):
-        return "elu", 0.0
-    function = getattr(layer, "activation", None)
-    if callable(function):
-        # `Activation("leaky_relu")`, `Dense(..., activation=...)`: the
-        # function (or layer) it applies.
-        if isinstance(function, keras.layers.Layer):
-            return _describe_layer(function)
-        name = _function_name(function)
-        return _describe_function(function, f"{type(layer).__name__}({name!r})")
-    raise TypeError(
-        "`initializer_for` argument `activation` must be a name, an "
-        "activation function, an activation layer or a layer with an "
-        f"`activation`. Received: activation={layer!r} of type "
-        f"{type(layer).__name__}"
-    )
-
-
-def _describe_function(function: Any, received: str) -> tuple[str, float]:
-    """Name and slope of an activation function, or a partial of one."""
-    keywords: dict[str, Any] = {}
-    while isinstance(function, functools.partial):
-        keywords = {**function.keywords, **keywords}
-        function = function.func
-    name = getattr(function, "__name__", "")
-    if name not in _FUNCTIONS:
+    rectifier = classify(function)
+    if rectifier is None:
         raise ValueError(
             "`initializer_for` argument `activation` must be a rectifier: "
             f"one of {KNOWN}, or a layer or function applying one. "
             f"Received: activation={received}"
         )
-    if name not in ("relu", "leaky_relu"):
-        return name, 0.0
-    default = _KERAS_LEAKY_RELU_SLOPE if name == "leaky_relu" else 0.0
-    # Keras calls the slope `negative_slope`, `tf.nn.leaky_relu` `alpha`.
-    for argument in ("negative_slope", "alpha"):
-        if argument in keywords:
-            return name, _clip(float(keywords[argument]))
-        parameter = _parameters(function).get(argument)
-        if parameter is not None and isinstance(parameter.default, (int, float)):
-            return name, _clip(float(parameter.default))
-    return name, default
-
-
-def _parameters(function: Any) -> Mapping[str, inspect.Parameter]:
-    try:
-        return inspect.signature(function).parameters
-    except (TypeError, ValueError):
-        return {}
+    return rectifier
 
 
 def _function_name(function: Any) -> str:
     while isinstance(function, functools.partial):
         function = function.func
+    if isinstance(function, keras.layers.Layer):
+        return type(function).__name__
     return getattr(function, "__name__", type(function).__name__)
-
-
-def _clip(slope: float) -> float:
-    return min(max(slope, 0.0), 1.0)

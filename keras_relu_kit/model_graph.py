@@ -1,0 +1,154 @@
+"""One model graph: who produces and who consumes each layer's output.
+
+The capture (is a site called once?), `leakify` (can the graph be cloned?)
+and `Recycle` (which layers read a site's units?) all need the graph of a
+functional or `Sequential` model. It is built here, once per model and
+cached on it, from public Keras API: a `Sequential` model's `layers`, and a
+functional model's `get_config()`, which lists each layer's calls (inbound
+nodes) and the tensors each call reads.
+
+A subclassed model, or a functional subclass whose `get_config` returns its
+constructor arguments (keras-hub's backbones), has no graph here: its
+`call` is Python code. `ModelGraph.ok` is then `False` and `reason` says
+why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import keras
+
+# The attribute of a model that holds its graph. Set through the instance
+# dict, out of Keras' tracking, so that it is never saved.
+_CACHE_ATTRIBUTE = "_keras_relu_kit_graph"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ModelGraph:
+    """The layers of one graph model and how their calls connect.
+
+    Attributes:
+        ok: bool. Whether the model is a `Sequential` or functional graph.
+        reason: str. Why it is not (empty when `ok`).
+        functional: bool. Whether it is a functional (not `Sequential`)
+            graph whose config describes it: `keras.models.clone_model`
+            can rebuild it.
+        by_name: `{layer name: layer}` of the model's own layers.
+        calls: `{layer name: number of calls in the graph}`.
+        inbound: `{layer name: names of the layers its calls read}`.
+        outbound: `{layer name: names of the layers reading its outputs}`.
+        outputs: names of the layers whose outputs are model outputs.
+    """
+
+    ok: bool
+    reason: str = ""
+    functional: bool = False
+    by_name: dict[str, keras.layers.Layer] = dataclasses.field(default_factory=dict)
+    calls: dict[str, int] = dataclasses.field(default_factory=dict)
+    inbound: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    outbound: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    outputs: frozenset[str] = frozenset()
+
+    def called_once(self, name: str) -> bool:
+        """Whether layer `name` is a layer of the graph, called once."""
+        return self.ok and self.calls.get(name) == 1
+
+
+def model_graph(model: keras.layers.Layer) -> ModelGraph:
+    """The `ModelGraph` of `model`, cached on it.
+
+    The cache is keyed by the model's layers, so a model whose layers
+    change gets a new graph.
+    """
+    layers = model.layers if isinstance(model, keras.Model) else []
+    key = tuple(id(layer) for layer in layers)
+    cached = model.__dict__.get(_CACHE_ATTRIBUTE)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    graph = _build(model)
+    # Out of Keras' attribute tracking: never saved, never a sublayer.
+    model.__dict__[_CACHE_ATTRIBUTE] = (key, graph)
+    return graph
+
+
+def _build(model: keras.layers.Layer) -> ModelGraph:
+    if isinstance(model, keras.Sequential):
+        return _sequential(model)
+    if not isinstance(model, keras.Model):
+        return ModelGraph(ok=False, reason="it is a layer, not a model")
+    try:
+        config = model.get_config()
+    except NotImplementedError:
+        config = None
+    if not isinstance(config, dict) or "input_layers" not in config:
+        return ModelGraph(
+            ok=False,
+            reason=(
+                f"'{model.name}' ({type(model).__name__}) is not a Sequential "
+                "or functional graph: its `call` is Python code"
+            ),
+        )
+    calls: dict[str, int] = {}
+    inbound: dict[str, list[str]] = {}
+    outbound: dict[str, list[str]] = {}
+    for layer in config["layers"]:
+        name = layer["name"]
+        nodes = layer.get("inbound_nodes", [])
+        calls[name] = len(nodes)
+        outbound.setdefault(name, [])
+        sources = [source for node in nodes for source in _histories(node)]
+        inbound[name] = sources
+        for source in sources:
+            outbound.setdefault(source, []).append(name)
+    outputs = config["output_layers"]
+    if outputs and isinstance(outputs[0], str):
+        outputs = [outputs]
+    return ModelGraph(
+        ok=True,
+        functional=True,
+        by_name={layer.name: layer for layer in model.layers},
+        calls=calls,
+        inbound=inbound,
+        outbound=outbound,
+        outputs=frozenset(entry[0] for entry in outputs),
+    )
+
+
+def _sequential(model: keras.Sequential) -> ModelGraph:
+    names = [layer.name for layer in model.layers]
+    calls = {name: names.count(name) for name in names}
+    inbound: dict[str, list[str]] = {name: [] for name in names}
+    outbound: dict[str, list[str]] = {name: [] for name in names}
+    for previous, name in zip(names, names[1:], strict=False):
+        inbound[name].append(previous)
+        outbound[previous].append(name)
+    return ModelGraph(
+        ok=True,
+        by_name={layer.name: layer for layer in model.layers},
+        calls=calls,
+        inbound=inbound,
+        outbound=outbound,
+        outputs=frozenset(names[-1:]),
+    )
+
+
+def _histories(node: Any) -> list[str]:
+    """Names of the layers whose tensors a serialized node reads."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            history = value.get("config", {}).get("keras_history")
+            if value.get("class_name") == "__keras_tensor__" and history:
+                found.append(history[0])
+                return
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item)
+
+    walk(node)
+    return found
