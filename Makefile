@@ -18,6 +18,12 @@ TORCH_STAMP := $(TORCH_VENV)/.installed
 # tested only from a CPU wheel already on the machine (or TORCH_WHEEL=...).
 TORCH_WHEEL ?= $(firstword $(wildcard /opt/wheels/torch-*+cpu-*.whl))
 PYTEST_ARGS ?= -q
+# keras-hub depends on tensorflow-text, hence TensorFlow, for its
+# tokenizers; its layers and models import without it. The JAX and torch
+# environments get it without its dependencies, plus those its imports need,
+# so that they stay free of TensorFlow.
+KERAS_HUB ?= keras-hub>=0.32
+KERAS_HUB_IMPORTS := absl-py packaging regex rich sentencepiece tokenizers
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
@@ -28,19 +34,23 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e \
-		".[tensorflow,tensorboard,test,demo,export-tensorflow,docs,dev]"
+		".[tensorflow,tensorboard,test,demo,export-tensorflow,docs,dev,keras-hub]"
 	touch $(STAMP)
 
 $(JAX_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(JAX_VENV)
 	$(JAX_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(JAX_VENV)/bin/python -m pip install --quiet -e ".[jax,test,demo]"
+	$(JAX_VENV)/bin/python -m pip install --quiet -e ".[jax,test,demo]" \
+		$(KERAS_HUB_IMPORTS)
+	$(JAX_VENV)/bin/python -m pip install --quiet --no-deps "$(KERAS_HUB)"
 	touch $(JAX_STAMP)
 
 $(TORCH_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(TORCH_VENV)
 	$(TORCH_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(TORCH_VENV)/bin/python -m pip install --quiet "$(TORCH_WHEEL)" -e ".[test,demo,export-torch]"
+	$(TORCH_VENV)/bin/python -m pip install --quiet "$(TORCH_WHEEL)" \
+		-e ".[test,demo,export-torch]" $(KERAS_HUB_IMPORTS)
+	$(TORCH_VENV)/bin/python -m pip install --quiet --no-deps "$(KERAS_HUB)"
 	touch $(TORCH_STAMP)
 
 # The three suites run side by side; each prints its output when it ends.
