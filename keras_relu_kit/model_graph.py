@@ -20,6 +20,8 @@ from typing import Any
 
 import keras
 
+__all__ = ["ModelGraph", "model_graph"]
+
 # The attribute of a model that holds its graph. Set through the instance
 # dict, out of Keras' tracking, so that it is never saved.
 _CACHE_ATTRIBUTE = "_keras_relu_kit_graph"

@@ -26,6 +26,20 @@ import keras
 
 from keras_relu_kit import layers as kit_layers
 
+__all__ = [
+    "ADJUSTABLE",
+    "FUSED_LAYERS",
+    "NAMES",
+    "RECTIFIER_ACTIVATIONS",
+    "Rectifier",
+    "activation_rectifier",
+    "classify",
+    "is_kit_layer",
+    "site_kind",
+    "site_rectifier",
+    "slope_layer",
+]
+
 #: Names of the activation functions that count as rectifiers. Smooth
 #: activations (`gelu`, `silu`, `swish`, `mish`, `softplus`, ...) do not.
 RECTIFIER_ACTIVATIONS = frozenset(
@@ -52,7 +66,7 @@ FUSED_LAYERS = (
     keras.layers.DepthwiseConv2D,
 )
 
-# Kit layers whose slope is a variable a callback (`AutoLeak`) can set.
+#: Kit layers whose slope is a variable a callback (`AutoLeak`) can set.
 ADJUSTABLE = (kit_layers.LeakyReLU, kit_layers.PReLU, kit_layers.ELU)
 
 # The slope Keras' `leaky_relu` function has if its signature cannot be read.

@@ -23,6 +23,7 @@ from keras_relu_kit.diagnostics.sites import (
     find_rectifier_sites,
     is_rectifier_activation,
     recurrent_rectifiers,
+    unreachable_rectifiers,
 )
 from keras_relu_kit.rectifiers import RECTIFIER_ACTIVATIONS
 
@@ -39,4 +40,5 @@ __all__ = [
     "is_rectifier_activation",
     "measure",
     "recurrent_rectifiers",
+    "unreachable_rectifiers",
 ]

@@ -19,7 +19,7 @@ from keras_relu_kit._validation import check_data_format, check_number
 from keras_relu_kit.diagnostics import probe as probe_lib
 from keras_relu_kit.diagnostics.capture import get_capture
 from keras_relu_kit.diagnostics.report import DeadReport
-from keras_relu_kit.diagnostics.sites import recurrent_rectifiers, resolve_sites
+from keras_relu_kit.diagnostics.sites import resolve_sites, unreachable_rectifiers
 from keras_relu_kit.errors import NoRectifierSitesWarning, UnreachableSitesWarning
 
 if TYPE_CHECKING:
@@ -93,15 +93,8 @@ class Measurement:
         self.began = True
         self.last_report = None
         self.sites = resolve_sites(model, self._given_sites, self.owner)
-        recurrent = recurrent_rectifiers(model) if self._given_sites is None else []
-        if recurrent:
-            warnings.warn(
-                f"{self.owner or 'keras_relu_kit'}: the recurrent layers "
-                f"{recurrent} apply a rectifier inside every step of their "
-                "recurrence, not to their output, so they are not measured.",
-                UnreachableSitesWarning,
-                stacklevel=3,
-            )
+        if self._given_sites is None:
+            _warn_unreachable(model, self.owner)
         if not self.sites:
             return []
         if self.probe.is_lazy:
@@ -326,3 +319,28 @@ def measure(
 
 
 __all__ = ["Measurement", "measure"]
+
+
+def _warn_unreachable(model: keras.Model, owner: str) -> None:
+    """One warning naming the rectifiers of `model` that no site measures."""
+    unreachable = unreachable_rectifiers(model)
+    recurrent = [path for path, why in unreachable.items() if why == "recurrent"]
+    inline = [path for path, why in unreachable.items() if why == "inline"]
+    parts = []
+    if recurrent:
+        parts.append(
+            f"the recurrent layers {recurrent} apply a rectifier inside every "
+            "step of their recurrence, not to their output"
+        )
+    if inline:
+        parts.append(
+            f"the layers {inline} apply their rectifier `activation` in their "
+            "own `call`, with no rectifier sublayer whose output could be read"
+        )
+    if parts:
+        warnings.warn(
+            f"{owner or 'keras_relu_kit'}: {'; '.join(parts)}, so they are not "
+            "measured.",
+            UnreachableSitesWarning,
+            stacklevel=4,
+        )
