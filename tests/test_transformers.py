@@ -17,7 +17,8 @@ from keras_relu_kit.diagnostics import find_rectifier_sites, measure
 from keras_relu_kit.errors import UnreachableSitesWarning
 
 VOCAB, SEQ, HIDDEN, FFN = 20, 6, 16, 32
-SITE = "enc/feedforward_intermediate_dense"
+FFN_DENSE = "feedforward_intermediate_dense"
+SITE = f"enc/{FFN_DENSE}"
 
 
 def _encoder_classifier(jit_compile=False):
@@ -108,9 +109,9 @@ class TestDecoderModels:
         x = keras_hub.layers.TransformerDecoder(FFN, num_heads=2, name="dec")(x)
         model = keras.Model(inputs, x)
         sites = find_rectifier_sites(model)
-        assert [s.name for s in sites] == ["dec/feedforward_intermediate_dense"]
+        assert [s.name for s in sites] == [f"dec/{FFN_DENSE}"]
         _kill(sites[0].layer, np.arange(FFN // 2))
-        site = measure(model, ids).sites["dec/feedforward_intermediate_dense"]
+        site = measure(model, ids).sites[f"dec/{FFN_DENSE}"]
         assert site.units == FFN
         assert site.dead_mask[: FFN // 2].all()
 
@@ -124,7 +125,7 @@ class TestDecoderModels:
             max_sequence_length=8,
         )
         sites = find_rectifier_sites(backbone)
-        names = [f"transformer_layer_{i}/feedforward_intermediate_dense" for i in (0, 1)]
+        names = [f"transformer_layer_{i}/{FFN_DENSE}" for i in (0, 1)]
         assert [s.name for s in sites] == names
         killed = np.arange(0, FFN, 2)
         _kill(sites[0].layer, killed)
