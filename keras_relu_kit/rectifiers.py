@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
+import numpy as np
 
 from keras_relu_kit import layers as kit_layers
 
@@ -238,14 +239,12 @@ def _by_layer(layer: keras.layers.Layer) -> Rectifier | None:
 def _by_kit_layer(layer: keras.layers.Layer) -> Rectifier:
     adjustable = isinstance(layer, ADJUSTABLE)
     if isinstance(layer, kit_layers.LeakyReLU):
-        slope = (
-            float(keras.ops.convert_to_numpy(layer.alpha))
-            if layer.built
-            else layer.initial_alpha
-        )
+        live = keras.ops.convert_to_numpy(layer.alpha)
+        # The given slope, exactly, until a callback changes the variable.
+        unchanged = live == np.float32(layer.initial_alpha)
         return Rectifier(
             "leaky_relu",
-            slope=slope,
+            slope=layer.initial_alpha if unchanged else float(live),
             max_value=layer.max_value,
             threshold=layer.threshold,
             kit=True,

@@ -18,6 +18,11 @@ class AdjustableAlphaLayer(keras.layers.Layer):
     changes the output of an already traced or XLA-compiled function without
     retracing it. The config keeps the *initial* value; the live value lives
     in the weights.
+
+    `alpha` is created in `__init__`, not in `build`: a layer that is not
+    called before its weights load (the `activation=` of a `Dense` that
+    `leakify` converted in place, rebuilt by `keras.saving.load_model`) has
+    its slope to load into, and one can be assigned before the first call.
     """
 
     _alpha_high: float | None = None
@@ -33,15 +38,16 @@ class AdjustableAlphaLayer(keras.layers.Layer):
             float32=True,
         )
         self.supports_masking = True
-
-    def build(self, input_shape):
         self.alpha = self.add_weight(
             name="alpha",
             shape=(),
             initializer=keras.initializers.Constant(self.initial_alpha),
             trainable=False,
         )
-        self.built = True
+
+    def build(self, input_shape):
+        # Nothing to create: `alpha` exists since `__init__`.
+        pass
 
     def compute_output_shape(self, input_shape):
         return input_shape
