@@ -80,10 +80,7 @@ def _build(model: keras.layers.Layer) -> ModelGraph:
         return _sequential(model)
     if not isinstance(model, keras.Model):
         return ModelGraph(ok=False, reason="it is a layer, not a model")
-    try:
-        config = model.get_config()
-    except NotImplementedError:
-        config = None
+    config = _graph_config(model)
     if not isinstance(config, dict) or "input_layers" not in config:
         return ModelGraph(
             ok=False,
@@ -116,6 +113,37 @@ def _build(model: keras.layers.Layer) -> ModelGraph:
         outbound=outbound,
         outputs=frozenset(entry[0] for entry in outputs),
     )
+
+
+def _graph_config(model: keras.Model) -> Any:
+    """`model.get_config()`, for its graph only.
+
+    A layer whose own config cannot be serialized (a `functools.partial`
+    activation, which Keras cannot save) is read with a config holding its
+    name alone: the connectivity is what is used here.
+    """
+    try:
+        return model.get_config()
+    except NotImplementedError:
+        return None
+    except (TypeError, ValueError):
+        pass
+    stubbed = []
+    for layer in model.layers:
+        try:
+            layer.get_config()
+        except Exception:  # Whatever a layer's serialization raises.
+            # Shadowed on the instance, out of Keras' tracking, and removed
+            # right after.
+            layer.__dict__["get_config"] = lambda name=layer.name: {"name": name}
+            stubbed.append(layer)
+    try:
+        return model.get_config()
+    except Exception:  # Still not readable: no graph.
+        return None
+    finally:
+        for layer in stubbed:
+            layer.__dict__.pop("get_config", None)
 
 
 def _sequential(model: keras.Sequential) -> ModelGraph:

@@ -227,7 +227,10 @@ def walk_layers(
     walk goes into nested models and layers holding sublayers, not into a
     site nor a recurrent layer.
     """
-    seen_layers: set[int] = set()
+    # A kit layer that a fused site applies as its `activation` is part of
+    # that site, also where a block holds it too (keras-hub's encoder keeps
+    # its `activation` as an attribute): never a site of its own.
+    seen_layers: set[int] = _applied_activations(model)
     seen_paths: set[str] = set()
 
     def visit(layer: keras.layers.Layer, prefix: str):
@@ -246,6 +249,19 @@ def walk_layers(
                 yield from visit(sub, f"{path}/")
 
     return visit(model, "")
+
+
+def _applied_activations(model: keras.layers.Layer) -> set[int]:
+    """`id`s of the activation layers that fused sites below `model` apply."""
+    flatten = getattr(model, "_flatten_layers", None)
+    if flatten is None:
+        return set()
+    return {
+        id(layer.activation)
+        for layer in flatten(include_self=False)
+        if isinstance(getattr(layer, "activation", None), keras.layers.Layer)
+        and _layer_kind(layer) == "fused_activation"
+    }
 
 
 def layer_paths(model: keras.layers.Layer) -> dict[str, keras.layers.Layer]:
