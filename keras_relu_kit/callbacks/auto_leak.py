@@ -20,9 +20,12 @@ callback applies its decision (assign, snapshot, record, print). NaN/inf
 activations say nothing about dead units: a layer with any is left alone
 that epoch.
 
-How the change is made. Adjustable layers are the kit layers whose
-`alpha` is a leak: `LeakyReLU`, `PReLU` and `ELU`. For a per-channel (or
-per-element) `PReLU`, only the slopes of the dead channels are raised.
+How the change is made. Adjustable sites are the kit layers whose
+`alpha` is a leak, `LeakyReLU`, `PReLU` and `ELU`, and the layers that
+apply one as their `activation` (`Dense(64, activation=LeakyReLU(0.0))`,
+as `leakify` writes inside custom blocks and subclassed models;
+`rectifiers.slope_layer`). For a per-channel (or per-element) `PReLU`,
+only the slopes of the dead channels are raised.
 Changes go through `variable.assign`, so the compiled train step is reused
 (no retrace, with or without XLA) and every replica sees them, under a
 `tf.distribute` strategy (TensorFlow) or JAX's
@@ -77,15 +80,12 @@ from keras_relu_kit.errors import (
     NoRectifierSitesWarning,
     UnreachableSitesWarning,
 )
-from keras_relu_kit.layers import ELU, LeakyReLU, PReLU
+from keras_relu_kit.layers import PReLU
 
 if TYPE_CHECKING:
     from keras_relu_kit.diagnostics.report import DeadReport, SiteReport
 
 OWNER = "AutoLeak"
-
-#: Kit layers whose `alpha` is a leak that AutoLeak may raise.
-ADJUSTABLE = (LeakyReLU, PReLU, ELU)
 
 STATE_FILE = "auto_leak.json"
 # The state a rollback restored, for a resumed run (see `_restore`).
@@ -310,9 +310,7 @@ class AutoLeak(RemedyCallback):
         self._start_run()
         model = self.model
         sites = find_rectifier_sites(model)
-        adjustable = {
-            site.name: site for site in sites if isinstance(site.layer, ADJUSTABLE)
-        }
+        adjustable = {site.name: site for site in sites if site.slope_layer is not None}
         fixed = [site.name for site in sites if site.name not in adjustable]
         managed = select_sites(
             self.layers, adjustable, OWNER, kind="an adjustable layer"
@@ -348,7 +346,7 @@ class AutoLeak(RemedyCallback):
         # With a monitor, its measurement of this epoch, taken once for both.
         report = self._report(epoch)
         model = self.model  # Syncs the trainer's state into the layers.
-        layers = {site.name: site.layer for site in find_rectifier_sites(model)}
+        layers = _slope_layers(model)
         loss = None if logs is None else logs.get("loss")
         self._rolled_back = None
         rolled_back = self._guard(epoch, loss, model, layers)
@@ -556,7 +554,7 @@ class AutoLeak(RemedyCallback):
         saved = self._state_file.read()
         if saved is None:
             return
-        layers = {site.name: site.layer for site in find_rectifier_sites(model)}
+        layers = _slope_layers(model)
         for name, alpha in saved.get("alphas", {}).items():
             if name in self._state:
                 variable = layers[name].alpha
@@ -620,6 +618,17 @@ def _diverged(loss: float, best: float | None, divergence_factor: float) -> bool
     return not np.isfinite(loss) or (
         best is not None and loss - best > (divergence_factor - 1.0) * abs(best)
     )
+
+
+def _slope_layers(model: keras.Model) -> dict[str, keras.layers.Layer]:
+    """`{site name: the kit layer holding its slope}` for the adjustable
+    sites: a kit `LeakyReLU`, `PReLU` or `ELU`, or the one a fused site
+    (`Dense(activation=LeakyReLU(0.0))`) applies."""
+    return {
+        site.name: site.slope_layer
+        for site in find_rectifier_sites(model)
+        if site.slope_layer is not None
+    }
 
 
 def _mean_alpha(layer: keras.layers.Layer) -> float:
