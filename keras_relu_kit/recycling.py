@@ -25,20 +25,31 @@ Between the site and its consumers, layers that only move or pool values
 per channel (`Flatten`, `Reshape`, pooling, `Dropout`, ...) are allowed
 where the channel of every consumer input is exact: it is found by
 running those layers on a tensor holding each channel's index.
+
+Where the flow is found. A site of the model's own graph is planned from
+that graph; a site inside a nested `Sequential` or functional model (a
+custom block's `self.ffn = keras.Sequential([...])`) from the graph of the
+innermost such model holding it, by the same rules. Inside a layer whose
+`call` is Python code, the data flow cannot be read: keras-hub's
+`TransformerEncoder` and `TransformerDecoder` are known (their
+`_feedforward_intermediate_dense` feeds `_feedforward_output_dense` and
+nothing else), and any other flow is named by the user with `links`
+(`check_links`), which the kit trusts as given.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
 from keras import ops
 
-from keras_relu_kit.diagnostics.sites import find_rectifier_sites
+from keras_relu_kit.diagnostics.sites import find_rectifier_sites, layer_paths
 from keras_relu_kit.model_graph import ModelGraph, model_graph
 
 if TYPE_CHECKING:
@@ -127,26 +138,51 @@ class RecyclePlan:
 
 
 def plan_recycling(
-    model: keras.Model, sites: Sequence[RectifierSite] | None = None
+    model: keras.Model,
+    sites: Sequence[RectifierSite] | None = None,
+    links: Mapping[str, Any] | None = None,
+    *,
+    owner: str = "plan_recycling",
 ) -> tuple[dict[str, RecyclePlan], dict[str, str]]:
     """Map every rectifier site of `model` to what recycling must change.
 
     Args:
-        model: a built functional or `Sequential` `keras.Model`.
+        model: a built `keras.Model`: a functional or `Sequential` one
+            (whose nested graph models are planned too), or any model
+            whose flows `links` names.
         sites: list of `RectifierSite`, or `None` for every site.
+        links: `None`, or the flows the kit cannot see, by path (see
+            `check_links`): `{site: consumer path or [paths]}` for a fused
+            site, `{site: {"producer": path, "consumers": [paths]}}` for a
+            standalone rectifier layer. They override the graph's.
+        owner: str. Who is asking, for error messages.
 
     Returns:
         `(plans, unmapped)`: a dict from site name to `RecyclePlan`, and a
         dict from site name to the reason it cannot be recycled exactly.
+
+    Raises:
+        ValueError: a link names a path that is no layer (or no site) of
+            `model`, or a layer that cannot play its part.
     """
+    given = check_links(links, owner)
+    all_sites = find_rectifier_sites(model) if sites is None or given else []
     if sites is None:
-        sites = find_rectifier_sites(model)
+        sites = all_sites
+    paths = layer_paths(model) if given or any("/" in s.name for s in sites) else {}
+    if given:
+        _check_link_paths(model, given, all_sites, paths, owner)
     graph = model_graph(model)
     plans: dict[str, RecyclePlan] = {}
     unmapped: dict[str, str] = {}
     for site in sites:
         try:
-            plans[site.name] = _plan_site(model, graph, site)
+            if site.name in given:
+                plans[site.name] = _plan_link(site, given[site.name], paths, owner)
+            elif "/" in site.name:
+                plans[site.name] = _plan_nested(site, paths)
+            else:
+                plans[site.name] = _plan_site(graph, site.name, site)
         except _Unmappable as reason:
             unmapped[site.name] = str(reason)
     return plans, unmapped
@@ -232,49 +268,79 @@ class _Unmappable(Exception):
     pass
 
 
-def _plan_site(
-    model: keras.Model, graph: ModelGraph, site: RectifierSite
-) -> RecyclePlan:
+# What the user can do about a site whose flow the kit cannot read.
+_LINKS_HINT = "name where its units flow with `links=`"
+
+
+def _plan_site(graph: ModelGraph, name: str, site: RectifierSite) -> RecyclePlan:
+    """Plan `site`, the layer `name` of `graph`, from the graph."""
     if not graph.ok:
-        raise _Unmappable(graph.reason)
-    if "/" in site.name or site.name not in graph.calls:
+        raise _Unmappable(f"{graph.reason}; {_LINKS_HINT}")
+    if name not in graph.calls:
         raise _Unmappable("it is inside a nested model or layer")
-    if graph.calls[site.name] != 1:
+    if graph.calls[name] != 1:
         raise _Unmappable("its layer is called more than once")
-    layer = site.layer
-    norms = []
+    producer, norms = _producer_of(graph, name, site.layer)
+    units = _units_of(producer)
+    _check_norms(producer, norms)
+    if name in graph.outputs:
+        raise _Unmappable("its output is a model output")
+    consumers = _consumers(graph, name, site.layer, units, _channel_axis(producer))
+    return _assemble(site.name, producer, norms, consumers, units)
+
+
+def _producer_of(
+    graph: ModelGraph, name: str, layer: keras.layers.Layer
+) -> tuple[keras.layers.Layer, list[keras.layers.Layer]]:
+    """The `Dense`/`Conv` layer computing a site's inputs, and the
+    normalizations between them."""
     if isinstance(layer, _PRODUCERS):
-        producer = layer
-    else:
-        producer = None
-        current = site.name
-        while producer is None:
-            sources = graph.inbound.get(current, [])
-            if len(sources) != 1 or graph.calls.get(sources[0]) != 1:
-                raise _Unmappable("its input is not one Dense or Conv layer's output")
-            previous = graph.by_name.get(sources[0])
-            if len(graph.outbound.get(sources[0], [])) != 1:
-                raise _Unmappable(f"'{sources[0]}' before it also feeds other layers")
-            if isinstance(previous, _PRODUCERS):
-                producer = previous
-            elif isinstance(previous, keras.layers.BatchNormalization):
-                norms.append(previous)
-            elif not isinstance(previous, _DROPOUT):
-                raise _Unmappable(
-                    f"it is computed from '{sources[0]}' "
-                    f"({type(previous).__name__}), not from a Dense or Conv layer"
-                )
-            current = sources[0]
-        if _activation_name(producer) not in ("linear", None):
-            raise _Unmappable(f"its producer '{producer.name}' has its own activation")
+        return layer, []
+    norms = []
+    producer = None
+    current = name
+    while producer is None:
+        sources = graph.inbound.get(current, [])
+        if len(sources) != 1 or graph.calls.get(sources[0]) != 1:
+            raise _Unmappable("its input is not one Dense or Conv layer's output")
+        previous = graph.by_name.get(sources[0])
+        if len(graph.outbound.get(sources[0], [])) != 1:
+            raise _Unmappable(f"'{sources[0]}' before it also feeds other layers")
+        if isinstance(previous, _PRODUCERS):
+            producer = previous
+        elif isinstance(previous, keras.layers.BatchNormalization):
+            norms.append(previous)
+        elif not isinstance(previous, _DROPOUT):
+            raise _Unmappable(
+                f"it is computed from '{sources[0]}' "
+                f"({type(previous).__name__}), not from a Dense or Conv layer"
+            )
+        current = sources[0]
+    _check_linear(producer)
+    return producer, norms
+
+
+def _check_linear(producer: keras.layers.Layer) -> None:
+    if _activation_name(producer) not in ("linear", None):
+        raise _Unmappable(f"its producer '{producer.name}' has its own activation")
+
+
+def _units_of(producer: keras.layers.Layer) -> int:
+    """The number of units (output channels) `producer` computes."""
     if getattr(producer, "kernel", None) is None:
         raise _Unmappable(f"its producer '{producer.name}' has no kernel")
-    if isinstance(producer, _DEPTHWISE) and producer.depth_multiplier != 1:
+    depthwise = isinstance(producer, _DEPTHWISE)
+    if depthwise and producer.depth_multiplier != 1:
         raise _Unmappable(
             f"its producer '{producer.name}' has a depth multiplier of "
             f"{producer.depth_multiplier}"
         )
-    units = int(producer.kernel.shape[-2 if isinstance(producer, _DEPTHWISE) else -1])
+    return int(producer.kernel.shape[-2 if depthwise else -1])
+
+
+def _check_norms(
+    producer: keras.layers.Layer, norms: Sequence[keras.layers.Layer]
+) -> None:
     channel_axis = _channel_axis(producer)
     for norm in norms:
         axis = norm.axis if isinstance(norm.axis, int) else None
@@ -283,18 +349,291 @@ def _plan_site(
             raise _Unmappable(
                 f"'{norm.name}' does not normalize the producer's channels"
             )
-    if site.name in graph.outputs:
-        raise _Unmappable("its output is a model output")
-    consumers = _consumers(graph, site, units, channel_axis)
+
+
+def _assemble(
+    name: str,
+    producer: keras.layers.Layer,
+    norms: Sequence[keras.layers.Layer],
+    consumers: Sequence[Consumer],
+    units: int,
+) -> RecyclePlan:
     for layer in (producer, *norms, *(c.layer for c in consumers)):
         _check_changeable(layer)
     return RecyclePlan(
-        site=site.name,
+        site=name,
         producer=producer,
         norms=tuple(norms),
         consumers=tuple(consumers),
         units=units,
     )
+
+
+def _plan_nested(
+    site: RectifierSite, paths: Mapping[str, keras.layers.Layer]
+) -> RecyclePlan:
+    """Plan a site below the top level, from the layer that holds it: a
+    graph model's graph, or a keras-hub block's known flow."""
+    parent_path = site.name.rpartition("/")[0]
+    parent = paths.get(parent_path)
+    if _is_keras_hub_block(parent) and site.layer is getattr(
+        parent, "_feedforward_intermediate_dense", None
+    ):
+        return _plan_keras_hub(site, parent)
+    graph = model_graph(parent) if isinstance(parent, keras.Model) else None
+    if graph is None or not graph.ok:
+        raise _Unmappable(
+            f"it is inside '{parent_path}' ({type(parent).__name__}), whose "
+            f"`call` is Python code the kit cannot follow; {_LINKS_HINT}"
+        )
+    name = site.layer.name
+    if graph.by_name.get(name) is not site.layer:
+        raise _Unmappable(f"'{parent_path}' holds another layer named '{name}'")
+    try:
+        return _plan_site(graph, name, site)
+    except _Unmappable as reason:
+        raise _Unmappable(f"in '{parent_path}', {reason}; {_LINKS_HINT}") from None
+
+
+# keras-hub's transformer blocks, known by class: their feed-forward
+# network is `_feedforward_output_dense(_feedforward_intermediate_dense(x))`
+# (keras_hub/src/layers/modeling/transformer_{encoder,decoder}.py), the
+# intermediate `Dense` carrying the block's `activation` (relu by default).
+_KERAS_HUB_BLOCKS = frozenset({"TransformerEncoder", "TransformerDecoder"})
+
+
+def _is_keras_hub_block(layer: Any) -> bool:
+    # The exact class: a subclass may have its own `call`.
+    cls = type(layer)
+    return cls.__module__.startswith("keras_hub") and cls.__name__ in _KERAS_HUB_BLOCKS
+
+
+def _plan_keras_hub(site: RectifierSite, block: keras.layers.Layer) -> RecyclePlan:
+    producer = site.layer
+    units = _units_of(producer)
+    consumer = getattr(block, "_feedforward_output_dense", None)
+    if not isinstance(consumer, keras.layers.Dense) or (
+        getattr(consumer, "kernel", None) is None or consumer.kernel.shape[-2] != units
+    ):
+        raise _Unmappable(
+            f"its {type(block).__name__}'s output Dense does not read its "
+            f"{units} units; {_LINKS_HINT}"
+        )
+    consumers = [Consumer(consumer, np.arange(units))]
+    return _assemble(site.name, producer, (), consumers, units)
+
+
+# User-named flows --------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Link:
+    """One entry of `links`, checked: layer paths, and the value as given."""
+
+    producer: str | None
+    consumers: tuple[str, ...]
+    norms: tuple[str, ...]
+    given: Any
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        producer = () if self.producer is None else (self.producer,)
+        return (*producer, *self.norms, *self.consumers)
+
+
+_LINKS_EXPECTED = (
+    "a dict from a rectifier site's path to where its units flow: the "
+    "consuming layer's path or a list of paths (for a Dense or Conv site "
+    "with a rectifier activation), or {'producer': path, 'consumers': "
+    "[paths]} (for a standalone rectifier layer; an optional 'norms': "
+    "[paths] names BatchNormalization layers between producer and "
+    "rectifier), or None"
+)
+_LINK_KEYS = frozenset({"producer", "consumers", "norms"})
+
+
+def check_links(links: Any, owner: str = "plan_recycling") -> dict[str, _Link]:
+    """`links` checked for its shape (not yet against a model).
+
+    Raises:
+        TypeError: `links` or one of its entries has the wrong type.
+        ValueError: an entry lists no consumer, or has unknown keys.
+    """
+    if links is None:
+        return {}
+    if not isinstance(links, Mapping):
+        raise TypeError(
+            f"`{owner}` argument `links` must be {_LINKS_EXPECTED}. "
+            f"Received: links={links!r} (of type {type(links).__name__})"
+        )
+    checked = {}
+    for site, value in links.items():
+        if not isinstance(site, str) or not site:
+            raise TypeError(
+                f"`{owner}` argument `links` must be {_LINKS_EXPECTED}; its "
+                f"keys are site paths (str). Received: key {site!r} in "
+                f"links={links!r}"
+            )
+        checked[site] = _check_link(site, value, owner)
+    return checked
+
+
+def _check_link(site: str, value: Any, owner: str) -> _Link:
+    received = f"Received: links[{site!r}]={value!r}"
+    entry = value if isinstance(value, Mapping) else {"consumers": value}
+    unknown = sorted(map(str, set(entry) - _LINK_KEYS))
+    if unknown or "consumers" not in entry:
+        problem = f"has unknown keys {unknown}" if unknown else "names no 'consumers'"
+        raise ValueError(
+            f"`{owner}` argument `links` must be {_LINKS_EXPECTED}. The entry "
+            f"of {site!r} {problem}. {received}"
+        )
+    producer = entry.get("producer")
+    consumers = _link_paths(entry["consumers"])
+    norms = _link_paths(entry.get("norms", []))
+    if (
+        consumers is None
+        or norms is None
+        or not (producer is None or _is_path(producer))
+    ):
+        raise TypeError(
+            f"`{owner}` argument `links` must be {_LINKS_EXPECTED}: layer "
+            f"paths are non-empty strings. {received}"
+        )
+    if not consumers:
+        raise ValueError(
+            f"`{owner}` argument `links` must name at least one consumer of "
+            f"{site!r}. {received}"
+        )
+    return _Link(producer, consumers, norms, value)
+
+
+def _is_path(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+def _link_paths(value: Any) -> tuple[str, ...] | None:
+    """A path or a list of paths as a tuple, or `None` if it is neither."""
+    if _is_path(value):
+        return (value,)
+    if isinstance(value, (list, tuple)) and all(_is_path(v) for v in value):
+        return tuple(value)
+    return None
+
+
+def _check_link_paths(
+    model: keras.layers.Layer,
+    links: Mapping[str, _Link],
+    sites: Sequence[RectifierSite],
+    paths: Mapping[str, keras.layers.Layer],
+    owner: str,
+) -> None:
+    """Every key of `links` is a site of `model`, every path a layer."""
+    names = sorted(site.name for site in sites)
+    for site, link in links.items():
+        if site not in names:
+            raise ValueError(
+                f"`{owner}` argument `links` names {site!r}, which is not a "
+                f"rectifier site of model '{model.name}'. Expected some of: "
+                f"{names}. Received: links[{site!r}]={link.given!r}"
+            )
+        for path in link.paths:
+            if path not in paths:
+                raise ValueError(
+                    f"`{owner}` argument `links` names {path!r} (for {site!r}), "
+                    f"which is not a layer path of model '{model.name}'. "
+                    f"Expected a path of `layer_paths(model)`, such as "
+                    f"{_nearby(path, paths)}. Received: links[{site!r}]="
+                    f"{link.given!r}"
+                )
+
+
+def _nearby(path: str, paths: Iterable[str]) -> list[str]:
+    """A few of `paths` that look like `path` (a typo, a wrong block)."""
+    paths = list(paths)
+    close = difflib.get_close_matches(path, paths, n=5, cutoff=0.5)
+    if close:
+        return close
+    parent = path.rpartition("/")[0]
+    siblings = [p for p in paths if parent and p.startswith(parent + "/")]
+    return (siblings or paths)[:5]
+
+
+def _plan_link(
+    site: RectifierSite,
+    link: _Link,
+    paths: Mapping[str, keras.layers.Layer],
+    owner: str,
+) -> RecyclePlan:
+    """Plan a site from its user-named flow."""
+
+    def refuse(problem: str) -> ValueError:
+        return ValueError(
+            f"`{owner}` argument `links` {problem}. Received: "
+            f"links[{site.name!r}]={link.given!r}"
+        )
+
+    producer = _link_producer(site, link, paths, refuse)
+    units = _units_of(producer)
+    norms = [paths[path] for path in link.norms]
+    for norm in norms:
+        channels = getattr(getattr(norm, "moving_mean", None), "shape", None)
+        if not isinstance(norm, keras.layers.BatchNormalization):
+            raise refuse(f"names the norm '{norm.name}', not a BatchNormalization")
+        if channels is None or tuple(channels) != (units,):
+            raise refuse(
+                f"names the norm '{norm.name}', which does not normalize the "
+                f"{units} units of {site.name!r}"
+            )
+    consumers = []
+    for path in link.consumers:
+        layer = paths[path]
+        if not isinstance(layer, _CONSUMERS) or getattr(layer, "groups", 1) != 1:
+            raise refuse(
+                f"gives {site.name!r} the consumer {path!r} "
+                f"({type(layer).__name__}); its units can be read by Dense "
+                "and ungrouped Conv layers"
+            )
+        rows = getattr(getattr(layer, "kernel", None), "shape", (None, None))[-2]
+        if rows != units:
+            raise refuse(
+                f"gives {site.name!r} ({units} units) the consumer {path!r}, "
+                f"whose kernel has {rows} input rows: it must have one row per "
+                "unit"
+            )
+        consumers.append(Consumer(layer, np.arange(units)))
+    return _assemble(site.name, producer, norms, consumers, units)
+
+
+def _link_producer(
+    site: RectifierSite,
+    link: _Link,
+    paths: Mapping[str, keras.layers.Layer],
+    refuse: Callable[[str], ValueError],
+) -> keras.layers.Layer:
+    """The producer a link names: the site's own layer for a fused site."""
+    producer = site.layer
+    if site.kind != "fused_activation":
+        if link.producer is None:
+            raise refuse(
+                f"must name the producer of {site.name!r}, a standalone "
+                "rectifier layer: {'producer': path, 'consumers': [paths]}"
+            )
+        producer = paths[link.producer]
+    elif link.producer is not None and paths[link.producer] is not producer:
+        raise refuse(
+            f"names a producer for {site.name!r}, whose own layer computes "
+            "its units: leave out 'producer'"
+        )
+    if not isinstance(producer, _PRODUCERS):
+        raise refuse(
+            f"gives {site.name!r} the producer '{producer.name}' "
+            f"({type(producer).__name__}); Recycle re-draws Dense and Conv "
+            "kernels"
+        )
+    if producer is not site.layer:
+        _check_linear(producer)
+    return producer
 
 
 def _check_changeable(layer: keras.layers.Layer) -> None:
@@ -316,25 +655,29 @@ def _check_changeable(layer: keras.layers.Layer) -> None:
 
 
 def _consumers(
-    graph: ModelGraph, site: RectifierSite, units: int, channel_axis: int
+    graph: ModelGraph,
+    name: str,
+    site_layer: keras.layers.Layer,
+    units: int,
+    channel_axis: int,
 ) -> list[Consumer]:
     """Follow the site's output through pass-through layers to kernels."""
     found = []
-    chain_of: dict[str, list[keras.layers.Layer]] = {site.name: []}
-    pending = [site.name]
+    chain_of: dict[str, list[keras.layers.Layer]] = {name: []}
+    pending = [name]
     while pending:
-        name = pending.pop()
-        for target in graph.outbound.get(name, []):
+        current = pending.pop()
+        for target in graph.outbound.get(current, []):
             layer = graph.by_name.get(target)
             if graph.calls.get(target) != 1 or len(graph.inbound[target]) != 1:
                 raise _Unmappable(
                     f"'{target}' reads it together with other tensors or more than once"
                 )
-            chain = [*chain_of[name], layer]
+            chain = [*chain_of[current], layer]
             if isinstance(layer, _CONSUMERS):
                 if getattr(layer, "groups", 1) != 1:
                     raise _Unmappable(f"'{target}' is a grouped convolution")
-                rows = _channel_of_rows(site.layer, chain, units, channel_axis)
+                rows = _channel_of_rows(site_layer, chain, units, channel_axis)
                 found.append(Consumer(layer, rows))
             elif isinstance(layer, _PASS_THROUGH):
                 if target in graph.outputs:
@@ -364,6 +707,9 @@ def _channel_of_rows(
     (last for Dense, its channel axis for Conv) must then carry one index
     per row.
     """
+    if not _has_output(site_layer):
+        # A layer of a nested model that was never called symbolically.
+        raise _Unmappable(f"'{site_layer.name}' has no output shape to trace")
     # Unknown sizes (a fully convolutional model) are tried at 8: a layout
     # that depends on them fails the row count below.
     shape = tuple(8 if n is None else int(n) for n in site_layer.output.shape[1:])

@@ -81,12 +81,14 @@ class RemedyCallback(FitCallback):
         if dead_relu_monitor is None:
             self._own_measurement = probe_options.measurement()
 
-    def _begin_measuring(self, model: keras.Model) -> None:
+    def _begin_measuring(
+        self, model: keras.Model, *, warn_unreachable: bool = True
+    ) -> None:
         self._checked_monitor = False
         monitor = self.dead_relu_monitor
         if monitor is None:
             assert self._own_measurement is not None  # Made without a monitor.
-            self._own_measurement.begin(model)
+            self._own_measurement.begin(model, warn_unreachable=warn_unreachable)
         elif monitor.model is not model:
             self._refuse_monitor("not attached to this model")
 

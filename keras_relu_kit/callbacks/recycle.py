@@ -28,10 +28,17 @@ weight, as a new unit would. A dead unit of a layer that leaks
 (`alpha > 0`, ELU) still outputs `alpha * x`, and is left to its leak.
 With `tau`, units whose ReDo score (mean |output| over the layer's mean)
 is <= `tau` are recycled too; their small contribution is dropped. A site
-with NaN/inf outputs is left alone that time. Sites whose producer or
-consumers cannot be mapped exactly (a residual `Add` after the rectifier,
-a nested model, a layer called twice, the model's output layer) are named
-in one warning when training begins and left alone
+with NaN/inf outputs is left alone that time.
+
+Which sites. Those whose producer and consumers are mapped exactly: from
+the model's graph, or from the graph of the nested `Sequential` or
+functional model holding the site (a custom block's `self.ffn =
+keras.Sequential([...])`); in keras-hub's `TransformerEncoder` and
+`TransformerDecoder`, the feed-forward `Dense` pair; elsewhere in a custom
+layer, whose `call` is Python code, as `links=` names them. The others (a
+residual `Add` after the rectifier, a layer called twice, the model's
+output layer, an unlinked custom block, a rectifier computed in a layer's
+own `call`) are named in one warning when training begins and left alone
 (`keras_relu_kit.recycling` plans and writes the re-initialisations).
 
 Measuring. Alone, Recycle measures on a fixed probe chosen as
@@ -56,6 +63,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import keras
@@ -71,9 +79,17 @@ from keras_relu_kit.callbacks._remedy import (
 )
 from keras_relu_kit.callbacks.dead_relu_monitor import DeadReLUMonitor
 from keras_relu_kit.diagnostics.measurement import training_step
-from keras_relu_kit.diagnostics.sites import find_rectifier_sites
+from keras_relu_kit.diagnostics.sites import (
+    find_rectifier_sites,
+    unreachable_rectifiers,
+)
 from keras_relu_kit.errors import NoRectifierSitesWarning, UnreachableSitesWarning
-from keras_relu_kit.recycling import optimizer_slots, plan_recycling, recycle_units
+from keras_relu_kit.recycling import (
+    check_links,
+    optimizer_slots,
+    plan_recycling,
+    recycle_units,
+)
 
 if TYPE_CHECKING:
     from keras_relu_kit.diagnostics.report import DeadReport, SiteReport
@@ -92,10 +108,12 @@ class Recycle(RemedyCallback):
     `tau` each dormant one, gets fresh incoming weights (drawn from its
     layer's kernel initializer), a new bias, zero outgoing weights and zero
     optimizer slots, so the model's predictions are unchanged at that
-    moment. Sites whose weights cannot be mapped exactly (a residual `Add`
-    after the rectifier, the output layer, ...) are named in a warning and
-    left alone. `logs` get `"recycled/<site>"` and `"recycled"`, the units
-    recycled during the epoch.
+    moment. Sites inside a custom layer are reached through nested
+    `Sequential`/functional models, keras-hub's transformer blocks, or
+    `links`; sites whose weights cannot be mapped exactly (a residual `Add`
+    after the rectifier, the output layer, an unlinked custom block, ...)
+    are named in a warning and left alone. `logs` get `"recycled/<site>"`
+    and `"recycled"`, the units recycled during the epoch.
 
     Args:
         tau: float >= 0 or `None`. Also recycle units whose ReDo score is
@@ -127,6 +145,18 @@ class Recycle(RemedyCallback):
             producing layer's own (which, when it is what killed the units,
             kills them again): the recycled units' new bias. Defaults to
             `"zeros"`.
+        links: dict or `None`. Where the units of sites inside custom
+            layers flow, which the kit cannot read from Python code, by
+            site name and layer path (the keys of
+            `keras_relu_kit.diagnostics.sites.layer_paths(model)`):
+            `{site: consumer}` or `{site: [consumers]}` for a `Dense` or
+            `Conv` site with a rectifier activation (it is its own
+            producer), `{site: {"producer": path, "consumers": [paths]}}`
+            for a standalone rectifier layer (with `"norms": [paths]` for
+            `BatchNormalization` between producer and rectifier). Each
+            consumer's kernel has one input row per unit. A link overrides
+            the mapping the kit finds, and is trusted: a wrong one changes
+            the model's predictions. Defaults to `None`.
 
     Attributes:
         changes: list of dicts, one per site and recycling: `"epoch"`
@@ -134,7 +164,8 @@ class Recycle(RemedyCallback):
             site), `"recycled"` (how many units), `"units"` (their
             indices), `"dead_fraction"` (the site's, when measured).
         sites_recycled: names of the sites managed in the current run.
-        unmapped: dict from site name to why it cannot be recycled.
+        unmapped: dict from site name (or the path of a layer applying a
+            rectifier no site measures) to why it cannot be recycled.
 
     Example:
 
@@ -181,6 +212,7 @@ class Recycle(RemedyCallback):
         data_format: str | None = None,
         seed: int = 0,
         bias_initializer: str | keras.initializers.Initializer | None = "zeros",
+        links: Mapping[str, Any] | None = None,
     ) -> None:
         options = ProbeOptions(
             probe, probe_size, batch_size, data_format, seed, mode, owner=OWNER
@@ -199,6 +231,8 @@ class Recycle(RemedyCallback):
         self.frequency = self._schedule.frequency
         self.seed = options.seed
         self.bias_initializer = _get_initializer(bias_initializer)
+        check_links(links, OWNER)
+        self.links = None if links is None else dict(links)
         self.changes: list[dict[str, Any]] = []
         self.sites_recycled: list[str] = []
         self.unmapped: dict[str, str] = {}
@@ -214,12 +248,15 @@ class Recycle(RemedyCallback):
         model = self.model
         sites = {site.name: site for site in find_rectifier_sites(model)}
         chosen = select_sites(self.layers, sites, OWNER, kind="a rectifier site")
-        plans, unmapped = plan_recycling(model, list(chosen.values()))
+        plans, unmapped = plan_recycling(
+            model, list(chosen.values()), links=self.links, owner=OWNER
+        )
+        out_of_reach = _out_of_reach(model) if self.layers is None else {}
         self._plans = plans
-        self.unmapped = unmapped
+        self.unmapped = {**unmapped, **out_of_reach}
         self.sites_recycled = list(plans)
-        if unmapped:
-            reasons = "; ".join(f"{name}: {why}" for name, why in unmapped.items())
+        if self.unmapped:
+            reasons = "; ".join(f"{name}: {why}" for name, why in self.unmapped.items())
             warnings.warn(
                 f"{OWNER} cannot recycle these rectifier sites exactly, and "
                 f"leaves them alone: {reasons}.",
@@ -227,7 +264,7 @@ class Recycle(RemedyCallback):
                 stacklevel=3,
             )
         if not plans:
-            if not unmapped:
+            if not self.unmapped:
                 warnings.warn(
                     f"{OWNER}: model '{model.name}' has no rectifier sites; "
                     "training continues unchanged.",
@@ -235,7 +272,9 @@ class Recycle(RemedyCallback):
                     stacklevel=3,
                 )
             return
-        self._begin_measuring(model)
+        # What is out of reach is named in the one warning above, not again
+        # by the measurement.
+        self._begin_measuring(model, warn_unreachable=not out_of_reach)
         self._slots = None
         self._restore(model)
         self._active = True
@@ -326,6 +365,26 @@ class Recycle(RemedyCallback):
         for change in self.changes:
             if change["epoch"] == last and change["layer"] in self._plans:
                 self._apply(model, change, self.sites_recycled.index(change["layer"]))
+
+
+def _out_of_reach(model: keras.Model) -> dict[str, str]:
+    """The layers applying a rectifier that no site measures, and why."""
+    why = {
+        "recurrent": (
+            "it applies its rectifier inside every step of its recurrence, "
+            "not to its output"
+        ),
+        "inline": (
+            "it applies its rectifier `activation` in its own `call`, with no "
+            "sublayer whose units can be measured; to recycle them, apply it "
+            "through a rectifier sublayer (`keras.layers.ReLU()`) and name "
+            "where its units flow with `links=`"
+        ),
+    }
+    return {
+        path: why.get(kind, kind)
+        for path, kind in unreachable_rectifiers(model).items()
+    }
 
 
 def _to_recycle(site: SiteReport, tau: float | None) -> np.ndarray:

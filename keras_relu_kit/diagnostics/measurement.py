@@ -82,8 +82,16 @@ class Measurement:
         self._groups: list[Any] | None = None
         self._key: Hashable | None = None
 
-    def begin(self, model: keras.Model) -> list[RectifierSite]:
+    def begin(
+        self, model: keras.Model, *, warn_unreachable: bool = True
+    ) -> list[RectifierSite]:
         """Find the sites, prepare the probe and compile the capture.
+
+        Args:
+            model: the model measured.
+            warn_unreachable: bool. Warn about the layers applying a
+                rectifier no site measures (`unreachable_rectifiers`);
+                `False` when the caller names them in its own warning.
 
         Returns:
             The list of sites measured (empty when the model has none; then
@@ -93,7 +101,7 @@ class Measurement:
         self.began = True
         self.last_report = None
         self.sites = resolve_sites(model, self._given_sites, self.owner)
-        if self._given_sites is None:
+        if self._given_sites is None and warn_unreachable:
             _warn_unreachable(model, self.owner)
         if not self.sites:
             return []

@@ -1,0 +1,414 @@
+"""Recycle inside custom blocks: nested graph models, keras-hub's
+transformer blocks, and the flows a user names with `links`.
+
+Each model is a tiny classifier, `Embedding -> block -> pooling -> Dense`,
+whose block holds one feed-forward rectifier site; half its units are
+killed with a bias of -1e3, so exactly those units are dead.
+"""
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+from _helpers import to_numpy
+
+from keras_relu_kit import recycling
+from keras_relu_kit.callbacks import Recycle
+from keras_relu_kit.diagnostics import measure
+from keras_relu_kit.diagnostics.sites import layer_paths
+from keras_relu_kit.errors import UnreachableSitesWarning
+from keras_relu_kit.recycling import plan_recycling, recycle_units
+
+VOCAB, SEQ, EMBED, FF = 20, 6, 16, 32
+DEAD = np.arange(0, FF, 2)  # half the feed-forward units
+ALIVE = np.arange(1, FF, 2)
+RNG = np.random.default_rng(0)
+IDS = RNG.integers(0, VOCAB, size=(16, SEQ)).astype("int32")
+LABELS = (IDS[:, 0] % 2).astype("int32")
+
+
+class TransformerBlock(keras.layers.Layer):
+    """The keras.io text-classification block: its FFN a nested Sequential."""
+
+    def __init__(self, embed_dim, num_heads, ff_dim, rate=0.1, **kwargs):
+        super().__init__(**kwargs)
+        self.att = keras.layers.MultiHeadAttention(
+            num_heads=num_heads, key_dim=embed_dim
+        )
+        self.ffn = keras.Sequential(
+            [
+                keras.layers.Dense(ff_dim, activation="relu", name="ffn_in"),
+                keras.layers.Dense(embed_dim, name="ffn_out"),
+            ],
+            name="ffn",
+        )
+        self.layernorm1 = keras.layers.LayerNormalization(epsilon=1e-6)
+        self.layernorm2 = keras.layers.LayerNormalization(epsilon=1e-6)
+        self.dropout1 = keras.layers.Dropout(rate)
+        self.dropout2 = keras.layers.Dropout(rate)
+
+    def call(self, inputs, training=None):
+        attention = self.dropout1(self.att(inputs, inputs), training=training)
+        out1 = self.layernorm1(inputs + attention)
+        ffn_output = self.dropout2(self.ffn(out1), training=training)
+        return self.layernorm2(out1 + ffn_output)
+
+
+class DenseBlock(keras.layers.Layer):
+    """A custom FFN block, `ffn_out(act(bn(ffn_in(x))))`, whose flow the kit
+    cannot read: with `fused`, `ffn_in` applies the ReLU itself; `bn` is
+    there with `batch_norm`."""
+
+    def __init__(self, fused=False, batch_norm=False, **kwargs):
+        super().__init__(**kwargs)
+        activation = "relu" if fused else None
+        self.ffn_in = keras.layers.Dense(FF, activation=activation, name="ffn_in")
+        self.bn = keras.layers.BatchNormalization(name="bn") if batch_norm else None
+        self.act = None if fused else keras.layers.ReLU(name="act")
+        self.ffn_out = keras.layers.Dense(EMBED, name="ffn_out")
+        self.norm = keras.layers.LayerNormalization(name="norm")
+
+    def call(self, x, training=None):
+        hidden = self.ffn_in(x)
+        if self.bn is not None:
+            hidden = self.bn(hidden, training=training)
+        if self.act is not None:
+            hidden = self.act(hidden)
+        return self.norm(x + self.ffn_out(hidden))
+
+
+class InlineBlock(keras.layers.Layer):
+    """Applies its rectifier in its own `call`: no site to measure."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.activation = keras.activations.get("relu")
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(shape=(input_shape[-1], input_shape[-1]))
+
+    def call(self, x):
+        return self.activation(keras.ops.matmul(x, self.kernel))
+
+
+# block, site, producer path, consumer path, links, batch norm path
+CASES = {
+    "keras_hub_encoder": (
+        lambda: keras_hub.layers.TransformerEncoder(FF, num_heads=2, name="block"),
+        "block/feedforward_intermediate_dense",
+        "block/feedforward_intermediate_dense",
+        "block/feedforward_output_dense",
+        None,
+        None,
+    ),
+    "nested_sequential": (
+        lambda: TransformerBlock(EMBED, 2, FF, name="block"),
+        "block/ffn/ffn_in",
+        "block/ffn/ffn_in",
+        "block/ffn/ffn_out",
+        None,
+        None,
+    ),
+    "links_relu_layer": (
+        lambda: DenseBlock(name="block"),
+        "block/act",
+        "block/ffn_in",
+        "block/ffn_out",
+        {"block/act": {"producer": "block/ffn_in", "consumers": ["block/ffn_out"]}},
+        None,
+    ),
+    "links_batch_norm": (
+        lambda: DenseBlock(batch_norm=True, name="block"),
+        "block/act",
+        "block/ffn_in",
+        "block/ffn_out",
+        {
+            "block/act": {
+                "producer": "block/ffn_in",
+                "norms": "block/bn",
+                "consumers": "block/ffn_out",
+            }
+        },
+        "block/bn",
+    ),
+    "links_fused": (
+        lambda: DenseBlock(fused=True, name="block"),
+        "block/ffn_in",
+        "block/ffn_in",
+        "block/ffn_out",
+        {"block/ffn_in": "block/ffn_out"},
+        None,
+    ),
+}
+
+
+def _classifier(block, *extra):
+    inputs = keras.Input((SEQ,), dtype="int32")
+    x = keras.layers.Embedding(VOCAB, EMBED, name="embedding")(inputs)
+    for layer in (block, *extra):
+        x = layer(x)
+    x = keras.layers.GlobalAveragePooling1D(name="pool")(x)
+    outputs = keras.layers.Dense(2, name="head")(x)
+    model = keras.Model(inputs, outputs)
+    model.compile(
+        keras.optimizers.Adam(1e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return model
+
+
+def _layer(model, path):
+    return layer_paths(model)[path]
+
+
+def _set(variable, units, value):
+    values = to_numpy(variable).copy()
+    values[units] = value
+    variable.assign(values)
+
+
+def _killed_model(case):
+    """The case's classifier, its producer's `DEAD` units killed: a bias of
+    -1e3, or after batch norm a gamma of 0 and a beta of -10."""
+    make_block, site, producer, consumer, links, norm = CASES[case]
+    keras.utils.set_random_seed(0)
+    model = _classifier(make_block())
+    if norm is None:
+        _set(_layer(model, producer).bias, DEAD, -1e3)
+    else:
+        # Not the bias: Keras' batch variance on torch, E[x^2] - E[x]^2,
+        # cancels below 0 in float32 for values near -1e3 (NaN outputs).
+        _set(_layer(model, norm).gamma, DEAD, 0.0)
+        _set(_layer(model, norm).beta, DEAD, -10.0)
+    return model, site, _layer(model, producer), _layer(model, consumer), links
+
+
+def _snapshot(model, slots):
+    return {
+        "weights": {id(v): to_numpy(v) for v in model.trainable_variables},
+        "slots": {id(s): to_numpy(s) for group in slots.values() for s in group},
+    }
+
+
+class TestRecycleInsideBlocks:
+    @pytest.mark.parametrize("case", sorted(CASES))
+    def test_plan_finds_producer_and_consumer(self, case):
+        model, site, producer, consumer, links = _killed_model(case)
+        plans, unmapped = plan_recycling(model, links=links)
+        assert unmapped == {}
+        assert list(plans) == [site]
+        plan = plans[site]
+        assert plan.producer is producer and plan.units == FF
+        norm_path = CASES[case][-1]
+        assert plan.norms == (() if norm_path is None else (_layer(model, norm_path),))
+        assert [c.layer for c in plan.consumers] == [consumer]
+        np.testing.assert_array_equal(plan.consumers[0].channel_of_row, np.arange(FF))
+
+    @pytest.mark.parametrize("case", sorted(CASES))
+    def test_recycle_units_keeps_predictions_and_zeroes_exactly(self, case):
+        model, site, producer, consumer, links = _killed_model(case)
+        model.train_on_batch(IDS, LABELS)  # Builds Adam's slots.
+        slots = recycling.optimizer_slots(model.optimizer, model.trainable_variables)
+        # Non-zero everywhere, so that zeroed entries show.
+        for group in slots.values():
+            for slot in group:
+                slot.assign(RNG.uniform(0.5, 1.0, size=slot.shape))
+        assert all(len(slots[id(v)]) == 2 for v in model.trainable_variables)
+        before = _snapshot(model, slots)
+        predictions = to_numpy(model(IDS, training=False))
+        plan = plan_recycling(model, links=links)[0][site]
+        assert recycle_units(plan, DEAD, slots=slots, seed=1) == len(DEAD)
+        after = _snapshot(model, slots)
+        np.testing.assert_allclose(
+            to_numpy(model(IDS, training=False)), predictions, atol=1e-5, rtol=0
+        )
+        kernel = producer.kernel
+        old, new = before["weights"][id(kernel)], after["weights"][id(kernel)]
+        assert (old[:, DEAD] != new[:, DEAD]).any(axis=0).all()
+        np.testing.assert_array_equal(new[:, ALIVE], old[:, ALIVE])
+        bias = after["weights"][id(producer.bias)]
+        np.testing.assert_array_equal(bias[DEAD], 0.0)
+        np.testing.assert_array_equal(
+            bias[ALIVE], before["weights"][id(producer.bias)][ALIVE]
+        )
+        rows = after["weights"][id(consumer.kernel)]
+        np.testing.assert_array_equal(rows[DEAD], 0.0)
+        np.testing.assert_array_equal(
+            rows[ALIVE], before["weights"][id(consumer.kernel)][ALIVE]
+        )
+        # Adam's m and v: exactly the changed entries are 0.
+        changed = {
+            id(kernel): (slice(None), DEAD),
+            id(producer.bias): (DEAD,),
+            id(consumer.kernel): (DEAD,),
+        }
+        norm_path = CASES[case][-1]
+        if norm_path is not None:
+            norm = _layer(model, norm_path)
+            for variable in (norm.gamma, norm.beta):
+                changed[id(variable)] = (DEAD,)
+            # Reset to their initializers: gamma 1 and beta 0.
+            np.testing.assert_array_equal(to_numpy(norm.gamma)[DEAD], 1.0)
+            np.testing.assert_array_equal(to_numpy(norm.beta)[DEAD], 0.0)
+            np.testing.assert_array_equal(to_numpy(norm.moving_variance)[DEAD], 1.0)
+        for variable in model.trainable_variables:
+            for slot in slots[id(variable)]:
+                expected = before["slots"][id(slot)].copy()
+                if id(variable) in changed:
+                    expected[changed[id(variable)]] = 0.0
+                np.testing.assert_array_equal(after["slots"][id(slot)], expected)
+
+    @pytest.mark.parametrize("case", sorted(CASES))
+    def test_fit_with_recycle_revives_the_dead_half(self, case):
+        model, site, _, _, links = _killed_model(case)
+        report = measure(model, IDS).sites[site]
+        assert report.dead_fraction == 0.5
+        np.testing.assert_array_equal(np.flatnonzero(report.dead_mask), DEAD)
+        recycle = Recycle(probe=IDS, links=links)
+        history = model.fit(
+            IDS, LABELS, batch_size=8, epochs=1, verbose=0, callbacks=[recycle]
+        )
+        assert recycle.unmapped == {} and recycle.sites_recycled == [site]
+        assert [(c["layer"], c["units"]) for c in recycle.changes] == [
+            (site, DEAD.tolist())
+        ]
+        assert history.history[f"recycled/{site}"] == [float(len(DEAD))]
+        assert measure(model, IDS).sites[site].dead_fraction <= 1 / FF
+
+
+class TestWhatStaysOutOfReach:
+    def test_keras_hub_decoder_is_known_too(self):
+        decoder = keras_hub.layers.TransformerDecoder(FF, num_heads=2, name="dec")
+        plans, unmapped = plan_recycling(_classifier(decoder))
+        assert unmapped == {}
+        plan = plans["dec/feedforward_intermediate_dense"]
+        assert plan.consumers[0].layer is decoder._feedforward_output_dense
+
+    def test_nested_models_follow_the_top_level_rules(self):
+        # The ReLU is the nested Sequential's output: who reads it is out
+        # of that graph.
+        inputs = keras.Input((EMBED,))
+        ffn = keras.Sequential(
+            [keras.layers.Dense(FF, name="ffn_in"), keras.layers.ReLU(name="act")],
+            name="ffn",
+        )
+        outputs = keras.layers.Dense(2, name="head")(ffn(inputs))
+        plans, unmapped = plan_recycling(keras.Model(inputs, outputs))
+        assert plans == {}
+        assert unmapped["ffn/act"].startswith(
+            "in 'ffn', its output is a model output; name where its units "
+            "flow with `links=`"
+        )
+
+    def test_unlinked_and_inline_blocks_are_named_in_one_warning(self):
+        model = _classifier(
+            DenseBlock(fused=True, name="block"),
+            InlineBlock(name="inline"),
+            keras.layers.Dense(EMBED, activation="relu", name="mapped"),
+            keras.layers.Dense(EMBED, name="after"),
+        )
+        recycle = Recycle(probe=IDS)
+        with pytest.warns(UnreachableSitesWarning) as caught:
+            model.fit(IDS, LABELS, epochs=1, verbose=0, callbacks=[recycle])
+        ours = [w for w in caught if issubclass(w.category, UserWarning)]
+        assert len(ours) == 1, [str(w.message) for w in ours]
+        message = str(ours[0].message)
+        assert message.startswith("Recycle cannot recycle these rectifier sites")
+        assert "block/ffn_in: it is inside 'block' (DenseBlock)" in message
+        assert "inline: it applies its rectifier `activation` in its own" in message
+        assert message.count("`links=`") == 2
+        assert recycle.sites_recycled == ["mapped"]
+        assert set(recycle.unmapped) == {"block/ffn_in", "inline"}
+
+
+class TestLinksArgument:
+    @pytest.mark.parametrize(
+        "links, error, match",
+        [
+            (["block/ffn_in"], TypeError, r"links=\['block/ffn_in'\] \(of type list"),
+            ({1: "block/ffn_out"}, TypeError, "keys are site paths"),
+            ({"block/ffn_in": 3}, TypeError, r"Received: links\['block/ffn_in'\]=3"),
+            ({"block/ffn_in": []}, ValueError, "at least one consumer"),
+            (
+                {"block/act": {"producer": "block/ffn_in"}},
+                ValueError,
+                "names no 'consumers'",
+            ),
+            (
+                {"block/act": {"consumers": "block/ffn_out", "consumer": "x"}},
+                ValueError,
+                r"has unknown keys \['consumer'\]",
+            ),
+        ],
+    )
+    def test_bad_links_fail_at_init(self, links, error, match):
+        with pytest.raises(error, match=r"`Recycle` argument `links` must"):
+            Recycle(links=links)
+        with pytest.raises(error, match=match):
+            Recycle(links=links)
+
+    @pytest.mark.parametrize(
+        "fused, links, match",
+        [
+            (
+                True,
+                {"block/ffn_in": "block/ffn_ou"},
+                r"names 'block/ffn_ou' \(for 'block/ffn_in'\), which is not a "
+                r"layer path .* such as \['block/ffn_out'",
+            ),
+            (
+                True,
+                {"block/nope": "block/ffn_out"},
+                r"names 'block/nope', which is not a rectifier site .* "
+                r"Expected some of: \['block/ffn_in'\]",
+            ),
+            (
+                True,
+                {"block/ffn_in": "head"},
+                r"gives 'block/ffn_in' \(32 units\) the consumer 'head', whose "
+                r"kernel has 16 input rows",
+            ),
+            (
+                True,
+                {"block/ffn_in": "block/norm"},
+                r"the consumer 'block/norm' \(LayerNormalization\)",
+            ),
+            (
+                False,
+                {"block/act": "block/ffn_out"},
+                r"must name the producer of 'block/act', a standalone rectifier",
+            ),
+            (
+                False,
+                {
+                    "block/act": {
+                        "producer": "block/ffn_in",
+                        "norms": ["block/norm"],
+                        "consumers": ["block/ffn_out"],
+                    }
+                },
+                r"names the norm 'norm', not a BatchNormalization",
+            ),
+            (
+                True,
+                {"block/ffn_in": {"producer": "block/ffn_out", "consumers": "head"}},
+                r"names a producer for 'block/ffn_in', whose own layer computes",
+            ),
+        ],
+    )
+    def test_bad_links_fail_at_plan_time(self, fused, links, match):
+        model = _classifier(DenseBlock(fused=fused, name="block"))
+        with pytest.raises(ValueError, match=r"`plan_recycling` argument `links`"):
+            plan_recycling(model, links=links)
+        with pytest.raises(ValueError, match=match):
+            plan_recycling(model, links=links)
+
+    def test_fit_fails_before_training(self):
+        model = _classifier(DenseBlock(fused=True, name="block"))
+        weights = [to_numpy(w) for w in model.weights]
+        recycle = Recycle(probe=IDS, links={"block/ffn_in": "block/ffn_ou"})
+        with pytest.raises(ValueError, match="`Recycle` argument `links` names"):
+            model.fit(IDS, LABELS, epochs=1, verbose=0, callbacks=[recycle])
+        for before, after in zip(weights, model.weights, strict=True):
+            np.testing.assert_array_equal(before, to_numpy(after))
+        assert recycle.links == {"block/ffn_in": "block/ffn_ou"}
