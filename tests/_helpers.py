@@ -31,6 +31,8 @@ PUBLIC_MODULES = (
     "keras_relu_kit.constraints",
     "keras_relu_kit.callbacks",
     "keras_relu_kit.diagnostics",
+    "keras_relu_kit.rectifiers",
+    "keras_relu_kit.model_graph",
     "keras_relu_kit.errors",
     "keras_relu_kit.plotting",
     "keras_relu_kit.datasets",

@@ -88,7 +88,7 @@ CHECKS = {
 
 def test_pages_have_examples():
     assert len(python_blocks(README)) >= 2
-    for guide in ("layers", "monitor", "remedies", "backends", "cli"):
+    for guide in ("layers", "monitor", "remedies", "transformers", "backends", "cli"):
         assert python_blocks(DOCS / "guides" / f"{guide}.md"), guide
 
 
