@@ -33,7 +33,8 @@ innermost such model holding it, by the same rules. Inside a layer whose
 `call` is Python code, the data flow cannot be read: keras-hub's
 `TransformerEncoder` and `TransformerDecoder` are known (their
 `_feedforward_intermediate_dense` feeds `_feedforward_output_dense` and
-nothing else), and any other flow is named by the user with `links`
+nothing else), as is T5's layer (`input_projector` feeds
+`output_projector`), and any other flow is named by the user with `links`
 (`check_links`), which the kit trusts as given.
 """
 
@@ -376,10 +377,9 @@ def _plan_nested(
     graph model's graph, or a keras-hub block's known flow."""
     parent_path = site.name.rpartition("/")[0]
     parent = paths.get(parent_path)
-    if _is_keras_hub_block(parent) and site.layer is getattr(
-        parent, "_feedforward_intermediate_dense", None
-    ):
-        return _plan_keras_hub(site, parent)
+    flow = _keras_hub_flow(parent)
+    if flow is not None and site.layer is getattr(parent, flow[0], None):
+        return _plan_keras_hub(site, parent, flow[1])
     graph = model_graph(parent) if isinstance(parent, keras.Model) else None
     if graph is None or not graph.ok:
         raise _Unmappable(
@@ -395,23 +395,43 @@ def _plan_nested(
         raise _Unmappable(f"in '{parent_path}', {reason}; {_LINKS_HINT}") from None
 
 
-# keras-hub's transformer blocks, known by class: their feed-forward
-# network is `_feedforward_output_dense(_feedforward_intermediate_dense(x))`
+# keras-hub's transformer blocks, known by class: (the rectifier's `Dense`,
+# the `Dense` that alone reads its units). `TransformerEncoder` and
+# `TransformerDecoder` compute
+# `_feedforward_output_dense(_feedforward_intermediate_dense(x))`
 # (keras_hub/src/layers/modeling/transformer_{encoder,decoder}.py), the
-# intermediate `Dense` carrying the block's `activation` (relu by default).
-_KERAS_HUB_BLOCKS = frozenset({"TransformerEncoder", "TransformerDecoder"})
+# intermediate `Dense` carrying the block's `activation` (relu by default);
+# T5's layer computes `output_projector(dropout(input_projector(x)))`, or with
+# gating `output_projector(dropout(input_projector(x) * gate_projector(x)))`
+# (keras_hub/src/models/t5/t5_transformer_layer.py): a unit whose outgoing
+# rows are 0 contributes nothing either way.
+_KERAS_HUB_FLOWS = {
+    "TransformerEncoder": (
+        "_feedforward_intermediate_dense",
+        "_feedforward_output_dense",
+    ),
+    "TransformerDecoder": (
+        "_feedforward_intermediate_dense",
+        "_feedforward_output_dense",
+    ),
+    "T5TransformerLayer": ("input_projector", "output_projector"),
+}
 
 
-def _is_keras_hub_block(layer: Any) -> bool:
+def _keras_hub_flow(layer: Any) -> tuple[str, str] | None:
     # The exact class: a subclass may have its own `call`.
     cls = type(layer)
-    return cls.__module__.startswith("keras_hub") and cls.__name__ in _KERAS_HUB_BLOCKS
+    if not cls.__module__.startswith("keras_hub"):
+        return None
+    return _KERAS_HUB_FLOWS.get(cls.__name__)
 
 
-def _plan_keras_hub(site: RectifierSite, block: keras.layers.Layer) -> RecyclePlan:
+def _plan_keras_hub(
+    site: RectifierSite, block: keras.layers.Layer, consumer_attribute: str
+) -> RecyclePlan:
     producer = site.layer
     units = _units_of(producer)
-    consumer = getattr(block, "_feedforward_output_dense", None)
+    consumer = getattr(block, consumer_attribute, None)
     if not isinstance(consumer, keras.layers.Dense) or (
         getattr(consumer, "kernel", None) is None or consumer.kernel.shape[-2] != units
     ):

@@ -276,6 +276,94 @@ class TestRecycleInsideBlocks:
         assert measure(model, IDS).sites[site].dead_fraction <= 1 / FF
 
 
+# Other optimizers: each keeps per-entry slots (momentum, accumulators,
+# moving averages) that the recycled entries must lose, exactly those.
+OPTIMIZERS = {
+    "sgd_momentum": lambda: keras.optimizers.SGD(0.01, momentum=0.9),
+    "rmsprop": lambda: keras.optimizers.RMSprop(1e-3, momentum=0.5),
+    "adamw": lambda: keras.optimizers.AdamW(1e-3),
+    "nadam": lambda: keras.optimizers.Nadam(1e-3),
+    "lion": lambda: keras.optimizers.Lion(1e-4),
+    "adagrad": lambda: keras.optimizers.Adagrad(1e-2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_other_optimizers_lose_exactly_the_recycled_slots(name):
+    model, site, producer, consumer, _ = _killed_model("keras_hub_encoder")
+    model.compile(
+        OPTIMIZERS[name](),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model.train_on_batch(IDS, LABELS)
+    slots = recycling.optimizer_slots(model.optimizer, model.trainable_variables)
+    assert slots[id(consumer.kernel)], f"{name} has no slot for the kernel"
+    for group in slots.values():
+        for slot in group:
+            slot.assign(RNG.uniform(0.5, 1.0, size=slot.shape))
+    before = _snapshot(model, slots)
+    predictions = to_numpy(model(IDS, training=False))
+    plan = plan_recycling(model)[0][site]
+    recycle_units(plan, DEAD, optimizer=model.optimizer, seed=2)
+    after = _snapshot(model, slots)
+    np.testing.assert_allclose(
+        to_numpy(model(IDS, training=False)), predictions, atol=1e-5, rtol=0
+    )
+    for slot in slots[id(consumer.kernel)]:
+        expected = before["slots"][id(slot)].copy()
+        expected[DEAD] = 0.0
+        np.testing.assert_array_equal(after["slots"][id(slot)], expected)
+    for slot in slots[id(producer.kernel)]:
+        expected = before["slots"][id(slot)].copy()
+        expected[:, DEAD] = 0.0
+        np.testing.assert_array_equal(after["slots"][id(slot)], expected)
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_t5_layers_are_known(gated, rng):
+    # T5's feed-forward: `output_projector(input_projector(x) [* gate])`;
+    # its `Dense` layers have no bias, so the recycled units are silenced
+    # first (outgoing rows 0): recycling them then changes nothing.
+    backbone = keras_hub.models.T5Backbone(
+        vocabulary_size=VOCAB,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=EMBED,
+        intermediate_dim=FF,
+        key_value_dim=8,
+        activation="relu",
+        use_gated_activation=gated,
+    )
+    plans, unmapped = plan_recycling(backbone)
+    names = [
+        f"transformer_{part}_layer_0/input_projector" for part in ("encoder", "decoder")
+    ]
+    assert unmapped == {} and list(plans) == names
+    data = {
+        "encoder_token_ids": rng.integers(0, VOCAB, (4, SEQ)).astype("int32"),
+        "encoder_padding_mask": np.ones((4, SEQ), "int32"),
+        "decoder_token_ids": rng.integers(0, VOCAB, (4, SEQ)).astype("int32"),
+        "decoder_padding_mask": np.ones((4, SEQ), "int32"),
+    }
+    for plan in plans.values():
+        (consumer,) = plan.consumers
+        assert consumer.layer.name == "output_projector"
+        _set(consumer.layer.kernel, DEAD, 0.0)
+    expected = backbone(data)
+    kernels = [to_numpy(plan.producer.kernel) for plan in plans.values()]
+    for plan in plans.values():
+        assert recycle_units(plan, DEAD, seed=3) == len(DEAD)
+    got = backbone(data)
+    for key in expected:
+        np.testing.assert_allclose(
+            to_numpy(got[key]), to_numpy(expected[key]), atol=1e-5, rtol=0
+        )
+    for kernel, plan in zip(kernels, plans.values(), strict=True):
+        new = to_numpy(plan.producer.kernel)
+        assert (new[:, DEAD] != kernel[:, DEAD]).any(axis=0).all()
+        np.testing.assert_array_equal(new[:, ALIVE], kernel[:, ALIVE])
+
+
 class TestWhatStaysOutOfReach:
     def test_keras_hub_decoder_is_known_too(self):
         decoder = keras_hub.layers.TransformerDecoder(FF, num_heads=2, name="dec")

@@ -33,8 +33,8 @@ with NaN/inf outputs is left alone that time.
 Which sites. Those whose producer and consumers are mapped exactly: from
 the model's graph, or from the graph of the nested `Sequential` or
 functional model holding the site (a custom block's `self.ffn =
-keras.Sequential([...])`); in keras-hub's `TransformerEncoder` and
-`TransformerDecoder`, the feed-forward `Dense` pair; elsewhere in a custom
+keras.Sequential([...])`); in keras-hub's `TransformerEncoder`,
+`TransformerDecoder` and T5 layers, the feed-forward `Dense` pair; elsewhere in a custom
 layer, whose `call` is Python code, as `links=` names them. The others (a
 residual `Add` after the rectifier, a layer called twice, the model's
 output layer, an unlinked custom block, a rectifier computed in a layer's
