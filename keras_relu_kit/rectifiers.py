@@ -239,12 +239,15 @@ def _by_layer(layer: keras.layers.Layer) -> Rectifier | None:
 def _by_kit_layer(layer: keras.layers.Layer) -> Rectifier:
     adjustable = isinstance(layer, ADJUSTABLE)
     if isinstance(layer, kit_layers.LeakyReLU):
-        live = keras.ops.convert_to_numpy(layer.alpha)
-        # The given slope, exactly, until a callback changes the variable.
-        unchanged = live == np.float32(layer.initial_alpha)
+        slope = layer.initial_alpha
+        if layer.built:
+            live = keras.ops.convert_to_numpy(layer.alpha)
+            # The given slope, exactly, until a callback changes the variable.
+            if live != np.float32(slope):
+                slope = float(live)
         return Rectifier(
             "leaky_relu",
-            slope=layer.initial_alpha if unchanged else float(live),
+            slope=slope,
             max_value=layer.max_value,
             threshold=layer.threshold,
             kit=True,

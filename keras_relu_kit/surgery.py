@@ -22,7 +22,7 @@ from keras_relu_kit._registry import custom_objects
 from keras_relu_kit._validation import check_number
 from keras_relu_kit.diagnostics.sites import (
     layer_paths,
-    unreachable_rectifiers,
+    unreachable_phrases,
     walk_layers,
 )
 from keras_relu_kit.errors import NoRectifierSitesWarning, UnreachableSitesWarning
@@ -360,10 +360,13 @@ class _InPlace:
             self.carriers.append((path, carrier))
 
     def leaky(self, rectifier, name, dtype):
-        """The kit LeakyReLU computing `rectifier` at this call's `alpha`."""
-        return LeakyReLU(
+        """The kit LeakyReLU computing `rectifier` at this call's `alpha`,
+        built: its `alpha` exists before the model's next call."""
+        leaky = LeakyReLU(
             **rectifier.leaky_relu_arguments(self.alpha), name=name, dtype=dtype
         )
+        leaky.build(None)
+        return leaky
 
     def fused(self, layer, parent, rectifier) -> bool:
         """Give a fused site a LeakyReLU as its `activation`, and its block
@@ -447,21 +450,16 @@ def _is_graph(layer: keras.layers.Layer) -> bool:
 
 def _warn_unreachable(model: keras.Model, standalone: list[str]) -> None:
     """One warning naming the rectifiers `leakify` leaves in `model`."""
-    found = unreachable_rectifiers(model)
-    recurrent = [path for path, why in found.items() if why == "recurrent"]
-    inline = [path for path, why in found.items() if why == "inline"]
-    parts = []
-    if recurrent:
-        parts.append(
-            f"the recurrent layers {recurrent} unchanged: their rectifier "
+    parts = unreachable_phrases(
+        model,
+        {
+            "recurrent": "the recurrent layers {paths} unchanged: their rectifier "
             "runs inside the recurrence, on the state, so a LeakyReLU after "
-            "the layer would change the model's function"
-        )
-    if inline:
-        parts.append(
-            f"the layers {inline} unchanged: they apply their rectifier "
-            "`activation` in their own `call`, with no sublayer to convert"
-        )
+            "the layer would change the model's function",
+            "inline": "the layers {paths} unchanged: they apply their rectifier "
+            "`activation` in their own `call`, with no sublayer to convert",
+        },
+    )
     if standalone:
         parts.append(
             f"the rectifier layers {standalone} unchanged: no attribute of "

@@ -53,3 +53,26 @@ def public_names(module):
             and getattr(value, "__module__", None) == module.__name__
         ]
     return sorted(names)
+
+
+def tiny_opt(num_layers=2, hidden_dim=16, intermediate_dim=32):
+    """A keras-hub `OPTBackbone` built from its constructor (no download):
+    its decoders' feed-forward `Dense` layers apply ReLU."""
+    import keras_hub
+
+    return keras_hub.models.OPTBackbone(
+        vocabulary_size=50,
+        num_layers=num_layers,
+        num_heads=2,
+        hidden_dim=hidden_dim,
+        intermediate_dim=intermediate_dim,
+        max_sequence_length=8,
+    )
+
+
+def opt_inputs(rng, size):
+    """`size` random token sequences for `tiny_opt`, unpadded."""
+    return {
+        "token_ids": rng.integers(0, 50, size=(size, 8)).astype("int32"),
+        "padding_mask": np.ones((size, 8), "int32"),
+    }

@@ -9,7 +9,7 @@ import keras
 import keras_hub
 import numpy as np
 import pytest
-from _helpers import to_numpy
+from _helpers import opt_inputs, tiny_opt, to_numpy
 
 import keras_relu_kit
 from keras_relu_kit import layers, leakify
@@ -131,18 +131,8 @@ class TestKerasHub:
         assert to_numpy(reloaded.alpha) == to_numpy(activation.alpha)
 
     def test_opt_backbone_in_place(self, rng):
-        backbone = keras_hub.models.OPTBackbone(
-            vocabulary_size=50,
-            num_layers=2,
-            num_heads=2,
-            hidden_dim=HIDDEN,
-            intermediate_dim=FFN,
-            max_sequence_length=8,
-        )
-        data = {
-            "token_ids": rng.integers(0, 50, size=(4, 8)).astype("int32"),
-            "padding_mask": np.ones((4, 8), "int32"),
-        }
+        backbone = tiny_opt(2, HIDDEN, FFN)
+        data = opt_inputs(rng, 4)
         before = _predict(backbone, data)
         # OPT writes `activation="relu"` in its constructor, not its config.
         with pytest.warns(UnreachableSitesWarning, match="saved copy loads with"):
@@ -158,18 +148,8 @@ class TestKerasHub:
             assert site.slope_layer is site.layer.activation
 
     def test_opt_backbone_copy(self, rng):
-        backbone = keras_hub.models.OPTBackbone(
-            vocabulary_size=50,
-            num_layers=1,
-            num_heads=2,
-            hidden_dim=HIDDEN,
-            intermediate_dim=FFN,
-            max_sequence_length=8,
-        )
-        data = {
-            "token_ids": rng.integers(0, 50, size=(4, 8)).astype("int32"),
-            "padding_mask": np.ones((4, 8), "int32"),
-        }
+        backbone = tiny_opt(1, HIDDEN, FFN)
+        data = opt_inputs(rng, 4)
         with pytest.warns(UnreachableSitesWarning, match="saved copy loads with"):
             leaky = leakify(backbone)
         assert type(leaky) is keras_hub.models.OPTBackbone and leaky is not backbone

@@ -10,7 +10,7 @@ import keras
 import keras_hub
 import numpy as np
 import pytest
-from _helpers import to_numpy
+from _helpers import opt_inputs, tiny_opt, to_numpy
 
 from keras_relu_kit.callbacks import DeadReLUMonitor
 from keras_relu_kit.diagnostics import find_rectifier_sites, measure
@@ -116,23 +116,13 @@ class TestDecoderModels:
         assert site.dead_mask[: FFN // 2].all()
 
     def test_opt_backbone_reads_its_killed_units(self, rng):
-        backbone = keras_hub.models.OPTBackbone(
-            vocabulary_size=50,
-            num_layers=2,
-            num_heads=2,
-            hidden_dim=HIDDEN,
-            intermediate_dim=FFN,
-            max_sequence_length=8,
-        )
+        backbone = tiny_opt(2, HIDDEN, FFN)
         sites = find_rectifier_sites(backbone)
         names = [f"transformer_layer_{i}/{FFN_DENSE}" for i in (0, 1)]
         assert [s.name for s in sites] == names
         killed = np.arange(0, FFN, 2)
         _kill(sites[0].layer, killed)
-        data = {
-            "token_ids": rng.integers(0, 50, size=(16, 8)).astype("int32"),
-            "padding_mask": np.ones((16, 8), "int32"),
-        }
+        data = opt_inputs(rng, 16)
         report = measure(backbone, data)
         first = report.sites[names[0]]
         assert first.units == FFN

@@ -19,7 +19,7 @@ from keras_relu_kit._validation import check_data_format, check_number
 from keras_relu_kit.diagnostics import probe as probe_lib
 from keras_relu_kit.diagnostics.capture import get_capture
 from keras_relu_kit.diagnostics.report import DeadReport
-from keras_relu_kit.diagnostics.sites import resolve_sites, unreachable_rectifiers
+from keras_relu_kit.diagnostics.sites import resolve_sites, unreachable_phrases
 from keras_relu_kit.errors import NoRectifierSitesWarning, UnreachableSitesWarning
 
 if TYPE_CHECKING:
@@ -331,20 +331,16 @@ __all__ = ["Measurement", "measure"]
 
 def _warn_unreachable(model: keras.Model, owner: str) -> None:
     """One warning naming the rectifiers of `model` that no site measures."""
-    unreachable = unreachable_rectifiers(model)
-    recurrent = [path for path, why in unreachable.items() if why == "recurrent"]
-    inline = [path for path, why in unreachable.items() if why == "inline"]
-    parts = []
-    if recurrent:
-        parts.append(
-            f"the recurrent layers {recurrent} apply a rectifier inside every "
-            "step of their recurrence, not to their output"
-        )
-    if inline:
-        parts.append(
-            f"the layers {inline} apply their rectifier `activation` in their "
-            "own `call`, with no rectifier sublayer whose output could be read"
-        )
+    parts = unreachable_phrases(
+        model,
+        {
+            "recurrent": "the recurrent layers {paths} apply a rectifier inside "
+            "every step of their recurrence, not to their output",
+            "inline": "the layers {paths} apply their rectifier `activation` in "
+            "their own `call`, with no rectifier sublayer whose output could "
+            "be read",
+        },
+    )
     if parts:
         warnings.warn(
             f"{owner or 'keras_relu_kit'}: {'; '.join(parts)}, so they are not "

@@ -134,6 +134,21 @@ def unreachable_rectifiers(model: keras.layers.Layer) -> dict[str, str]:
     return found
 
 
+def unreachable_phrases(
+    model: keras.layers.Layer, templates: dict[str, str]
+) -> list[str]:
+    """One phrase per kind of `unreachable_rectifiers(model)`, in the order
+    of `templates` (`{"recurrent": "... {paths} ...", "inline": ...}`), each
+    naming the paths of that kind; none for a kind the model has not."""
+    found = unreachable_rectifiers(model)
+    phrases = []
+    for kind, template in templates.items():
+        paths = [path for path, why in found.items() if why == kind]
+        if paths:
+            phrases.append(template.format(paths=paths))
+    return phrases
+
+
 def _layer_kind(layer: Any) -> str | None:
     """The kind of rectifier site `layer` is, or `None`."""
     return rectifiers.site_kind(layer)

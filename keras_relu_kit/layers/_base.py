@@ -19,10 +19,11 @@ class AdjustableAlphaLayer(keras.layers.Layer):
     retracing it. The config keeps the *initial* value; the live value lives
     in the weights.
 
-    `alpha` is created in `__init__`, not in `build`: a layer that is not
-    called before its weights load (the `activation=` of a `Dense` that
-    `leakify` converted in place, rebuilt by `keras.saving.load_model`) has
-    its slope to load into, and one can be assigned before the first call.
+    `alpha` is created in `build`, under the name scope of the model that
+    calls the layer (`"sequential/leaky_re_lu/alpha"`). A layer whose
+    weights load before it is first called (the `activation=` of a `Dense`
+    that `leakify` converted in place, rebuilt by `keras.saving.load_model`)
+    builds itself then: its `alpha` does not depend on the input shape.
     """
 
     _alpha_high: float | None = None
@@ -38,16 +39,20 @@ class AdjustableAlphaLayer(keras.layers.Layer):
             float32=True,
         )
         self.supports_masking = True
+
+    def build(self, input_shape):
         self.alpha = self.add_weight(
             name="alpha",
             shape=(),
             initializer=keras.initializers.Constant(self.initial_alpha),
             trainable=False,
         )
+        self.built = True
 
-    def build(self, input_shape):
-        # Nothing to create: `alpha` exists since `__init__`.
-        pass
+    def load_own_variables(self, store):
+        if not self.built:
+            self.build(None)
+        super().load_own_variables(store)
 
     def compute_output_shape(self, input_shape):
         return input_shape
