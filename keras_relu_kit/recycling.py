@@ -33,8 +33,10 @@ innermost such model holding it, by the same rules. Inside a layer whose
 `call` is Python code, the data flow cannot be read: keras-hub's
 `TransformerEncoder` and `TransformerDecoder` are known (their
 `_feedforward_intermediate_dense` feeds `_feedforward_output_dense` and
-nothing else), as is T5's layer (`input_projector` feeds
-`output_projector`), and any other flow is named by the user with `links`
+nothing else), as are T5's layer (`input_projector` feeds
+`output_projector`) and the encoders of DeBERTa-v3 and RoFormer-v2; a
+`Sequential` that a block holds (keras-hub's SAM and ViTDet `MLP`) is read
+as a graph; any other flow is named by the user with `links`
 (`check_links`), which the kit trusts as given.
 """
 
@@ -380,12 +382,13 @@ def _plan_nested(
     flow = _keras_hub_flow(parent)
     if flow is not None and site.layer is getattr(parent, flow[0], None):
         return _plan_keras_hub(site, parent, flow[1])
-    graph = model_graph(parent) if isinstance(parent, keras.Model) else None
-    if graph is None or not graph.ok:
+    holder = _graph_holder(site, parent_path, parent, paths)
+    if holder is None:
         raise _Unmappable(
             f"it is inside '{parent_path}' ({type(parent).__name__}), whose "
             f"`call` is Python code the kit cannot follow; {_LINKS_HINT}"
         )
+    parent_path, graph = holder
     name = site.layer.name
     if graph.by_name.get(name) is not site.layer:
         raise _Unmappable(f"'{parent_path}' holds another layer named '{name}'")
@@ -393,6 +396,32 @@ def _plan_nested(
         return _plan_site(graph, name, site)
     except _Unmappable as reason:
         raise _Unmappable(f"in '{parent_path}', {reason}; {_LINKS_HINT}") from None
+
+
+def _graph_holder(
+    site: RectifierSite,
+    parent_path: str,
+    parent: keras.layers.Layer | None,
+    paths: Mapping[str, keras.layers.Layer],
+) -> tuple[str, ModelGraph] | None:
+    """The graph model that calls the site's layer, and its path: the
+    site's parent, or a graph model the parent holds whose layers include
+    the site's (a block that appends its layers to a list, then wraps the
+    list in a `Sequential`, as keras-hub's SAM and ViTDet `MLP` do, tracks
+    them under itself)."""
+    candidates = [(parent_path, parent)] + [
+        (path, layer)
+        for path, layer in paths.items()
+        if path.startswith(f"{parent_path}/")
+        and path.count("/") == site.name.count("/")
+    ]
+    for path, layer in candidates:
+        if not isinstance(layer, keras.Model):
+            continue
+        graph = model_graph(layer)
+        if graph.ok and any(sub is site.layer for sub in layer.layers):
+            return path, graph
+    return None
 
 
 # keras-hub's transformer blocks, known by class: (the rectifier's `Dense`,
@@ -415,6 +444,18 @@ _KERAS_HUB_FLOWS = {
         "_feedforward_output_dense",
     ),
     "T5TransformerLayer": ("input_projector", "output_projector"),
+    # DeBERTa-v3's and RoFormer-v2's encoders compute their feed-forward
+    # network as `TransformerEncoder` does
+    # (keras_hub/src/models/deberta_v3/disentangled_attention_encoder.py,
+    # keras_hub/src/models/roformer_v2/roformer_v2_encoder.py).
+    "DisentangledAttentionEncoder": (
+        "_feedforward_intermediate_dense",
+        "_feedforward_output_dense",
+    ),
+    "RoformerV2Encoder": (
+        "feedforward_intermediate_dense",
+        "feedforward_output_dense",
+    ),
 }
 
 

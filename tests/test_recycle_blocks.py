@@ -319,6 +319,50 @@ def test_other_optimizers_lose_exactly_the_recycled_slots(name):
         np.testing.assert_array_equal(after["slots"][id(slot)], expected)
 
 
+def _other_keras_hub_block(name):
+    # Blocks of keras-hub models, from their constructors: SAM's and
+    # ViTDet's MLP wrap their layers in a Sequential they also track
+    # themselves; RoFormer-v2's encoder has a known feed-forward pair.
+    from keras_hub.src.models.roformer_v2.roformer_v2_encoder import (
+        RoformerV2Encoder,
+    )
+    from keras_hub.src.models.sam.sam_layers import MLP as SamMLP
+    from keras_hub.src.models.vit_det.vit_layers import MLP as ViTDetMLP
+
+    return {
+        "sam_mlp": lambda: SamMLP(FF, EMBED, 2, name="block"),
+        "vitdet_mlp": lambda: ViTDetMLP(FF, EMBED, name="block"),
+        "roformer_v2": lambda: RoformerV2Encoder(2, 8, FF, name="block"),
+    }[name]()
+
+
+@pytest.mark.parametrize("name", ["sam_mlp", "vitdet_mlp", "roformer_v2"])
+def test_other_keras_hub_blocks(name, rng):
+    inputs = keras.Input((SEQ, EMBED))
+    x = _other_keras_hub_block(name)(inputs)
+    outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling1D()(x))
+    model = keras.Model(inputs, outputs)
+    plans, unmapped = plan_recycling(model)
+    assert unmapped == {} and len(plans) == 1
+    (plan,) = plans.values()
+    assert plan.units == FF
+    (consumer,) = plan.consumers
+    if name == "roformer_v2":
+        # Its attention cannot run eagerly without a mask on every backend;
+        # the plan is TransformerEncoder's, whose recycling runs above.
+        block = model.layers[1]
+        assert plan.producer is block.feedforward_intermediate_dense
+        assert consumer.layer is block.feedforward_output_dense
+        return
+    # Silenced first, the recycled units change nothing.
+    _set(consumer.layer.kernel, DEAD, 0.0)
+    x = rng.normal(size=(8, SEQ, EMBED)).astype("float32")
+    expected = to_numpy(model(x))
+    assert recycle_units(plan, DEAD, seed=4) == len(DEAD)
+    np.testing.assert_allclose(to_numpy(model(x)), expected, atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(to_numpy(consumer.layer.kernel)[DEAD], 0.0)
+
+
 @pytest.mark.parametrize("gated", [False, True])
 def test_t5_layers_are_known(gated, rng):
     # T5's feed-forward: `output_projector(input_projector(x) [* gate])`;
