@@ -49,7 +49,7 @@ RECTIFIER_ACTIVATIONS = frozenset(
 
 #: The names `classify` reads: Keras' rectifier functions and the kit's
 #: layer families.
-NAMES = tuple(sorted(RECTIFIER_ACTIVATIONS | {"prelu", "rrelu", "pelu"}))
+NAMES = tuple(sorted(RECTIFIER_ACTIVATIONS | {"prelu", "rrelu", "pelu", "crelu"}))
 
 #: Layers whose output is their `activation`'s output.
 FUSED_LAYERS = (
@@ -81,7 +81,8 @@ class Rectifier:
 
     Attributes:
         name: str. The family: `"relu"`, `"relu6"`, `"leaky_relu"`,
-            `"prelu"`, `"rrelu"`, `"elu"`, `"pelu"`, `"selu"` or `"celu"`.
+            `"prelu"`, `"rrelu"`, `"elu"`, `"pelu"`, `"selu"`, `"celu"` or
+            `"crelu"`.
         slope: float. The slope below the threshold: Keras' `negative_slope`,
             a kit `LeakyReLU`'s current `alpha`, a `PReLU`'s initial slope,
             the mean slope of `RReLU`; 0 for the exponential family.

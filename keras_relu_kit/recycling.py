@@ -777,7 +777,13 @@ def _channel_of_rows(
     ids = np.arange(1, units + 1, dtype="float32")
     broadcast = [1] * len(shape)
     # Axes of a batched tensor; `shape` has no batch axis.
-    broadcast[channel_axis - 1 if channel_axis > 0 else channel_axis] = units
+    axis = channel_axis - 1 if channel_axis > 0 else channel_axis
+    if shape[axis] != units:
+        raise _Unmappable(
+            f"its output has {shape[axis]} channels for the {units} units of "
+            "its producer (a CReLU's two halves)"
+        )
+    broadcast[axis] = units
     x = np.broadcast_to(ids.reshape(broadcast), shape)[None]
     values = keras.ops.convert_to_tensor(np.ascontiguousarray(x), "float32")
     try:

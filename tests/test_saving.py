@@ -39,6 +39,7 @@ def _every_layer_model():
     x = layers.ELU(alpha=0.5)(x)
     x = layers.PELU()(x)
     x = layers.SELU()(x)
+    x = layers.CReLU()(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     outputs = keras.layers.Dense(2)(x)
     return keras.Model(inputs, outputs)

@@ -92,6 +92,12 @@ def elu(x, alpha, *, training=None):
     return _elu(x, alpha)
 
 
+def crelu(x, axis):
+    """`relu(x)` and `relu(-x)`, concatenated along `axis`: `keras.ops`,
+    which every backend, XLA and the exporters run natively."""
+    return ops.concatenate([ops.relu(x), ops.relu(ops.negative(x))], axis=axis)
+
+
 def selu(x):
     """`scale * x` where `x > 0`, `scale * alpha * (exp(x) - 1)` below."""
     if _place() != "keras":
