@@ -324,7 +324,10 @@ def _producer_of(
 
 
 def _check_linear(producer: keras.layers.Layer) -> None:
-    if _activation_name(producer) not in ("linear", None):
+    # Any activation but Keras' `linear`: a function of another name, or a
+    # layer (an `Activation`, a kit layer), which has no `__name__`.
+    activation = getattr(producer, "activation", None)
+    if activation is not None and getattr(activation, "__name__", None) != "linear":
         raise _Unmappable(f"its producer '{producer.name}' has its own activation")
 
 
@@ -815,11 +818,6 @@ def _channel_of_rows(
     if rows.shape[0] != consumer.kernel.shape[-2]:
         raise _Unmappable(f"'{consumer.name}' reads its units in another layout")
     return rows
-
-
-def _activation_name(layer: keras.layers.Layer) -> str | None:
-    activation = getattr(layer, "activation", None)
-    return getattr(activation, "__name__", None)
 
 
 def _has_output(layer: keras.layers.Layer) -> bool:

@@ -19,7 +19,7 @@ import keras
 
 from keras_relu_kit import rectifiers
 from keras_relu_kit._registry import custom_objects
-from keras_relu_kit._validation import check_number
+from keras_relu_kit._validation import check_bool, check_number
 from keras_relu_kit.diagnostics.sites import (
     layer_paths,
     unreachable_phrases,
@@ -137,6 +137,7 @@ def leakify(
     (True, 'LeakyReLU')
     """
     alpha = check_number("alpha", alpha, low=0.0, owner="leakify", float32=True)
+    in_place = check_bool("in_place", in_place, owner="leakify")
     if not isinstance(model, keras.Model):
         raise TypeError(
             "`leakify` argument `model` must be a keras.Model. "

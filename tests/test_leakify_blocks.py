@@ -240,6 +240,13 @@ class Net(keras.Model):
 
 
 class TestSubclassed:
+    @pytest.mark.parametrize("in_place", ["yes", 1, None])
+    def test_in_place_must_be_a_bool(self, in_place):
+        net = Net()
+        with pytest.raises(ValueError, match=r"`leakify` argument `in_place` must"):
+            leakify(net, in_place=in_place)
+        assert net.hidden.activation.__name__ == "relu"
+
     def test_cannot_be_copied_names_in_place(self, rng):
         net = Net()
         x = rng.normal(size=(8, 6)).astype("float32")

@@ -416,6 +416,19 @@ class TestWhatStaysOutOfReach:
         plan = plans["dec/feedforward_intermediate_dense"]
         assert plan.consumers[0].layer is decoder._feedforward_output_dense
 
+    @pytest.mark.parametrize(
+        "activation", ["tanh", keras.layers.Activation("tanh"), keras.layers.ELU()]
+    )
+    def test_a_producer_with_its_own_activation_is_refused(self, activation):
+        # Spelled as a name or as a layer, the producer is not linear.
+        inputs = keras.Input((EMBED,))
+        x = keras.layers.Dense(FF, activation=activation, name="producer")(inputs)
+        x = keras.layers.ReLU(name="act")(x)
+        model = keras.Model(inputs, keras.layers.Dense(2, name="head")(x))
+        plans, unmapped = plan_recycling(model)
+        assert "act" not in plans
+        assert unmapped["act"] == "its producer 'producer' has its own activation"
+
     def test_nested_models_follow_the_top_level_rules(self):
         # The ReLU is the nested Sequential's output: who reads it is out
         # of that graph.
