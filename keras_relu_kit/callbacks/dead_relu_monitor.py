@@ -77,7 +77,9 @@ class DeadReLUMonitor(FitCallback):
     counts, per rectifier site, the units whose output is <= 0 on every
     example of a fixed probe set, and puts the result in `logs`:
     `"dead_fraction"` (over all sites) and `"dead_fraction/<site>"`, plus
-    `"dormant_fraction"` and `"dormant_fraction/<site>"` with `tau`, so
+    `"dormant_fraction"` and `"dormant_fraction/<site>"` with `tau`, and
+    `"effective_rank/<site>"` and `"weight_magnitude/<site>"` with
+    `plasticity=True`, so
     `History`, `keras.callbacks.CSVLogger` and
     `keras.callbacks.TensorBoard` record it: list the monitor **before**
     them. Per-batch logs get only `"dead_fraction"`. A probe that does not
@@ -116,6 +118,14 @@ class DeadReLUMonitor(FitCallback):
         mode: `"training"` (the forward pass `fit` trains with, batch
             statistics in BatchNormalization) or `"inference"` (as
             `predict` runs). Defaults to `"training"`.
+        plasticity: bool. Also measure, in the same forward pass, each
+            site's effective rank on the probe and the mean |weight| of the
+            kernel producing its units (see
+            `keras_relu_kit.diagnostics.measure`), logged per site as
+            `"effective_rank/<site>"` and `"weight_magnitude/<site>"` in the
+            epoch logs (unless `per_layer_logs=False`), `history` and
+            `log_dir`. The rank costs O(units^2) per probe example and
+            position. Defaults to `False`.
 
     Attributes:
         last_report: the `DeadReport` of the latest measurement (`None`
@@ -164,6 +174,7 @@ class DeadReLUMonitor(FitCallback):
         data_format: str | None = None,
         seed: int = 0,
         mode: str = "training",
+        plasticity: bool = False,
     ) -> None:
         options = ProbeOptions(
             probe, probe_size, batch_size, data_format, seed, mode, owner=OWNER
@@ -171,6 +182,7 @@ class DeadReLUMonitor(FitCallback):
         schedule = StepSchedule(frequency, owner=OWNER, action="measure")
         super().__init__(verbose=verbose, schedule=schedule)
         per_layer_logs = check_bool("per_layer_logs", per_layer_logs, owner=OWNER)
+        plasticity = check_bool("plasticity", plasticity, owner=OWNER)
         if tau is not None:
             tau = check_number("tau", tau, low=0.0, float32=True, owner=OWNER)
         if log_dir is not None and not isinstance(log_dir, (str, os.PathLike)):
@@ -183,6 +195,7 @@ class DeadReLUMonitor(FitCallback):
         #: The `Measurement` this monitor measures through; `AutoLeak` and
         #: `Recycle` given this monitor reuse it.
         self.measurement = options.measurement(tau=tau)
+        self.measurement.plasticity = plasticity
         self._probe = self.measurement.probe
         self.probe_size = options.probe_size
         self.frequency = schedule.frequency
@@ -193,6 +206,7 @@ class DeadReLUMonitor(FitCallback):
         self.data_format = options.data_format
         self.seed = options.seed
         self.mode = options.mode
+        self.plasticity = plasticity
         self.last_report: DeadReport | None = None
         self.history: list[dict[str, Any]] = []
         self.sites: list[RectifierSite] = []
@@ -288,7 +302,7 @@ class DeadReLUMonitor(FitCallback):
                 "`model.fit` (after `on_train_begin`)."
             )
         if not self._active:
-            return DeadReport({}, tau=self.tau)
+            return DeadReport({}, tau=self.tau, plasticity=self.plasticity)
         return self._measure(epoch)
 
     def save_history(self, path: str | os.PathLike[str]) -> None:

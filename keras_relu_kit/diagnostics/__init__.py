@@ -11,7 +11,8 @@ and the command line all go through one path:
 - `Measurement`: a probe and a capture, measured at most once per
   training step, shared by the callbacks of one `fit`.
 - `measure(model, data)`: the same path, called once; a `DeadReport` with
-  a `SiteReport` per site.
+  a `SiteReport` per site (dead and dormant units, per-unit means, and with
+  `plasticity=True` the effective rank and the producer's mean |weight|).
 """
 
 from keras_relu_kit.diagnostics.capture import Capture, get_capture

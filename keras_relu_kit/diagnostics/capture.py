@@ -18,8 +18,13 @@ Two ways to reach the outputs of the sites, both public Keras API:
 
 Either way the outputs never leave the compiled function: it loops over
 the probe batches and returns, per unit, the maximum output (for dead
-units), the sum of |output| (for the ReDo score) and the number of NaN/inf
-values, all computed in float32. The function is a small `keras.Model`
+units), the sums of |output| (for the ReDo score), of the output and of
+its square, and the number of finite values (for the means), and per
+site the number of
+NaN/inf values, all computed in float32. With `plasticity=True` it also
+sums each site's Gram matrix `X^T X` (`units x units`, finite values
+only), whose eigenvalues give the effective rank: O(units^2) work per
+example and position, hence opt-in. The function is a small `keras.Model`
 compiled with the model's `jit_compile`, so one call of `predict_on_batch`
 measures a whole group of batches on any backend.
 
@@ -43,6 +48,7 @@ from keras import ops
 from keras_relu_kit._validation import DATA_FORMATS
 from keras_relu_kit.diagnostics.probe import functional_inputs
 from keras_relu_kit.diagnostics.report import DeadReport, site_report
+from keras_relu_kit.diagnostics.sites import layer_paths
 from keras_relu_kit.errors import UnreachableSitesWarning
 from keras_relu_kit.model_graph import model_graph
 
@@ -106,8 +112,12 @@ class _Reducer(keras.Model):
     Input: the probe, shaped `(n_batches, batch, ...)`. Output, with a
     leading axis of 1 (under a distribution strategy every replica runs the
     whole probe, and the caller keeps the first replica's row): per-unit
-    maxima `(1, U)`, per-unit sums of |output| `(1, U)`, and `(1, 2, S)`
-    holding each site's NaN/inf count and number of units.
+    maxima `(1, U)`, per-unit sums of |output| `(1, U)`, `(1, 2, S)`
+    holding each site's NaN/inf count and number of units, per-unit sums of
+    output `(1, U)`, per-unit counts of finite values `(1, U)`, per-unit
+    sums of squared output `(1, U)`, and with `plasticity` the sites'
+    flattened Gram matrices `(1, sum of U_s^2)` and their producers' mean
+    |weight| `(1, S)`.
     """
 
     def __init__(
@@ -116,10 +126,15 @@ class _Reducer(keras.Model):
         forward: Callable[[Any, Any], list[list[Any]]],
         channels_first: Iterable[bool],
         training: bool,
+        kernels: Callable[[], list[Any]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(dtype="float32", **kwargs)
         self._training = bool(training)
+        # With plasticity: a function giving, when the capture function is
+        # traced, each site's producing kernel (or `None`).
+        self._plasticity = kernels is not None
+        self._find_kernels = kernels or list
         # Tracked: the measured model's variables feed the compiled function.
         self.measured = measured
         self._forward = forward
@@ -137,10 +152,21 @@ class _Reducer(keras.Model):
         a = ops.reshape(a, (-1, units))
         finite = ops.isfinite(a)
         # NaN and inf never make a unit alive: only finite values count.
-        maxima = ops.max(ops.where(finite, a, 0.0), axis=0)
-        sums = ops.sum(ops.where(finite, ops.abs(a), 0.0), axis=0)
+        a = ops.where(finite, a, 0.0)
+        maxima = ops.max(a, axis=0)
+        sums = ops.sum(ops.abs(a), axis=0)
         nonfinite = ops.sum(ops.cast(ops.logical_not(finite), "int32"))
-        return maxima, sums, nonfinite
+        reduced: tuple[Any, ...] = (
+            maxima,
+            sums,
+            nonfinite,
+            ops.sum(a, axis=0),
+            ops.sum(ops.cast(finite, "int32"), axis=0),
+            ops.sum(ops.square(a), axis=0),
+        )
+        if self._plasticity:
+            reduced += (ops.reshape(ops.matmul(ops.transpose(a), a), (-1,)),)
+        return reduced
 
     def _run_forward(self, x):
         if not self._training:
@@ -153,16 +179,22 @@ class _Reducer(keras.Model):
         with keras.StatelessScope(state_mapping=mapping):
             return self._forward(self.measured, x)
 
-    def _reduce(self, x: Any) -> list[tuple[Any, Any, Any]]:
-        reduced: list[tuple[Any, Any, Any]] = []
+    def _empty(self) -> tuple[Any, ...]:
+        # What `_reduce_one` returns for a site of no units.
+        empty = ops.zeros((0,), "float32")
+        counts = ops.zeros((0,), "int32")
+        reduced = (empty, empty, ops.zeros((), "int32"), empty, counts, empty)
+        return reduced + ((empty,) if self._plasticity else ())
+
+    def _reduce(self, x: Any) -> list[tuple[Any, ...]]:
+        reduced: list[tuple[Any, ...]] = []
         layout: list[tuple[int, int | None]] = []
         for index, (outputs, channels_first) in enumerate(
             zip(self._run_forward(x), self._channels_first, strict=True)
         ):
             if not outputs:
                 # The site was not called by this forward pass.
-                empty = ops.zeros((0,), "float32")
-                reduced.append((empty, empty, ops.zeros((), "int32")))
+                reduced.append(self._empty())
                 layout.append((index, None))
                 continue
             parts = [self._reduce_one(output, channels_first) for output in outputs]
@@ -198,23 +230,41 @@ class _Reducer(keras.Model):
             ],
             acc,
         )
-        maxima = ops.concatenate([a[0] for a in acc])
-        sums = ops.concatenate([a[1] for a in acc])
         counts = ops.stack(
             [
                 ops.stack([a[2] for a in acc]),
                 ops.stack([ops.shape(a[0])[0] for a in acc]),
             ]
         )
-        return (
-            ops.expand_dims(maxima, 0),
-            ops.expand_dims(sums, 0),
-            ops.expand_dims(ops.cast(counts, "int32"), 0),
-        )
+        per_unit = [
+            ops.concatenate([a[field] for a in acc])
+            for field in range(len(acc[0]))
+            if field != 2
+        ]
+        outputs = [*per_unit[:2], ops.cast(counts, "int32"), *per_unit[2:]]
+        if self._plasticity:
+            outputs.append(self._weight_magnitudes())
+        return tuple(ops.expand_dims(t, 0) for t in outputs)
+
+    def _weight_magnitudes(self):
+        # Each site's mean |kernel|, read from the variables the compiled
+        # function receives; -1 where the site has no known producer.
+        values = [
+            ops.convert_to_tensor(-1.0, "float32")
+            if kernel is None
+            else ops.mean(ops.abs(ops.cast(kernel, "float32")))
+            for kernel in self._find_kernels()
+        ]
+        return ops.stack(values)
 
 
-def _combine(a: Any, b: Any) -> tuple[Any, Any, Any]:
-    return (ops.maximum(a[0], b[0]), a[1] + b[1], a[2] + b[2])
+def _combine(a: Any, b: Any) -> tuple[Any, ...]:
+    # The maxima, then sums: |output|, NaN/inf count, output, finite
+    # counts, and with plasticity the Gram matrix.
+    return (
+        ops.maximum(a[0], b[0]),
+        *(x + y for x, y in zip(a[1:], b[1:], strict=True)),
+    )
 
 
 def _called_once(model: keras.Model, sites: Sequence[RectifierSite]) -> bool:
@@ -239,6 +289,64 @@ def _channels_first(site: RectifierSite, data_format: str | None) -> bool:
     return data_format == "channels_first"
 
 
+# Layers that may stand between a rectifier and the `Dense`/`Conv` whose
+# kernel computes its units: they rescale or drop values per channel.
+_BETWEEN_PRODUCER_AND_SITE = (
+    keras.layers.BatchNormalization,
+    keras.layers.LayerNormalization,
+    keras.layers.GroupNormalization,
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout1D,
+    keras.layers.SpatialDropout2D,
+    keras.layers.SpatialDropout3D,
+    keras.layers.GaussianDropout,
+    keras.layers.AlphaDropout,
+    keras.layers.GaussianNoise,
+)
+# The weights computing a layer's output channels, by attribute name.
+_KERNELS = ("kernel", "pointwise_kernel")
+
+
+def _kernel_attribute(layer: Any) -> str | None:
+    for attribute in _KERNELS:
+        if getattr(layer, attribute, None) is not None:
+            return attribute
+    return None
+
+
+def producer_kernel(
+    model: keras.layers.Layer, site: RectifierSite
+) -> tuple[keras.layers.Layer, str] | None:
+    """`(layer, attribute)` of the kernel computing a site's units, or `None`.
+
+    The site's own layer when it has a kernel (a `Dense` or convolution
+    with a rectifier `activation`); else, in the graph of the model (or of
+    the nested `Sequential`/functional model) calling the site's layer
+    once, the layer with a kernel feeding it, through normalization and
+    dropout layers. The attribute is read at every measurement: a property
+    (a LoRA `Dense`'s `kernel`) gives its current value.
+    """
+    attribute = _kernel_attribute(site.layer)
+    if attribute is not None:
+        return site.layer, attribute
+    parent_path, _, name = site.name.rpartition("/")
+    holder = layer_paths(model).get(parent_path) if parent_path else model
+    if not isinstance(holder, keras.Model):
+        return None
+    graph = model_graph(holder)
+    if graph.by_name.get(name) is not site.layer:
+        return None
+    while graph.calls.get(name) == 1 and len(graph.inbound.get(name, [])) == 1:
+        name = graph.inbound[name][0]
+        layer = graph.by_name.get(name)
+        attribute = _kernel_attribute(layer)
+        if attribute is not None:
+            return layer, attribute
+        if not isinstance(layer, _BETWEEN_PRODUCER_AND_SITE):
+            return None
+    return None
+
+
 class Capture:
     """The compiled capture function of one model and set of sites.
 
@@ -250,6 +358,8 @@ class Capture:
         sites: the list of `RectifierSite` measured.
         mode: `"functional"` (an auxiliary model on the model's graph) or
             `"hooks"` (the model run with the sites' `call` wrapped).
+        plasticity: bool. Whether it also measures the sites' effective
+            rank and their producers' mean |weight|.
     """
 
     def __init__(
@@ -259,9 +369,15 @@ class Capture:
         *,
         data_format: str | None = None,
         training: bool = True,
+        plasticity: bool = False,
     ) -> None:
         self.sites = list(sites)
         self.training = bool(training)
+        self.plasticity = bool(plasticity)
+        # The kernels whose mean |weight| each site reports (plasticity),
+        # found when the capture function is traced: a subclassed model
+        # builds in `run`, just before.
+        self._kernels: list[tuple[keras.layers.Layer, str] | None] | None = None
         self._recorder: _CallRecorder | None = None
         self.mode = "hooks"
         self._model = model
@@ -299,6 +415,7 @@ class Capture:
             forward,
             [_channels_first(s, data_format) for s in self.sites],
             self.training,
+            self._current_kernels if self.plasticity else None,
             name=f"{model.name}_rectifier_capture",
         )
         self._reducer.compile(
@@ -314,7 +431,7 @@ class Capture:
                 `(n_batches, batch, ...)` (see `probe.stack`).
             tau: float or `None`. ReDo threshold.
         """
-        maxima = sums = nonfinite = units = None
+        totals: list[Any] | None = None
         examples = 0
         recorder = self._recorder
         entered = False
@@ -328,21 +445,15 @@ class Capture:
                 flat = keras.tree.flatten(group)[0]
                 examples += int(flat.shape[0]) * int(flat.shape[1])
                 out = self._reducer.predict_on_batch(group)
-                m, s, c = out[0][0], out[1][0], out[2][0]
-                if maxima is None:
-                    maxima, sums = m, s.astype(np.float64)
-                    nonfinite, units = c[0].astype(np.int64), c[1]
-                else:
-                    maxima = np.maximum(maxima, m)
-                    sums = sums + s
-                    nonfinite = nonfinite + c[0]
+                totals = _accumulate(totals, [t[0] for t in out])
         finally:
             if entered:
                 assert recorder is not None  # Entered only when there is one.
                 recorder.__exit__(None, None, None)
             if rng is not None:
                 rng.restore()
-        return self._report(maxima, sums, nonfinite, units, tau, examples)
+        assert totals is not None  # A probe has at least one group.
+        return self._report(totals, tau, examples)
 
     def _maybe_build(self, group: Any) -> None:
         # A subclassed model (or a Sequential without an `Input`) that has
@@ -369,16 +480,12 @@ class Capture:
         self._built = True
 
     def _report(
-        self,
-        maxima: Any,
-        sums: Any,
-        nonfinite: Any,
-        units: Any,
-        tau: float | None,
-        examples: int,
+        self, totals: list[Any], tau: float | None, examples: int
     ) -> DeadReport:
+        maxima, sums, (nonfinite, units), signed, counts, squares = totals[:6]
+        grams, weights = totals[6:] if self.plasticity else (None, None)
         reports: dict[str, SiteReport] = {}
-        offset = 0
+        offset = gram_offset = 0
         skipped = []
         for slot, (index, call) in enumerate(self._reducer.layout):
             site = self.sites[index]
@@ -387,13 +494,24 @@ class Capture:
                 skipped.append(site.name)
                 continue
             name = site.name if call is None else f"{site.name}/call_{call}"
+            units_of = slice(offset, offset + size)
+            gram = None
+            if grams is not None:
+                gram = grams[gram_offset : gram_offset + size * size]
+                gram = gram.reshape(size, size)
+                gram_offset += size * size
             reports[name] = site_report(
                 site,
-                maxima[offset : offset + size],
-                sums[offset : offset + size],
+                maxima[units_of],
+                sums[units_of],
                 nonfinite[slot],
                 tau,
                 name=name,
+                signed_sums=signed[units_of],
+                counts=counts[units_of],
+                square_sums=squares[units_of],
+                gram=gram,
+                weight_magnitude=_magnitude(weights, index),
             )
             offset += size
         if skipped:
@@ -403,7 +521,52 @@ class Capture:
                 UnreachableSitesWarning,
                 stacklevel=3,
             )
-        return DeadReport(reports, tau=tau, num_examples=examples)
+        return DeadReport(
+            reports, tau=tau, num_examples=examples, plasticity=self.plasticity
+        )
+
+    def _current_kernels(self) -> list[Any]:
+        """Each site's producing kernel (its current value), or `None`."""
+        if self._kernels is None:
+            self._kernels = [producer_kernel(self._model, s) for s in self.sites]
+        return [None if k is None else getattr(*k) for k in self._kernels]
+
+
+def _magnitude(weights: Any, index: int) -> float | None:
+    if weights is None or not weights[index] >= 0:
+        return None
+    return float(weights[index])
+
+
+# Outputs of the `_Reducer` that are not summed across groups: the maxima
+# (a maximum), the per-site counts (whose row 0 only is summed) and the
+# weight magnitudes (the same in every group).
+_MAXIMA, _SITE_COUNTS, _WEIGHTS = 0, 2, 7
+
+
+def _accumulate(totals: list[Any] | None, out: list[Any]) -> list[Any]:
+    """Add one group's reductions (the `_Reducer`'s outputs) to the totals.
+
+    Maxima stay maxima; sums add up in float64 (int64 for counts). Row 1
+    of the per-site counts holds the sites' widths and entry 7 the weight
+    magnitudes: the same in every group.
+    """
+    if totals is None:
+        return [
+            np.asarray(t, dtype=_accumulator_dtype(t, i)) for i, t in enumerate(out)
+        ]
+    totals[_MAXIMA] = np.maximum(totals[_MAXIMA], out[_MAXIMA])
+    totals[_SITE_COUNTS][0] += out[_SITE_COUNTS][0]
+    for i in range(len(out)):
+        if i not in (_MAXIMA, _SITE_COUNTS, _WEIGHTS):
+            totals[i] = totals[i] + out[i]
+    return totals
+
+
+def _accumulator_dtype(t: np.ndarray, index: int) -> Any:
+    if index in (_MAXIMA, _WEIGHTS):
+        return t.dtype
+    return np.int64 if np.issubdtype(t.dtype, np.integer) else np.float64
 
 
 class _TorchRNG:
@@ -441,18 +604,20 @@ def get_capture(
     *,
     data_format: str | None = None,
     training: bool = True,
+    plasticity: bool = False,
 ) -> Capture:
     """The cached `Capture` for `model` and `sites`, built on first use.
 
-    The cache is keyed by the sites, the data format and the model's
-    `jit_compile` and `run_eagerly`, so recompiling the model with other
-    settings builds a new capture function. The cache lives on the model,
-    so it goes with it.
+    The cache is keyed by the sites, the data format, the mode, whether it
+    measures plasticity and the model's `jit_compile` and `run_eagerly`,
+    so recompiling the model with other settings builds a new capture
+    function. The cache lives on the model, so it goes with it.
     """
     key = (
         tuple((s.name, id(s.layer), s.kind) for s in sites),
         data_format,
         bool(training),
+        bool(plasticity),
         bool(getattr(model, "jit_compile", False)),
         bool(getattr(model, "run_eagerly", False)),
     )
@@ -463,6 +628,12 @@ def get_capture(
         model.__dict__[_CACHE_ATTRIBUTE] = per_model
     capture = per_model.get(key)
     if capture is None:
-        capture = Capture(model, sites, data_format=data_format, training=training)
+        capture = Capture(
+            model,
+            sites,
+            data_format=data_format,
+            training=training,
+            plasticity=plasticity,
+        )
         per_model[key] = capture
     return capture

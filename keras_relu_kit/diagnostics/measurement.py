@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import keras
 
-from keras_relu_kit._validation import check_data_format, check_number
+from keras_relu_kit._validation import check_bool, check_data_format, check_number
 from keras_relu_kit.diagnostics import probe as probe_lib
 from keras_relu_kit.diagnostics.capture import get_capture
 from keras_relu_kit.diagnostics.report import DeadReport
@@ -46,6 +46,13 @@ class Measurement:
         sites: list of `RectifierSite` or site names, or `None` for all.
         mode: `"training"` or `"inference"`; see `measure`.
         owner: str. The callback or function named in errors and warnings.
+        plasticity: bool. Also measure each site's effective rank and its
+            producer's mean |weight|; see `measure`.
+
+    Attributes:
+        plasticity: bool. The checked `plasticity`. It may be changed
+            before `begin` (a callback turning it on for its own
+            measurement).
     """
 
     def __init__(
@@ -57,6 +64,7 @@ class Measurement:
         sites: Sequence[RectifierSite | str] | None = None,
         mode: str = "training",
         owner: str = "",
+        plasticity: bool = False,
     ) -> None:
         if not isinstance(probe, probe_lib.Probe):
             raise TypeError(
@@ -70,6 +78,7 @@ class Measurement:
         self.tau = tau
         self.data_format = check_data_format(data_format, owner=owner)
         self.mode = check_mode(mode, owner=owner)
+        self.plasticity = check_bool("plasticity", plasticity, owner=owner)
         self._given_sites = sites
         self.sites: list[RectifierSite] = []
         self.last_report: DeadReport | None = None
@@ -114,6 +123,7 @@ class Measurement:
             self.sites,
             data_format=self.data_format,
             training=self.mode == "training",
+            plasticity=self.plasticity,
         )
         if self._groups is not None:
             self._compile(model)
@@ -161,7 +171,7 @@ class Measurement:
                 "(after `on_train_begin`)."
             )
         if not self.active:
-            return DeadReport({}, tau=self.tau)
+            return DeadReport({}, tau=self.tau, plasticity=self.plasticity)
         if key is None:
             key = training_step(model)
         if key is not None and self.last_report is not None and key == self._key:
@@ -208,6 +218,7 @@ def measure(
     probe_size: int | None = None,
     seed: int = 0,
     mode: str = "training",
+    plasticity: bool = False,
 ) -> DeadReport:
     """Measure the dead (and optionally dormant) units of a model.
 
@@ -237,6 +248,19 @@ def measure(
     and is **dormant** when that score is <= `tau`. Outputs are cast to
     float32 before they are reduced (so mixed precision is measured the
     same way), and NaN/inf values are counted per site, never raised.
+    Every `SiteReport` also holds each unit's mean output, mean |output|
+    and mean squared output (`mean_output`, `mean_abs_output`,
+    `mean_square_output`).
+
+    With `plasticity=True` the same pass also measures what studies of
+    loss of plasticity report (Dohare et al., Nature 2024): each site's
+    **effective rank** (Roy & Vetterli 2007) of its features on the probe,
+    one row per example and position (`SiteReport.effective_rank`), and the
+    **mean |weight|** of the kernel producing its units
+    (`SiteReport.weight_magnitude`); `DeadReport.to_logs()` then adds
+    `"effective_rank/<site>"` and `"weight_magnitude/<site>"`. The rank
+    sums a `units x units` matrix per site, O(units^2) work per example and
+    position, hence off by default.
     Under a `tf.distribute` strategy or a `keras.distribution` the numbers
     are those of one device.
 
@@ -266,6 +290,8 @@ def measure(
         mode: `"training"` (the forward pass `fit` trains with, without its
             side effects) or `"inference"` (as `predict` runs). Defaults to
             `"training"`.
+        plasticity: bool. Also measure each site's effective rank and the
+            mean |weight| of its producing kernel. Defaults to `False`.
 
     Returns:
         A `DeadReport`.
@@ -309,6 +335,7 @@ def measure(
         sites=sites,
         mode=mode,
         owner="measure",
+        plasticity=plasticity,
     )
     if not measurement.begin(model):
         if sites is None:
@@ -319,7 +346,7 @@ def measure(
                 NoRectifierSitesWarning,
                 stacklevel=2,
             )
-        return DeadReport({}, tau=measurement.tau)
+        return DeadReport({}, tau=measurement.tau, plasticity=measurement.plasticity)
     if measurement.last_report is not None:
         # `begin` compiled the capture on the probe: that run measured it.
         return measurement.last_report

@@ -49,6 +49,28 @@ class SiteReport:
             score (0 for every unit of a layer whose outputs are all 0).
         site: str. The name of the `RectifierSite` measured (equal to
             `name` except for the calls of a shared layer).
+        mean_output: `np.ndarray` of float64, shape `(units,)`. Each unit's
+            mean output over every probe example and position, finite
+            values only (0 for a unit with none).
+        mean_abs_output: `np.ndarray` of float64, shape `(units,)`. Each
+            unit's mean |output|, likewise.
+        mean_square_output: `np.ndarray` of float64, shape `(units,)`.
+            Each unit's mean squared output, likewise (with `mean_output`,
+            its variance over the probe).
+        effective_rank: float, or `None` unless measured with
+            `plasticity=True`. The effective rank (Roy & Vetterli 2007) of
+            the site's features on the probe: the `(rows, units)` matrix of
+            outputs, one row per example and position. With `s` its
+            singular values and `p = s / sum(s)`, it is
+            `exp(-sum(p * log(p)))`, between 1 and `units` (0 when every
+            output is 0), as Dohare et al. (Nature 2024) compute it.
+        weight_magnitude: float, or `None` unless measured with
+            `plasticity=True`. The mean |weight| of the kernel of the layer
+            producing the units: the site's own layer for a `Dense` or
+            convolution with a rectifier `activation`, else the `Dense` or
+            convolution feeding the rectifier in the model's graph (through
+            normalization and dropout layers); `None` where there is none
+            or it cannot be read from the graph.
     """
 
     name: str
@@ -63,6 +85,11 @@ class SiteReport:
     dormant_mask: np.ndarray | None = None
     scores: np.ndarray | None = None
     site: str = ""
+    mean_output: np.ndarray | None = None
+    mean_abs_output: np.ndarray | None = None
+    mean_square_output: np.ndarray | None = None
+    effective_rank: float | None = None
+    weight_magnitude: float | None = None
 
     def __repr__(self) -> str:
         dormant = (
@@ -84,11 +111,21 @@ def site_report(
     nonfinite: Any,
     tau: float | None,
     name: str | None = None,
+    *,
+    signed_sums: Any = None,
+    counts: Any = None,
+    square_sums: Any = None,
+    gram: Any = None,
+    weight_magnitude: float | None = None,
 ) -> SiteReport:
     """Build a `SiteReport` from the per-unit reductions of one site.
 
     `name` is the report's name when it differs from the site's (one call
-    of a shared layer).
+    of a shared layer). `signed_sums`, `square_sums` and `counts` (each
+    unit's sums of finite outputs and of their squares, and the number of
+    them) give the means; `gram`, the
+    `(units, units)` matrix `X^T X` of the site's features, gives the
+    effective rank.
     """
     maxima = np.asarray(maxima, dtype=np.float32)
     sums = np.asarray(sums, dtype=np.float64)
@@ -121,7 +158,52 @@ def site_report(
         dormant_mask=dormant_mask,
         scores=scores,
         site=site.name,
+        mean_output=_per_unit_mean(signed_sums, counts),
+        mean_abs_output=_per_unit_mean(sums, counts),
+        mean_square_output=_per_unit_mean(square_sums, counts),
+        effective_rank=None if gram is None else effective_rank(gram),
+        weight_magnitude=weight_magnitude,
     )
+
+
+def _per_unit_mean(sums: Any, counts: Any) -> np.ndarray | None:
+    """`sums / counts` per unit, 0 where a unit has no finite value."""
+    if sums is None or counts is None:
+        return None
+    sums = np.asarray(sums, dtype=np.float64)
+    counts = np.asarray(counts, dtype=np.float64)
+    means = np.zeros_like(sums)
+    np.divide(sums, counts, out=means, where=counts > 0)
+    return means
+
+
+def effective_rank(gram: Any) -> float:
+    """The effective rank of a feature matrix `X`, given `X^T X`.
+
+    Roy & Vetterli (2007), as Dohare et al. (Nature 2024) compute it
+    (`compute_effective_rank` in shibhansh/loss-of-plasticity): with `s`
+    the singular values of `X` and `p = s / sum(s)`,
+    `exp(-sum(p * log(p)))`, where `0 * log(0)` is 0. The singular values
+    are the square roots of the eigenvalues of `X^T X`. That matrix is
+    summed in float32, so an eigenvalue within float32 rounding of the
+    largest (below `units * eps * largest`) is taken as 0: without this,
+    the rounding of a rank-5 matrix of 512 columns reads as a rank of 3.0
+    instead of 2.7. 0 for a zero matrix, where the formula is undefined.
+    """
+    gram = np.asarray(gram, dtype=np.float64)
+    if not np.all(np.isfinite(gram)):
+        # Outputs whose squares overflow float32: no rank to read.
+        return float("nan")
+    gram = (gram + gram.T) / 2
+    eigenvalues = np.linalg.eigvalsh(gram) if gram.size else np.zeros(0)
+    largest = float(eigenvalues.max(initial=0.0))
+    tolerance = largest * max(gram.shape[0], 1) * np.finfo(np.float32).eps
+    singular = np.sqrt(eigenvalues[eigenvalues > tolerance])
+    total = float(singular.sum())
+    if not (total > 0 and np.isfinite(total)):
+        return 0.0
+    p = singular / total
+    return float(np.exp(-np.sum(p * np.log(p))))
 
 
 class DeadReport:
@@ -137,6 +219,8 @@ class DeadReport:
         nonfinite: int. Total NaN/inf output values seen.
         tau: float or `None`. The ReDo threshold used.
         num_examples: int. Number of probe examples measured.
+        plasticity: bool. Whether the sites' `effective_rank` and
+            `weight_magnitude` were measured (and go into `to_logs`).
 
     Example:
 
@@ -164,9 +248,11 @@ class DeadReport:
         *,
         tau: float | None = None,
         num_examples: int = 0,
+        plasticity: bool = False,
     ) -> None:
         self.sites = dict(sites)
         self.tau = tau
+        self.plasticity = bool(plasticity)
         self.num_examples = int(num_examples)
         self.units = sum(s.units for s in self.sites.values())
         self.dead = sum(s.dead for s in self.sites.values())
@@ -203,7 +289,11 @@ class DeadReport:
             A dict: `"dead_fraction"` (overall) and
             `"dead_fraction/<site name>"` per site; when the report has a
             `tau`, also `"dormant_fraction"` and
-            `"dormant_fraction/<site name>"`.
+            `"dormant_fraction/<site name>"`; when measured with
+            `plasticity=True` and `per_site`, also
+            `"effective_rank/<site name>"` and
+            `"weight_magnitude/<site name>"` (the latter only for the
+            sites whose producing kernel is known).
         """
         logs = {"dead_fraction": float(self.dead_fraction)}
         if per_site:
@@ -216,6 +306,18 @@ class DeadReport:
                     logs[f"dormant_fraction/{name}"] = float(
                         _with_tau(site.dormant_fraction)
                     )
+        if self.plasticity and per_site:
+            logs.update(self._plasticity_logs())
+        return logs
+
+    def _plasticity_logs(self) -> dict[str, float]:
+        logs = {}
+        for name, site in self.sites.items():
+            if site.effective_rank is not None:
+                logs[f"effective_rank/{name}"] = float(site.effective_rank)
+        for name, site in self.sites.items():
+            if site.weight_magnitude is not None:
+                logs[f"weight_magnitude/{name}"] = float(site.weight_magnitude)
         return logs
 
     def to_record(self) -> dict[str, float]:
@@ -244,7 +346,9 @@ class DeadReport:
             `"dead_units"` (the indices of the dead units) and
             `"nonfinite"`. When the report has a `tau`, also `"tau"` and
             `"dormant_fraction"`, and per site `"dormant_fraction"` and
-            `"dormant_units"`.
+            `"dormant_units"`. When measured with `plasticity=True`, also
+            `"plasticity": True` and per site `"effective_rank"` and
+            `"weight_magnitude"` (`None` when unknown).
         """
         dormant = self.tau is not None
         result: dict[str, Any] = {
@@ -257,6 +361,8 @@ class DeadReport:
         if dormant:
             result["tau"] = float(_with_tau(self.tau))
             result["dormant_fraction"] = float(_with_tau(self.dormant_fraction))
+        if self.plasticity:
+            result["plasticity"] = True
         result["sites"] = []
         for name, site in self.sites.items():
             entry = {
@@ -273,6 +379,9 @@ class DeadReport:
             if dormant:
                 entry["dormant_fraction"] = float(_with_tau(site.dormant_fraction))
                 entry["dormant_units"] = _indices(site.dormant_mask)
+            if self.plasticity:
+                entry["effective_rank"] = _float_or_none(site.effective_rank)
+                entry["weight_magnitude"] = _float_or_none(site.weight_magnitude)
             result["sites"].append(entry)
         return result
 
@@ -373,6 +482,10 @@ def _with_tau(value: _T | None) -> _T:
     measured with a `tau`, which always has one."""
     assert value is not None
     return value
+
+
+def _float_or_none(value: float | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def _indices(mask: Any) -> list[int]:
