@@ -15,9 +15,10 @@ Deep Reinforcement Learning"; continual backprop in Dohare et al., Nature
 - its **outgoing** weights, the rows (input channels) of the consuming
   `Dense`/`Conv` kernels, are set to 0, so the model's output on any input
   is the same just after recycling;
-- the optimizer's slot variables (momentum, Adam's m and v, ...) of
-  exactly those entries are set to 0, so stale momentum does not push the
-  fresh unit straight back.
+- the optimizer's slot variables of exactly those entries are reset
+  (`SLOT_RULE`): momentum to 0, so stale momentum does not push the fresh
+  unit straight back, and a second moment (Adam's v) to the variable's
+  usual scale, so its first steps are not 3x too large.
 
 `plan_recycling(model)` maps each site to its producer, normalization and
 consumers once, from the model's graph; `recycle_units` applies it.
@@ -59,6 +60,10 @@ if TYPE_CHECKING:
     from keras_relu_kit.diagnostics.sites import RectifierSite
 
 _DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+
+#: One write: `(variable, entries, new values or None for zeros, whether
+#: the optimizer slots of those entries are zeroed too)`.
+_Update = tuple[keras.Variable, np.ndarray, Any, bool]
 _PRODUCERS = (
     keras.layers.Dense,
     keras.layers.Conv1D,
@@ -199,6 +204,8 @@ def recycle_units(
     seed: int = 0,
     slots: Mapping[int, Iterable[keras.Variable]] | None = None,
     bias_initializer: str | keras.initializers.Initializer | None = "zeros",
+    kernel_initializer: str | keras.initializers.Initializer | None = None,
+    outgoing_means: np.ndarray | Sequence[float] | None = None,
 ) -> int:
     """Recycle `units` of one site: re-draw inputs, zero outputs and slots.
 
@@ -206,7 +213,7 @@ def recycle_units(
         plan: a `RecyclePlan`.
         units: bool array of shape `(plan.units,)` or a list of indices.
         optimizer: the model's optimizer (or `None`): its slot variables
-            of the changed entries are set to 0.
+            of the changed entries are reset as `SLOT_RULE` says.
         seed: int. Seeds the re-drawn weights, so recycling is
             reproducible (and a resumed run equals an uninterrupted one).
         bias_initializer: initializer (or name) for the units' biases, or
@@ -215,6 +222,17 @@ def recycle_units(
         slots: the result of `optimizer_slots(optimizer, variables)`, to
             reuse over many calls; `None` matches the optimizer's slots to
             the plan's own variables.
+        kernel_initializer: initializer (or name) the units' incoming
+            kernel entries are drawn from, or `None` for the producer's own
+            `kernel_initializer`. Defaults to `None`.
+        outgoing_means: `None`, or float array of shape `(plan.units,)`:
+            each unit's mean output. Before a unit's outgoing weights are
+            zeroed, its mean contribution (outgoing weights times its mean)
+            is added to each consumer's bias, so the consumers' mean
+            pre-activation stays the same (continual backprop, Dohare et
+            al. 2024). Their optimizer slots of the bias are kept. A
+            consumer without a bias takes no correction. Defaults to
+            `None` (no correction, as ReDo does).
 
     Returns:
         The number of units recycled.
@@ -228,20 +246,18 @@ def recycle_units(
     rng = np.random.SeedSequence([int(seed) & 0xFFFFFFFF])
     seeds = iter(int(s) for s in rng.generate_state(16) % (2**31 - 1))
     producer = plan.producer
-    # (variable, entries, new values or None for zeros)
-    updates: list[tuple[keras.Variable, np.ndarray, Any]] = []
+    # (variable, entries, new values or None for zeros, whether its slots
+    # of those entries are zeroed)
+    updates: list[_Update] = []
     # Incoming: the kernel's output axis (-1; -2 for a depthwise kernel,
     # whose last axis is the multiplier 1) and the bias.
-    incoming = list(_initialized(producer, ("kernel", "bias")))
-    if bias_initializer is not None:
-        bias = getattr(producer, "bias", None)
-        incoming = [
-            (v, keras.initializers.get(bias_initializer) if v is bias else i)
-            for v, i in incoming
-        ]
+    given = {"kernel": kernel_initializer, "bias": bias_initializer}
     depthwise = isinstance(producer, _DEPTHWISE)
-    for variable, initializer in incoming:
-        axis = -2 if depthwise and variable is producer.kernel else -1
+    for variable, initializer in _initialized(producer, ("kernel", "bias")):
+        name = "kernel" if variable is producer.kernel else "bias"
+        if given[name] is not None:
+            initializer = keras.initializers.get(given[name])
+        axis = -2 if depthwise and name == "kernel" else -1
         updates.append(_redrawn(variable, initializer, mask, axis, next(seeds)))
     for norm in plan.norms:
         names = ("gamma", "beta", "moving_mean", "moving_variance")
@@ -249,14 +265,50 @@ def recycle_units(
             updates.append(_redrawn(variable, initializer, mask, -1, None))
     # Outgoing: the consumers' kernel rows (axis -2) that read the units.
     for consumer in plan.consumers:
-        rows = consumer.channel_of_row
-        row_mask = np.zeros(rows.shape, dtype=bool)
-        valid = rows >= 0
-        row_mask[valid] = mask[rows[valid]]
+        row_mask = _row_mask(consumer, mask)
         kernel = consumer.layer.kernel
-        updates.append((kernel, _entries(kernel, row_mask, -2), None))
+        if outgoing_means is not None:
+            updates.extend(_bias_shift(consumer, row_mask, outgoing_means))
+        updates.append((kernel, _entries(kernel, row_mask, -2), None, True))
     _apply_updates(plan, updates, slots)
     return int(mask.sum())
+
+
+def _row_mask(consumer: Consumer, mask: np.ndarray) -> np.ndarray:
+    """Which input rows of a consumer's kernel read the masked units."""
+    rows = consumer.channel_of_row
+    row_mask = np.zeros(rows.shape, dtype=bool)
+    valid = rows >= 0
+    row_mask[valid] = mask[rows[valid]]
+    return row_mask
+
+
+def _bias_shift(consumer: Consumer, row_mask: np.ndarray, means: Any) -> list[_Update]:
+    """The consumer's bias plus the masked rows' mean contribution.
+
+    Each kernel row read by a masked unit adds its weights times that
+    unit's mean output: for a `Dense` consumer exactly its mean
+    contribution; through `Flatten`, or for a convolution (summed over the
+    kernel's taps), the unit's mean over all positions stands for each
+    position's, as in Dohare et al.'s convolutional code.
+    """
+    bias = getattr(consumer.layer, "bias", None)
+    if not isinstance(bias, keras.Variable) or not row_mask.any():
+        return []
+    means = np.asarray(means, dtype=np.float64)
+    rows = consumer.channel_of_row
+    weights = np.zeros(rows.shape, dtype=np.float64)
+    weights[row_mask] = means[rows[row_mask]]
+    kernel = np.asarray(ops.convert_to_numpy(consumer.layer.kernel), np.float64)
+    taps = kernel.reshape((-1, *kernel.shape[-2:]))
+    if isinstance(consumer.layer, _DEPTHWISE):
+        # Output channel c reads input channel c only.
+        shift = np.einsum("tc,c->c", taps[..., 0], weights)
+    else:
+        shift = np.einsum("tio,i->o", taps, weights)
+    value = np.asarray(ops.convert_to_numpy(bias), np.float64) + shift
+    entries = np.ones(tuple(bias.shape), dtype=bool)
+    return [(bias, entries, ops.convert_to_tensor(value, bias.dtype), False)]
 
 
 def _is_index_list(units: Any) -> bool:
@@ -874,21 +926,21 @@ def _redrawn(
     mask: np.ndarray,
     axis: int,
     seed: int | None,
-) -> tuple[keras.Variable, np.ndarray, Any]:
-    """`(variable, entries, new values)`: the masked entries re-drawn."""
+) -> _Update:
+    """`(variable, entries, new values, True)`: the masked entries re-drawn."""
     entries = _entries(variable, mask, axis)
     if isinstance(initializer, keras.initializers.Zeros):
         # The default for biases: nothing to draw.
-        return variable, entries, None
+        return variable, entries, None, True
     fresh = _seeded(initializer, seed)(
         shape=tuple(variable.shape), dtype=variable.dtype
     )
-    return variable, entries, fresh
+    return variable, entries, fresh, True
 
 
 def _apply_updates(
     plan: RecyclePlan,
-    updates: list[tuple[keras.Variable, np.ndarray, Any]],
+    updates: list[_Update],
     slots: Mapping[int, Iterable[keras.Variable]],
 ) -> None:
     """Write the new values into the masked entries, and into their slots.
@@ -898,11 +950,14 @@ def _apply_updates(
     per variable, traced once per layout and kept on the producer layer);
     elsewhere eagerly.
     """
-    variables = [variable for variable, _, _ in updates]
-    slot_lists = [list(slots.get(id(variable), ())) for variable in variables]
-    drawn = tuple(new is not None for _, _, new in updates)
-    entries = [np.ascontiguousarray(entries) for _, entries, _ in updates]
-    values = [new for _, _, new in updates if new is not None]
+    variables = [variable for variable, _, _, _ in updates]
+    slot_lists = [
+        list(slots.get(id(variable), ())) if reset else []
+        for variable, _, _, reset in updates
+    ]
+    drawn = tuple(new is not None for _, _, new, _ in updates)
+    entries = [np.ascontiguousarray(entries) for _, entries, _, _ in updates]
+    values = [new for _, _, new, _ in updates if new is not None]
     if not _compiled_backend(variables):
         _write(variables, slot_lists, drawn, entries, values)
         return
@@ -931,9 +986,7 @@ def _write(
     values: Iterable[Any],
 ) -> None:
     """The masked entries of each variable take its new value (`drawn`) or
-    0; a slot takes 0 (momentum, Adam's m and v, ...), except `use_ema`'s
-    moving average of the weights, which `fit` copies into them at the
-    end: it takes the new values."""
+    0, and their optimizer slots are set by `SLOT_RULE`."""
     values = iter(values)
     for variable, slots, mask, has_value in zip(
         variables, slot_lists, entries, drawn, strict=True
@@ -942,12 +995,41 @@ def _write(
         value = ops.where(mask, ops.cast(new, variable.dtype), variable.value)
         variable.assign(value)
         for slot in slots:
-            kept = (
-                ops.cast(value, slot.dtype)
-                if slot.name.endswith("_average")
-                else ops.zeros((), slot.dtype)
-            )
-            slot.assign(ops.where(mask, kept, slot.value))
+            slot.assign(ops.where(mask, _slot_value(slot, mask, value), slot.value))
+
+
+#: How `recycle_units` sets the optimizer slots of a re-initialised entry.
+SLOT_RULE = """\
+- a first moment (momentum, Adam's m, Lion's, ...) and any other slot: 0,
+  so stale momentum does not push the fresh entry back;
+- a second moment or accumulator, which scales the step (Adam's, RMSprop's
+  and Nadam's `velocity`, AMSGrad's `velocity_hat`, Adagrad's and Ftrl's
+  `accumulator`, Adamax's `norm`): the larger of its own value and the mean
+  over the variable's other entries. At 0 (as a fresh optimizer's), the
+  entry's first steps would be about `1 / sqrt(1 - beta_2)` (3x) a usual
+  step, in a direction set by noise, since Keras corrects the bias with
+  the optimizer's one step count: on Adam at a high learning rate, zeroing
+  it cost 7 points of accuracy, where this rule gains 2 over plain ReLU
+  (a 6-layer MLP on the digits, 10 seeds);
+- `use_ema`'s moving average of the weights, which `fit` copies into them
+  at the end: the entry's new value."""
+
+_SECOND_MOMENTS = ("_velocity", "_velocity_hat", "_accumulator", "_norm")
+
+
+def _slot_value(slot: keras.Variable, mask: Any, value: Any) -> Any:
+    """The value of `slot` on the masked entries (see `SLOT_RULE`)."""
+    name = slot.name
+    if name.endswith("_average"):
+        return ops.cast(value, slot.dtype)
+    if not name.endswith(_SECOND_MOMENTS):
+        return ops.zeros((), slot.dtype)
+    old = slot.value
+    rest = ops.logical_not(mask)
+    count = ops.sum(ops.cast(rest, slot.dtype))
+    mean = ops.sum(ops.where(rest, old, 0)) / ops.maximum(count, 1)
+    # Every entry re-initialised: no other entry to take the scale from.
+    return ops.where(count > 0, ops.maximum(old, mean), old)
 
 
 # The attribute of a producer layer that holds its compiled updates. Set

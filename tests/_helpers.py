@@ -76,3 +76,25 @@ def opt_inputs(rng, size):
         "token_ids": rng.integers(0, 50, size=(size, 8)).astype("int32"),
         "padding_mask": np.ones((size, 8), "int32"),
     }
+
+
+# The optimizer slots that scale a step: recycling sets them to the larger
+# of their value and the variable's mean (keras_relu_kit.recycling.SLOT_RULE).
+SECOND_MOMENTS = ("_velocity", "_velocity_hat", "_accumulator", "_norm")
+
+
+def reset_slot(name, before, changed):
+    """NumPy reference of the slot rule: `before` (a slot named `name`)
+    with the `changed` entries (an index or a bool mask) reset: a second
+    moment to max(its value, the mean of the other entries), any other
+    slot to 0."""
+    expected = np.array(before, dtype=np.float64, copy=True)
+    mask = np.zeros(expected.shape, dtype=bool)
+    mask[changed] = True
+    if name.endswith(SECOND_MOMENTS):
+        rest = expected[~mask]
+        if rest.size:
+            expected[mask] = np.maximum(expected[mask], rest.mean())
+    else:
+        expected[mask] = 0.0
+    return expected
