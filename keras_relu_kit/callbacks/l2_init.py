@@ -1,0 +1,223 @@
+"""`L2Init`: pull the weights back toward their initial values.
+
+L2 Init (Kumar, Marklund & Van Roy 2023, "Maintaining Plasticity in
+Continual Learning via Regenerative Regularization") adds `factor *
+||theta - theta_0||^2` to the loss, `theta_0` being the weights at the
+start of training: weights the loss no longer uses drift back toward
+their initialization, where they can be recruited by a new task.
+
+Why a callback, not a regularizer. Keras 3 calls a regularizer with the
+weight's current value only (`Layer.losses` calls `variable.regularizer(
+value)`), inside the traced train step: a regularizer cannot see
+`theta_0`, and capturing it would put a copy of every weight into the
+regularizer's config (and every saved model). The callback records
+`theta_0` when training first begins and applies the penalty's step
+itself, decoupled from the loss, as AdamW decouples its weight decay.
+Writes go through `variable.assign`: no retrace, XLA or not, and every
+replica of a `tf.distribute` strategy gets the same values. On TensorFlow,
+outside a strategy, the step is one call of a function compiled once with
+XLA (`shrink_perturb.compiled`).
+"""
+
+from __future__ import annotations
+
+import functools
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_relu_kit._validation import check_number
+from keras_relu_kit.callbacks._fit import FitCallback, StepSchedule
+from keras_relu_kit.callbacks._remedy import LayerSelection, normalize_layers
+from keras_relu_kit.callbacks.shrink_perturb import compiled
+from keras_relu_kit.diagnostics.sites import layer_paths
+
+OWNER = "L2Init"
+
+#: Kumar et al. 2023, Appendix A.2.5: "a single value, lambda = 1e-2,
+#: achieves the best performance across problems".
+DEFAULT_FACTOR = 1e-2
+
+
+class L2Init(FitCallback):
+    """Regularize the weights toward their initial values (L2 Init).
+
+    The penalty is `factor * ||theta - theta_0||^2` (Kumar et al. 2023),
+    with `theta_0` the weights when the first `fit` with this callback
+    begins on the model (kept across later `fit` calls, which is the
+    continual use: one `fit` per task). Its gradient step is applied
+    decoupled from the loss, after each optimizer update, scaled by the
+    optimizer's learning rate `lr` (`optimizer.learning_rate`, read after
+    the update; a schedule is evaluated there):
+
+        theta <- theta - lr * 2 * factor * (theta - theta_0)
+
+    like AdamW's weight decay but toward `theta_0` instead of 0 (written
+    `theta_0 + (1 - 2 * lr * factor) ** k * (theta - theta_0)` for the `k`
+    steps of a `steps_per_execution` call). With plain SGD this differs
+    from the penalty in the loss only in where its gradient is taken
+    (after the update, not before it: a difference of `2 * lr**2 * factor`
+    times the loss gradient); with Adam it is not divided by Adam's
+    second-moment estimate, as in AdamW. The optimizer's slots (momentum,
+    Adam's moments) are not touched.
+
+    `factor` follows Keras' `L2(l2)` convention: the penalty is `factor`
+    times the sum of squares, its gradient `2 * factor * (theta -
+    theta_0)`. Pass the callback from the first `fit` on: on a model that
+    has already been trained, `theta_0` is the trained weights. `logs` get
+    `"l2_init_penalty"`, the penalty at the end of each epoch.
+
+    Args:
+        factor: float > 0. The regularization strength (Kumar et al.'s
+            lambda). Defaults to `0.01` (their Appendix A.2.5: the one
+            value best across problems, from 1e-5 to 1e-1).
+        layers: layer names (or paths, or layers) whose trainable weights
+            are regularized, or `None` for all the model's trainable
+            weights (Kumar et al. regularize every parameter, biases
+            included). Defaults to `None`.
+        verbose: 0 or 1. Accepted for symmetry with the kit's callbacks;
+            L2Init prints nothing. Defaults to `0`.
+
+    Attributes:
+        variables: the regularized weights.
+        initial_values: their recorded `theta_0`, as NumPy arrays.
+
+    Example:
+
+    >>> import keras
+    >>> import numpy as np
+    >>> from keras_relu_kit.callbacks import L2Init
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    >>> model.compile(keras.optimizers.SGD(0.1), "mse")
+    >>> x, y = np.ones((8, 2)), np.full((8, 1), 5.0)
+    >>> history = model.fit(x, y, epochs=2, verbose=0,
+    ...                     callbacks=[L2Init(factor=0.01)])
+    >>> sorted(history.history)
+    ['l2_init_penalty', 'loss']
+
+    Reference:
+        Kumar, Marklund & Van Roy 2023, "Maintaining Plasticity in
+        Continual Learning via Regenerative Regularization"
+        (https://arxiv.org/abs/2308.11958).
+    """
+
+    OWNER = OWNER
+    _schedule: StepSchedule
+
+    def __init__(
+        self,
+        factor: float = DEFAULT_FACTOR,
+        layers: LayerSelection = None,
+        verbose: int = 0,
+    ) -> None:
+        super().__init__(
+            verbose=verbose, schedule=StepSchedule(1, owner=OWNER, action="act")
+        )
+        self.factor = check_number(
+            "factor", factor, low=0.0, low_open=True, owner=OWNER, float32=True
+        )
+        self.layers = normalize_layers(layers, OWNER)
+        self.variables: list[keras.Variable] = []
+        self.initial_values: list[np.ndarray] = []
+        self._initial: list[Any] = []
+        self._model_ref: weakref.ref[keras.Model] | None = None
+        self._applied = 0
+        self._write: Callable[..., Any] | None = None
+        self._optimizer: keras.optimizers.Optimizer | None = None
+
+    # Keras hooks ---------------------------------------------------------
+
+    def _begin(self) -> None:
+        model = self.model
+        variables = _variables(model, self.layers)
+        known = self._model_ref is not None and self._model_ref() is model
+        if not known or [id(v) for v in variables] != [id(v) for v in self.variables]:
+            # A new model (or new weights): record theta_0 now.
+            self._model_ref = weakref.ref(model)
+            self.variables = variables
+            self.initial_values = [
+                np.array(ops.convert_to_numpy(v), copy=True) for v in variables
+            ]
+            self._initial = [
+                ops.convert_to_tensor(value, dtype=v.dtype)
+                for value, v in zip(self.initial_values, variables, strict=True)
+            ]
+            self._write = None
+        if self._write is None or self._optimizer is not model.optimizer:
+            # Recompiling gives the model a new optimizer (learning rate).
+            self._optimizer = model.optimizer
+            self._write = compiled(
+                functools.partial(
+                    _pull, self.variables, model.optimizer, 2.0 * self.factor
+                ),
+                self.variables,
+            )
+        self._applied = 0
+        self._active = bool(variables)
+
+    def _on_step(self, logs: dict[str, Any] | None) -> None:
+        self.model  # noqa: B018  On JAX, syncs the trainer's state first.
+        steps = self._schedule.step - self._applied
+        self._applied = self._schedule.step
+        assert self._write is not None  # Made in `_begin`.
+        self._write(self._initial, np.asarray(steps, dtype="float32"))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self._active or logs is None:
+            return
+        model = self.model  # noqa: F841  On JAX, syncs the trainer's state.
+        total = 0.0
+        for variable, initial in zip(self.variables, self._initial, strict=True):
+            diff = ops.cast(variable.value, "float32") - ops.cast(initial, "float32")
+            total += float(ops.convert_to_numpy(ops.sum(ops.square(diff))))
+        logs["l2_init_penalty"] = self.factor * total
+
+
+def _variables(
+    model: keras.Model, layers: Sequence[Any] | None
+) -> list[keras.Variable]:
+    """The trainable weights of the `layers` named, or of the whole model."""
+    if layers is None:
+        return list(model.trainable_variables)
+    paths = layer_paths(model)
+    by_name = {layer.name: layer for layer in paths.values()}
+    chosen: list[keras.Variable] = []
+    for item in layers:
+        if isinstance(item, keras.layers.Layer):
+            layer = item if any(item is other for other in paths.values()) else None
+            label = f"layer object {item.name!r}"
+        else:
+            layer = paths.get(item, by_name.get(item))
+            label = repr(item)
+        if layer is None or not layer.trainable_variables:
+            names = sorted(p for p, x in paths.items() if x.trainable_variables)
+            raise ValueError(
+                f"`{OWNER}` argument `layers` names {label}, which is not a "
+                "layer of this model with trainable weights. Expected some "
+                f"of: {names}. "
+                f"Received: layers={layers!r}"
+            )
+        for variable in layer.trainable_variables:
+            if all(variable is not other for other in chosen):
+                chosen.append(variable)
+    return chosen
+
+
+def _pull(
+    variables: list[keras.Variable],
+    optimizer: keras.optimizers.Optimizer,
+    rate: float,
+    initial: list[Any],
+    steps: Any,
+) -> None:
+    """`theta <- theta_0 + (1 - lr * rate) ** steps * (theta - theta_0)`."""
+    learning_rate = ops.cast(optimizer.learning_rate, "float32")
+    keep = ops.power(1.0 - learning_rate * rate, ops.cast(steps, "float32"))
+    for variable, start in zip(variables, initial, strict=True):
+        start = ops.cast(start, variable.dtype)
+        kept = ops.cast(keep, variable.dtype)
+        variable.assign(start + kept * (variable.value - start))

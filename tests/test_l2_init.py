@@ -1,0 +1,160 @@
+import keras
+import numpy as np
+import pytest
+
+from keras_relu_kit.callbacks import L2Init
+
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(8, 3)).astype("float32")
+Y = RNG.normal(size=(8, 2)).astype("float32")
+LR, MOMENTUM, FACTOR = 0.1, 0.9, 0.5
+
+
+def _model(jit_compile="auto", steps_per_execution=1):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense")])
+    model.compile(
+        keras.optimizers.SGD(LR, momentum=MOMENTUM),
+        "mse",
+        jit_compile=jit_compile,
+        steps_per_execution=steps_per_execution,
+    )
+    return model
+
+
+def _fit(model, callbacks, epochs=2):
+    return model.fit(
+        X,
+        Y,
+        batch_size=4,
+        epochs=epochs,
+        shuffle=False,
+        verbose=0,
+        callbacks=callbacks,
+    )
+
+
+def _reference(kernel, bias, epochs=2, every=1, factor=FACTOR):
+    """Keras' SGD with momentum on MSE, then the decoupled pull toward the
+    initial weights after every `every` steps, in float64 NumPy."""
+    w, b = kernel.astype("float64"), bias.astype("float64")
+    w0, b0 = w.copy(), b.copy()
+    m_w, m_b = np.zeros_like(w), np.zeros_like(b)
+    step = 0
+    for _ in range(epochs):
+        for start in range(0, len(X), 4):
+            x, y = X[start : start + 4], Y[start : start + 4]
+            residual = 2.0 * (x @ w + b - y) / y.size  # d mean((xw+b-y)^2)
+            m_w = MOMENTUM * m_w - LR * (x.T @ residual)
+            m_b = MOMENTUM * m_b - LR * residual.sum(axis=0)
+            w, b = w + m_w, b + m_b
+            step += 1
+            if step % every == 0:
+                keep = (1.0 - 2.0 * LR * factor) ** every
+                w, b = w0 + keep * (w - w0), b0 + keep * (b - b0)
+    return w, b, m_w, m_b
+
+
+def _slots(model):
+    """The momentum slots of the kernel and the bias."""
+    slots = {
+        tuple(v.shape): keras.ops.convert_to_numpy(v)
+        for v in model.optimizer.variables
+        if v.name.endswith("momentum")
+    }
+    return slots[(3, 2)], slots[(2,)]
+
+
+class TestL2Init:
+    @pytest.mark.parametrize(
+        "jit_compile", [False, pytest.param(True, marks=pytest.mark.xla)]
+    )
+    def test_correctness(self, jit_compile):
+        model = _model(jit_compile)
+        layer = model.get_layer("dense")
+        kernel, bias = (
+            keras.ops.convert_to_numpy(layer.kernel),
+            np.array(keras.ops.convert_to_numpy(layer.bias)),
+        )
+        callback = L2Init(factor=FACTOR)
+        history = _fit(model, [callback])
+        w, b, m_w, m_b = _reference(kernel, bias)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(layer.kernel), w, rtol=1e-5, atol=1e-6
+        )
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(layer.bias), b, rtol=1e-5, atol=1e-6
+        )
+        # The slots hold the loss gradients' momentum only: untouched.
+        slot_w, slot_b = _slots(model)
+        np.testing.assert_allclose(slot_w, m_w, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(slot_b, m_b, rtol=1e-5, atol=1e-6)
+        penalty = FACTOR * (np.sum((w - kernel) ** 2) + np.sum((b - bias) ** 2))
+        np.testing.assert_allclose(
+            history.history["l2_init_penalty"][-1], penalty, rtol=1e-4
+        )
+        np.testing.assert_array_equal(callback.initial_values[0], kernel)
+        # Without it, the weights end elsewhere: the pull did something.
+        w_free, _, _, _ = _reference(kernel, bias, factor=0.0)
+        assert not np.allclose(w, w_free, rtol=1e-3)
+
+    @pytest.mark.skipif(
+        keras.backend.backend() == "torch",
+        reason="Keras' torch trainer takes no steps_per_execution > 1",
+    )
+    def test_steps_per_execution(self):
+        model = _model(steps_per_execution=2)
+        layer = model.get_layer("dense")
+        kernel = keras.ops.convert_to_numpy(layer.kernel)
+        bias = keras.ops.convert_to_numpy(layer.bias)
+        _fit(model, [L2Init(factor=FACTOR)])
+        w, b, _, _ = _reference(kernel, bias, every=2)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(layer.kernel), w, rtol=1e-5, atol=1e-6
+        )
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(layer.bias), b, rtol=1e-5, atol=1e-6
+        )
+
+    def test_theta_0_is_kept_across_fits(self):
+        model = _model()
+        initial = keras.ops.convert_to_numpy(model.get_layer("dense").kernel).copy()
+        callback = L2Init()
+        _fit(model, [callback], epochs=1)
+        model.compile(keras.optimizers.SGD(LR), "mse")  # a new task, say
+        _fit(model, [callback], epochs=1)
+        np.testing.assert_array_equal(callback.initial_values[0], initial)
+        assert callback.factor == 0.01  # Kumar et al.'s default
+
+    def test_layers(self):
+        inputs = keras.Input((3,))
+        hidden = keras.layers.Dense(4, activation="relu", name="hidden")(inputs)
+        model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+        model.compile(keras.optimizers.SGD(0.0), "mse")
+        callback = L2Init(layers=["out"])
+        model.fit(X, Y, batch_size=4, verbose=0, callbacks=[callback])
+        assert [v.path for v in callback.variables] == ["out/kernel", "out/bias"]
+        with pytest.raises(ValueError, match=r"`layers` names 'nope'.*'out'"):
+            model.fit(X, Y, verbose=0, callbacks=[L2Init(layers="nope")])
+
+    def test_mirrored_replicas_stay_equal(self, mirrored_strategy):
+        with mirrored_strategy.scope():
+            model = _model()
+        _fit(model, [L2Init(factor=FACTOR)])
+        for variable in model.trainable_variables:
+            replicas = [np.asarray(v) for v in variable.value.values]
+            np.testing.assert_array_equal(replicas[0], replicas[1])
+
+    @pytest.mark.parametrize(
+        "kwargs, message",
+        [
+            ({"factor": 0.0}, r"`L2Init` argument `factor` .*\(0, .*factor=0.0"),
+            ({"factor": -1}, r"`factor`.*Received: factor=-1"),
+            ({"factor": "big"}, r"`factor`.*Received: factor='big'"),
+            ({"factor": float("nan")}, r"`factor`"),
+            ({"layers": 3}, r"`layers` must be a layer name.*Received: layers=3"),
+            ({"verbose": 3}, r"`verbose` must be 0 or 1"),
+        ],
+    )
+    def test_invalid_args(self, kwargs, message):
+        with pytest.raises((ValueError, TypeError), match=message):
+            L2Init(**kwargs)
