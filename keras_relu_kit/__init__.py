@@ -39,6 +39,7 @@ from keras_relu_kit import (  # noqa: E402
     layers,
 )
 from keras_relu_kit._registry import custom_objects  # noqa: E402
+from keras_relu_kit.recipes import recommended  # noqa: E402
 from keras_relu_kit.surgery import leakify  # noqa: E402
 
 __all__ = [
@@ -50,4 +51,5 @@ __all__ = [
     "initializers",
     "layers",
     "leakify",
+    "recommended",
 ]

@@ -1,0 +1,82 @@
+"""`recommended(model)`: the kit's recommendation against dying units, in one line.
+
+`model, callbacks = recommended(model)`, then `model.fit(...,
+callbacks=callbacks)`. The same defaults in every situation: a
+`DeadReLUMonitor` (the dead fraction of every rectifier site in `logs`,
+measured once per epoch) and `Recycle` acting on its measurement (the
+dead units re-initialised at each epoch end, the model's predictions
+unchanged at that moment, the optimizer's slots reset by
+`recycling.SLOT_RULE`). The model is returned as given.
+
+Why this one. On the demo's scoreboard (100 permuted-digits tasks, a poor
+initialisation, a high learning rate; 3 seeds) it is the one remedy never
+below plain ReLU: a leak (fixed, PReLU, ELU, or leakify + AutoLeak) learns
+the continual tasks better but diverges, or ends 6 points lower, at the
+high learning rate. With Adam at a high learning rate its slot rule takes
+it from 7 points below plain ReLU to 2 above (10 seeds). Where it is not
+the best, and by how much, is measured by `python -m benchmarks
+plasticity` (`benchmarks/README.md`): read that before relying on it for
+continual learning, where continual backprop or a leak can do better.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from keras_relu_kit.callbacks.dead_relu_monitor import DeadReLUMonitor
+from keras_relu_kit.callbacks.recycle import Recycle
+
+
+def recommended(
+    model: keras.Model,
+) -> tuple[keras.Model, list[keras.callbacks.Callback]]:
+    """The kit's recommendation for `model`: `(model, callbacks)`.
+
+    Pass the callbacks to `fit` (all of them, and the same list to every
+    `fit` of a stream of tasks):
+
+    - a `DeadReLUMonitor()`, which writes `dead_fraction` (and one entry
+      per site) into `logs`, so History, the progress bar and TensorBoard
+      show it;
+    - `Recycle(dead_relu_monitor=monitor)`, which re-initialises the dead
+      units at each epoch end on the monitor's measurement (one forward
+      pass serves both), and writes `recycled` into `logs`.
+
+    Args:
+        model: a `keras.Model` with rectifier units (any model the monitor
+            measures: Sequential, functional, subclassed, Keras
+            Applications, keras-hub backbones).
+
+    Returns:
+        `(model, callbacks)`: the same model, and a new list of callbacks.
+
+    Raises:
+        TypeError: `model` is not a `keras.Model`.
+
+    Example:
+
+    >>> import keras
+    >>> import numpy as np
+    >>> from keras_relu_kit import recommended
+    >>> model = keras.Sequential([
+    ...     keras.Input((4,)),
+    ...     keras.layers.Dense(8, activation="relu", name="hidden",
+    ...                        bias_initializer=keras.initializers.Constant(
+    ...                            [1.0] * 4 + [-9.0] * 4)),
+    ...     keras.layers.Dense(1, name="out"),
+    ... ])
+    >>> _ = model.get_layer("hidden").kernel.assign(np.zeros((4, 8)))
+    >>> model.compile("sgd", "mse")
+    >>> model, callbacks = recommended(model)
+    >>> history = model.fit(np.ones((16, 4)), np.zeros((16, 1)), epochs=1,
+    ...                     verbose=0, callbacks=callbacks)
+    >>> history.history["dead_fraction"], history.history["recycled"]
+    ([0.5], [4.0])
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            "`recommended` argument `model` must be a keras.Model. "
+            f"Received: model={model!r} of type {type(model).__name__}"
+        )
+    monitor = DeadReLUMonitor()
+    return model, [monitor, Recycle(dead_relu_monitor=monitor)]

@@ -1,0 +1,59 @@
+"""`recommended(model)`: what it returns, and what it does in `fit`."""
+
+import keras
+import numpy as np
+import pytest
+from _helpers import to_numpy
+
+from keras_relu_kit import recommended
+from keras_relu_kit.callbacks import DeadReLUMonitor, Recycle
+
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(64, 6)).astype("float32")
+Y = RNG.integers(0, 3, size=64)
+
+
+def _dying_model(optimizer):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(16, activation="relu", name="hidden"),
+            keras.layers.Dense(3, activation="softmax", name="out"),
+        ]
+    )
+    bias = np.full(16, 0.1, "float32")
+    bias[:8] = -50.0  # half the units dead on every input
+    model.get_layer("hidden").bias.assign(bias)
+    model.compile(optimizer, "sparse_categorical_crossentropy")
+    return model
+
+
+def test_returns_the_model_and_a_monitor_shared_with_recycle():
+    model = _dying_model("sgd")
+    same, callbacks = recommended(model)
+    assert same is model
+    monitor, recycle = callbacks
+    assert isinstance(monitor, DeadReLUMonitor) and isinstance(recycle, Recycle)
+    assert recycle.dead_relu_monitor is monitor
+    # A new list, new callbacks, each call.
+    assert recommended(model)[1][0] is not monitor
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_fit_revives_the_dead_half(optimizer):
+    model, callbacks = recommended(_dying_model(optimizer))
+    history = model.fit(X, Y, batch_size=16, epochs=2, verbose=0, callbacks=callbacks)
+    assert history.history["dead_fraction"][0] == 0.5
+    assert history.history["recycled"][0] == 8.0
+    kernel = to_numpy(model.get_layer("out").kernel)
+    # Recycled units' outgoing rows were zeroed at the end of epoch 1, and
+    # have learnt since: alive again.
+    assert np.all(np.abs(kernel[:8]).sum(axis=1) > 0)
+    assert history.history["dead_fraction"][-1] <= 1 / 16
+
+
+@pytest.mark.parametrize("model", [None, "model", keras.layers.Dense(3)])
+def test_refuses_what_is_not_a_model(model):
+    with pytest.raises(TypeError, match="`model` must be a keras.Model"):
+        recommended(model)
