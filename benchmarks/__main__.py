@@ -1,4 +1,4 @@
-"""`python -m benchmarks [--quick] [--no-write] [--section NAME]`: run sections.
+"""`python -m benchmarks [SECTION ...] [--quick] [--no-write] [--section NAME]`.
 
 Each section is a module of this package with `run(quick: bool) -> str`
 returning Markdown (a `## ` heading, a table, and a line per target saying
@@ -6,16 +6,22 @@ whether it is met, with the numbers). They run in order, print as they
 finish, and together with a header (the command, the versions, the
 machine) are written to `benchmarks/README.md`.
 
-`--section layers` (repeatable) runs only the sections named: each
+`--section layers` (repeatable), or the names alone (`python -m
+benchmarks layers plasticity`), runs only the sections named: each
 replaces its own part of `benchmarks/README.md` (the part under the `## `
 heading with the same first words) and ends with a line saying which
 command produced it, when and on what machine; the rest of the file, the
 header included, is kept as the last full run wrote it.
+
+A section whose `run` takes more than `quick` gets what it accepts of
+`write` (`False` with `--no-write`: it writes no file of its own either),
+`methods` (`--methods a,b`) and `seeds` (`--seeds N`).
 """
 
 import argparse
 import datetime
 import importlib
+import inspect
 import os
 import pathlib
 import platform
@@ -23,9 +29,9 @@ import re
 import sys
 import time
 
-SECTIONS = ("layers", "training", "memory", "callbacks")
+SECTIONS = ("layers", "training", "memory", "callbacks", "plasticity")
 # Sections another module may not provide yet: skipped with a note.
-OPTIONAL = ("callbacks",)
+OPTIONAL = ("callbacks", "plasticity")
 README = pathlib.Path(__file__).with_name("README.md")
 
 
@@ -52,7 +58,42 @@ def build_parser():
         help="run only this section (repeatable) and replace only its part "
         "of benchmarks/README.md",
     )
+    parser.add_argument(
+        "sections",
+        nargs="*",
+        metavar="SECTION",
+        help=f"the same as --section SECTION; one of {', '.join(SECTIONS)}",
+    )
+    parser.add_argument(
+        "--methods",
+        help="comma-separated methods for the sections that compare methods "
+        "(plasticity); default: all",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        help="seeds for the sections that repeat over seeds (plasticity)",
+    )
     return parser
+
+
+def parse_args(argv=None):
+    """The arguments, with the positional section names in `section`."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.sections if name not in SECTIONS]
+    if unknown:
+        parser.error(
+            f"argument SECTION: invalid choice: {unknown[0]!r} "
+            f"(choose from {', '.join(SECTIONS)})"
+        )
+    if args.sections:
+        args.section = list(args.section or []) + [
+            name for name in args.sections if name not in (args.section or [])
+        ]
+    if args.seeds is not None and args.seeds < 1:
+        parser.error(f"argument --seeds: must be >= 1. Received: {args.seeds}")
+    return args
 
 
 def _cpu_model():
@@ -129,8 +170,12 @@ def _load():
         return None
 
 
-def _run_section(name, quick):
-    """The Markdown of section `name`, or a note if it cannot be imported."""
+def _run_section(name, quick, **options):
+    """The Markdown of section `name`, or a note if it cannot be imported.
+
+    `options` (`write`, `methods`, `seeds`) go to the section's `run` where
+    it takes them and they are not `None`.
+    """
     module_name = f"{__package__ or 'benchmarks'}.{name}"
     try:
         module = importlib.import_module(module_name)
@@ -141,8 +186,14 @@ def _run_section(name, quick):
             f"Section `{name}` skipped: `{module_name}` could not be "
             f"imported ({type(error).__name__}: {error})."
         )
+    accepted = inspect.signature(module.run).parameters
+    kwargs = {
+        key: value
+        for key, value in options.items()
+        if key in accepted and value is not None
+    }
     start = time.perf_counter()
-    section = module.run(quick=quick).strip()
+    section = module.run(quick=quick, **kwargs).strip()
     elapsed = time.perf_counter() - start
     return section + f"\n\n_Section run time: {elapsed:.0f} s._"
 
@@ -188,7 +239,7 @@ def replace_sections(text, sections):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     flags = [
         flag
@@ -196,6 +247,10 @@ def main(argv=None):
         if on
     ]
     flags += [f"--section {name}" for name in args.section or []]
+    if args.methods:
+        flags.append(f"--methods {args.methods}")
+    if args.seeds is not None:
+        flags.append(f"--seeds {args.seeds}")
     command = " ".join(["python -m benchmarks", *flags])
     head = header(command, args.quick)
     print(head, flush=True)
@@ -205,7 +260,13 @@ def main(argv=None):
             continue
         # Read before the run: the date and load the section started at.
         started = provenance(command) if args.section else None
-        section = _run_section(name, args.quick)
+        section = _run_section(
+            name,
+            args.quick,
+            write=not args.no_write,
+            methods=args.methods,
+            seeds=args.seeds,
+        )
         if started:
             section += "\n\n" + started
         print(f"\n{section}", flush=True)

@@ -2,7 +2,9 @@
 
 It checks that the entry point runs and prints every table row with ratios
 that parse as positive numbers. It asserts nothing about speed: timings
-belong in `benchmarks/README.md`, never in a test.
+belong in `benchmarks/README.md`, never in a test. The plasticity section
+trains about a hundred models even with `--quick`: it is smoke-tested here
+in process on a tiny stream instead.
 """
 
 import os
@@ -33,6 +35,8 @@ LAYER_ROWS = (
 )
 # What --quick runs of the end-to-end and memory sections.
 QUICK_MODEL_ROWS = (("MLP", "LeakyReLU", "XLA"), ("MLP", "LeakyReLU", "graph"))
+# The sections the quick run covers: all but plasticity (see the docstring).
+QUICK_SECTIONS = ("layers", "training", "memory", "callbacks")
 
 
 def _sections(text):
@@ -83,7 +87,8 @@ def _run_benchmarks(*flags):
 @pytest.fixture(scope="module")
 def run():
     before = README.read_bytes() if README.exists() else None
-    result = _run_benchmarks("--quick", "--no-write")
+    sections = [flag for name in QUICK_SECTIONS for flag in ("--section", name)]
+    result = _run_benchmarks("--quick", "--no-write", *sections)
     after = README.read_bytes() if README.exists() else None
     return result, before, after
 
@@ -173,3 +178,93 @@ class TestSection:
         assert replace_sections(readme, []) == readme
         added = replace_sections(readme, ["## Callbacks\n\nnew"])
         assert added.endswith("kept\n\n## Callbacks\n\nnew\n")
+
+
+class TestCommandLine:
+    def test_section_names_alone(self):
+        from benchmarks.__main__ import parse_args
+
+        args = parse_args(["plasticity", "--quick", "--methods", "relu,l2"])
+        assert args.section == ["plasticity"]
+        assert args.quick and args.methods == "relu,l2"
+        args = parse_args(["--section", "layers", "layers", "memory"])
+        assert args.section == ["layers", "memory"]
+        assert parse_args([]).section is None
+
+    def test_unknown_section_name(self, capsys):
+        from benchmarks.__main__ import parse_args
+
+        with pytest.raises(SystemExit):
+            parse_args(["plastic"])
+        assert "invalid choice: 'plastic'" in capsys.readouterr().err
+
+
+class TestPlasticity:
+    def test_student_t_interval(self):
+        from benchmarks.plasticity import mean_ci, t_quantile
+
+        assert t_quantile(1) == pytest.approx(12.706, abs=1e-3)
+        assert t_quantile(4) == pytest.approx(2.776, abs=1e-3)
+        mean, half = mean_ci([0.5, 0.7, 0.6, 0.8, 0.4])
+        # sd 0.1581, sem 0.0707, t(0.975, 4) 2.776
+        assert mean == pytest.approx(0.6)
+        assert half == pytest.approx(2.776 * 0.158114 / 5**0.5, rel=1e-3)
+        assert mean_ci([0.3]) == (0.3, None)
+
+    def test_student_t_table_without_scipy(self, monkeypatch):
+        import sys
+
+        from benchmarks.plasticity import t_quantile
+
+        monkeypatch.setitem(sys.modules, "scipy", None)
+        assert t_quantile(4) == 2.776
+        assert t_quantile(12) == 2.228  # the table's df 10, a wider interval
+
+    def test_effective_rank(self):
+        import numpy as np
+
+        from benchmarks.plasticity import _effective_rank
+
+        # Singular values 3, 3, 3 (and 0): a uniform spectrum of rank 3.
+        features = np.zeros((5, 4))
+        features[0, 0] = features[1, 1] = features[2, 2] = 3.0
+        assert _effective_rank(features) == pytest.approx(3.0)
+        assert _effective_rank(np.zeros((5, 4))) == 0.0
+
+    def test_tiny_run(self, monkeypatch):
+        """Two tasks, one seed, ReLU and Recycle; a method whose import
+        fails is reported, not raised."""
+        from benchmarks import plasticity
+
+        def missing(recipe):
+            raise ImportError("cannot import name 'L2Init'")
+
+        monkeypatch.setitem(plasticity.METHODS, "l2_init", missing)
+        text = plasticity.run(
+            quick=True,
+            methods="relu,l2_init,recycle",
+            seeds=1,
+            streams="input_permuted",
+            optimizers="sgd",
+            tasks=2,
+            progress=False,
+        )
+        assert text.startswith("## Plasticity")
+        assert "- not run: l2_init (ImportError: cannot import name 'L2Init')" in text
+        rows = {row[0]: row for row in _rows(text)}
+        assert list(rows) == ["relu", "recycle"]
+        for row in rows.values():
+            # first, last 10% acc, dead, dormant: fractions
+            for cell in (row[1], row[2], row[3], row[4]):
+                assert 0.0 <= float(cell) <= 1.0, row
+            assert float(row[5]) > 0  # effective rank
+            assert float(row[6]) > 0  # mean |w|
+            assert row[7] == "0/1"  # diverged
+        line = next(
+            line for line in text.splitlines() if "recycle last-10% accuracy" in line
+        )
+        assert line.startswith(
+            f"- input-permuted, SGD: recycle last-10% accuracy {rows['recycle'][2]} "
+            f">= ReLU's {rows['relu'][2]} (mean over 1 seed)"
+        )
+        assert line.endswith(("**met**.", "**MISSED**."))
