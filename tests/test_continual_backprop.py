@@ -239,6 +239,17 @@ class TestSchedule:
         _fit(_mlp(keras.optimizers.SGD(0.01)), [cbp])
         np.testing.assert_array_equal(cbp.stats["hidden"].ages, STEPS)
 
+    def test_fits_shorter_than_frequency_still_update(self):
+        """A stream of 4-step `fit` calls with an update every 6 steps:
+        the updates fall at steps 6 and 12, across the calls."""
+        model = _mlp(keras.optimizers.SGD(0.01))
+        cbp = ContinualBackprop(maturity_threshold=1000, frequency=6, probe=X)
+        ages = []
+        for _ in range(3):
+            _fit(model, [cbp])
+            ages.append(cbp.stats["hidden"].ages[0])
+        assert ages == [0.0, 6.0, 12.0]
+
     def test_shares_a_monitor_and_compiles(self):
         model = _mlp(keras.optimizers.Adam(0.01), jit_compile=True)
         monitor = DeadReLUMonitor(probe=X, frequency=2)

@@ -268,11 +268,16 @@ class ContinualBackprop(UnitReplacement):
             self._model_id == id(model)
             and {name: len(stats.ages) for name, stats in self.stats.items()} == units
         )
-        if not same:
+        step = training_step(model) or 0
+        if not same or not 0 <= self._last_step <= step:
             # A new model: every unit starts at age 0.
             self.stats = {name: UnitStats.zeros(n) for name, n in units.items()}
             self._model_id = id(model)
-        self._last_step = training_step(model) or 0
+            self._last_step = step
+        # The steps since the last update count toward the next one, so a
+        # stream of `fit` calls shorter than `frequency` still updates
+        # every `frequency` steps.
+        self._schedule.step = step - self._last_step
 
     def _state(self) -> dict[str, Any]:
         return {
