@@ -373,6 +373,8 @@ class Capture:
     ) -> None:
         self.sites = list(sites)
         self.training = bool(training)
+        #: Whether `run` has measured once (its function is compiled).
+        self.ran = False
         self.plasticity = bool(plasticity)
         # The kernels whose mean |weight| each site reports (plasticity),
         # found when the capture function is traced: a subclassed model
@@ -453,6 +455,7 @@ class Capture:
             if rng is not None:
                 rng.restore()
         assert totals is not None  # A probe has at least one group.
+        self.ran = True
         return self._report(totals, tau, examples)
 
     def _maybe_build(self, group: Any) -> None:

@@ -125,7 +125,9 @@ class Measurement:
             training=self.mode == "training",
             plasticity=self.plasticity,
         )
-        if self._groups is not None:
+        if self._groups is not None and not self.capture.ran:
+            # Once compiled (an earlier `fit` of a stream of tasks), the
+            # first measurement is left to the first `report`.
             self._compile(model)
         self.active = True
         return self.sites
