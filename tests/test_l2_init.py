@@ -33,9 +33,10 @@ def _fit(model, callbacks, epochs=2):
     )
 
 
-def _reference(kernel, bias, epochs=2, every=1, factor=FACTOR):
+def _reference(kernel, bias, epochs=2, every=1, factor=FACTOR, pulls=None):
     """Keras' SGD with momentum on MSE, then the decoupled pull toward the
-    initial weights after every `every` steps, in float64 NumPy."""
+    initial weights after every `every` steps (or after the steps `pulls`
+    names, each for its number of steps), in float64 NumPy."""
     w, b = kernel.astype("float64"), bias.astype("float64")
     w0, b0 = w.copy(), b.copy()
     m_w, m_b = np.zeros_like(w), np.zeros_like(b)
@@ -48,8 +49,11 @@ def _reference(kernel, bias, epochs=2, every=1, factor=FACTOR):
             m_b = MOMENTUM * m_b - LR * residual.sum(axis=0)
             w, b = w + m_w, b + m_b
             step += 1
-            if step % every == 0:
-                keep = (1.0 - 2.0 * LR * factor) ** every
+            count = every if pulls is None and step % every == 0 else 0
+            if pulls is not None:
+                count = pulls.get(step, 0)
+            if count:
+                keep = (1.0 - 2.0 * LR * factor) ** count
                 w, b = w0 + keep * (w - w0), b0 + keep * (b - b0)
     return w, b, m_w, m_b
 
@@ -115,6 +119,22 @@ class TestL2Init:
             keras.ops.convert_to_numpy(layer.bias), b, rtol=1e-5, atol=1e-6
         )
 
+    def test_frequency(self):
+        """Every 3 steps, and at each epoch end, the pull of the steps since
+        the last one: 2 steps per epoch, so at steps 2 (2), 3 (1), 4 (1)."""
+        model = _model()
+        layer = model.get_layer("dense")
+        kernel = keras.ops.convert_to_numpy(layer.kernel)
+        bias = keras.ops.convert_to_numpy(layer.bias)
+        _fit(model, [L2Init(factor=FACTOR, frequency=3)])
+        w, b, _, _ = _reference(kernel, bias, pulls={2: 2, 3: 1, 4: 1})
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(layer.kernel), w, rtol=1e-5, atol=1e-6
+        )
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(layer.bias), b, rtol=1e-5, atol=1e-6
+        )
+
     def test_theta_0_is_kept_across_fits(self):
         model = _model()
         initial = keras.ops.convert_to_numpy(model.get_layer("dense").kernel).copy()
@@ -153,6 +173,8 @@ class TestL2Init:
             ({"factor": float("nan")}, r"`factor`"),
             ({"layers": 3}, r"`layers` must be a layer name.*Received: layers=3"),
             ({"verbose": 3}, r"`verbose` must be 0 or 1"),
+            ({"frequency": 0}, r"`frequency`.*Received: frequency=0"),
+            ({"frequency": "epoch"}, r"`frequency`.*Received: frequency='epoch'"),
         ],
     )
     def test_invalid_args(self, kwargs, message):

@@ -79,6 +79,10 @@ class L2Init(FitCallback):
             are regularized, or `None` for all the model's trainable
             weights (Kumar et al. regularize every parameter, biases
             included). Defaults to `None`.
+        frequency: int >= 1. Apply the pull every N training steps (and at
+            each epoch end), as the closed form of the steps since the last
+            one: the same pull at a 1/N of the cost, the weights' gradient
+            steps in between left out of it. Defaults to `1`.
         verbose: 0 or 1. Accepted for symmetry with the kit's callbacks;
             L2Init prints nothing. Defaults to `0`.
 
@@ -112,11 +116,20 @@ class L2Init(FitCallback):
         self,
         factor: float = DEFAULT_FACTOR,
         layers: LayerSelection = None,
+        frequency: int = 1,
         verbose: int = 0,
     ) -> None:
+        if frequency == "epoch":
+            raise ValueError(
+                f"`{OWNER}` argument `frequency` must be a positive integer "
+                "(pull every N training steps). "
+                f"Received: frequency={frequency!r}"
+            )
         super().__init__(
-            verbose=verbose, schedule=StepSchedule(1, owner=OWNER, action="act")
+            verbose=verbose,
+            schedule=StepSchedule(frequency, owner=OWNER, action="pull"),
         )
+        self.frequency = self._schedule.frequency
         self.factor = check_number(
             "factor", factor, low=0.0, low_open=True, owner=OWNER, float32=True
         )
@@ -161,13 +174,24 @@ class L2Init(FitCallback):
 
     def _on_step(self, logs: dict[str, Any] | None) -> None:
         self.model  # noqa: B018  On JAX, syncs the trainer's state first.
+        self._pull()
+
+    def _pull(self) -> None:
+        """Apply the pull of the steps since the last one, in closed form."""
         steps = self._schedule.step - self._applied
+        if steps <= 0:
+            return
         self._applied = self._schedule.step
         assert self._write is not None  # Made in `_begin`.
         self._write(self._initial, np.asarray(steps, dtype="float32"))
 
     def on_epoch_end(self, epoch, logs=None):
-        if not self._active or logs is None:
+        if not self._active:
+            return
+        # The steps since the last pull (fewer than `frequency`).
+        self.model  # noqa: B018  On JAX, syncs the trainer's state first.
+        self._pull()
+        if logs is None:
             return
         model = self.model  # noqa: F841  On JAX, syncs the trainer's state.
         total = 0.0
