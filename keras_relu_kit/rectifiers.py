@@ -51,6 +51,18 @@ RECTIFIER_ACTIVATIONS = frozenset(
 #: layer families.
 NAMES = tuple(sorted(RECTIFIER_ACTIVATIONS | {"prelu", "rrelu", "pelu", "crelu"}))
 
+#: Layers that drop or perturb values but never mix units: they may stand
+#: between a unit's producer and its rectifier.
+DROPOUT_LAYERS = (
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout1D,
+    keras.layers.SpatialDropout2D,
+    keras.layers.SpatialDropout3D,
+    keras.layers.GaussianDropout,
+    keras.layers.AlphaDropout,
+    keras.layers.GaussianNoise,
+)
+
 #: Layers whose output is their `activation`'s output.
 FUSED_LAYERS = (
     keras.layers.Dense,

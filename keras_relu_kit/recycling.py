@@ -55,6 +55,7 @@ from keras import ops
 
 from keras_relu_kit.diagnostics.sites import find_rectifier_sites, layer_paths
 from keras_relu_kit.model_graph import ModelGraph, model_graph
+from keras_relu_kit.rectifiers import DROPOUT_LAYERS
 
 if TYPE_CHECKING:
     from keras_relu_kit.diagnostics.sites import RectifierSite
@@ -77,15 +78,7 @@ _PRODUCERS = (
 _CONSUMERS = _PRODUCERS
 # Between a producer and its rectifier: normalization is reset, dropout
 # passes values through.
-_DROPOUT = (
-    keras.layers.Dropout,
-    keras.layers.SpatialDropout1D,
-    keras.layers.SpatialDropout2D,
-    keras.layers.SpatialDropout3D,
-    keras.layers.GaussianDropout,
-    keras.layers.AlphaDropout,
-    keras.layers.GaussianNoise,
-)
+_DROPOUT = DROPOUT_LAYERS
 # Between a rectifier and its consumers: layers that move or pool values
 # within a channel. Whether a given use keeps channels apart is checked by
 # running it on channel indices.

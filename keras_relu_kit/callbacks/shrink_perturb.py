@@ -46,22 +46,16 @@ from keras_relu_kit.callbacks._remedy import LayerSelection, normalize_layers
 from keras_relu_kit.diagnostics.measurement import training_step
 from keras_relu_kit.diagnostics.sites import layer_paths
 from keras_relu_kit.errors import KitWarning
+from keras_relu_kit.rectifiers import FUSED_LAYERS
 
 OWNER = "ShrinkPerturb"
 
 #: The layers `layers=None` selects: one `kernel` (and maybe a `bias`).
 #: `SeparableConv` layers (two kernels) are left out.
-KERNEL_LAYERS = (
-    keras.layers.Dense,
-    keras.layers.EinsumDense,
-    keras.layers.Conv1D,
-    keras.layers.Conv2D,
-    keras.layers.Conv3D,
-    keras.layers.Conv1DTranspose,
-    keras.layers.Conv2DTranspose,
-    keras.layers.Conv3DTranspose,
-    keras.layers.DepthwiseConv1D,
-    keras.layers.DepthwiseConv2D,
+KERNEL_LAYERS = tuple(
+    layer
+    for layer in FUSED_LAYERS
+    if layer not in (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
 )
 
 NOISES = ("initializer", "gaussian")

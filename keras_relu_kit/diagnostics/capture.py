@@ -51,6 +51,7 @@ from keras_relu_kit.diagnostics.report import DeadReport, site_report
 from keras_relu_kit.diagnostics.sites import layer_paths
 from keras_relu_kit.errors import UnreachableSitesWarning
 from keras_relu_kit.model_graph import model_graph
+from keras_relu_kit.rectifiers import DROPOUT_LAYERS
 
 if TYPE_CHECKING:
     from keras_relu_kit.diagnostics.report import SiteReport
@@ -295,13 +296,7 @@ _BETWEEN_PRODUCER_AND_SITE = (
     keras.layers.BatchNormalization,
     keras.layers.LayerNormalization,
     keras.layers.GroupNormalization,
-    keras.layers.Dropout,
-    keras.layers.SpatialDropout1D,
-    keras.layers.SpatialDropout2D,
-    keras.layers.SpatialDropout3D,
-    keras.layers.GaussianDropout,
-    keras.layers.AlphaDropout,
-    keras.layers.GaussianNoise,
+    *DROPOUT_LAYERS,
 )
 # The weights computing a layer's output channels, by attribute name.
 _KERNELS = ("kernel", "pointwise_kernel")
