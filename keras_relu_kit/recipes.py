@@ -5,18 +5,18 @@ callbacks=callbacks)`. The same defaults in every situation: a
 `DeadReLUMonitor` (the dead fraction of every rectifier site in `logs`,
 measured once per epoch) and `Recycle` acting on its measurement (the
 dead units re-initialised at each epoch end, the model's predictions
-unchanged at that moment, the optimizer's slots reset by
-`recycling.SLOT_RULE`). The model is returned as given.
+unchanged at that moment, the optimizer's slots of the recycled entries
+reset to 0). The model is returned as given.
 
 Why this one. On the demo's scoreboard (100 permuted-digits tasks, a poor
 initialisation, a high learning rate; 3 seeds) it is the one remedy never
 below plain ReLU: a leak (fixed, PReLU, ELU, or leakify + AutoLeak) learns
 the continual tasks better but diverges, or ends 6 points lower, at the
-high learning rate. With Adam at a high learning rate its slot rule takes
-it from 7 points below plain ReLU to 2 above (10 seeds). Where it is not
-the best, and by how much, is measured by `python -m benchmarks
-plasticity` (`benchmarks/README.md`): read that before relying on it for
-continual learning, where continual backprop or a leak can do better.
+high learning rate. Where it is not the best, and by how much, is
+measured by `python -m benchmarks plasticity` (`benchmarks/README.md`):
+read that before relying on it for continual learning, where continual
+backprop or a leak can do better. With Adam at a high learning rate, pass
+`Recycle(optimizer_slots="scaled")` instead (`recycling.SLOT_RULES`).
 """
 
 from __future__ import annotations

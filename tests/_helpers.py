@@ -78,20 +78,19 @@ def opt_inputs(rng, size):
     }
 
 
-# The optimizer slots that scale a step: recycling sets them to the larger
-# of their value and the variable's mean (keras_relu_kit.recycling.SLOT_RULE).
+# The optimizer slots that scale a step (keras_relu_kit.recycling.SLOT_RULES).
 SECOND_MOMENTS = ("_velocity", "_velocity_hat", "_accumulator", "_norm")
 
 
-def reset_slot(name, before, changed):
-    """NumPy reference of the slot rule: `before` (a slot named `name`)
-    with the `changed` entries (an index or a bool mask) reset: a second
-    moment to max(its value, the mean of the other entries), any other
-    slot to 0."""
+def reset_slot(name, before, changed, rule="zero"):
+    """NumPy reference of the slot rules: `before` (a slot named `name`)
+    with the `changed` entries (an index or a bool mask) reset: to 0, or,
+    by the `"scaled"` rule, a second moment to max(its value, the mean of
+    the other entries)."""
     expected = np.array(before, dtype=np.float64, copy=True)
     mask = np.zeros(expected.shape, dtype=bool)
     mask[changed] = True
-    if name.endswith(SECOND_MOMENTS):
+    if rule == "scaled" and name.endswith(SECOND_MOMENTS):
         rest = expected[~mask]
         if rest.size:
             expected[mask] = np.maximum(expected[mask], rest.mean())

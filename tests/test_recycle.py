@@ -166,8 +166,11 @@ class TestRecycle:
         report = measure(model, x)
         assert report.sites["act"].dead == 0
 
-    @pytest.mark.parametrize("optimizer", ["sgd_momentum", "adam"])
-    def test_slots_are_reset_exactly_for_recycled_entries(self, optimizer):
+    @pytest.mark.parametrize(
+        "optimizer, rule",
+        [("sgd_momentum", "zero"), ("adam", "zero"), ("adam", "scaled")],
+    )
+    def test_slots_are_reset_exactly_for_recycled_entries(self, optimizer, rule):
         make, slot_names = {
             "sgd_momentum": (
                 lambda: keras.optimizers.SGD(0.001, momentum=0.9),
@@ -184,7 +187,9 @@ class TestRecycle:
         _fit(model, X, Y, [])
         _kill(model.get_layer("hidden"))
         _kill(model.get_layer("fused"))
-        before, after, _, _ = _recycle_between_snapshots(model, X, Y)
+        before, after, _, _ = _recycle_between_snapshots(
+            model, X, Y, optimizer_slots=rule
+        )
         hidden, fused, out = (model.get_layer(n) for n in ("hidden", "fused", "out"))
         columns = {
             v.path for v in (hidden.kernel, hidden.bias, fused.kernel, fused.bias)
@@ -204,10 +209,12 @@ class TestRecycle:
                 # kernel, then `fused` its columns.
                 expected = old
                 if variable.path in rows:
-                    expected = reset_slot(path, expected, (DEAD, slice(None)))
+                    expected = reset_slot(path, expected, (DEAD, slice(None)), rule)
                 if variable.path in columns:
-                    expected = reset_slot(path, expected, (..., DEAD))
-                if variable.path in columns | rows and slot_name == "momentum":
+                    expected = reset_slot(path, expected, (..., DEAD), rule)
+                if variable.path in columns | rows and (
+                    slot_name == "momentum" or rule == "zero"
+                ):
                     assert np.any(old != expected)  # something to reset
                 np.testing.assert_allclose(new, expected, rtol=1e-6, atol=0)
 
@@ -376,6 +383,11 @@ class TestRecycleArguments:
             ({"backup_dir": ""}, ValueError, "backup_dir"),
             ({"dead_relu_monitor": "monitor"}, ValueError, "dead_relu_monitor"),
             ({"data_format": "nhwc"}, ValueError, "data_format"),
+            (
+                {"optimizer_slots": "keep"},
+                ValueError,
+                r"`optimizer_slots` must be one of \('zero', 'scaled'\)",
+            ),
         ],
     )
     def test_bad_arguments(self, kwargs, error, match):

@@ -290,8 +290,9 @@ OPTIMIZERS = {
 }
 
 
+@pytest.mark.parametrize("rule", ["zero", "scaled"])
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
-def test_other_optimizers_lose_exactly_the_recycled_slots(name):
+def test_other_optimizers_reset_exactly_the_recycled_slots(name, rule):
     model, site, producer, consumer, _ = _killed_model("keras_hub_encoder")
     model.compile(
         OPTIMIZERS[name](),
@@ -306,7 +307,7 @@ def test_other_optimizers_lose_exactly_the_recycled_slots(name):
     before = _snapshot(model, slots)
     predictions = to_numpy(model(IDS, training=False))
     plan = plan_recycling(model)[0][site]
-    recycle_units(plan, DEAD, optimizer=model.optimizer, seed=2)
+    recycle_units(plan, DEAD, optimizer=model.optimizer, seed=2, slot_rule=rule)
     after = _snapshot(model, slots)
     np.testing.assert_allclose(
         to_numpy(model(IDS, training=False)), predictions, atol=1e-5, rtol=0
@@ -316,7 +317,7 @@ def test_other_optimizers_lose_exactly_the_recycled_slots(name):
         (producer.kernel, (slice(None), DEAD)),
     ):
         for slot in slots[id(variable)]:
-            expected = reset_slot(slot.name, before["slots"][id(slot)], changed)
+            expected = reset_slot(slot.name, before["slots"][id(slot)], changed, rule)
             np.testing.assert_allclose(
                 after["slots"][id(slot)], expected, rtol=1e-6, atol=0
             )

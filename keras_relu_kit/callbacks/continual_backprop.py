@@ -10,8 +10,8 @@ replacement rate, accumulated across steps) is replaced each step, and
 those replaced are the eligible ones of lowest bias-corrected utility. A
 replaced unit gets incoming weights drawn afresh (the kit's He preset for
 the unit's slope, `initializer_for`), a bias of 0, outgoing weights of 0
-and reset optimizer slots on those entries (as `Recycle` resets them:
-momentum 0, a second moment at its usual scale); its mean contribution (its
+and zero optimizer slots on those entries (as `Recycle` resets them by
+default); its mean contribution (its
 outgoing weights times its bias-corrected mean activation) is first added
 to the next layer's bias, so that layer's mean pre-activation is
 unchanged. Unlike `Recycle`, which acts on units that died, it replaces

@@ -15,15 +15,16 @@ each one,
 - sets its **outgoing** weights (the rows, or input channels, of the
   `Dense`/`Conv` layers that read it, through `Flatten`, `Reshape`, pooling
   and dropout where the mapping is exact) to 0;
-- resets the optimizer's slot variables of exactly those entries: momentum
-  (Adam's m, ...) to 0, a second moment (Adam's v, RMSprop's velocity,
-  Adagrad's accumulator) to the larger of its value and the mean over the
-  variable's other entries, so the fresh unit's first steps have the usual
-  size (zeroing v made them 3x, and cost 7 points of accuracy with Adam at
-  a high learning rate; `keras_relu_kit.recycling.SLOT_RULE`); with
-  `use_ema`, the weights' moving averages take the new values. Slots of
-  another shape than their variable (Adafactor's factored ones) are left
-  as they are.
+- resets the optimizer's slot variables of exactly those entries:
+  momentum (Adam's m, ...) to 0; a second moment (Adam's v, RMSprop's
+  velocity, Adagrad's accumulator) to 0 as well, or with
+  `optimizer_slots="scaled"` to the larger of its value and the mean over
+  the variable's other entries (`keras_relu_kit.recycling.SLOT_RULES` has
+  the measurements: `"zero"` is better in continual learning at Adam's
+  default rate, `"scaled"` at a high learning rate, where a zero v makes
+  the fresh unit's first steps 3x a usual one); with `use_ema`, the
+  weights' moving averages take the new values. Slots of another shape
+  than their variable (Adafactor's factored ones) are left as they are.
 
 Which units. The dead units whose output is exactly 0 on every probe
 example (dead ReLU units): they contribute nothing, so the model's
@@ -79,6 +80,7 @@ from keras_relu_kit.callbacks._remedy import LayerSelection
 from keras_relu_kit.callbacks._replacement import UnitReplacement
 from keras_relu_kit.callbacks.dead_relu_monitor import DeadReLUMonitor
 from keras_relu_kit.diagnostics.measurement import training_step
+from keras_relu_kit.recycling import check_slot_rule
 
 if TYPE_CHECKING:
     from keras_relu_kit.diagnostics.report import DeadReport, SiteReport
@@ -94,9 +96,8 @@ class Recycle(UnitReplacement):
     At the end of every epoch (or every `frequency` batches), each unit
     that is dead on the probe (output exactly 0 on every example), and with
     `tau` each dormant one, gets fresh incoming weights (drawn from its
-    layer's kernel initializer), a new bias, zero outgoing weights, zero
-    momentum and a usual second moment in the optimizer's slots, so the
-    model's predictions are unchanged at that
+    layer's kernel initializer), a new bias, zero outgoing weights and
+    reset optimizer slots, so the model's predictions are unchanged at that
     moment. Sites inside a custom layer are reached through nested
     `Sequential`/functional models, keras-hub's transformer blocks, or
     `links`; sites whose weights cannot be mapped exactly (a residual `Add`
@@ -146,6 +147,11 @@ class Recycle(UnitReplacement):
             consumer's kernel has one input row per unit. A link overrides
             the mapping the kit finds, and is trusted: a wrong one changes
             the model's predictions. Defaults to `None`.
+        optimizer_slots: `"zero"` or `"scaled"`: the recycled entries'
+            second moments (Adam's v, ...) are set to 0, or to the
+            variable's usual scale (better at a high learning rate; see
+            `keras_relu_kit.recycling.SLOT_RULES`). Momentum is set to 0
+            either way. Defaults to `"zero"`.
 
     Attributes:
         changes: list of dicts, one per site and recycling: `"epoch"`
@@ -203,6 +209,7 @@ class Recycle(UnitReplacement):
         seed: int = 0,
         bias_initializer: str | keras.initializers.Initializer | None = "zeros",
         links: Mapping[str, Any] | None = None,
+        optimizer_slots: str = "zero",
     ) -> None:
         options = ProbeOptions(
             probe, probe_size, batch_size, data_format, seed, mode, owner=OWNER
@@ -220,6 +227,7 @@ class Recycle(UnitReplacement):
         if tau is not None:
             tau = check_number("tau", tau, low=0.0, float32=True, owner=OWNER)
         self.tau = tau
+        self.optimizer_slots = check_slot_rule(optimizer_slots, owner=OWNER)
         self.sites_recycled: list[str] = []
 
     # Keras hooks ---------------------------------------------------------
@@ -237,7 +245,7 @@ class Recycle(UnitReplacement):
         for change in self.changes:
             if change["epoch"] == last and change["layer"] in self._plans:
                 index = self.sites_recycled.index(change["layer"])
-                self._write(self.model, change, index)
+                self._write(self.model, change, index, slot_rule=self.optimizer_slots)
 
     def _on_step(self, logs: dict[str, Any] | None) -> None:
         self._recycle(self._report(), self._schedule.epoch)
@@ -273,6 +281,7 @@ class Recycle(UnitReplacement):
                 f"\nEpoch {epoch + 1}: {OWNER} re-initialised "
                 f"{change['recycled']} of {site.units} units of {name} "
                 f"({100 * site.dead_fraction:.1f}% dead).",
+                slot_rule=self.optimizer_slots,
             )
 
 
