@@ -65,11 +65,14 @@ class ProbeOptions:
         for name, value in checked.items():
             object.__setattr__(self, name, value)
 
-    def measurement(self, tau: float | None = None) -> Measurement:
+    def measurement(
+        self, tau: float | None = None, plasticity: bool = False
+    ) -> Measurement:
         """A new `Measurement` on these options' probe.
 
         A given probe is used whole; without one, a seeded sample of at
-        most `probe_size` examples of `fit`'s data.
+        most `probe_size` examples of `fit`'s data. `tau` and `plasticity`
+        are passed on.
         """
         probe = Probe(
             self.probe,
@@ -84,6 +87,7 @@ class ProbeOptions:
             data_format=self.data_format,
             mode=self.mode,
             owner=self.owner,
+            plasticity=plasticity,
         )
 
 

@@ -194,8 +194,7 @@ class DeadReLUMonitor(FitCallback):
             _check_tensorboard()
         #: The `Measurement` this monitor measures through; `AutoLeak` and
         #: `Recycle` given this monitor reuse it.
-        self.measurement = options.measurement(tau=tau)
-        self.measurement.plasticity = plasticity
+        self.measurement = options.measurement(tau=tau, plasticity=plasticity)
         self._probe = self.measurement.probe
         self.probe_size = options.probe_size
         self.frequency = schedule.frequency

@@ -50,9 +50,7 @@ class Measurement:
             producer's mean |weight|; see `measure`.
 
     Attributes:
-        plasticity: bool. The checked `plasticity`. It may be changed
-            before `begin` (a callback turning it on for its own
-            measurement).
+        plasticity: bool. The checked `plasticity`.
     """
 
     def __init__(
