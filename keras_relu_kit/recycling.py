@@ -957,9 +957,6 @@ def _apply_updates(
     drawn = tuple(new is not None for _, _, new, _ in updates)
     entries = [np.ascontiguousarray(entries) for _, entries, _, _ in updates]
     values = [new for _, _, new, _ in updates if new is not None]
-    if not _compiled_backend(variables):
-        _write(variables, slot_lists, drawn, rule, entries, values)
-        return
     key = (
         tuple(id(variable) for variable in variables),
         tuple(tuple(id(slot) for slot in slots) for slots in slot_lists),
@@ -968,13 +965,8 @@ def _apply_updates(
     )
     cache = plan.producer.__dict__.setdefault(_COMPILED_ATTRIBUTE, {})
     if key not in cache:
-        import tensorflow as tf
-
-        cache[key] = tf.function(
-            functools.partial(_write, variables, slot_lists, drawn, rule),
-            autograph=False,
-            jit_compile=True,
-        )
+        write = functools.partial(_write, variables, slot_lists, drawn, rule)
+        cache[key] = compiled(write, variables)
     cache[key](entries, values)
 
 
@@ -1058,15 +1050,30 @@ def _slot_value(slot: keras.Variable, mask: Any, value: Any, rule: str) -> Any:
 _COMPILED_ATTRIBUTE = "_keras_relu_kit_recycle_updates"
 
 
-def _compiled_backend(variables: list[keras.Variable]) -> bool:
+def compiled(
+    function: Callable[..., Any],
+    variables: Sequence[keras.Variable],
+    *,
+    jit_compile: bool = True,
+) -> Callable[..., Any]:
+    """`function`, a write into `variables`, traced once as a `tf.function`
+    (with XLA when `jit_compile`) on TensorFlow outside a `tf.distribute`
+    strategy: one call per event instead of a few eager ops per variable.
+    Elsewhere, `function` as it is (eager).
+
+    Its arguments must be tensors or arrays (not Python numbers), so that
+    each call reuses the one trace.
+    """
     if keras.backend.backend() != "tensorflow":
-        return False
+        return function
     import tensorflow as tf
 
-    return not tf.distribute.has_strategy() and not any(
+    if tf.distribute.has_strategy() or any(
         isinstance(variable.value, tf.distribute.DistributedValues)
         for variable in variables
-    )
+    ):
+        return function
+    return tf.function(function, autograph=False, jit_compile=jit_compile)
 
 
 def _plan_variables(plan: RecyclePlan) -> list[keras.Variable]:

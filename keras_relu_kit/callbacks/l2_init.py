@@ -16,7 +16,7 @@ itself, decoupled from the loss, as AdamW decouples its weight decay.
 Writes go through `variable.assign`: no retrace, XLA or not, and every
 replica of a `tf.distribute` strategy gets the same values. On TensorFlow,
 outside a strategy, the step is one call of a function compiled once with
-XLA (`shrink_perturb.compiled`).
+XLA (`recycling.compiled`, which `Recycle` writes through too).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from keras import ops
 from keras_relu_kit._validation import check_number
 from keras_relu_kit.callbacks._fit import FitCallback, StepSchedule
 from keras_relu_kit.callbacks._remedy import LayerSelection, normalize_layers
-from keras_relu_kit.callbacks.shrink_perturb import compiled
 from keras_relu_kit.diagnostics.sites import layer_paths
+from keras_relu_kit.recycling import compiled
 
 OWNER = "L2Init"
 

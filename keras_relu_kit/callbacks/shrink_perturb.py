@@ -47,6 +47,7 @@ from keras_relu_kit.diagnostics.measurement import training_step
 from keras_relu_kit.diagnostics.sites import layer_paths
 from keras_relu_kit.errors import KitWarning
 from keras_relu_kit.rectifiers import FUSED_LAYERS
+from keras_relu_kit.recycling import compiled
 
 OWNER = "ShrinkPerturb"
 
@@ -392,29 +393,3 @@ def _write(
                 draw, variable.dtype
             )
         variable.assign(value)
-
-
-def compiled(
-    function: Callable[..., Any],
-    variables: Sequence[keras.Variable],
-    *,
-    jit_compile: bool = True,
-) -> Callable[..., Any]:
-    """`function`, traced once as a `tf.function` (with XLA when
-    `jit_compile`) on TensorFlow outside a `tf.distribute` strategy: one
-    call per event instead of a few eager ops per variable. Elsewhere,
-    `function` as it is.
-
-    Its arguments must be tensors or arrays (not Python numbers), so that
-    each call reuses the one trace.
-    """
-    if keras.backend.backend() != "tensorflow":
-        return function
-    import tensorflow as tf
-
-    if tf.distribute.has_strategy() or any(
-        isinstance(variable.value, tf.distribute.DistributedValues)
-        for variable in variables
-    ):
-        return function
-    return tf.function(function, autograph=False, jit_compile=jit_compile)
