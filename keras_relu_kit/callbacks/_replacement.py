@@ -56,8 +56,8 @@ class UnitReplacement(RemedyCallback):
 
     Args:
         probe_options, dead_relu_monitor, layers, backup_dir, verbose,
-        schedule: as `RemedyCallback` takes them.
-        seed: int >= 0. Seeds the re-drawn weights.
+        schedule: as `RemedyCallback` takes them; `probe_options.seed`
+            also seeds the re-drawn weights.
         bias_initializer: initializer, its name, or `None` (the
             producer's own).
         links: the flows of sites inside custom layers (see `Recycle`).

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -257,22 +258,24 @@ class ContinualBackprop(UnitReplacement):
         )
         self.stats: dict[str, UnitStats] = {}
         self._last_step = 0
-        self._model_id: int | None = None
+        # The model the statistics belong to (a new one starts anew).
+        self._model_ref: weakref.ref[keras.Model] | None = None
 
     # Keras hooks ---------------------------------------------------------
 
     def _start_run(self) -> None:
         model = self.model
         units = {name: plan.units for name, plan in self._plans.items()}
+        known = self._model_ref is not None and self._model_ref() is model
         same = (
-            self._model_id == id(model)
+            known
             and {name: len(stats.ages) for name, stats in self.stats.items()} == units
         )
         step = training_step(model) or 0
         if not same or not 0 <= self._last_step <= step:
             # A new model: every unit starts at age 0.
             self.stats = {name: UnitStats.zeros(n) for name, n in units.items()}
-            self._model_id = id(model)
+            self._model_ref = weakref.ref(model)
             self._last_step = step
         # The steps since the last update count toward the next one, so a
         # stream of `fit` calls shorter than `frequency` still updates
