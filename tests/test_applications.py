@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from keras_relu_kit import leakify
-from keras_relu_kit.callbacks import DeadReLUMonitor, Recycle
+from keras_relu_kit.callbacks import ContinualBackprop, DeadReLUMonitor, Recycle
 from keras_relu_kit.diagnostics import find_rectifier_sites, measure
 from keras_relu_kit.recycling import plan_recycling, recycle_units
 
@@ -117,6 +117,35 @@ def test_recycle_a_short_fit_of_mobilenet(images):
     out = [c for c in recycle.changes if c["layer"] == "out_relu"]
     assert len(out) == 1 and {0, 1} <= set(out[0]["units"])
     assert history.history["recycled/out_relu"] == [float(out[0]["recycled"])]
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(norm.gamma)[[0, 1]], 1.0)
+    head = keras.ops.convert_to_numpy(model.get_layer("predictions").kernel)
+    assert not np.any(head[[0, 1]])
+
+
+def test_continual_backprop_replaces_mobilenet_s_dead_units_first(images):
+    x, y = images
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNetV2(
+        weights=None, input_shape=(32, 32, 3), classes=10
+    )
+    # The same two dead channels of out_relu: utility 0, the lowest.
+    norm = model.get_layer("Conv_1_bn")
+    for variable, value in ((norm.gamma, 0.0), (norm.beta, -10.0)):
+        array = keras.ops.convert_to_numpy(variable).copy()
+        array[[0, 1]] = value
+        variable.assign(array)
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    # One update after 2 steps: 1e-3 x 1280 units x 2 steps = 2.56 due.
+    cbp = ContinualBackprop(
+        replacement_rate=1e-3, maturity_threshold=0, frequency=2, probe=x
+    )
+    history = model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[cbp])
+    assert cbp.unmapped == {}
+    assert len(cbp.stats) == SITES["MobileNetV2"]
+    out = [c for c in cbp.changes if c["layer"] == "out_relu"]
+    assert [c["units"] for c in out] == [[0, 1]]
+    assert out[0]["utility"] == [0.0, 0.0]
+    assert history.history["replaced/out_relu"] == [2.0]
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(norm.gamma)[[0, 1]], 1.0)
     head = keras.ops.convert_to_numpy(model.get_layer("predictions").kernel)
     assert not np.any(head[[0, 1]])
