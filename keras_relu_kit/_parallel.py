@@ -1,13 +1,14 @@
 """The demo's independent trainings in worker processes, one per core.
 
-The continual runs (every scoreboard row, every seed: about 70% of the
-demo's work) depend neither on each other nor on the single-task study,
-and each is a small model whose training step is Python-bound, so one
-process keeps one core busy. They go to a pool of spawned worker
-processes while the parent process trains the single-task study. Each
-run seeds itself (`keras.utils.set_random_seed`) and builds its own
-model, so its numbers do not depend on the process that runs it or on
-the order of the runs.
+The continual runs (every scoreboard row, every seed: about half of the
+demo's work) and the single-task runs depend neither on each other nor
+on the order they run in, and each is a small model whose training step
+is Python-bound, so one process keeps one core busy. They go to a pool
+of spawned worker processes, the continual runs first, while the parent
+process measures the gradients and trains the one run whose model it
+keeps. Each run seeds itself (`keras.utils.set_random_seed`) and builds
+its own model, so its numbers do not depend on the process that runs it
+or on the order of the runs.
 
 A worker imports Keras and its backend again; `WORKER_ENV` tells the
 package's start-up (`keras_relu_kit.cli.quiet_start`) to hide the

@@ -14,7 +14,7 @@ import pytest
 from keras_relu_kit import _parallel
 from keras_relu_kit.cli import main
 from keras_relu_kit.datasets import load_digits
-from keras_relu_kit.demo import _claims, _plots
+from keras_relu_kit.demo import _claims, _plots, _scoreboard
 from keras_relu_kit.demo._claims import effect
 from keras_relu_kit.demo._files import Staging
 from keras_relu_kit.demo._scoreboard import ROWS as SCOREBOARD_ROWS
@@ -64,6 +64,10 @@ QUICK_RUNS = (
     "poor_init/recycle",
     "high_lr/relu_he",
     "high_lr/recycle",
+    "adam/relu_he",
+    "adam/recycle",
+    "cnn/relu_he",
+    "cnn/recycle",
     "sound/relu_he",
     "sound/tanh",
 )
@@ -131,7 +135,7 @@ class TestQuickDemo:
         assert len(progress) == runs + rows
         continual = [line for line in progress if " continual " in line]
         assert [line[: line.index("]") + 1] for line in continual] == [
-            f"[{step}/{rows}]" for step in range(1, rows + 1)
+            f"[{step:>2}/{rows}]" for step in range(1, rows + 1)
         ]
         single = [line for line in progress if " continual " not in line]
         assert [line[: line.index("]") + 1] for line in single] == [
@@ -242,17 +246,34 @@ class TestQuickDemo:
         # Plain ReLU keeps learning something on every task.
         assert continual["runs"]["relu_he"]["first_accuracy"] > 0.5
         checks = results["scoreboard"]
-        assert {c["scenario"] for c in checks} == {"poor_init", "high_lr", "continual"}
-        # Recycle leaves no dead units and does not diverge in the two
+        assert {c["scenario"] for c in checks} == {
+            "poor_init",
+            "high_lr",
+            "adam",
+            "cnn",
+            "continual",
+        }
+        # Recycle leaves no dead units and does not diverge in the
         # single-task set-ups, whatever the backend's random stream.
+        kit = "recommended() = Recycle: "
         for check in checks:
-            if check["scenario"] != "continual" and not check["target"].startswith(
-                "val acc"
+            if check["scenario"] != "continual" and check["target"].startswith(
+                (f"{kit}dead", f"{kit}no divergence")
             ):
                 assert check["met"], check
+        # The targets table: a row per target, a column per scenario.
+        columns = ("poor_init", "high_lr", "adam", "cnn", "continual")
         for check in checks:
+            row = next(
+                line
+                for line in table.splitlines()
+                if line.startswith(f"| {check['target']} |")
+            )
+            cells = [c.strip() for c in row.split("|")[2:-1]]
             mark = "met" if check["met"] else "**MISSED**"
-            assert f"{check['target']}: {check['value']}, {mark}." in table
+            assert cells[columns.index(check["scenario"])] == (
+                f"{check['value']}, {mark}"
+            )
 
     def test_saved_model_reloads_with_the_trained_leak(self, quick):
         _, out, results = quick
@@ -385,6 +406,99 @@ class TestEffect:
         base = {"dead_fraction": 0.5, "diverged_seeds": 0}
         run = {"dead_fraction": dead, "diverged_seeds": diverged}
         assert effect(run, base) == expected
+
+
+def _single(accuracies, dead=0.0, diverged=0):
+    """A single-task summary as `summarize_run` makes it, per seed."""
+    return {
+        "val_accuracy": float(np.mean(accuracies)),
+        "dead_fraction": dead,
+        "diverged_seeds": diverged,
+        "seeds": len(accuracies),
+        "per_seed": [
+            {"seed": seed, "val_accuracy": a} for seed, a in enumerate(accuracies)
+        ],
+    }
+
+
+def _continual(first, lasts, dead=0.0):
+    """A continual summary as `summarize_continual` makes it, per seed."""
+    return {
+        "first_accuracy": first,
+        "last_accuracy": float(np.mean(lasts)),
+        "last_dead": dead,
+        "diverged_seeds": 0,
+        "seeds": len(lasts),
+        "per_seed": [
+            {"seed": seed, "last_accuracy": a} for seed, a in enumerate(lasts)
+        ],
+    }
+
+
+class TestScoreboardTargets:
+    def test_single_task_targets_against_relu_and_the_best_row(self):
+        runs = {
+            "adam/relu_he": _single([0.92, 0.88], dead=0.3),
+            # Mean 0.91 >= ReLU's 0.90; seed 1 is 0.03 below ReLU's.
+            "adam/recycle": _single([0.97, 0.85], dead=0.04),
+            "adam/elu": _single([0.93, 0.93]),
+            # Not a scoreboard row: not the best row.
+            "adam/relu_glorot": _single([0.99, 0.99]),
+            "adam/cbp": _single([0.90, 0.90], dead=0.2),
+        }
+        checks = _scoreboard.targets(runs, {})
+        found = {c["target"]: (c["value"], c["met"]) for c in checks}
+        kit = "recommended() = Recycle"
+        assert found == {
+            f"{kit}: dead <= 0.05": ("0.040", True),
+            f"{kit}: no divergence where ReLU does not diverge": (
+                "0/2 (ReLU 0/2)",
+                True,
+            ),
+            f"{kit}: acc >= best row's - 0.01": ("0.910 vs 0.930 (ELU)", False),
+            f"{kit}: acc >= ReLU's": ("0.910 vs 0.900", True),
+            f"{kit}: no seed more than 0.02 below ReLU's": ("worst -0.030", False),
+            "ContinualBackprop: acc >= ReLU's": ("0.900 vs 0.900", True),
+            "ContinualBackprop: no seed more than 0.02 below ReLU's": (
+                "worst -0.020",
+                True,
+            ),
+        }
+        assert {c["scenario"] for c in checks} == {"adam"}
+        rows = _scoreboard.targets_table(checks)
+        assert rows[0] == "| Target | poor init | high LR | Adam | CNN | continual |"
+        assert rows[2] == (
+            f"| {kit}: dead <= 0.05 | n/a | n/a | 0.040, met | n/a | n/a |"
+        )
+        assert len(rows) == 2 + len(found)
+
+    def test_continual_targets_use_the_last_tasks(self):
+        continual = {
+            "relu_he": _continual(0.80, [0.70, 0.72]),
+            "recycle": _continual(0.80, [0.76, 0.78], dead=0.06),
+            "leaky_relu_0.3": _continual(0.83, [0.85, 0.85]),
+        }
+        checks = _scoreboard.targets({}, continual)
+        found = {c["target"]: (c["value"], c["met"]) for c in checks}
+        kit = "recommended() = Recycle"
+        assert found[f"{kit}: dead <= 0.05"] == ("0.060", False)
+        assert found[f"{kit}: acc >= best row's - 0.01"] == (
+            "0.770 vs 0.850 (LeakyReLU(0.3))",
+            False,
+        )
+        assert found[f"{kit}: last-10% acc >= first-10% - 0.02"] == (
+            "0.800 → 0.770",
+            False,
+        )
+        assert found[f"{kit}: acc >= ReLU's"] == ("0.770 vs 0.710", True)
+        assert found[f"{kit}: no seed more than 0.02 below ReLU's"] == (
+            "worst +0.060",
+            True,
+        )
+
+    def test_scenario_without_relu_or_the_recommendation_has_no_targets(self):
+        runs = {"cnn/relu_he": _single([0.5]), "cnn/elu": _single([0.9])}
+        assert _scoreboard.targets(runs, {}) == []
 
 
 class TestClaims:

@@ -11,12 +11,14 @@ download) and turns what it measures into one row per claim:
    bias initialisation; a high learning rate) for ReLU and for every
    remedy the text names: He initialisation, a lower learning rate,
    batch normalisation, LeakyReLU, PReLU, ELU, and the kit's own
-   `leakify` + `AutoLeak`, `Recycle` and its recommendation;
+   `leakify` + `AutoLeak`, CReLU, `ContinualBackprop`, `L2Init` and its
+   recommendation, `recommended()` (`Recycle`); and the remedies in two
+   more: Adam at a high learning rate, and a CNN whose units die;
 4. the same remedies in continual learning on permuted digits, where
    plain ReLU loses plasticity (see `keras_relu_kit.demo._continual`).
 
 The scoreboard (`keras_relu_kit.demo._scoreboard`) puts the remedies of
-the three scenarios side by side and checks the recommendation's targets.
+the five scenarios side by side and checks the recommendation's targets.
 
 Verdicts follow from fixed rules (see `keras_relu_kit.demo._claims`).
 Every file is written to a hidden staging folder inside `out` and moved
@@ -28,8 +30,10 @@ returns small frozen dataclasses:
 1. `_prepare`: the settings, the data and the plan (`Study`);
 2. `_start_continual`: the continual runs go to the worker pool first
    (`ContinualJobs`);
-3. `_measure_gradients` and `_train_runs`: the single-task study, here,
-   while the workers train (`Trained`, with the AutoLeak run `Kept`);
+3. `_measure_gradients` and `_train_runs`: the gradients and the AutoLeak
+   run whose model is kept, here, while the workers train the continual
+   runs and then the rest of the single-task study (`Trained`, with the
+   AutoLeak run `Kept`);
 4. `_measure`: the continual runs collected, the claims judged, the
    scoreboard (`Measured`);
 5. `_check_reload`: the AutoLeak model saved and reloaded (`ReloadCheck`);
@@ -278,7 +282,7 @@ def _run_study(staging, epochs, quick, seed, repeats, log, pool):
     study = _prepare(epochs, quick, seed, repeats, log)
     jobs = _start_continual(study, log, pool)
     gradients = _measure_gradients(study, log)
-    trained = _train_runs(study, log)
+    trained = _train_runs(study, log, pool)
     measured = _measure(study, gradients, trained, jobs)
     reload = _check_reload(study, trained.kept, staging, log)
     _draw_figures(study, measured, trained.kept, staging)
@@ -386,27 +390,48 @@ def _measure_gradients(study, log) -> dict:
     return gradients
 
 
-def _train_runs(study, log) -> Trained:
-    """Every run of the plan, seed after seed, with a progress line each."""
+def _train_runs(study, log, pool) -> Trained:
+    """Every run of the plan, every seed, with a progress line each.
+
+    The runs go to `pool`, after the continual runs, but for the first
+    seed of `KEPT_RUN`, which trains here: its model and monitor are kept.
+    Lines are numbered in the order the runs finish.
+    """
     from keras_relu_kit.demo import _claims, _study
 
+    jobs = [(run, seed) for seed in study.settings.seeds for run in study.runs]
+    kept_at = next(i for i, (run, _) in enumerate(jobs) if run.key == KEPT_RUN)
+    sent = jobs[:kept_at] + jobs[kept_at + 1 :]
+    finished = itertools.count(1)
+    futures = pool.submit_all(
+        _study.train_record,
+        [(run, study.settings, study.data, seed) for run, seed in sent],
+    )
+    for (run, seed), future in zip(sent, futures, strict=True):
+        future.add_done_callback(
+            functools.partial(_report_run, log, finished, len(jobs), run, seed)
+        )
+    run, seed = jobs[kept_at]
+    record, model, monitor = _study.train(run, study.settings, study.data, seed)
+    kept = Kept(model, monitor, record.get("alpha_changes", []))
+    _progress(log, _run_line(next(finished), len(jobs), run, seed, record))
+    results = [future.result() for future in futures]
+    results.insert(kept_at, record)
     records: dict[str, list] = {run.key: [] for run in study.runs}
-    kept = None
-    total = len(study.runs) * study.settings.repeats
-    steps = itertools.count(1)
-    for seed in study.settings.seeds:
-        for run in study.runs:
-            record, model, monitor = _study.train(run, study.settings, study.data, seed)
-            records[run.key].append(record)
-            if run.key == KEPT_RUN and kept is None:
-                kept = Kept(model, monitor, record.get("alpha_changes", []))
-            _progress(log, _run_line(next(steps), total, run, seed, record))
-    assert kept is not None  # Every plan trains poor_init/autoleak.
+    for (run, _), result in zip(jobs, results, strict=True):
+        records[run.key].append(result)
     summaries = {
         run.key: _claims.summarize_run(run, _study.describe(run), records[run.key])
         for run in study.runs
     }
     return Trained(summaries, kept)
+
+
+def _report_run(log, finished, total, run, seed, future):
+    """The progress line of a finished single-task run (none if it failed)."""
+    if future.cancelled() or future.exception() is not None:
+        return
+    _progress(log, _run_line(next(finished), total, run, seed, future.result()))
 
 
 def _run_line(step, total, run, seed, record):
@@ -574,7 +599,7 @@ def _markdown(study, measured, reload, seconds):
     settings = study.settings
     (x_train, _), (x_val, _) = study.data
     lead = [
-        "## Scoreboard: the remedies in three dying scenarios",
+        "## Scoreboard: the remedies in five dying scenarios",
         "",
         _scoreboard.settings_line(measured.continual_settings, settings),
         "",

@@ -127,7 +127,13 @@ def summarize_gradients(per_seed):
 # Words -------------------------------------------------------------------
 
 #: The set-ups' names in the tables and progress lines.
-SETUP_NAMES = {"poor_init": "poor init", "high_lr": "high LR", "sound": "sound"}
+SETUP_NAMES = {
+    "poor_init": "poor init",
+    "high_lr": "high LR",
+    "adam": "Adam",
+    "cnn": "CNN",
+    "sound": "sound",
+}
 
 
 def setup_name(key):
