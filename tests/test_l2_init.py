@@ -145,6 +145,59 @@ class TestL2Init:
         np.testing.assert_array_equal(callback.initial_values[0], initial)
         assert callback.factor == 0.01  # Kumar et al.'s default
 
+    @pytest.mark.parametrize("order", ["l2_init_first", "backup_first"])
+    def test_resume_equals_an_uninterrupted_run(self, order, tmp_path):
+        class Interrupt(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                if epoch == 1:
+                    raise RuntimeError("interrupted")
+
+        def run(callbacks, backup, seed=0, keep=True):
+            # A new process draws other initial weights: theta_0 must come
+            # from the backup, whichever callback begins first.
+            keras.utils.set_random_seed(seed)
+            model = _model()
+            l2_init = L2Init(factor=FACTOR, backup_dir=backup if keep else None)
+            pair = [l2_init, keras.callbacks.BackupAndRestore(backup)]
+            if order == "backup_first":
+                pair.reverse()
+            _fit(model, [*pair, *callbacks], epochs=3)
+            return model, l2_init
+
+        with pytest.raises(RuntimeError, match="interrupted"):
+            run([Interrupt()], tmp_path / "a")
+        saved = dict(np.load(tmp_path / "a" / "l2_init.npz"))
+        keras.utils.set_random_seed(0)
+        fresh = _model()
+        for i, variable in enumerate(fresh.trainable_variables):
+            np.testing.assert_array_equal(
+                saved[f"arr_{i}"], keras.ops.convert_to_numpy(variable)
+            )
+        resumed, l2_init = run([], tmp_path / "a", seed=1)
+        reference, _ = run([], tmp_path / "b")
+        for a, b in zip(resumed.weights, reference.weights, strict=True):
+            np.testing.assert_allclose(
+                keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), atol=1e-6
+            )
+        np.testing.assert_array_equal(l2_init.initial_values[0], saved["arr_0"])
+        assert not (tmp_path / "a" / "l2_init.npz").exists()
+        # Without the backup, the resumed run pulls toward other weights.
+        with pytest.raises(RuntimeError, match="interrupted"):
+            run([Interrupt()], tmp_path / "c", keep=False)
+        alone, _ = run([], tmp_path / "c", seed=1, keep=False)
+        kernel = alone.get_layer("dense").kernel
+        assert not np.allclose(
+            keras.ops.convert_to_numpy(kernel),
+            keras.ops.convert_to_numpy(reference.get_layer("dense").kernel),
+            atol=1e-3,
+        )
+
+    def test_backup_dir_that_is_a_file(self, tmp_path):
+        path = tmp_path / "file"
+        path.write_text("")
+        with pytest.raises(ValueError, match="`backup_dir` must be the path of a dir"):
+            L2Init(backup_dir=path)
+
     def test_layers(self):
         inputs = keras.Input((3,))
         hidden = keras.layers.Dense(4, activation="relu", name="hidden")(inputs)

@@ -22,6 +22,7 @@ XLA (`recycling.compiled`, which `Recycle` writes through too).
 from __future__ import annotations
 
 import functools
+import os
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -32,11 +33,17 @@ from keras import ops
 
 from keras_relu_kit._validation import check_number
 from keras_relu_kit.callbacks._fit import FitCallback, StepSchedule
-from keras_relu_kit.callbacks._remedy import LayerSelection, normalize_layers
+from keras_relu_kit.callbacks._remedy import (
+    LayerSelection,
+    _check_backup_dir,
+    normalize_layers,
+)
 from keras_relu_kit.diagnostics.sites import layer_paths
 from keras_relu_kit.recycling import compiled
 
 OWNER = "L2Init"
+#: `theta_0`, beside a `BackupAndRestore` backup (`backup_dir=`).
+STATE_FILE = "l2_init.npz"
 
 #: Kumar et al. 2023, Appendix A.2.5: "a single value, lambda = 1e-2,
 #: achieves the best performance across problems".
@@ -85,6 +92,12 @@ class L2Init(FitCallback):
             steps in between left out of it. Defaults to `1`.
         verbose: 0 or 1. Accepted for symmetry with the kit's callbacks;
             L2Init prints nothing. Defaults to `0`.
+        backup_dir: path or `None`: the `backup_dir` of your
+            `keras.callbacks.BackupAndRestore`. `theta_0` is kept there
+            (`l2_init.npz`, written when each `fit` begins, removed when it
+            ends normally), so that a run resumed in a new process pulls
+            toward the weights it started from, not toward the restored
+            ones. Defaults to `None`.
 
     Attributes:
         variables: the regularized weights.
@@ -118,6 +131,8 @@ class L2Init(FitCallback):
         layers: LayerSelection = None,
         frequency: int = 1,
         verbose: int = 0,
+        *,
+        backup_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if frequency == "epoch":
             raise ValueError(
@@ -134,6 +149,7 @@ class L2Init(FitCallback):
             "factor", factor, low=0.0, low_open=True, owner=OWNER, float32=True
         )
         self.layers = normalize_layers(layers, OWNER)
+        self.backup_dir = _check_backup_dir(backup_dir, OWNER)
         self.variables: list[keras.Variable] = []
         self.initial_values: list[np.ndarray] = []
         self._initial: list[Any] = []
@@ -149,10 +165,11 @@ class L2Init(FitCallback):
         variables = _variables(model, self.layers)
         known = self._model_ref is not None and self._model_ref() is model
         if not known or [id(v) for v in variables] != [id(v) for v in self.variables]:
-            # A new model (or new weights): record theta_0 now.
+            # A new model (or new weights): theta_0 is the weights now, or
+            # those a resumed run started from.
             self._model_ref = weakref.ref(model)
             self.variables = variables
-            self.initial_values = [
+            self.initial_values = _read_initial(self._state_path(), variables) or [
                 np.array(ops.convert_to_numpy(v), copy=True) for v in variables
             ]
             self._initial = [
@@ -171,6 +188,19 @@ class L2Init(FitCallback):
             )
         self._applied = 0
         self._active = bool(variables)
+        if self._active:
+            _write_initial(self._state_path(), self.initial_values)
+
+    def _state_path(self) -> str | None:
+        if self.backup_dir is None:
+            return None
+        return os.path.join(self.backup_dir, STATE_FILE)
+
+    def on_train_end(self, logs=None):
+        super().on_train_end(logs)
+        path = self._state_path()
+        if self._active and path is not None and os.path.exists(path):
+            os.remove(path)
 
     def _on_step(self, logs: dict[str, Any] | None) -> None:
         self.model  # noqa: B018  On JAX, syncs the trainer's state first.
@@ -199,6 +229,31 @@ class L2Init(FitCallback):
             diff = ops.cast(variable.value, "float32") - ops.cast(initial, "float32")
             total += float(ops.convert_to_numpy(ops.sum(ops.square(diff))))
         logs["l2_init_penalty"] = self.factor * total
+
+
+def _read_initial(
+    path: str | None, variables: list[keras.Variable]
+) -> list[np.ndarray] | None:
+    """The `theta_0` kept at `path`, if it holds one array per variable, of
+    its shape; else `None`."""
+    if path is None or not os.path.exists(path):
+        return None
+    with np.load(path) as saved:
+        values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    shapes = [tuple(v.shape) for v in variables]
+    if [value.shape for value in values] != shapes:
+        return None
+    return values
+
+
+def _write_initial(path: str | None, values: list[np.ndarray]) -> None:
+    """Keep `theta_0` at `path` (written whole, then moved into place)."""
+    if path is None:
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    partial = path + ".partial.npz"
+    np.savez(partial, *values)  # Named arr_0, arr_1, ... in order.
+    os.replace(partial, path)
 
 
 def _variables(
