@@ -2,6 +2,7 @@
 
 import inspect
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -97,3 +98,16 @@ def reset_slot(name, before, changed, rule="zero"):
     else:
         expected[mask] = 0.0
     return expected
+
+
+class InterruptAt(keras.callbacks.Callback):
+    """Raises `RuntimeError("interrupted")` when epoch `epoch` begins: a run
+    stopped between two epochs, as `BackupAndRestore` tests need."""
+
+    def __init__(self, epoch=1):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise RuntimeError("interrupted")

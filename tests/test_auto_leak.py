@@ -4,6 +4,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
+from _helpers import InterruptAt
 
 from keras_relu_kit import layers, leakify
 from keras_relu_kit.callbacks import AutoLeak, DeadReLUMonitor
@@ -268,11 +269,6 @@ class TestAutoLeak:
 
     @pytest.mark.parametrize("order", ["auto_first", "backup_first"])
     def test_backup_and_restore_resumes_alpha_and_counters(self, order, tmp_path):
-        class Interrupt(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                if epoch == 1:
-                    raise RuntimeError("interrupted")
-
         def run(callbacks, epochs=6):
             keras.utils.set_random_seed(0)
             model = _planted()
@@ -287,7 +283,7 @@ class TestAutoLeak:
             return model, auto
 
         with pytest.raises(RuntimeError, match="interrupted"):
-            run([Interrupt()])
+            run([InterruptAt(1)])
         # Saved after epoch 0, the epoch of the first raise: alpha raised
         # once, two cooldown epochs left.
         assert (tmp_path / "b" / "auto_leak.json").exists()
@@ -645,11 +641,6 @@ class TestDivergenceGuard:
                     kernel = self.model.get_layer("dense_c").kernel
                     kernel.assign(keras.ops.convert_to_numpy(kernel) + 1e6)
 
-        class Interrupt(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                if epoch == 2:
-                    raise RuntimeError("interrupted")
-
         def run(callbacks, backup):
             keras.utils.set_random_seed(0)
             model = _planted()
@@ -664,7 +655,7 @@ class TestDivergenceGuard:
             return model, auto, history
 
         with pytest.raises(RuntimeError, match="interrupted"):
-            run([Sabotage(), Interrupt()], tmp_path / "a")
+            run([Sabotage(), InterruptAt(2)], tmp_path / "a")
         resumed, auto, history = run([], tmp_path / "a")
         reference, expected, _ = run([Sabotage()], tmp_path / "b")
         assert auto.changes == expected.changes

@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+from _helpers import InterruptAt
 
 from keras_relu_kit.callbacks import L2Init
 
@@ -147,11 +148,6 @@ class TestL2Init:
 
     @pytest.mark.parametrize("order", ["l2_init_first", "backup_first"])
     def test_resume_equals_an_uninterrupted_run(self, order, tmp_path):
-        class Interrupt(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                if epoch == 1:
-                    raise RuntimeError("interrupted")
-
         def run(callbacks, backup, seed=0, keep=True):
             # A new process draws other initial weights: theta_0 must come
             # from the backup, whichever callback begins first.
@@ -165,7 +161,7 @@ class TestL2Init:
             return model, l2_init
 
         with pytest.raises(RuntimeError, match="interrupted"):
-            run([Interrupt()], tmp_path / "a")
+            run([InterruptAt(1)], tmp_path / "a")
         saved = dict(np.load(tmp_path / "a" / "l2_init.npz"))
         keras.utils.set_random_seed(0)
         fresh = _model()
@@ -183,7 +179,7 @@ class TestL2Init:
         assert not (tmp_path / "a" / "l2_init.npz").exists()
         # Without the backup, the resumed run pulls toward other weights.
         with pytest.raises(RuntimeError, match="interrupted"):
-            run([Interrupt()], tmp_path / "c", keep=False)
+            run([InterruptAt(1)], tmp_path / "c", keep=False)
         alone, _ = run([], tmp_path / "c", seed=1, keep=False)
         kernel = alone.get_layer("dense").kernel
         assert not np.allclose(

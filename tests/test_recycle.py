@@ -1,7 +1,7 @@
 import keras
 import numpy as np
 import pytest
-from _helpers import reset_slot
+from _helpers import InterruptAt, reset_slot
 
 from keras_relu_kit import layers
 from keras_relu_kit.callbacks import DeadReLUMonitor, Recycle
@@ -258,11 +258,6 @@ class TestRecycle:
 
     @pytest.mark.parametrize("order", ["recycle_first", "backup_first"])
     def test_resume_equals_an_uninterrupted_run(self, order, tmp_path):
-        class Interrupt(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                if epoch == 1:
-                    raise RuntimeError("interrupted")
-
         def run(callbacks, backup):
             keras.utils.set_random_seed(0)
             model = _mlp()
@@ -274,7 +269,7 @@ class TestRecycle:
             return model, recycle
 
         with pytest.raises(RuntimeError, match="interrupted"):
-            run([Interrupt()], tmp_path / "a")
+            run([InterruptAt(1)], tmp_path / "a")
         assert (tmp_path / "a" / "recycle.json").exists()
         resumed, recycle = run([], tmp_path / "a")
         reference, expected = run([], tmp_path / "b")
