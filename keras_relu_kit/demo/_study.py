@@ -33,7 +33,7 @@ class Settings:
     set-ups change one thing each: `poor_bias` on every hidden unit at the
     start, or a learning rate of `high_learning_rate`. Two more kill units
     in other ways: Adam at `adam_learning_rate` on a deeper MLP
-    (`adam_hidden_layers`), where 0.2-0.3 of ReLU's units die but its
+    (`adam_hidden_layers`), where a third of ReLU's units die but its
     accuracy holds; and a CNN (`cnn_layers` x `Conv2D(cnn_filters, 3)`, global
     average pooling, a softmax; the digits as 8 x 8 images) with every
     hidden bias at `cnn_bias` and SGD `cnn_learning_rate`, where ReLU ends
