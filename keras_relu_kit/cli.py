@@ -266,8 +266,8 @@ def _demo_options(demo):
     demo.add_argument(
         "--quick",
         action="store_true",
-        help="one seed, and the high-LR set-up for ReLU only "
-        "(about a minute on 2 CPU cores)",
+        help="one seed, and the high-LR, Adam and CNN set-ups for ReLU and "
+        "the recommendation only (under a minute on 2 CPU cores)",
     )
     demo.add_argument(
         "--seed",

@@ -137,17 +137,21 @@ def run_demo(
             and `autoleak_model.keras`. Created if needed; checked to be
             writable before any training. Defaults to `"demo_out"`.
         epochs: int or `None`. Epochs per run. Defaults to `10`.
-        quick: bool. One seed, and only the ReLU baseline in the high
-            learning-rate set-up (about a minute on 2 CPU cores). Defaults
-            to `False` (three seeds, every remedy in both set-ups).
+        quick: bool. One seed; only the ReLU baseline and the
+            recommendation in the high learning-rate, Adam and CNN set-ups,
+            and no plasticity remedy in the poor-init one (under a minute
+            on 2 CPU cores). Defaults to `False` (three seeds, every remedy
+            in every set-up but the claims-only rows of the Adam and CNN
+            ones).
         seed: int. First seed; repeats use `seed + 1`, `seed + 2`, ...
             Defaults to `0`.
         repeats: int or `None`. Seeds per run. Defaults to `1` with
             `quick`, else `3`.
         log: a text stream for progress lines, or `None` for
             `sys.stderr`.
-        workers: int or `None`. Processes that train the continual runs
-            while this one trains the rest; `1` trains everything here, one
+        workers: int or `None`. Processes that train the runs (the
+            continual ones first) while this one measures the gradients and
+            trains the run whose model it saves; `1` trains everything here, one
             run after another. The numbers are the same either way.
             Defaults to the usable cores, at most 4.
 
