@@ -96,19 +96,25 @@ def test_recycling_keeps_predictions_exactly(name, unmapped, images):
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(norm.gamma)[dead], 1.0)
 
 
-def test_recycle_a_short_fit_of_mobilenet(images):
-    x, y = images
+def _mobilenet_with_two_dead_channels():
+    """MobileNetV2 (seed 0) with two dead channels before the classifier
+    head: out_relu (Conv_1 -> Conv_1_bn -> ReLU6 -> global pooling ->
+    predictions) channels 0 and 1. Returns the model and Conv_1_bn."""
     keras.utils.set_random_seed(0)
     model = keras.applications.MobileNetV2(
         weights=None, input_shape=(32, 32, 3), classes=10
     )
-    # Two dead channels before the classifier head: out_relu (Conv_1 ->
-    # Conv_1_bn -> ReLU6 -> global pooling -> predictions).
     norm = model.get_layer("Conv_1_bn")
     for variable, value in ((norm.gamma, 0.0), (norm.beta, -10.0)):
         array = keras.ops.convert_to_numpy(variable).copy()
         array[[0, 1]] = value
         variable.assign(array)
+    return model, norm
+
+
+def test_recycle_a_short_fit_of_mobilenet(images):
+    x, y = images
+    model, norm = _mobilenet_with_two_dead_channels()
     model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
     recycle = Recycle(probe=x)
     history = model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[recycle])
@@ -124,16 +130,8 @@ def test_recycle_a_short_fit_of_mobilenet(images):
 
 def test_continual_backprop_replaces_mobilenet_s_dead_units_first(images):
     x, y = images
-    keras.utils.set_random_seed(0)
-    model = keras.applications.MobileNetV2(
-        weights=None, input_shape=(32, 32, 3), classes=10
-    )
-    # The same two dead channels of out_relu: utility 0, the lowest.
-    norm = model.get_layer("Conv_1_bn")
-    for variable, value in ((norm.gamma, 0.0), (norm.beta, -10.0)):
-        array = keras.ops.convert_to_numpy(variable).copy()
-        array[[0, 1]] = value
-        variable.assign(array)
+    # Utility 0 for the two dead channels: the lowest.
+    model, norm = _mobilenet_with_two_dead_channels()
     model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
     # One update after 2 steps: 1e-3 x 1280 units x 2 steps = 2.56 due.
     cbp = ContinualBackprop(

@@ -38,6 +38,7 @@ from keras_relu_kit.callbacks._remedy import (
     _check_backup_dir,
     normalize_layers,
 )
+from keras_relu_kit.callbacks._state_file import StateFile
 from keras_relu_kit.diagnostics.sites import layer_paths
 from keras_relu_kit.recycling import compiled
 
@@ -150,6 +151,7 @@ class L2Init(FitCallback):
         )
         self.layers = normalize_layers(layers, OWNER)
         self.backup_dir = _check_backup_dir(backup_dir, OWNER)
+        self._state_file = StateFile(self.backup_dir, STATE_FILE)
         self.variables: list[keras.Variable] = []
         self.initial_values: list[np.ndarray] = []
         self._initial: list[Any] = []
@@ -169,7 +171,7 @@ class L2Init(FitCallback):
             # those a resumed run started from.
             self._model_ref = weakref.ref(model)
             self.variables = variables
-            self.initial_values = _read_initial(self._state_path(), variables) or [
+            self.initial_values = _read_initial(self._state_file.path, variables) or [
                 np.array(ops.convert_to_numpy(v), copy=True) for v in variables
             ]
             self._initial = [
@@ -189,18 +191,12 @@ class L2Init(FitCallback):
         self._applied = 0
         self._active = bool(variables)
         if self._active:
-            _write_initial(self._state_path(), self.initial_values)
-
-    def _state_path(self) -> str | None:
-        if self.backup_dir is None:
-            return None
-        return os.path.join(self.backup_dir, STATE_FILE)
+            _write_initial(self._state_file.path, self.initial_values)
 
     def on_train_end(self, logs=None):
         super().on_train_end(logs)
-        path = self._state_path()
-        if self._active and path is not None and os.path.exists(path):
-            os.remove(path)
+        if self._active:
+            self._state_file.remove()
 
     def _on_step(self, logs: dict[str, Any] | None) -> None:
         self.model  # noqa: B018  On JAX, syncs the trainer's state first.

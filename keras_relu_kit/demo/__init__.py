@@ -533,10 +533,9 @@ def _draw_figures(study, measured, kept, staging):
         title="leakify + AutoLeak, poor initialisation: dead fraction per layer",
         changes=kept.changes,
     )
-    labels = dict(_scoreboard.ROWS)
     _plots.continual_figure(
         {
-            labels[key].strip("*"): summary
+            _scoreboard.LABELS[key].strip("*"): summary
             for key, summary in measured.continual.items()
         },
         staging.file("continual.png"),

@@ -55,6 +55,8 @@ ROWS = (
     ("l2init", "L2Init"),
     ("recycle", "**recommended() = Recycle (the kit's recommendation)**"),
 )
+#: Each row's label, by variant key.
+LABELS = dict(ROWS)
 #: The row the kit recommends, with its defaults in every scenario.
 RECOMMENDATION = "recycle"
 #: The remedies held to "never below plain ReLU" alone, with their defaults.
@@ -140,13 +142,13 @@ def _scenario_runs(runs, continual, scenario):
     return {
         variant: (summary, key, {r["seed"]: r[key] for r in summary["per_seed"]})
         for variant, summary in found.items()
-        if variant in dict(ROWS)
+        if variant in LABELS
     }
 
 
 def _short(variant):
     """A row's label without emphasis or note: `"recommended() = Recycle"`."""
-    return dict(ROWS)[variant].strip("*").split(" (")[0]
+    return LABELS[variant].strip("*").split(" (")[0]
 
 
 def _not_below_relu(scenario, variant, by_variant):
