@@ -6,7 +6,9 @@ callbacks=callbacks)`. The same defaults in every situation: a
 measured once per epoch) and `Recycle` acting on its measurement (the
 dead units re-initialised at each epoch end, the model's predictions
 unchanged at that moment, the optimizer's slots of the recycled entries
-reset to 0). The model is returned as given.
+reset: momentum to 0, Adam's second moment to 0 at a learning rate small
+against the fresh weights and to its usual scale above,
+`optimizer_slots="auto"`). The model is returned as given.
 
 Why this one. On the demo's scoreboard (a poor initialisation, a high
 learning rate, Adam at a high learning rate, a dying CNN, 100 permuted-digits

@@ -227,9 +227,10 @@ def recycle_units(
             al. 2024). Their optimizer slots of the bias are kept. A
             consumer without a bias takes no correction. Defaults to
             `None` (no correction, as ReDo does).
-        slot_rule: `"zero"` or `"scaled"`: how the changed entries' second
-            moments (Adam's v, ...) are reset (`SLOT_RULES`); first moments
-            are set to 0 either way. Defaults to `"zero"`.
+        slot_rule: `"auto"`, `"zero"` or `"scaled"`: how the changed
+            entries' second moments (Adam's v, ...) are reset
+            (`SLOT_RULES`; `"auto"` reads `optimizer`'s learning rate);
+            first moments are set to 0 either way. Defaults to `"zero"`.
 
     Returns:
         The number of units recycled.
@@ -267,7 +268,8 @@ def recycle_units(
         if outgoing_means is not None:
             updates.extend(_bias_shift(consumer, row_mask, outgoing_means))
         updates.append((kernel, _entries(kernel, row_mask, -2), None, True))
-    _apply_updates(plan, updates, slots, check_slot_rule(slot_rule, "slot_rule"))
+    rule = check_slot_rule(slot_rule, "slot_rule")
+    _apply_updates(plan, updates, slots, rule, learning_rate(optimizer))
     return int(mask.sum())
 
 
@@ -940,9 +942,11 @@ def _apply_updates(
     updates: list[_Update],
     slots: Mapping[int, Iterable[keras.Variable]],
     rule: str = "zero",
+    rate: float = 0.0,
 ) -> None:
     """Write the new values into the masked entries, and into their slots
-    (by `rule`, one of `SLOT_RULES`).
+    (by `rule`, one of `SLOT_RULES`; `"auto"` compares the learning rate
+    `rate` with the producer kernel's fresh draw).
 
     On TensorFlow, outside a distribution strategy, `_write` runs as one
     XLA-compiled function per plan (one call instead of a few eager ops
@@ -957,17 +961,20 @@ def _apply_updates(
     drawn = tuple(new is not None for _, _, new, _ in updates)
     entries = [np.ascontiguousarray(entries) for _, entries, _, _ in updates]
     values = [new for _, _, new, _ in updates if new is not None]
+    kernel = getattr(plan.producer, "kernel", None)
+    reference = next((i for i, v in enumerate(variables) if v is kernel), None)
     key = (
         tuple(id(variable) for variable in variables),
         tuple(tuple(id(slot) for slot in slots) for slots in slot_lists),
         drawn,
         rule,
+        reference,
     )
     cache = plan.producer.__dict__.setdefault(_COMPILED_ATTRIBUTE, {})
     if key not in cache:
-        write = functools.partial(_write, variables, slot_lists, drawn, rule)
+        write = functools.partial(_write, variables, slot_lists, drawn, rule, reference)
         cache[key] = compiled(write, variables)
-    cache[key](entries, values)
+    cache[key](entries, values, np.float32(rate))
 
 
 def _write(
@@ -975,11 +982,28 @@ def _write(
     slot_lists: list[list[keras.Variable]],
     drawn: tuple[bool, ...],
     rule: str,
+    reference: int | None,
     entries: list[np.ndarray],
-    values: Iterable[Any],
+    values: Sequence[Any],
+    rate: Any,
 ) -> None:
     """The masked entries of each variable take its new value (`drawn`) or
-    0, and their optimizer slots are set by `rule` (`SLOT_RULES`)."""
+    0, and their optimizer slots are set by `rule` (`SLOT_RULES`). Under
+    `"auto"` the learning rate `rate` is compared with the RMS of the
+    weights drawn for `variables[reference]`, the producer's kernel (its
+    value if it is not drawn; `"scaled"` without one)."""
+    zero: Any = rule == "zero"
+    if rule == "auto":
+        zero = False
+        if reference is not None:
+            weights = (
+                values[sum(drawn[:reference])]
+                if drawn[reference]
+                else variables[reference].value
+            )
+            weights = ops.cast(weights, "float32")
+            scale = ops.sqrt(ops.mean(ops.square(weights)))
+            zero = ops.cast(rate, "float32") <= AUTO_RATE_RATIO * scale
     values = iter(values)
     for variable, slots, mask, has_value in zip(
         variables, slot_lists, entries, drawn, strict=True
@@ -988,13 +1012,13 @@ def _write(
         value = ops.where(mask, ops.cast(new, variable.dtype), variable.value)
         variable.assign(value)
         for slot in slots:
-            kept = _slot_value(slot, mask, value, rule)
+            kept = _slot_value(slot, mask, value, zero)
             slot.assign(ops.where(mask, kept, slot.value))
 
 
 #: How `recycle_units` sets the optimizer slots of a re-initialised entry
-#: (`Recycle(optimizer_slots=...)`, `slot_rule=`). Either way a first moment
-#: (momentum, Adam's m, Lion's) and any other slot is set to 0, so stale
+#: (`Recycle(optimizer_slots=...)`, `slot_rule=`). Every rule sets a first
+#: moment (momentum, Adam's m, Lion's) and any other slot to 0, so stale
 #: momentum does not push the fresh entry back, and `use_ema`'s moving
 #: average of the weights takes the entry's new value. They differ in a
 #: second moment or accumulator, which scales the step (Adam's, RMSprop's and
@@ -1002,18 +1026,48 @@ def _write(
 #: `accumulator`, Adamax's `norm`):
 #:
 #: - `"zero"`: 0, as a fresh optimizer's (ReDo and continual backprop reset
-#:   Adam's moments). Keras corrects the bias with the optimizer's one step
-#:   count, so the entry's first steps are about 3 times a usual one.
+#:   Adam's moments, and Dohare's Adam the entry's own step count too).
+#:   Keras corrects the bias with the optimizer's one step count, so the
+#:   entry's first steps are about 3 to 5 times a usual one.
 #: - `"scaled"`: the larger of its value and the mean over the variable's
 #:   other entries, so the fresh entry's steps are no larger than usual.
+#: - `"auto"` (`Recycle`'s and `ContinualBackprop`'s default): `"zero"`
+#:   while the learning rate is at most `AUTO_RATE_RATIO` times the root
+#:   mean square of the weights the producer's kernel initializer draws
+#:   (the fresh unit's scale: He normal with 64 inputs 0.18, with 1,000
+#:   0.045), `"scaled"` above: while a step is small against the fresh
+#:   weights, the larger first steps re-train the unit fast; above, they
+#:   throw it (and the units it feeds) out of the range it was drawn in.
+#:   The rate is the optimizer's current one (a schedule's value at the
+#:   current step).
 #:
-#: Measured on the digits (MLPs, Adam): with a 6-layer MLP at a high
-#: learning rate (1.5e-2, where 0.3 of ReLU's units die), `"zero"` ends 7.8
-#: points below plain ReLU and `"scaled"` 0.6 above (6 seeds); in continual
-#: learning at Adam's default rate (1e-3, `python -m benchmarks
-#: plasticity`), `"zero"` ends 4-5 points above plain ReLU and `"scaled"`
-#: 7-13 below (3 seeds). `"zero"` is the default.
-SLOT_RULES = ("zero", "scaled")
+#: Measured on the digits (MLPs, Adam, 5 seeds; `python -m benchmarks
+#: slot_rules`, `benchmarks/README.md`): one task on a 6-layer MLP (He
+#: weights of RMS 0.18), `"zero"` against plain ReLU's accuracy: +1.2
+#: points at a rate of 0.005, -0.9 at 0.0075, 0 at 0.01, -8.3 at 0.015 and
+#: -22.6 at 0.02; `"scaled"`: +0.3, -0.1, +0.6, -1.2 and +4.8. On 20
+#: label-permuted tasks (Adam 1e-3 and 3e-3), `"zero"` +13.1 and +11.1,
+#: `"scaled"` -10.4 and -6.5. `"auto"` took `"zero"` in the first and the
+#: last two settings and `"scaled"` in the others, the better of the two
+#: everywhere.
+SLOT_RULES = ("auto", "zero", "scaled")
+
+#: `"auto"` resets a second moment to 0 while learning rate <= this times
+#: the RMS of the producer's fresh kernel. Between the measured settings
+#: where `"zero"` is clearly the better (continual, Adam 3e-3 against He
+#: weights of 64 and 100 inputs: ratios 0.017 and 0.021) and where
+#: `"scaled"` is (one task, Adam 7.5e-3 and above, 64 inputs: 0.042 and
+#: above).
+AUTO_RATE_RATIO = 0.03
+
+
+def learning_rate(optimizer: keras.optimizers.Optimizer | None) -> float:
+    """`optimizer`'s current learning rate (a schedule's value at its step;
+    a `LossScaleOptimizer`'s inner one), or 0 for `None`."""
+    if optimizer is None:
+        return 0.0
+    return float(ops.convert_to_numpy(optimizer.learning_rate))
+
 
 _SECOND_MOMENTS = ("_velocity", "_velocity_hat", "_accumulator", "_norm")
 
@@ -1030,19 +1084,22 @@ def check_slot_rule(
     return str(rule)
 
 
-def _slot_value(slot: keras.Variable, mask: Any, value: Any, rule: str) -> Any:
-    """The value of `slot` on the masked entries (see `SLOT_RULES`)."""
+def _slot_value(slot: keras.Variable, mask: Any, value: Any, zero: Any) -> Any:
+    """The value of `slot` on the masked entries (see `SLOT_RULES`): a
+    second moment is 0 where `zero` (a bool, or a boolean scalar tensor
+    under `"auto"`), else `"scaled"`."""
     name = slot.name
     if name.endswith("_average"):
         return ops.cast(value, slot.dtype)
-    if rule == "zero" or not name.endswith(_SECOND_MOMENTS):
+    if zero is True or not name.endswith(_SECOND_MOMENTS):
         return ops.zeros((), slot.dtype)
     old = slot.value
     rest = ops.logical_not(mask)
     count = ops.sum(ops.cast(rest, slot.dtype))
     mean = ops.sum(ops.where(rest, old, 0)) / ops.maximum(count, 1)
     # Every entry re-initialised: no other entry to take the scale from.
-    return ops.where(count > 0, ops.maximum(old, mean), old)
+    scaled = ops.where(count > 0, ops.maximum(old, mean), old)
+    return scaled if zero is False else ops.where(zero, 0, scaled)
 
 
 # The attribute of a producer layer that holds its compiled updates. Set

@@ -268,3 +268,40 @@ class TestPlasticity:
             f">= ReLU's {rows['relu'][2]} (mean over 1 seed)"
         )
         assert line.endswith(("**met**.", "**MISSED**."))
+
+
+class TestSlotRules:
+    RUNS = {
+        "relu": [0.90, 0.80, 0.70],
+        "zero": [0.95, 0.85, 0.60],
+        "scaled": [0.92, 0.82, 0.72],
+        # seed 0 as zero's, seed 1 as both (when they are equal too), seed
+        # 2 as scaled's
+        "auto": [0.95, 0.85, 0.72],
+    }
+
+    def test_which_rule_auto_took(self):
+        from benchmarks.slot_rules import _chosen
+
+        runs = dict(self.RUNS, scaled=[0.92, 0.85, 0.72])
+        assert _chosen(runs["auto"], runs) == "either 1/3, zero 1/3, scaled 1/3"
+        assert _chosen([0.5, 0.85, 0.72], runs) == (
+            "either 1/3, scaled 1/3, mixed or other 1/3"
+        )
+
+    def test_targets(self):
+        from benchmarks.slot_rules import _row, _targets
+
+        lines = _targets({"single task, LR 0.015": self.RUNS})
+        # auto 0.840 >= ReLU's 0.800, worst seed +0.02 (seed 2); the better
+        # fixed rule is scaled, 0.820 (zero 0.800).
+        assert lines == [
+            "- single task, LR 0.015: auto 0.840 >= ReLU's 0.800 (mean), and "
+            "no seed more than 0.02 below (worst +0.020): **met**.",
+            "- single task, LR 0.015: auto 0.840 within 0.01 of the better "
+            "fixed rule's 0.820: **met**.",
+        ]
+        below = dict(self.RUNS, auto=[0.87, 0.80, 0.75])
+        assert "(worst -0.030): **MISSED**" in _targets({"x": below})[0]
+        row = _row("x", self.RUNS).split(" | ")
+        assert row[1].startswith("0.800 ± ") and row[-2] == "+0.020"

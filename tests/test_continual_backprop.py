@@ -82,8 +82,11 @@ class TestOneReplacement:
     change only by continual backprop, so a NumPy re-implementation of the
     step predicts them."""
 
-    @pytest.mark.parametrize("optimizer", ["sgd_momentum", "adam"])
-    def test_against_numpy(self, optimizer):
+    @pytest.mark.parametrize(
+        "optimizer, rule",
+        [("sgd_momentum", "auto"), ("adam", "auto"), ("adam", "scaled")],
+    )
+    def test_against_numpy(self, optimizer, rule):
         def make_optimizer():
             if optimizer == "adam":
                 return keras.optimizers.Adam(0.0)
@@ -105,7 +108,7 @@ class TestOneReplacement:
         means = h.mean(axis=0)
         expected_bias = out_bias + (out_kernel[expected] * means[expected, None]).sum(0)
 
-        cbp = _cbp(2, 8, probe=X)
+        cbp = _cbp(2, 8, probe=X, optimizer_slots=rule)
         history = _fit(model, [cbp])
 
         assert [c["units"] for c in cbp.changes] == [expected.tolist()]
@@ -128,7 +131,9 @@ class TestOneReplacement:
         # The next layer's mean pre-activation on the probe is unchanged.
         _, pre_after = _features(model, X, "hidden", "out")
         np.testing.assert_allclose(pre_after, pre_before, rtol=1e-5, atol=1e-5)
-        self._check_slots(model, reference, expected, adam=optimizer == "adam")
+        # "auto" at a learning rate of 0: "zero".
+        rule = "zero" if rule == "auto" else rule
+        self._check_slots(model, reference, expected, optimizer == "adam", rule)
         # The replaced units start anew.
         stats = cbp.stats["hidden"]
         np.testing.assert_array_equal(stats.ages[expected], 0.0)
@@ -136,7 +141,7 @@ class TestOneReplacement:
         np.testing.assert_array_equal(stats.utility[expected], 0.0)
 
     @staticmethod
-    def _check_slots(model, reference, replaced, adam):
+    def _check_slots(model, reference, replaced, adam, rule="zero"):
         """The replaced entries' slots are reset as Recycle resets them,
         every other slot is as in a run without continual backprop; the
         consumer's bias slots too."""
@@ -148,9 +153,9 @@ class TestOneReplacement:
             path, value = slot.name, to_numpy(slot)
             want = to_numpy(reference_slot)
             if "hidden_kernel" in path:
-                want = reset_slot(path, want, (slice(None), replaced))
+                want = reset_slot(path, want, (slice(None), replaced), rule)
             elif "hidden_bias" in path or "out_kernel" in path:
-                want = reset_slot(path, want, replaced)
+                want = reset_slot(path, want, replaced, rule)
             elif "out_bias" not in path:
                 continue
             checked += 1
@@ -276,6 +281,7 @@ class TestArguments:
             ({"frequency": 0}, "frequency"),
             ({"probe_size": 0}, "probe_size"),
             ({"links": {"hidden": 3}}, "links"),
+            ({"optimizer_slots": "keep"}, "optimizer_slots"),
         ],
     )
     def test_bad_arguments(self, kwargs, name):

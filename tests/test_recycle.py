@@ -381,7 +381,7 @@ class TestRecycleArguments:
             (
                 {"optimizer_slots": "keep"},
                 ValueError,
-                r"`optimizer_slots` must be one of \('zero', 'scaled'\)",
+                r"`optimizer_slots` must be one of \('auto', 'zero', 'scaled'\)",
             ),
         ],
     )

@@ -323,6 +323,48 @@ def test_other_optimizers_reset_exactly_the_recycled_slots(name, rule):
             )
 
 
+@pytest.mark.parametrize("scale", [0.5, 2.0, "schedule"])
+def test_auto_slot_rule_follows_the_learning_rate_against_the_kernel(scale):
+    # "auto" zeroes Adam's v while the learning rate is at most
+    # AUTO_RATE_RATIO x the RMS of the weights the producer's kernel
+    # initializer draws, else "scaled"; a schedule counts by its value at
+    # the optimizer's current step. The RMS of another draw of the same
+    # size is within a few percent of the one recycling draws.
+    model, site, producer, consumer, _ = _killed_model("keras_hub_encoder")
+    initializer = keras.initializers.get(producer.kernel_initializer)
+    draw = to_numpy(initializer(tuple(producer.kernel.shape))).astype(np.float64)
+    assert draw.size >= 256
+    bound = recycling.AUTO_RATE_RATIO * np.sqrt(np.mean(draw**2))
+    rate = keras.optimizers.schedules.ExponentialDecay(
+        4 * bound, decay_steps=1, decay_rate=0.2, staircase=True
+    )  # 4x the bound at step 0, 0.8x at step 1
+    if scale != "schedule":
+        rate = float(scale * bound)
+    model.compile(
+        keras.optimizers.Adam(rate),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model.train_on_batch(IDS, LABELS)
+    slots = recycling.optimizer_slots(model.optimizer, model.trainable_variables)
+    for group in slots.values():
+        for slot in group:
+            slot.assign(RNG.uniform(0.5, 1.0, size=slot.shape))
+    before = _snapshot(model, slots)
+    plan = plan_recycling(model)[0][site]
+    recycle_units(plan, DEAD, optimizer=model.optimizer, seed=2, slot_rule="auto")
+    after = _snapshot(model, slots)
+    rule = "scaled" if scale == 2.0 else "zero"
+    for variable, changed in (
+        (consumer.kernel, DEAD),
+        (producer.kernel, (slice(None), DEAD)),
+    ):
+        for slot in slots[id(variable)]:
+            expected = reset_slot(slot.name, before["slots"][id(slot)], changed, rule)
+            np.testing.assert_allclose(
+                after["slots"][id(slot)], expected, rtol=1e-6, atol=0
+            )
+
+
 def _other_keras_hub_block(name):
     # Blocks of keras-hub models, from their constructors: SAM's and
     # ViTDet's MLP wrap their layers in a Sequential they also track

@@ -220,6 +220,7 @@ class UnitReplacement(RemedyCallback):
             self._plans[change["layer"]],
             change["units"],
             seed=event_seed(self.seed, change["step"], index),
+            optimizer=optimizer,
             slots=self._slots or {},
             bias_initializer=self.bias_initializer,
             **write,

@@ -10,8 +10,8 @@ replacement rate, accumulated across steps) is replaced each step, and
 those replaced are the eligible ones of lowest bias-corrected utility. A
 replaced unit gets incoming weights drawn afresh (the kit's He preset for
 the unit's slope, `initializer_for`), a bias of 0, outgoing weights of 0
-and zero optimizer slots on those entries (as `Recycle` resets them by
-default); its mean contribution (its
+and its optimizer slots on those entries reset as `Recycle` resets them
+(`optimizer_slots`); its mean contribution (its
 outgoing weights times its bias-corrected mean activation) is first added
 to the next layer's bias, so that layer's mean pre-activation is
 unchanged. Unlike `Recycle`, which acts on units that died, it replaces
@@ -33,8 +33,13 @@ How this follows `gnt.py`, and where it cannot:
   `cbp_linear.py` has none); this follows the paper's description, the
   correction made.
 - Dohare's Adam (`AdamGnT`) keeps a step count per entry and resets it
-  with the slots; Keras' optimizers have one step count, so the slots
-  are set as `Recycle` sets them.
+  with the slots, so a replaced entry's first steps are of a fresh Adam's
+  size. Keras' optimizers have one step count: with the second moment
+  reset to 0 (`optimizer_slots="zero"`) those steps are 3-5 times a usual
+  one; with `"scaled"` they are at most usual, nearer Dohare's; `"auto"`
+  (the default, as `Recycle`'s) takes `"zero"` while the learning rate is
+  small against the weights and `"scaled"` above (see
+  `keras_relu_kit.recycling.SLOT_RULES`).
 
 The sites it manages, how it measures (alone on its own probe, or through
 a `DeadReLUMonitor` of the same `fit`), `links` and `backup_dir` are as for
@@ -60,6 +65,7 @@ from keras_relu_kit.callbacks._replacement import UnitReplacement
 from keras_relu_kit.callbacks.dead_relu_monitor import DeadReLUMonitor
 from keras_relu_kit.diagnostics.measurement import training_step
 from keras_relu_kit.initializers.presets import initializer_for
+from keras_relu_kit.recycling import check_slot_rule
 
 if TYPE_CHECKING:
     from keras_relu_kit.diagnostics.report import DeadReport, SiteReport
@@ -122,11 +128,11 @@ class ContinualBackprop(UnitReplacement):
     with the lowest bias-corrected utility: fresh incoming weights from
     the He preset of the unit's slope, bias 0, its mean contribution moved
     into the next layer's bias, outgoing weights 0, optimizer slots of
-    those entries 0. The model's mean prediction on the probe is unchanged
-    at that moment. Statistics and ages carry over from one `fit` call to
-    the next (a continual stream trained task by task). `logs` get
-    `"replaced/<site>"` and `"replaced"`, the units replaced during the
-    epoch.
+    those entries reset (`optimizer_slots`). The model's mean prediction
+    on the probe is unchanged at that moment. Statistics and ages carry
+    over from one `fit` call to the next (a continual stream trained task
+    by task). `logs` get `"replaced/<site>"` and `"replaced"`, the units
+    replaced during the epoch.
 
     Args:
         replacement_rate: float in [0, 1]. Fraction of the eligible units
@@ -168,6 +174,10 @@ class ContinualBackprop(UnitReplacement):
             Defaults to `0`.
         links: dict or `None`: the flows of sites inside custom layers, as
             `Recycle` takes them. Defaults to `None`.
+        optimizer_slots: `"auto"`, `"zero"` or `"scaled"`: how the replaced
+            entries' second moments (Adam's v, ...) are reset, as
+            `Recycle`'s argument of that name (momentum is set to 0
+            either way). Defaults to `"auto"`.
 
     Attributes:
         changes: list of dicts, one per site and replacement: `"epoch"`,
@@ -220,6 +230,7 @@ class ContinualBackprop(UnitReplacement):
         data_format: str | None = None,
         seed: int = 0,
         links: Mapping[str, Any] | None = None,
+        optimizer_slots: str = "auto",
     ) -> None:
         self.replacement_rate = check_number(
             "replacement_rate", replacement_rate, low=0.0, high=1.0, owner=OWNER
@@ -256,6 +267,7 @@ class ContinualBackprop(UnitReplacement):
             bias_initializer="zeros",
             links=links,
         )
+        self.optimizer_slots = check_slot_rule(optimizer_slots, owner=OWNER)
         self.stats: dict[str, UnitStats] = {}
         self._last_step = 0
         # The model the statistics belong to (a new one starts anew).
@@ -377,6 +389,7 @@ class ContinualBackprop(UnitReplacement):
             f"{len(stats.ages)} units of {name} (step {step}).",
             kernel_initializer=initializer_for(site.layer),
             outgoing_means=means,
+            slot_rule=self.optimizer_slots,
         )
         stats.utility[units] = 0.0
         stats.mean_activation[units] = 0.0

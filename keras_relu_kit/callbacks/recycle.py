@@ -17,13 +17,15 @@ each one,
   and dropout where the mapping is exact) to 0;
 - resets the optimizer's slot variables of exactly those entries:
   momentum (Adam's m, ...) to 0; a second moment (Adam's v, RMSprop's
-  velocity, Adagrad's accumulator) to 0 as well, or with
-  `optimizer_slots="scaled"` to the larger of its value and the mean over
-  the variable's other entries (`keras_relu_kit.recycling.SLOT_RULES` has
-  the measurements: `"zero"` is better in continual learning at Adam's
-  default rate, `"scaled"` at a high learning rate, where a zero v makes
-  the fresh unit's first steps 3x a usual one); with `use_ema`, the
-  weights' moving averages take the new values. Slots of another shape
+  velocity, Adagrad's accumulator) by `optimizer_slots`: with `"auto"`
+  (the default) to 0 as ReDo does while the learning rate is small against
+  the fresh weights (at most 0.03 times the RMS of what the layer's kernel
+  initializer draws), which re-trains the fresh unit fast, and above that
+  to the larger of its value
+  and the mean over the variable's other entries, so that the fresh unit's
+  first steps (3-5x a usual one with a zero v) do not throw it out of
+  range (`keras_relu_kit.recycling.SLOT_RULES` has the measurements); with
+  `use_ema`, the weights' moving averages take the new values. Slots of another shape
   than their variable (Adafactor's factored ones) are left as they are.
 
 Which units. The dead units whose output is exactly 0 on every probe
@@ -147,11 +149,14 @@ class Recycle(UnitReplacement):
             consumer's kernel has one input row per unit. A link overrides
             the mapping the kit finds, and is trusted: a wrong one changes
             the model's predictions. Defaults to `None`.
-        optimizer_slots: `"zero"` or `"scaled"`: the recycled entries'
-            second moments (Adam's v, ...) are set to 0, or to the
-            variable's usual scale (better at a high learning rate; see
+        optimizer_slots: `"auto"`, `"zero"` or `"scaled"`: the recycled
+            entries' second moments (Adam's v, ...) are set to 0, or to
+            the variable's usual scale, or (`"auto"`) to 0 while the
+            learning rate is at most 0.03 times the RMS of the weights the
+            producer's kernel initializer draws, and to the usual scale
+            above (see
             `keras_relu_kit.recycling.SLOT_RULES`). Momentum is set to 0
-            either way. Defaults to `"zero"`.
+            either way. Defaults to `"auto"`.
 
     Attributes:
         changes: list of dicts, one per site and recycling: `"epoch"`
@@ -209,7 +214,7 @@ class Recycle(UnitReplacement):
         seed: int = 0,
         bias_initializer: str | keras.initializers.Initializer | None = "zeros",
         links: Mapping[str, Any] | None = None,
-        optimizer_slots: str = "zero",
+        optimizer_slots: str = "auto",
     ) -> None:
         options = ProbeOptions(
             probe, probe_size, batch_size, data_format, seed, mode, owner=OWNER
