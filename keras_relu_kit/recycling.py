@@ -1004,11 +1004,11 @@ def _write(
             weights = ops.cast(weights, "float32")
             scale = ops.sqrt(ops.mean(ops.square(weights)))
             zero = ops.cast(rate, "float32") <= AUTO_RATE_RATIO * scale
-    values = iter(values)
+    fresh = iter(values)
     for variable, slots, mask, has_value in zip(
         variables, slot_lists, entries, drawn, strict=True
     ):
-        new = next(values) if has_value else ops.zeros((), variable.dtype)
+        new = next(fresh) if has_value else ops.zeros((), variable.dtype)
         value = ops.where(mask, ops.cast(new, variable.dtype), variable.value)
         variable.assign(value)
         for slot in slots:
