@@ -147,6 +147,13 @@ class TestQuickBenchmarks:
             return
         section = _section(sections, "Callbacks")
         assert _rows(section), section
+        rows = {row[0]: row for row in _rows(section)}
+        for stream in ("30 tasks x 40 steps", "10 tasks x 400 steps"):
+            row = rows[stream]
+            for cell in row[2:6]:  # without s, with s, ratio, begin ms
+                _positive(cell.strip("*"))
+            assert int(row[6]) >= 0  # updates
+        assert "with ContinualBackprop / without <= 1.05 (CPU)" in section
 
 
 class TestSection:
