@@ -46,6 +46,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -1063,10 +1064,16 @@ AUTO_RATE_RATIO = 0.03
 
 def learning_rate(optimizer: keras.optimizers.Optimizer | None) -> float:
     """`optimizer`'s current learning rate (a schedule's value at its step;
-    a `LossScaleOptimizer`'s inner one), or 0 for `None`."""
+    a `LossScaleOptimizer`'s inner one), 0 for `None`, and infinity for an
+    optimizer without a readable one (so `"auto"` takes `"scaled"`, whose
+    steps are never larger than usual)."""
     if optimizer is None:
         return 0.0
-    return float(ops.convert_to_numpy(optimizer.learning_rate))
+    try:
+        rate = float(ops.convert_to_numpy(optimizer.learning_rate))
+    except (AttributeError, TypeError, ValueError):
+        return math.inf
+    return rate if math.isfinite(rate) else math.inf
 
 
 _SECOND_MOMENTS = ("_velocity", "_velocity_hat", "_accumulator", "_norm")

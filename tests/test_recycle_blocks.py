@@ -358,6 +358,19 @@ def test_auto_slot_rule_follows_the_learning_rate_against_the_kernel(scale):
     _check_recycled_slots(*recycled, "scaled" if scale == 2.0 else "zero")
 
 
+def test_learning_rate_read_for_the_auto_rule():
+    # A schedule's value at the optimizer's step, through a loss-scale
+    # wrapper; 0 without an optimizer; infinity ("scaled") where none can
+    # be read.
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.01, 1, 0.5)
+    optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(schedule))
+    assert recycling.learning_rate(optimizer) == pytest.approx(0.01)
+    optimizer.iterations.assign(2)
+    assert recycling.learning_rate(optimizer) == pytest.approx(0.0025)
+    assert recycling.learning_rate(None) == 0.0
+    assert recycling.learning_rate(object()) == float("inf")
+
+
 def _other_keras_hub_block(name):
     # Blocks of keras-hub models, from their constructors: SAM's and
     # ViTDet's MLP wrap their layers in a Sequential they also track
