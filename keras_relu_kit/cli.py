@@ -215,6 +215,18 @@ def _positive_int(text):
     return value
 
 
+def _nonnegative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number >= 0, got {text!r}"
+        ) from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `relu-kit` and its commands."""
     parser = argparse.ArgumentParser(
@@ -319,6 +331,20 @@ def _inspect_options(inspect):
         help="measure on a fixed random sample of at most N examples (default: all)",
     )
     inspect.add_argument(
+        "--tau",
+        type=_nonnegative_float,
+        default=None,
+        metavar="T",
+        help="also report dormant units: a unit whose mean |output|, divided "
+        "by the mean over its layer's units, is <= T (ReDo's tau, e.g. 0.1)",
+    )
+    inspect.add_argument(
+        "--plasticity",
+        action="store_true",
+        help="also report each layer's effective rank (of its units' outputs "
+        "on the data) and the mean |weight| of the layer producing them",
+    )
+    inspect.add_argument(
         "--json",
         action="store_true",
         help="print the report as JSON (every dead unit's index)",
@@ -347,7 +373,9 @@ _COMMANDS = {
         "report the dead units of a saved model on your data",
         "Load a saved Keras model (kit layers included) and report, for "
         "every rectifier layer, how many of its units are dead on the "
-        "given data (output <= 0 for every example) and which.",
+        "given data (output <= 0 for every example) and which; with --tau "
+        "also the dormant ones, with --plasticity the effective rank and "
+        "weight magnitude.",
         _inspect_options,
     ),
 }
@@ -383,7 +411,14 @@ def _inspect(args):
 
     from keras_relu_kit.inspect_model import inspect
 
-    result = inspect(args.model, args.data, key=args.key, probe=args.probe)
+    result = inspect(
+        args.model,
+        args.data,
+        key=args.key,
+        probe=args.probe,
+        tau=args.tau,
+        plasticity=args.plasticity,
+    )
     if args.json:
         print(json.dumps(result.to_dict(), indent=1))
     else:

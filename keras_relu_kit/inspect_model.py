@@ -324,6 +324,9 @@ def inspect(
     key: str | None = None,
     probe: int | None = None,
     batch_size: int = 256,
+    *,
+    tau: float | None = None,
+    plasticity: bool = False,
 ) -> Inspection:
     """Measure a saved model's dead units on data from a file.
 
@@ -335,6 +338,11 @@ def inspect(
             this many examples (seed 0, kept in order). Defaults to `None`
             (all of them).
         batch_size: int. Examples per forward batch. Defaults to `256`.
+        tau: float >= 0 or `None`. Also count dormant units (ReDo's
+            score <= `tau`), as `measure` does. Defaults to `None`.
+        plasticity: bool. Also measure each site's effective rank and the
+            mean |weight| of its producing layer, as `measure` does.
+            Defaults to `False`.
 
     Returns:
         An `Inspection`: its `report` is the `DeadReport`, `to_dict()`
@@ -361,6 +369,8 @@ def inspect(
                     sites=sites,
                     probe_size=probe,
                     seed=0,
+                    tau=tau,
+                    plasticity=plasticity,
                 )
             else:
                 # Nothing to measure; the data must still fit the model.

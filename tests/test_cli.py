@@ -222,6 +222,40 @@ class TestInspect:
         )
         assert code == 0 and json.loads(out)["examples"] == 7
 
+    def test_tau_and_plasticity_report_what_measure_reports(self, saved, capsys):
+        _, model, data = saved
+        argv = ["inspect", model, "--data", data, "--tau", "0.5", "--plasticity"]
+        code, out, _ = run(capsys, *argv, "--json")
+        assert code == 0
+        report = json.loads(out)
+        expected = measure(
+            keras.models.load_model(model),
+            np.load(data),
+            tau=0.5,
+            plasticity=True,
+        )
+        assert report["tau"] == 0.5 and report["plasticity"] is True
+        assert report["dormant_fraction"] == pytest.approx(expected.dormant_fraction)
+        sites = {s["name"]: s for s in report["sites"]}
+        assert list(sites) == list(expected.sites)
+        for name, site in expected.sites.items():
+            assert (
+                sites[name]["dormant_units"]
+                == np.flatnonzero(site.dormant_mask).tolist()
+            )
+            assert sites[name]["effective_rank"] == pytest.approx(site.effective_rank)
+            assert sites[name]["weight_magnitude"] == pytest.approx(
+                site.weight_magnitude
+            )
+        code, out, _ = run(capsys, *argv)
+        lines = out.splitlines()
+        assert lines[1].split()[6:12] == ["dormant", "%", "eff.", "rank", "mean", "|w|"]
+        for line in lines[2:-1]:
+            row = line.split()
+            site = expected.sites[row[0]]
+            assert row[6] == f"{site.effective_rank:.1f}"
+            assert row[7] == f"{site.weight_magnitude:.3g}"
+
     def test_model_without_rectifiers(self, tmp_path, rng, capsys):
         model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2)])
         model.save(tmp_path / "linear.keras")
@@ -421,6 +455,8 @@ class TestBadInput:
         [
             (["inspect", "m.keras"], "the following arguments are required: --data"),
             (["inspect", "m.keras", "--data", "x.npy", "--probe", "0"], "positive"),
+            (["inspect", "m.keras", "--data", "x.npy", "--tau", "-1"], ">= 0"),
+            (["inspect", "m.keras", "--data", "x.npy", "--tau", "x"], ">= 0"),
             (["demo", "--epochs", "ten"], "expected a positive integer, got 'ten'"),
             (["nothing"], "invalid choice: 'nothing'"),
         ],
@@ -468,7 +504,16 @@ class TestHelp:
             (["demo"], ["--out", "--epochs", "--quick", "--seed", "--verbose"]),
             (
                 ["inspect"],
-                ["MODEL.keras", "--data", "--probe", "--json", "--key", "--all"],
+                [
+                    "MODEL.keras",
+                    "--data",
+                    "--probe",
+                    "--tau",
+                    "--plasticity",
+                    "--json",
+                    "--key",
+                    "--all",
+                ],
             ),
         ],
     )

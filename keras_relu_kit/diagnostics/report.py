@@ -406,6 +406,21 @@ class DeadReport:
                     9,
                 )
             )
+        if self.plasticity:
+            columns += [
+                (
+                    "eff. rank",
+                    [_number(s.effective_rank, ".1f") for s in sites],
+                    ">",
+                    9,
+                ),
+                (
+                    "mean |w|",
+                    [_number(s.weight_magnitude, ".3g") for s in sites],
+                    ">",
+                    8,
+                ),
+            ]
         if self.nonfinite > 0:
             columns.append(
                 ("NaN/inf", [str(s.nonfinite) for s in sites], ">", 7 + wide)
@@ -420,8 +435,9 @@ class DeadReport:
         """A table of every site with its dead units, and the totals.
 
         One row per site: its name, its layer's class, units, dead units,
-        dead % (dormant % with a `tau`; NaN/inf values when any were
-        seen), and which units are dead, as index ranges. A last line
+        dead % (dormant % with a `tau`; the effective rank and mean
+        |weight| when measured with `plasticity=True`; NaN/inf values when
+        any were seen), and which units are dead, as index ranges. A last line
         gives the totals. `relu-kit inspect` prints it.
 
         Args:
@@ -513,6 +529,11 @@ def _ranges(indices: list[int], max_ranges: int | None = None) -> str:
     if left_out:
         text += f" ... (+{left_out} more)"
     return text
+
+
+def _number(value: float | None, spec: str) -> str:
+    """`value` formatted by `spec`, or `-` when unknown."""
+    return "-" if value is None else format(value, spec)
 
 
 def _render(columns: list[tuple[str, list[str], str, int]]) -> list[str]:
