@@ -28,7 +28,9 @@ def check_number(
 
     With `float32=True` the value must also be finite as a float32
     (`|value| <= FLOAT32_MAX`, about 3.4e38): a Python float such as `1e39`
-    is finite, but becomes inf in a float32 weight or tensor.
+    is finite, but becomes inf in a float32 weight or tensor; and an open
+    bound excludes values that round onto it in float32 (`1e-50` for
+    `low=0, low_open=True`).
     """
     where = f"`{owner}` " if owner else ""
     if float32:
@@ -51,14 +53,20 @@ def check_number(
             f"Received: {name}={value!r}"
         ) from None
     bad = not math.isfinite(value)
+    # With `float32`, an open bound is checked on the float32 value too: a
+    # positive 1e-50 is 0 in a float32 tensor.
+    in_range = not bad and abs(value) <= FLOAT32_MAX
+    rounded = float(np.float32(value)) if float32 and in_range else value
     if low is not None:
-        bad = bad or value < low or (low_open and value == low)
+        bad = bad or value < low or (low_open and low in (value, rounded))
     if high is not None:
-        bad = bad or value > high or (high_open and value == high)
+        bad = bad or value > high or (high_open and high in (value, rounded))
     if bad:
+        onto_bound = rounded != value and rounded in (low, high)
+        note = f" ({rounded:g} as a float32)" if onto_bound else ""
         raise ValueError(
             f"{where}argument `{name}` must be a finite number in {interval}. "
-            f"Received: {name}={value!r}"
+            f"Received: {name}={value!r}{note}"
         )
     return value
 

@@ -220,6 +220,8 @@ class TestL2Init:
             ({"factor": -1}, r"`factor`.*Received: factor=-1"),
             ({"factor": "big"}, r"`factor`.*Received: factor='big'"),
             ({"factor": float("nan")}, r"`factor`"),
+            # Positive, but 0 in the float32 pull: it would do nothing.
+            ({"factor": 1e-50}, r"Received: factor=1e-50 \(0 as a float32\)"),
             ({"layers": 3}, r"`layers` must be a layer name.*Received: layers=3"),
             ({"verbose": 3}, r"`verbose` must be 0 or 1"),
             ({"frequency": 0}, r"`frequency`.*Received: frequency=0"),
