@@ -285,194 +285,144 @@ BAD_INITIALIZER_ARGS = [
     ),
 ]
 
-BAD_CALLBACK_ARGS = (
-    [
-        Bad(
-            DeadReLUMonitor,
-            "probe",
-            st.sampled_from(["abc", 5, [math.nan], np.zeros((0, 3))]),
-        ),
-        Bad(DeadReLUMonitor, "probe_size", bad_ints(1)),
-        Bad(DeadReLUMonitor, "frequency", st.one_of(bad_ints(1), bad_strings("epoch"))),
-        # Finite floats past float32 are accepted: see `test_known_gaps`.
-        Bad(
-            DeadReLUMonitor,
-            "tau",
-            st.one_of(NON_FINITE, NEGATIVE, NOT_A_NUMBER_OR_NONE),
-        ),
-        Bad(
-            DeadReLUMonitor,
-            "log_dir",
-            st.one_of(st.integers(), st.booleans(), st.just(["."])),
-        ),
-        Bad(
-            DeadReLUMonitor,
-            "verbose",
-            st.one_of(
-                st.integers(2),
-                NEGATIVE_INTS,
-                st.text(max_size=2),
-                st.none(),
-                st.just(0.5),
-            ),
-        ),
-        Bad(DeadReLUMonitor, "batch_size", bad_ints(1)),
-        Bad(
-            DeadReLUMonitor,
-            "data_format",
-            st.one_of(bad_strings(*FORMATS), st.integers()),
-        ),
-        Bad(DeadReLUMonitor, "seed", bad_ints(0)),
-        Bad(AutoLeak, "threshold", bad_numbers(low=0.0, high=1.0)),
-        # Finite floats past float32 (factor, step) are accepted: see
-        # `test_known_gaps`.
-        Bad(
-            AutoLeak,
-            "factor",
-            st.one_of(
-                NON_FINITE, NOT_A_NUMBER, st.floats(-F32_MAX, 1.0, exclude_max=True)
-            ),
-        ),
-        Bad(AutoLeak, "step", st.one_of(NON_FINITE, NOT_A_NUMBER, NEGATIVE)),
-        Bad(AutoLeak, "factor", st.just(1.0), {"step": 0.0}),
-        # Positive floats that are 0 in float32 are accepted: see
-        # `test_known_gaps`.
-        Bad(AutoLeak, "max_alpha", bad_numbers(low=0.0, high=1.0).filter(_not_tiny)),
-        Bad(AutoLeak, "start", bad_numbers(low=0.0, high=0.3).filter(_not_tiny)),
-        Bad(AutoLeak, "max_alpha", st.sampled_from([0.0, 0])),
-        Bad(AutoLeak, "start", st.sampled_from([0.0, 0])),
-        Bad(
-            AutoLeak, "start", st.floats(0.1, 1.0, exclude_min=True), {"max_alpha": 0.1}
-        ),
-        Bad(AutoLeak, "patience", bad_ints(0)),
-        Bad(AutoLeak, "cooldown", bad_ints(0)),
-        Bad(
-            AutoLeak,
-            "divergence_factor",
-            st.one_of(NON_FINITE, JUNK, st.floats(-10.0, 1.0)),
-        ),
-        Bad(AutoLeak, "max_snapshots", bad_ints(1)),
-        Bad(Recycle, "tau", st.one_of(NON_FINITE, NEGATIVE, NOT_A_NUMBER_OR_NONE)),
-        Bad(Recycle, "frequency", st.one_of(bad_ints(1), bad_strings("epoch"))),
-        Bad(
-            Recycle,
-            "bias_initializer",
-            st.one_of(bad_strings("zeros", "ones"), st.integers(), st.just([1.0])),
-        ),
-        Bad(ContinualBackprop, "replacement_rate", bad_numbers(low=0.0, high=1.0)),
-        Bad(ContinualBackprop, "maturity_threshold", bad_ints(0)),
-        Bad(
-            ContinualBackprop,
-            "decay_rate",
-            st.one_of(bad_numbers(low=0.0, high=1.0), st.sampled_from([1.0, 1])),
-        ),
-        Bad(
-            ContinualBackprop,
-            "utility",
-            st.one_of(
-                bad_strings("contribution", "adaptable_contribution"),
-                st.integers(),
-                st.none(),
-            ),
-        ),
-        # Every N steps only: the statistics need steps, not epochs.
-        Bad(
-            ContinualBackprop, "frequency", st.one_of(bad_ints(1), st.text(max_size=6))
-        ),
-        Bad(ShrinkPerturb, "shrink", bad_numbers(none_ok=True, low=0.0, high=1.0)),
-        Bad(ShrinkPerturb, "noise_scale", bad_numbers(none_ok=True, low=0.0)),
-        Bad(ShrinkPerturb, "frequency", st.one_of(bad_ints(1), bad_strings("fit"))),
-        Bad(
-            ShrinkPerturb,
-            "noise",
-            st.one_of(bad_strings("initializer", "gaussian"), st.integers()),
-        ),
-        Bad(L2Init, "factor", bad_numbers(low=0.0, low_open=True)),
-        Bad(L2Init, "frequency", st.one_of(bad_ints(1), st.text(max_size=6))),
-        Bad(L2Init, "backup_dir", st.one_of(st.integers(), st.booleans())),
-    ]
-    + [
-        # What Recycle and ContinualBackprop take alike (their probe and write).
-        Bad(remedy, name, values)
-        for remedy in (Recycle, ContinualBackprop)
-        for name, values in [
-            ("batch_size", bad_ints(1)),
-            ("seed", st.one_of(NEGATIVE_INTS, st.floats(), st.text(max_size=2))),
-            ("mode", st.one_of(bad_strings(*MODES_MEASURE), st.integers())),
-            ("data_format", st.one_of(bad_strings(*FORMATS), st.integers())),
-            (
-                "optimizer_slots",
-                st.one_of(bad_strings(*SLOT_RULES), st.integers(), st.none()),
-            ),
-        ]
-    ]
-    + [
-        # What every weight-changing callback takes alike.
-        Bad(remedy, name, values)
-        for remedy in (ShrinkPerturb, L2Init)
-        for name, values in [
-            (
-                "layers",
-                st.one_of(
-                    st.just([]),
-                    st.integers(),
-                    st.lists(
-                        st.one_of(st.integers(), st.none()), min_size=1, max_size=2
-                    ),
-                    st.just({"a": 1}),
-                ),
-            ),
-            (
-                "verbose",
-                st.one_of(
-                    st.integers(2), NEGATIVE_INTS, st.text(max_size=2), st.none()
-                ),
-            ),
-        ]
-    ]
-    + [
-        Bad(
-            ShrinkPerturb,
-            "seed",
-            st.one_of(NEGATIVE_INTS, st.floats(), st.text(max_size=2)),
-        ),
-    ]
-    + [
-        # What the remedies measuring dead units take alike.
-        Bad(remedy, name, values)
-        for remedy in (AutoLeak, Recycle, ContinualBackprop)
-        for name, values in [
-            (
-                "layers",
-                st.one_of(
-                    st.just([]),
-                    st.integers(),
-                    st.lists(
-                        st.one_of(st.integers(), st.none()), min_size=1, max_size=2
-                    ),
-                    st.just({"a": 1}),
-                ),
-            ),
-            (
-                "dead_relu_monitor",
-                st.one_of(
-                    st.integers(),
-                    st.text(max_size=3),
-                    st.just(keras.callbacks.History()),
-                ),
-            ),
-            ("probe", st.sampled_from(["abc", 5, np.zeros((0, 3))])),
-            ("probe_size", bad_ints(1)),
-            ("backup_dir", st.one_of(st.integers(), st.booleans())),
-            (
-                "verbose",
-                st.one_of(
-                    st.integers(2), NEGATIVE_INTS, st.text(max_size=2), st.none()
-                ),
-            ),
-        ]
-    ]
+# What every callback refuses for `layers` and `verbose`.
+BAD_LAYERS = st.one_of(
+    st.just([]),
+    st.integers(),
+    st.lists(st.one_of(st.integers(), st.none()), min_size=1, max_size=2),
+    st.just({"a": 1}),
 )
+BAD_VERBOSE = st.one_of(st.integers(2), NEGATIVE_INTS, st.text(max_size=2), st.none())
+BAD_SEEDS = st.one_of(NEGATIVE_INTS, st.floats(), st.text(max_size=2))
+
+BAD_CALLBACK_ARGS = [
+    Bad(
+        DeadReLUMonitor,
+        "probe",
+        st.sampled_from(["abc", 5, [math.nan], np.zeros((0, 3))]),
+    ),
+    Bad(DeadReLUMonitor, "probe_size", bad_ints(1)),
+    Bad(DeadReLUMonitor, "frequency", st.one_of(bad_ints(1), bad_strings("epoch"))),
+    # Finite floats past float32 are accepted: see `test_known_gaps`.
+    Bad(DeadReLUMonitor, "tau", st.one_of(NON_FINITE, NEGATIVE, NOT_A_NUMBER_OR_NONE)),
+    Bad(
+        DeadReLUMonitor,
+        "log_dir",
+        st.one_of(st.integers(), st.booleans(), st.just(["."])),
+    ),
+    Bad(
+        DeadReLUMonitor,
+        "verbose",
+        st.one_of(
+            st.integers(2), NEGATIVE_INTS, st.text(max_size=2), st.none(), st.just(0.5)
+        ),
+    ),
+    Bad(DeadReLUMonitor, "batch_size", bad_ints(1)),
+    Bad(
+        DeadReLUMonitor, "data_format", st.one_of(bad_strings(*FORMATS), st.integers())
+    ),
+    Bad(DeadReLUMonitor, "seed", bad_ints(0)),
+    Bad(AutoLeak, "threshold", bad_numbers(low=0.0, high=1.0)),
+    # Finite floats past float32 (factor, step) are accepted: see
+    # `test_known_gaps`.
+    Bad(
+        AutoLeak,
+        "factor",
+        st.one_of(NON_FINITE, NOT_A_NUMBER, st.floats(-F32_MAX, 1.0, exclude_max=True)),
+    ),
+    Bad(AutoLeak, "step", st.one_of(NON_FINITE, NOT_A_NUMBER, NEGATIVE)),
+    Bad(AutoLeak, "factor", st.just(1.0), {"step": 0.0}),
+    # Positive floats that are 0 in float32 are accepted: see
+    # `test_known_gaps`.
+    Bad(AutoLeak, "max_alpha", bad_numbers(low=0.0, high=1.0).filter(_not_tiny)),
+    Bad(AutoLeak, "start", bad_numbers(low=0.0, high=0.3).filter(_not_tiny)),
+    Bad(AutoLeak, "max_alpha", st.sampled_from([0.0, 0])),
+    Bad(AutoLeak, "start", st.sampled_from([0.0, 0])),
+    Bad(AutoLeak, "start", st.floats(0.1, 1.0, exclude_min=True), {"max_alpha": 0.1}),
+    Bad(AutoLeak, "patience", bad_ints(0)),
+    Bad(AutoLeak, "cooldown", bad_ints(0)),
+    Bad(
+        AutoLeak,
+        "divergence_factor",
+        st.one_of(NON_FINITE, JUNK, st.floats(-10.0, 1.0)),
+    ),
+    Bad(AutoLeak, "max_snapshots", bad_ints(1)),
+    Bad(Recycle, "tau", st.one_of(NON_FINITE, NEGATIVE, NOT_A_NUMBER_OR_NONE)),
+    Bad(Recycle, "frequency", st.one_of(bad_ints(1), bad_strings("epoch"))),
+    Bad(Recycle, "batch_size", bad_ints(1)),
+    Bad(Recycle, "seed", BAD_SEEDS),
+    Bad(Recycle, "mode", st.one_of(bad_strings(*MODES_MEASURE), st.integers())),
+    Bad(Recycle, "data_format", st.one_of(bad_strings(*FORMATS), st.integers())),
+    Bad(
+        Recycle,
+        "bias_initializer",
+        st.one_of(bad_strings("zeros", "ones"), st.integers(), st.just([1.0])),
+    ),
+] + [
+    # What the remedies measuring dead units take alike.
+    Bad(remedy, name, values)
+    for remedy in (AutoLeak, Recycle, ContinualBackprop)
+    for name, values in [
+        ("layers", BAD_LAYERS),
+        (
+            "dead_relu_monitor",
+            st.one_of(
+                st.integers(), st.text(max_size=3), st.just(keras.callbacks.History())
+            ),
+        ),
+        ("probe", st.sampled_from(["abc", 5, np.zeros((0, 3))])),
+        ("probe_size", bad_ints(1)),
+        ("backup_dir", st.one_of(st.integers(), st.booleans())),
+        ("verbose", BAD_VERBOSE),
+    ]
+]
+# Recycle's probe and write arguments (above), which ContinualBackprop shares.
+BAD_CALLBACK_ARGS += [
+    Bad(ContinualBackprop, case.name, case.values)
+    for case in BAD_CALLBACK_ARGS
+    if case.make is Recycle
+    and case.name in ("batch_size", "seed", "mode", "data_format")
+] + [
+    Bad(remedy, "optimizer_slots", bad_strings(*SLOT_RULES) | st.integers() | st.none())
+    for remedy in (Recycle, ContinualBackprop)
+]
+BAD_CALLBACK_ARGS += [
+    Bad(ContinualBackprop, "replacement_rate", bad_numbers(low=0.0, high=1.0)),
+    Bad(ContinualBackprop, "maturity_threshold", bad_ints(0)),
+    Bad(
+        ContinualBackprop,
+        "decay_rate",
+        st.one_of(bad_numbers(low=0.0, high=1.0), st.sampled_from([1.0, 1])),
+    ),
+    Bad(
+        ContinualBackprop,
+        "utility",
+        st.one_of(
+            bad_strings("contribution", "adaptable_contribution"),
+            st.integers(),
+            st.none(),
+        ),
+    ),
+    # Every N steps only: the statistics need steps, not epochs.
+    Bad(ContinualBackprop, "frequency", st.one_of(bad_ints(1), st.text(max_size=6))),
+    Bad(ShrinkPerturb, "shrink", bad_numbers(none_ok=True, low=0.0, high=1.0)),
+    Bad(ShrinkPerturb, "noise_scale", bad_numbers(none_ok=True, low=0.0)),
+    Bad(ShrinkPerturb, "frequency", st.one_of(bad_ints(1), bad_strings("fit"))),
+    Bad(
+        ShrinkPerturb,
+        "noise",
+        st.one_of(bad_strings("initializer", "gaussian"), st.integers()),
+    ),
+    Bad(ShrinkPerturb, "seed", BAD_SEEDS),
+    Bad(L2Init, "factor", bad_numbers(low=0.0, low_open=True)),
+    Bad(L2Init, "frequency", st.one_of(bad_ints(1), st.text(max_size=6))),
+    Bad(L2Init, "backup_dir", st.one_of(st.integers(), st.booleans())),
+    *(
+        Bad(callback, name, values)
+        for callback in (ShrinkPerturb, L2Init)
+        for name, values in (("layers", BAD_LAYERS), ("verbose", BAD_VERBOSE))
+    ),
+]
 
 
 def _assert_refused(make, kwargs, name):
