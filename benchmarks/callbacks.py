@@ -334,10 +334,9 @@ def _timed_hook(callback, name, into):
 
 def _continual_run(phases, stream, seed, with_cbp, hooks):
     """CPU seconds of one continual run (its `fit` calls only)."""
-    (x, y), _ = _DIGITS
     recipe = plasticity.Recipe(
-        input_dim=x.shape[1],
-        num_classes=int(y.max()) + 1,
+        input_dim=phases[0].x.shape[1],
+        num_classes=int(max(phase.y.max() for phase in phases)) + 1,
         optimizer=plasticity.OPTIMIZERS["sgd"],
         seed=seed,
     )
@@ -353,9 +352,6 @@ def _continual_run(phases, stream, seed, with_cbp, hooks):
     return time.process_time() - start
 
 
-_DIGITS = load_digits()
-
-
 def compare_cbp(quick):
     """Continual runs with and without `ContinualBackprop()`, alternating
     over seeds (each seed's stream and weights shared by both)."""
@@ -366,6 +362,7 @@ def compare_cbp(quick):
         "10 tasks x 400 steps": (10, 10),
     }
     rounds = 1 if quick else 3
+    data = _digits()
     results = {}
     for name, (tasks, epochs) in cases.items():
         if quick:
@@ -373,7 +370,7 @@ def compare_cbp(quick):
         stream = dataclasses.replace(base, tasks=tasks)
         without, with_, hooks = [], [], {}
         for seed in range(rounds + 1):  # the first round warms up
-            phases, _ = plasticity._schedule(stream, _DIGITS, seed)
+            phases, _ = plasticity._schedule(stream, data, seed)
             phases = [dataclasses.replace(p, epochs=epochs) for p in phases]
             timed = {} if seed == 0 else hooks
             a = _continual_run(phases, stream, seed, False, timed)

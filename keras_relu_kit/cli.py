@@ -203,28 +203,28 @@ def quiet_start(argv: Sequence[str] | None = None) -> None:
         absl_logging.set_verbosity(absl_logging.ERROR)
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a positive integer, got {text!r}"
-        ) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _number(convert, expected, accept):
+    """An argparse `type`: `convert(text)` if `accept` takes it, else an
+    error saying `expected`."""
+
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {expected}, got {text!r}"
+            ) from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+        return value
+
+    return parse
 
 
-def _nonnegative_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a number >= 0, got {text!r}"
-        ) from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
-    return value
+_positive_int = _number(int, "a positive integer", lambda value: value >= 1)
+_nonnegative_float = _number(
+    float, "a finite number >= 0", lambda value: 0 <= value < float("inf")
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -270,7 +270,8 @@ def recycle_units(
             updates.extend(_bias_shift(consumer, row_mask, outgoing_means))
         updates.append((kernel, _entries(kernel, row_mask, -2), None, True))
     rule = check_slot_rule(slot_rule, "slot_rule")
-    _apply_updates(plan, updates, slots, rule, learning_rate(optimizer))
+    rate = learning_rate(optimizer) if rule == "auto" else 0.0
+    _apply_updates(plan, updates, slots, rule, rate)
     return int(mask.sum())
 
 

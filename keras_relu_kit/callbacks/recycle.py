@@ -21,12 +21,13 @@ each one,
   (the default) to 0 as ReDo does while the learning rate is small against
   the fresh weights (at most 0.03 times the RMS of what the layer's kernel
   initializer draws), which re-trains the fresh unit fast, and above that
-  to the larger of its value
-  and the mean over the variable's other entries, so that the fresh unit's
-  first steps (3-5x a usual one with a zero v) do not throw it out of
-  range (`keras_relu_kit.recycling.SLOT_RULES` has the measurements); with
-  `use_ema`, the weights' moving averages take the new values. Slots of another shape
-  than their variable (Adafactor's factored ones) are left as they are.
+  to the larger of its value and the mean over the variable's other
+  entries, so that the fresh unit's first steps (3-5x a usual one with a
+  zero v) do not throw it out of range
+  (`keras_relu_kit.recycling.SLOT_RULES` has the measurements); with
+  `use_ema`, the weights' moving averages take the new values. Slots of
+  another shape than their variable (Adafactor's factored ones) are left
+  as they are.
 
 Which units. The dead units whose output is exactly 0 on every probe
 example (dead ReLU units): they contribute nothing, so the model's
@@ -154,9 +155,8 @@ class Recycle(UnitReplacement):
             the variable's usual scale, or (`"auto"`) to 0 while the
             learning rate is at most 0.03 times the RMS of the weights the
             producer's kernel initializer draws, and to the usual scale
-            above (see
-            `keras_relu_kit.recycling.SLOT_RULES`). Momentum is set to 0
-            either way. Defaults to `"auto"`.
+            above (see `keras_relu_kit.recycling.SLOT_RULES`). Momentum is
+            set to 0 either way. Defaults to `"auto"`.
 
     Attributes:
         changes: list of dicts, one per site and recycling: `"epoch"`
