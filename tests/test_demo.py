@@ -675,3 +675,38 @@ class TestStaging:
         (tmp_path / "file").write_text("")
         with pytest.raises(CommandError, match="cannot write to --out"):
             Staging(tmp_path / "file" / "out")
+
+
+class TestContinualBatches:
+    def test_a_probe_from_fits_data_leaves_the_batches_unchanged(self):
+        # A callback that samples its probe from `fit`'s data (here a
+        # monitor, which changes no weight) reads the task's data once
+        # before the epoch: the model must still train on the batches it
+        # trains on without one, so every variant shares its batches.
+        from keras_relu_kit.callbacks import DeadReLUMonitor
+        from keras_relu_kit.demo._continual import task_data
+
+        rng = np.random.default_rng(0)
+        x = rng.random((96, 6), dtype=np.float32)
+        y = rng.integers(0, 3, 96)
+
+        def trained(callbacks):
+            keras.utils.set_random_seed(1)
+            model = keras.Sequential(
+                [
+                    keras.Input((6,)),
+                    keras.layers.Dense(8, activation="relu"),
+                    keras.layers.Dense(3, activation="softmax"),
+                ]
+            )
+            model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+            model.fit(
+                **task_data(x, y, 8, seed=3), epochs=1, verbose=0, callbacks=callbacks
+            )
+            return [keras.ops.convert_to_numpy(w) for w in model.weights]
+
+        plain = trained([])
+        for with_probe, without in zip(
+            trained([DeadReLUMonitor()]), plain, strict=True
+        ):
+            np.testing.assert_array_equal(with_probe, without)
