@@ -29,7 +29,15 @@ import re
 import sys
 import time
 
-SECTIONS = ("layers", "training", "memory", "callbacks", "plasticity", "slot_rules")
+SECTIONS = (
+    "layers",
+    "training",
+    "memory",
+    "callbacks",
+    "plasticity",
+    "slot_rules",
+    "untuned",
+)
 # Sections another module may not provide yet: skipped with a note.
 OPTIONAL = ("callbacks", "plasticity")
 README = pathlib.Path(__file__).with_name("README.md")
@@ -72,7 +80,8 @@ def build_parser():
     parser.add_argument(
         "--seeds",
         type=int,
-        help="seeds for the sections that repeat over seeds (plasticity, slot_rules)",
+        help="seeds for the sections that repeat over seeds (plasticity, slot_rules, "
+        "untuned)",
     )
     return parser
 

@@ -83,13 +83,22 @@ REMEDY_TARGETS = ("recommended", "recycle", "continual_backprop", "leakify_autol
 
 @dataclasses.dataclass(frozen=True)
 class Optimizer:
+    """An optimizer of a run: `kind` (`"sgd"`, `"adam"` or `"rmsprop"`;
+    defaults to `key`) at `learning_rate`, SGD with `momentum`; Keras'
+    defaults otherwise."""
+
     key: str
     label: str
     learning_rate: float
+    momentum: float = 0.0
+    kind: str = ""
 
     def build(self) -> keras.optimizers.Optimizer:
-        if self.key == "sgd":
-            return keras.optimizers.SGD(self.learning_rate)
+        kind = self.kind or self.key
+        if kind == "sgd":
+            return keras.optimizers.SGD(self.learning_rate, momentum=self.momentum)
+        if kind == "rmsprop":
+            return keras.optimizers.RMSprop(self.learning_rate)
         return keras.optimizers.Adam(self.learning_rate)
 
 
@@ -169,9 +178,11 @@ QUICK_OPTIMIZERS = {
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """The plain-ReLU MLP and how it is compiled, for one run.
+    """The plain-ReLU model and how it is compiled, for one run.
 
-    `hidden_layers` x `Dense(width)` with He initialisation (the
+    `architecture="mlp"`: `hidden_layers` x `Dense(width)`; `"cnn"`: the
+    64 inputs as an 8 x 8 image, `hidden_layers` x `Conv2D(width, 3,
+    padding="same")` and `Flatten`. He initialisation (the
     `initializer_for` the activation) and a softmax; compiled with a new
     `optimizer`, sparse cross-entropy and `steps_per_execution()` steps per
     call, as the demo compiles its models.
@@ -183,6 +194,7 @@ class Recipe:
     seed: int
     hidden_layers: int = 3
     width: int = 100
+    architecture: str = "mlp"
 
     def build(
         self,
@@ -199,20 +211,27 @@ class Recipe:
         """
         keras.utils.set_random_seed(self.seed)
         width = self.width if width is None else width
-        layers = [keras.Input((self.input_dim,))]
+        layers: list[Any] = [keras.Input((self.input_dim,))]
+        cnn = self.architecture == "cnn"
+        if cnn:
+            side = math.isqrt(self.input_dim)
+            layers.append(keras.layers.Reshape((side, side, 1)))
         for i in range(1, self.hidden_layers + 1):
             act = None if activation is None else activation()
-            layers.append(
-                keras.layers.Dense(
-                    width,
-                    activation="relu" if act is None else None,
-                    kernel_initializer=initializer_for("relu" if act is None else act),
-                    kernel_regularizer=kernel_regularizer,
-                    name=f"hidden_{i}",
-                )
-            )
+            options = {
+                "activation": "relu" if act is None else None,
+                "kernel_initializer": initializer_for("relu" if act is None else act),
+                "kernel_regularizer": kernel_regularizer,
+                "name": f"hidden_{i}",
+            }
+            if cnn:
+                layers.append(keras.layers.Conv2D(width, 3, padding="same", **options))
+            else:
+                layers.append(keras.layers.Dense(width, **options))
             if act is not None:
                 layers.append(act)
+        if cnn:
+            layers.append(keras.layers.Flatten())
         layers.append(
             keras.layers.Dense(
                 self.num_classes,
@@ -307,6 +326,15 @@ def _recommended(recipe):
     return chosen, list(callbacks)
 
 
+def _relu_reseeded(recipe):
+    # Plain ReLU from other initial weights (the same stream and batches):
+    # how far two runs of one method fall apart on a seed by chance.
+    return _relu(dataclasses.replace(recipe, seed=recipe.seed + RESEEDED))
+
+
+#: What `relu_reseeded` adds to a run's seed for its weights.
+RESEEDED = 10_000
+
 #: Every method, in the order of the tables.
 METHODS: dict[str, Factory] = {
     "relu": _relu,
@@ -320,6 +348,9 @@ METHODS: dict[str, Factory] = {
     "leakify_autoleak": _leakify_autoleak,
     "recommended": _recommended,
 }
+
+#: Runs that are no method: a noise reference (`benchmarks.untuned`).
+CONTROLS: dict[str, Factory] = {"relu_reseeded": _relu_reseeded}
 
 DESCRIPTIONS = {
     "relu": "plain backprop, `Dense(activation='relu')`",
@@ -335,6 +366,8 @@ DESCRIPTIONS = {
     "crelu": "linear `Dense` + kit `CReLU()` with half the units per `Dense`",
     "leakify_autoleak": "`leakify(model)` + `AutoLeak()`",
     "recommended": "`model, callbacks = keras_relu_kit.recommended(model)`",
+    "relu_reseeded": "plain ReLU from other initial weights (the seed plus "
+    f"{RESEEDED:,}), on the same stream and batches",
 }
 
 
@@ -346,7 +379,7 @@ class Phase:
     """One `fit` of a stream: a task, or a phase of warm-starting.
 
     `epochs` passes over `(x, y)`, in the order given when `shuffle` is
-    `None`, else reshuffled every epoch with that seed; the validation
+    `None`, else in one order shuffled with that seed; the validation
     accuracy on `(x_val, y_val)` is measured after every epoch.
     """
 
@@ -410,7 +443,8 @@ def _fit_data(phase, batch_size):
     On TensorFlow a plain `tf.data` pipeline: Keras' array adapter traces
     its shuffling and slicing functions anew in every `fit`, which took
     more than half of the time of a task's `fit` (120 ms of CPU time
-    against 45). The remedies sample their probe from it as from arrays.
+    against 45). A shuffled phase is shuffled once, with its seed: every
+    epoch of it sees that order, whichever method trains.
     """
     if keras.backend.backend() != "tensorflow":
         # Keras' own shuffling, seeded by `keras.utils.set_random_seed`.
@@ -424,8 +458,12 @@ def _fit_data(phase, batch_size):
 
     dataset = tf.data.Dataset.from_tensor_slices((phase.x, phase.y))
     if phase.shuffle is not None:
+        # One order for every pass: a remedy that samples its probe from
+        # `fit`'s data reads one pass first, and a pipeline reshuffled on
+        # every pass would give its epochs other orders than those of the
+        # methods without a probe.
         dataset = dataset.shuffle(
-            len(phase.x), seed=phase.shuffle, reshuffle_each_iteration=True
+            len(phase.x), seed=phase.shuffle, reshuffle_each_iteration=False
         )
     return {"x": dataset.batch(batch_size), "shuffle": False}
 
@@ -543,8 +581,11 @@ def _measure(model, x):
     }
 
 
-def run_one(method, stream, optimizer, seed, data):
+def run_one(method, stream, optimizer, seed, data, model=None):
     """Train one method on one stream with one optimizer and seed.
+
+    `model`: `None`, or a dict of `Recipe` fields (`hidden_layers`,
+    `width`, `architecture`) that replace the benchmark's MLP.
 
     Returns:
         A JSON-ready record: accuracy after each task (epoch, for
@@ -558,22 +599,24 @@ def run_one(method, stream, optimizer, seed, data):
         num_classes=int(y_train.max()) + 1,
         optimizer=optimizer,
         seed=seed,
+        **(model or {}),
     )
     start = time.perf_counter()
     start_cpu = time.process_time()
     phases, fresh_phases = _schedule(stream, data, seed)
-    model, callbacks = METHODS[method](recipe)
-    accuracy, diverged = _train(model, callbacks, phases, stream)
+    factory = {**METHODS, **CONTROLS}[method]
+    trained, callbacks = factory(recipe)
+    accuracy, diverged = _train(trained, callbacks, phases, stream)
     record = {
         "seed": seed,
         "accuracy": accuracy,
         "diverged": diverged,
-        "parameters": int(model.count_params()),
+        "parameters": int(trained.count_params()),
     }
     if stream.key == "warm_start":
         record["first"] = accuracy[stream.tasks - 1]
         record["last"] = accuracy[-1]
-        fresh, fresh_callbacks = METHODS[method](recipe)
+        fresh, fresh_callbacks = factory(recipe)
         fresh_accuracy, fresh_diverged = _train(
             fresh, fresh_callbacks, fresh_phases, stream
         )
@@ -584,7 +627,7 @@ def run_one(method, stream, optimizer, seed, data):
         window = stream.window
         record["first"] = float(np.mean(accuracy[:window]))
         record["last"] = float(np.mean(accuracy[-window:]))
-    record.update(_measure(model, phases[-1].x_val))
+    record.update(_measure(trained, phases[-1].x_val))
     record["seconds"] = round(time.perf_counter() - start, 2)
     # This process's CPU time (all threads): less disturbed than wall time
     # by other work on a shared machine.

@@ -312,3 +312,122 @@ class TestSlotRules:
         assert "(worst -0.030): **MISSED**" in _targets({"x": below})[0]
         row = _row("x", self.RUNS).split(" | ")
         assert row[1].startswith("0.800 ± ") and row[-2] == "+0.020"
+
+
+class TestUntuned:
+    @staticmethod
+    def _records(lasts):
+        """Hand-made runs: `{method: [last-10% accuracy per seed]}`."""
+        return {
+            method: [
+                {"seed": seed, "last": last, "dead": 0.0, "diverged": False}
+                for seed, last in enumerate(values)
+            ]
+            for method, values in lasts.items()
+        }
+
+    def test_summary_rows(self):
+        from benchmarks import untuned
+
+        chosen = untuned.setups(quick=True)
+        key = next(iter(chosen))
+        lasts = {
+            "relu": [0.60, 0.70],
+            "recommended": [0.65, 0.66],  # mean +0.005, seed 1 -0.04
+            "recycle": [0.60, 0.70],
+            "continual_backprop": [0.70, 0.72],  # +0.06, worst +0.02
+        }
+        (table,) = untuned.summary({key: chosen[key]}, {key: self._records(lasts)})
+        (row,) = _rows(table)
+        assert row == [
+            chosen[key].label,
+            "0.650",
+            "+0.005, -0.040",
+            "+0.000, +0.000",
+            "+0.060, +0.020",
+            "-",  # leakify_autoleak did not run
+            "-",  # nor the control
+        ]
+
+    def test_setups_differ_from_the_tuned_ones(self):
+        from benchmarks import plasticity, untuned
+
+        for setup in untuned.setups().values():
+            # Every set-up uses a continual stream (the same batches for
+            # every method) and differs from the plasticity benchmark's
+            # MLP and optimizers in the model or the optimizer.
+            assert setup.stream.key in ("input_permuted", "label_permuted")
+            tuned_model = setup.model == {"hidden_layers": 3, "width": 100}
+            assert not (
+                tuned_model and setup.optimizer in plasticity.OPTIMIZERS.values()
+            )
+
+    def test_cnn_recipe_and_optimizers(self):
+        import keras
+        import numpy as np
+
+        from benchmarks import plasticity
+        from keras_relu_kit.recycling import plan_recycling
+
+        momentum = plasticity.Optimizer("m", "m", 0.01, momentum=0.9, kind="sgd")
+        recipe = plasticity.Recipe(
+            64, 10, momentum, seed=0, hidden_layers=2, width=4, architecture="cnn"
+        )
+        model = recipe.compile(recipe.build())
+        assert [type(layer).__name__ for layer in model.layers] == [
+            "Reshape",
+            "Conv2D",
+            "Conv2D",
+            "Flatten",
+            "Dense",
+        ]
+        assert model.output_shape == (None, 10)
+        assert isinstance(model.optimizer, keras.optimizers.SGD)
+        assert float(model.optimizer.momentum) == 0.9
+        # Both convolutions can be recycled (the second through Flatten).
+        plans, unmapped = plan_recycling(model)
+        assert sorted(plans) == ["hidden_1", "hidden_2"] and not unmapped
+        x = np.random.default_rng(0).random((3, 64), dtype=np.float32)
+        image = keras.ops.convert_to_numpy(model.layers[0](x))
+        np.testing.assert_array_equal(image[..., 0], x.reshape(3, 8, 8))
+        rmsprop = plasticity.Optimizer("rmsprop", "RMSprop", 1e-3).build()
+        assert isinstance(rmsprop, keras.optimizers.RMSprop)
+
+    def test_control_is_relu_from_other_weights(self):
+        import dataclasses
+
+        import keras
+        import numpy as np
+
+        from benchmarks import plasticity
+
+        recipe = plasticity.Recipe(64, 10, plasticity.OPTIMIZERS["sgd"], seed=2)
+        control, callbacks = plasticity.CONTROLS["relu_reseeded"](recipe)
+        relu, _ = plasticity.METHODS["relu"](recipe)
+        other, _ = plasticity.METHODS["relu"](
+            dataclasses.replace(recipe, seed=2 + plasticity.RESEEDED)
+        )
+        assert callbacks == []
+        weights = [keras.ops.convert_to_numpy(w) for w in control.weights]
+        for a, b in zip(weights, other.weights, strict=True):
+            np.testing.assert_array_equal(a, keras.ops.convert_to_numpy(b))
+        assert not np.array_equal(
+            weights[0], keras.ops.convert_to_numpy(relu.weights[0])
+        )
+
+    def test_a_shuffled_phase_has_one_order(self):
+        # A remedy sampling its probe reads the data once before `fit`'s
+        # epochs: every pass must give the same batches.
+        import numpy as np
+
+        from benchmarks import plasticity
+
+        x = np.arange(40, dtype=np.float32).reshape(20, 2)
+        phase = plasticity.Phase(x, np.arange(20), x, np.arange(20), 3, shuffle=5)
+        dataset = plasticity._fit_data(phase, 4)["x"]
+        first, second = (
+            np.concatenate([np.asarray(batch[1]) for batch in dataset])
+            for _ in range(2)
+        )
+        np.testing.assert_array_equal(first, second)
+        assert sorted(first) == list(range(20)) and list(first) != list(range(20))
