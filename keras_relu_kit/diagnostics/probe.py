@@ -142,12 +142,6 @@ def take(data: Any, count: int | None, name: str) -> Any:
             "callbacks' `probe_size`, `measure`'s `probe_size`). Received: "
             f"a {type(data).__name__} without end"
         )
-    if count is not None and is_tf_dataset(data):
-        first = _first_rebatched(data, count)
-        if first is not None:
-            arrays = to_arrays(unpack_x(first), name)
-            if num_examples(arrays) > 0:
-                return arrays
     parts = []
     seen = 0
     for batch in iterate_stream(data):
@@ -167,24 +161,6 @@ def take(data: Any, count: int | None, name: str) -> Any:
     if count is not None:
         joined = keras.tree.map_structure(lambda a: a[:count], joined)
     return joined
-
-
-def _first_rebatched(data: Any, count: int) -> Any:
-    """The first element of a batched `tf.data.Dataset` re-batched into
-    batches of `count` (`Dataset.rebatch`): its first `count` examples in
-    one step. `None` for an empty dataset, or where it cannot be re-batched
-    (elements without a batch axis): `take` then reads batch by batch.
-
-    It is the same pass as reading batch by batch (one iterator: a pipeline
-    reshuffled on every pass moves on by one pass either way), without a
-    Python step per batch: 16 batches of 16 took 22 ms that way, 9 ms so.
-    """
-    import tensorflow as tf
-
-    try:
-        return next(iter(data.rebatch(count)), None)
-    except (TypeError, ValueError, tf.errors.OpError):
-        return None
 
 
 def sample(arrays: Any, count: int, batch_size: int, seed: int = 0) -> Any:
