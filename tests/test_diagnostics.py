@@ -815,3 +815,71 @@ class TestRecurrentLayers:
 
         assert recurrent_rectifiers(model) == []
         assert list(measure(model, rng.uniform(size=(8, 5, N_IN))).sites) == ["relu"]
+
+
+@pytest.mark.tensorflow_only
+class TestTakeFromDataset:
+    """`probe.take` on a `tf.data.Dataset`: its first examples in their
+    order, in one pass (a pipeline reshuffled on every pass moves on by
+    exactly one, which is what a probe sampled from `fit`'s data costs
+    the epochs that follow)."""
+
+    @staticmethod
+    def _batch_by_batch(dataset, count):
+        from keras_relu_kit.diagnostics.probe import to_arrays, unpack_x
+
+        parts = [to_arrays(unpack_x(batch), "x") for batch in dataset]
+        return keras.tree.map_structure(
+            lambda *leaves: np.concatenate(leaves)[:count], *parts
+        )
+
+    @pytest.mark.parametrize("count", [1, 7, 16, 50, 64])
+    def test_same_examples_as_batch_by_batch(self, count):
+        import tensorflow as tf
+
+        from keras_relu_kit.diagnostics.probe import take
+
+        rng = np.random.default_rng(0)
+        inputs = {"a": rng.random((50, 3)), "b": rng.random((50, 2, 2))}
+        y = np.arange(50)
+        for x in (inputs["a"], inputs):
+            dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+            expected = self._batch_by_batch(dataset, count)
+            got = take(dataset, count, "probe")
+            keras.tree.assert_same_structure(got, expected)
+            flat = zip(
+                keras.tree.flatten(got), keras.tree.flatten(expected), strict=True
+            )
+            for a, b in flat:
+                np.testing.assert_array_equal(a, b)
+                assert len(a) == min(count, 50)
+
+    def test_one_pass_of_a_reshuffled_pipeline(self):
+        import tensorflow as tf
+
+        from keras_relu_kit.diagnostics.probe import take
+
+        def pipeline():
+            x = np.arange(40, dtype=np.float32)
+            return tf.data.Dataset.from_tensor_slices(x).shuffle(40, seed=1).batch(8)
+
+        def one_pass(dataset):
+            return np.concatenate([np.asarray(b) for b in dataset])
+
+        reference = pipeline()
+        first, second = one_pass(reference), one_pass(reference)
+        dataset = pipeline()
+        np.testing.assert_array_equal(take(dataset, 12, "probe"), first[:12])
+        # The next pass (fit's epoch) is the pipeline's second, as after
+        # reading the first batch by batch.
+        np.testing.assert_array_equal(one_pass(dataset), second)
+
+    def test_elements_without_a_batch_axis(self):
+        import tensorflow as tf
+
+        from keras_relu_kit.diagnostics.probe import take
+
+        # Scalars have no batch axis: the error names the argument.
+        dataset = tf.data.Dataset.from_tensor_slices(np.arange(5.0))
+        with pytest.raises(ValueError, match="`probe` must hold arrays with a batch"):
+            take(dataset, 3, "probe")
