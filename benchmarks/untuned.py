@@ -151,8 +151,22 @@ def summary(chosen: Mapping[str, SetUp], results: Mapping[str, Any]) -> list[str
     return [_timing.table(headers, rows)]
 
 
-def run(quick: bool = False, seeds: int | None = None, progress: bool = True) -> str:
-    """The section's Markdown."""
+def run(
+    quick: bool = False,
+    seeds: int | None = None,
+    progress: bool = True,
+    workers: int | None = None,
+) -> str:
+    """The section's Markdown.
+
+    Args:
+        quick: bool. Two tiny set-ups and `QUICK_SEEDS` seeds.
+        seeds: int. Seeds 0 .. seeds - 1. Defaults to `SEEDS`
+            (`QUICK_SEEDS` with `quick`).
+        progress: bool. Print a line per method and set-up, to stderr.
+        workers: int or `None`: worker processes (1 runs them here).
+            Defaults to `None`, one per usable core (at most 4).
+    """
     seeds = (QUICK_SEEDS if quick else SEEDS) if seeds is None else int(seeds)
     if seeds < 1:
         raise ValueError(
@@ -167,7 +181,8 @@ def run(quick: bool = False, seeds: int | None = None, progress: bool = True) ->
     ]
     start = time.perf_counter()
     results: dict[str, dict[str, list[dict]]] = {key: {} for key in chosen}
-    with _parallel.Pool(_parallel.default_workers()) as pool:
+    workers = _parallel.default_workers() if workers is None else int(workers)
+    with _parallel.Pool(workers) as pool:
         futures = pool.submit_all(run_setup, calls)
         for (key, method, _, _), future in zip(calls, futures, strict=True):
             results[key].setdefault(method, []).append(future.result())

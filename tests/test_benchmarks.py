@@ -431,3 +431,23 @@ class TestUntuned:
         )
         np.testing.assert_array_equal(first, second)
         assert sorted(first) == list(range(20)) and list(first) != list(range(20))
+
+    def test_quick_run(self):
+        # The section end to end, in this process: every set-up runs every
+        # method and the control, and each gets its table and targets.
+        from benchmarks import untuned
+
+        text = untuned.run(quick=True, seeds=1, progress=False, workers=1)
+        chosen = untuned.setups(quick=True)
+        sections = re.split(r"^### ", text, flags=re.MULTILINE)
+        (summary,) = [_rows(sections[0])]
+        assert [row[0] for row in summary] == [s.label for s in chosen.values()]
+        for setup, section in zip(chosen.values(), sections[1:], strict=True):
+            assert section.startswith(setup.label)
+            methods = [row[0] for row in _rows(section)]
+            assert methods == [*untuned.METHODS, untuned.CONTROL]
+            for row in _rows(section):
+                assert 0.0 <= float(row[2]) <= 1.0  # last-10% accuracy
+        met, total = map(int, re.search(r"(\d+) of (\d+) met", text).groups())
+        # Four lines for recommended, one for each other remedy, per set-up.
+        assert total == len(chosen) * 7 and 0 <= met <= total
