@@ -84,12 +84,22 @@ class TestOneReplacement:
 
     @pytest.mark.parametrize(
         "optimizer, rule",
-        [("sgd_momentum", "auto"), ("adam", "auto"), ("adam", "scaled")],
+        [
+            ("sgd_momentum", None),
+            ("adam", None),
+            ("adam", "auto"),
+            ("adam", "scaled"),
+        ],
     )
     def test_against_numpy(self, optimizer, rule):
         def make_optimizer():
             if optimizer == "adam":
-                return keras.optimizers.Adam(0.0)
+                # A rate of 0 for the training steps, and of 10 when the
+                # units are replaced after them: far above "auto"'s bound.
+                rate = keras.optimizers.schedules.PiecewiseConstantDecay(
+                    [STEPS - 1], [0.0, 10.0]
+                )
+                return keras.optimizers.Adam(rate)
             return keras.optimizers.SGD(0.0, momentum=0.9)
 
         reference = _mlp(make_optimizer())
@@ -108,7 +118,8 @@ class TestOneReplacement:
         means = h.mean(axis=0)
         expected_bias = out_bias + (out_kernel[expected] * means[expected, None]).sum(0)
 
-        cbp = _cbp(2, 8, probe=X, optimizer_slots=rule)
+        slots = {} if rule is None else {"optimizer_slots": rule}
+        cbp = _cbp(2, 8, probe=X, **slots)
         history = _fit(model, [cbp])
 
         assert [c["units"] for c in cbp.changes] == [expected.tolist()]
@@ -131,8 +142,9 @@ class TestOneReplacement:
         # The next layer's mean pre-activation on the probe is unchanged.
         _, pre_after = _features(model, X, "hidden", "out")
         np.testing.assert_allclose(pre_after, pre_before, rtol=1e-5, atol=1e-5)
-        # "auto" at a learning rate of 0: "zero".
-        rule = "zero" if rule == "auto" else rule
+        # The default resets the second moments to 0 at any rate (Dohare
+        # et al.'s reset); "auto" at a rate of 10 keeps them "scaled".
+        rule = "zero" if rule is None else "scaled"
         self._check_slots(model, reference, expected, optimizer == "adam", rule)
         # The replaced units start anew.
         stats = cbp.stats["hidden"]

@@ -10,12 +10,11 @@ replacement rate, accumulated across steps) is replaced each step, and
 those replaced are the eligible ones of lowest bias-corrected utility. A
 replaced unit gets incoming weights drawn afresh (the kit's He preset for
 the unit's slope, `initializer_for`), a bias of 0, outgoing weights of 0
-and its optimizer slots on those entries reset as `Recycle` resets them
-(`optimizer_slots`); its mean contribution (its
-outgoing weights times its bias-corrected mean activation) is first added
-to the next layer's bias, so that layer's mean pre-activation is
-unchanged. Unlike `Recycle`, which acts on units that died, it replaces
-live units too: the least useful ones.
+and its optimizer slots on those entries reset to 0 (`optimizer_slots`);
+its mean contribution (its outgoing weights times its bias-corrected mean
+activation) is first added to the next layer's bias, so that layer's mean
+pre-activation is unchanged. Unlike `Recycle`, which acts on units that
+died, it replaces live units too: the least useful ones.
 
 How this follows `gnt.py`, and where it cannot:
 
@@ -35,11 +34,11 @@ How this follows `gnt.py`, and where it cannot:
 - Dohare's Adam (`AdamGnT`) keeps a step count per entry and resets it
   with the slots, so a replaced entry's first steps are of a fresh Adam's
   size. Keras' optimizers have one step count: with the second moment
-  reset to 0 (`optimizer_slots="zero"`) those steps are 3-5 times a usual
-  one; with `"scaled"` they are at most usual, nearer Dohare's; `"auto"`
-  (the default, as `Recycle`'s) takes `"zero"` while the learning rate is
-  small against the weights and `"scaled"` above (see
-  `keras_relu_kit.recycling.SLOT_RULES`).
+  reset to 0 (`optimizer_slots="zero"`, the default: the paper's reset)
+  those steps are 3-5 times a usual one; with `"scaled"` they are at most
+  usual, nearer Dohare's; `"auto"` (`Recycle`'s default) takes `"zero"`
+  while the learning rate is small against the weights and `"scaled"`
+  above (see `keras_relu_kit.recycling.SLOT_RULES`).
 
 The sites it manages, how it measures (alone on its own probe, or through
 a `DeadReLUMonitor` of the same `fit`), `links` and `backup_dir` are as for
@@ -128,7 +127,7 @@ class ContinualBackprop(UnitReplacement):
     with the lowest bias-corrected utility: fresh incoming weights from
     the He preset of the unit's slope, bias 0, its mean contribution moved
     into the next layer's bias, outgoing weights 0, optimizer slots of
-    those entries reset (`optimizer_slots`). The model's mean prediction
+    those entries reset to 0 (`optimizer_slots`). The model's mean prediction
     on the probe is unchanged at that moment. Statistics and ages carry
     over from one `fit` call to the next (a continual stream trained task
     by task). `logs` get `"replaced/<site>"` and `"replaced"`, the units
@@ -174,10 +173,11 @@ class ContinualBackprop(UnitReplacement):
             Defaults to `0`.
         links: dict or `None`: the flows of sites inside custom layers, as
             `Recycle` takes them. Defaults to `None`.
-        optimizer_slots: `"auto"`, `"zero"` or `"scaled"`: how the replaced
+        optimizer_slots: `"zero"`, `"scaled"` or `"auto"`: how the replaced
             entries' second moments (Adam's v, ...) are reset, as
             `Recycle`'s argument of that name (momentum is set to 0
-            either way). Defaults to `"auto"`.
+            either way). Defaults to `"zero"` (Dohare et al. reset the
+            replaced entries' Adam moments to 0).
 
     Attributes:
         changes: list of dicts, one per site and replacement: `"epoch"`,
@@ -230,7 +230,7 @@ class ContinualBackprop(UnitReplacement):
         data_format: str | None = None,
         seed: int = 0,
         links: Mapping[str, Any] | None = None,
-        optimizer_slots: str = "auto",
+        optimizer_slots: str = "zero",
     ) -> None:
         self.replacement_rate = check_number(
             "replacement_rate", replacement_rate, low=0.0, high=1.0, owner=OWNER
