@@ -129,7 +129,7 @@ def run_setup(key: str, method: str, seed: int, quick: bool) -> dict[str, Any]:
     )
 
 
-def summary(chosen: Mapping[str, SetUp], results: Mapping[str, Any]) -> list[str]:
+def summary(chosen: Mapping[str, SetUp], results: Mapping[str, Any]) -> str:
     """One row per set-up: each remedy's mean minus ReLU's mean, and its
     worst seed against ReLU's same seed (last-10% or final accuracy)."""
     remedies = [*(m for m in METHODS if m != "relu"), CONTROL]
@@ -148,7 +148,7 @@ def summary(chosen: Mapping[str, SetUp], results: Mapping[str, Any]) -> list[str
             mean = np.mean([r["last"] for r in runs]) - np.mean(list(relu.values()))
             row.append(f"{mean:+.3f}, {min(gaps):+.3f}")
         rows.append(row)
-    return [_timing.table(headers, rows)]
+    return _timing.table(headers, rows)
 
 
 def run(
@@ -229,7 +229,7 @@ def _markdown(chosen, results, seeds, quick, seconds):
         "way; a remedy's worst seed within its range is within what other "
         "initial weights alone move.",
         "",
-        *summary(chosen, results),
+        summary(chosen, results),
         "",
     ]
     target_lines = []

@@ -337,7 +337,7 @@ class TestUntuned:
             "recycle": [0.60, 0.70],
             "continual_backprop": [0.70, 0.72],  # +0.06, worst +0.02
         }
-        (table,) = untuned.summary({key: chosen[key]}, {key: self._records(lasts)})
+        table = untuned.summary({key: chosen[key]}, {key: self._records(lasts)})
         (row,) = _rows(table)
         assert row == [
             chosen[key].label,
@@ -440,7 +440,7 @@ class TestUntuned:
         text = untuned.run(quick=True, seeds=1, progress=False, workers=1)
         chosen = untuned.setups(quick=True)
         sections = re.split(r"^### ", text, flags=re.MULTILINE)
-        (summary,) = [_rows(sections[0])]
+        summary = _rows(sections[0])
         assert [row[0] for row in summary] == [s.label for s in chosen.values()]
         for setup, section in zip(chosen.values(), sections[1:], strict=True):
             assert section.startswith(setup.label)
