@@ -353,9 +353,9 @@ class TestUntuned:
         from benchmarks import plasticity, untuned
 
         for setup in untuned.setups().values():
-            # Every set-up uses a continual stream (the same batches for
-            # every method) and differs from the plasticity benchmark's
-            # MLP and optimizers in the model or the optimizer.
+            # Every set-up uses a continual stream and differs from the
+            # plasticity benchmark's MLP and optimizers in the model or the
+            # optimizer.
             assert setup.stream.key in ("input_permuted", "label_permuted")
             tuned_model = setup.model == {"hidden_layers": 3, "width": 100}
             assert not (
