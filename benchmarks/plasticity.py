@@ -83,21 +83,18 @@ REMEDY_TARGETS = ("recommended", "recycle", "continual_backprop", "leakify_autol
 
 @dataclasses.dataclass(frozen=True)
 class Optimizer:
-    """An optimizer of a run: `kind` (`"sgd"`, `"adam"` or `"rmsprop"`;
-    defaults to `key`) at `learning_rate`, SGD with `momentum`; Keras'
-    defaults otherwise."""
+    """An optimizer of a run: `key` `"sgd"` (with `momentum`), `"adam"` or
+    `"rmsprop"` at `learning_rate`; Keras' defaults otherwise."""
 
     key: str
     label: str
     learning_rate: float
     momentum: float = 0.0
-    kind: str = ""
 
     def build(self) -> keras.optimizers.Optimizer:
-        kind = self.kind or self.key
-        if kind == "sgd":
+        if self.key == "sgd":
             return keras.optimizers.SGD(self.learning_rate, momentum=self.momentum)
-        if kind == "rmsprop":
+        if self.key == "rmsprop":
             return keras.optimizers.RMSprop(self.learning_rate)
         return keras.optimizers.Adam(self.learning_rate)
 

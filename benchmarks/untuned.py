@@ -79,9 +79,7 @@ def describe_model(model: Mapping[str, Any]) -> str:
 def setups(quick: bool = False) -> dict[str, SetUp]:
     """The set-ups of a full run, or of `--quick` (two, tiny)."""
     streams = plasticity.stream_settings(quick)
-    momentum = plasticity.Optimizer(
-        "sgd_momentum", "SGD 0.01, momentum 0.9", 0.01, momentum=0.9, kind="sgd"
-    )
+    momentum = plasticity.Optimizer("sgd", "SGD 0.01, momentum 0.9", 0.01, 0.9)
     deep = {"hidden_layers": 5, "width": 64}
     mlp = {"hidden_layers": 3, "width": 100}
     cnn = {"hidden_layers": 2, "width": 16, "architecture": "cnn"}

@@ -369,7 +369,7 @@ class TestUntuned:
         from benchmarks import plasticity
         from keras_relu_kit.recycling import plan_recycling
 
-        momentum = plasticity.Optimizer("m", "m", 0.01, momentum=0.9, kind="sgd")
+        momentum = plasticity.Optimizer("sgd", "m", 0.01, momentum=0.9)
         recipe = plasticity.Recipe(
             64, 10, momentum, seed=0, hidden_layers=2, width=4, architecture="cnn"
         )
