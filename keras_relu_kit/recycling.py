@@ -30,14 +30,21 @@ running those layers on a tensor holding each channel's index.
 Where the flow is found. A site of the model's own graph is planned from
 that graph; a site inside a nested `Sequential` or functional model (a
 custom block's `self.ffn = keras.Sequential([...])`) from the graph of the
-innermost such model holding it, by the same rules. Inside a layer whose
-`call` is Python code, the data flow cannot be read: keras-hub's
-`TransformerEncoder` and `TransformerDecoder` are known (their
-`_feedforward_intermediate_dense` feeds `_feedforward_output_dense` and
-nothing else), as are T5's layer (`input_projector` feeds
-`output_projector`) and the encoders of DeBERTa-v3 and RoFormer-v2; a
-`Sequential` that a block holds (keras-hub's SAM and ViTDet `MLP`) is read
-as a graph; any other flow is named by the user with `links`
+innermost such model holding it, by the same rules. A subclassed model,
+or a custom layer holding the site, whose `call` is Python code, is traced:
+its `call` runs once on `keras.Input`s of the shapes it was built with,
+which records every layer and `keras.ops` call it makes as a functional
+model would (`traced_graph`), and the site is planned from that graph. A
+site's units may flow into a block (a nested graph model or a custom
+layer that reads them alone): they are followed to the layers inside it.
+keras-hub's `TransformerEncoder` and `TransformerDecoder` are known by
+class (their `_feedforward_intermediate_dense` feeds
+`_feedforward_output_dense` and nothing else), as are T5's layer
+(`input_projector` feeds `output_projector`) and the encoders of
+DeBERTa-v3 and RoFormer-v2; a `Sequential` that a block holds (keras-hub's
+SAM and ViTDet `MLP`) is read as a graph. A `call` that cannot run on
+symbolic inputs (Python branching on tensor values, a backend's own ops)
+has no graph: its flows are named by the user with `links`
 (`check_links`), which the kit trusts as given.
 """
 
@@ -54,6 +61,10 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_relu_kit.diagnostics.probe import (
+    expected_input_shapes,
+    functional_inputs,
+)
 from keras_relu_kit.diagnostics.sites import find_rectifier_sites, layer_paths
 from keras_relu_kit.model_graph import ModelGraph, model_graph
 from keras_relu_kit.rectifiers import DROPOUT_LAYERS
@@ -184,7 +195,8 @@ def plan_recycling(
             elif "/" in site.name:
                 plans[site.name] = _plan_nested(site, paths)
             else:
-                plans[site.name] = _plan_site(graph, site.name, site)
+                site_graph = graph if graph.ok else traced_graph(model)
+                plans[site.name] = _plan_site(site_graph, site.name, site)
         except _Unmappable as reason:
             unmapped[site.name] = str(reason)
     return plans, unmapped
@@ -440,10 +452,14 @@ def _plan_nested(
         return _plan_keras_hub(site, parent, flow[1])
     holder = _graph_holder(site, parent_path, parent, paths)
     if holder is None:
-        raise _Unmappable(
-            f"it is inside '{parent_path}' ({type(parent).__name__}), whose "
-            f"`call` is Python code the kit cannot follow; {_LINKS_HINT}"
-        )
+        traced = None if parent is None else traced_graph(parent)
+        if traced is None or not traced.ok:
+            why = "" if traced is None else f" ({traced.reason})"
+            raise _Unmappable(
+                f"it is inside '{parent_path}' ({type(parent).__name__}), whose "
+                f"`call` is Python code the kit cannot follow{why}; {_LINKS_HINT}"
+            )
+        holder = (parent_path, traced)
     parent_path, graph = holder
     name = site.layer.name
     if graph.by_name.get(name) is not site.layer:
@@ -478,6 +494,90 @@ def _graph_holder(
         if graph.ok and any(sub is site.layer for sub in layer.layers):
             return path, graph
     return None
+
+
+def traced_graph(layer: keras.layers.Layer) -> ModelGraph:
+    """The graph of `layer`'s `call`, traced once on symbolic inputs.
+
+    For a subclassed model or a custom layer, whose `call` is Python code:
+    its `call` runs on `keras.Input`s of the shapes it was built with, and
+    every layer and `keras.ops` operation it applies to them is recorded,
+    as a functional model records them (`keras.Model(inputs, outputs)`,
+    sharing `layer`'s own sublayers). The plan then follows that graph by
+    the rules of a functional model's. A `call` that cannot run on
+    symbolic inputs (Python branching on values, backend-native ops) has
+    no graph, and says why. The graph is cached on `layer`, so each
+    sublayer gets one symbolic call (its `output`, used to trace
+    pass-through layers, stays defined).
+
+    Only the path `call` takes on its default arguments is traced (for a
+    `training` argument, usually inference): a `call` whose training path
+    sends a unit's output elsewhere is not followed there.
+    """
+    key = tuple(id(variable) for variable in layer.weights)
+    cached = layer.__dict__.get(_TRACE_ATTRIBUTE)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    graph = _trace(layer)
+    # Out of Keras' attribute tracking: never saved, never a sublayer.
+    layer.__dict__[_TRACE_ATTRIBUTE] = (key, graph)
+    return graph
+
+
+# The attribute of a layer that holds its traced graph.
+_TRACE_ATTRIBUTE = "_keras_relu_kit_traced_graph"
+
+
+def _trace(layer: keras.layers.Layer) -> ModelGraph:
+    what = f"'{layer.name}' ({type(layer).__name__})"
+    if isinstance(layer, keras.Model) and (
+        isinstance(layer, keras.Sequential) or functional_inputs(layer) is not None
+    ):
+        # A graph model whose config does not describe its graph (a
+        # keras-hub backbone): calling it again would add a second node
+        # to each of its layers.
+        return ModelGraph(ok=False, reason=f"{what} is a graph the kit cannot read")
+    shapes = expected_input_shapes(layer) if layer.built else None
+    if shapes is None:
+        return ModelGraph(
+            ok=False,
+            reason=(
+                f"{what} is not a Sequential or functional graph: its `call` "
+                "is Python code, and no input shape is recorded to trace it on"
+            ),
+        )
+    try:
+        inputs = _symbolic_inputs(shapes)
+        view = keras.Model(inputs, layer.call(inputs))
+    except Exception as error:  # Whatever the user's `call` raises.
+        return ModelGraph(
+            ok=False,
+            reason=(
+                f"{what} is not a Sequential or functional graph, and its "
+                "Python `call` could not be traced on symbolic inputs "
+                f"({type(error).__name__})"
+            ),
+        )
+    graph = model_graph(view)
+    if not graph.ok:
+        return ModelGraph(ok=False, reason=f"the trace of {what}: {graph.reason}")
+    # The `keras.ops` calls of `call` are nodes too (`x * 2` a `Multiply`):
+    # named, they say what reads a unit where it cannot be followed.
+    operations = {op.name: op for op in getattr(view, "operations", view.layers)}
+    return dataclasses.replace(graph, by_name={**operations, **graph.by_name})
+
+
+def _symbolic_inputs(shapes: Any) -> Any:
+    """`keras.Input`s of `shapes` (a structure of shape tuples)."""
+    if isinstance(shapes, (tuple, list)) and all(
+        d is None or isinstance(d, int) for d in shapes
+    ):
+        return keras.Input(batch_shape=(None, *tuple(shapes)[1:]))
+    if isinstance(shapes, dict):
+        return {key: _symbolic_inputs(value) for key, value in shapes.items()}
+    if isinstance(shapes, (tuple, list)):
+        return type(shapes)(_symbolic_inputs(value) for value in shapes)
+    raise TypeError(f"not a shape: {shapes!r}")
 
 
 # keras-hub's transformer blocks, known by class: (the rectifier's `Dense`,
@@ -778,37 +878,85 @@ def _consumers(
     units: int,
     channel_axis: int,
 ) -> list[Consumer]:
-    """Follow the site's output through pass-through layers to kernels."""
-    found = []
-    chain_of: dict[str, list[keras.layers.Layer]] = {name: []}
-    pending = [name]
-    while pending:
-        current = pending.pop()
-        for target in graph.outbound.get(current, []):
+    """Follow the site's output through pass-through layers to kernels,
+    and into the layers of a block (a nested graph model, a custom layer)
+    that reads it alone."""
+    found: list[Consumer] = []
+
+    def follow(
+        graph: ModelGraph,
+        targets: list[str],
+        chain: list[keras.layers.Layer],
+        sources: int = 1,
+    ) -> None:
+        # `sources`: the tensors a target reads in `graph`; 0 for the first
+        # layer of a `Sequential` block, which reads the block's input.
+        for target in targets:
             layer = graph.by_name.get(target)
-            if graph.calls.get(target) != 1 or len(graph.inbound[target]) != 1:
+            if graph.calls.get(target) != 1 or len(graph.inbound[target]) != sources:
                 raise _Unmappable(
                     f"'{target}' reads it together with other tensors or more than once"
                 )
-            chain = [*chain_of[current], layer]
             if isinstance(layer, _CONSUMERS):
                 if getattr(layer, "groups", 1) != 1:
                     raise _Unmappable(f"'{target}' is a grouped convolution")
-                rows = _channel_of_rows(site_layer, chain, units, channel_axis)
+                rows = _channel_of_rows(
+                    site_layer, [*chain, layer], units, channel_axis
+                )
                 found.append(Consumer(layer, rows))
             elif isinstance(layer, _PASS_THROUGH):
                 if target in graph.outputs:
                     raise _Unmappable(f"it reaches the model output '{target}'")
-                chain_of[target] = chain
-                pending.append(target)
+                follow(graph, graph.outbound.get(target, []), [*chain, layer])
             else:
-                raise _Unmappable(
-                    f"it is read by '{target}' ({type(layer).__name__}), whose "
-                    "inputs cannot be zeroed per unit"
-                )
+                inner = _block_graph(layer)
+                if inner is None:
+                    raise _Unmappable(
+                        f"it is read by '{target}' ({type(layer).__name__}), whose "
+                        "inputs cannot be zeroed per unit"
+                    )
+                entries = _entry_targets(inner, target)
+                sequential = not inner.functional
+                follow(inner, entries, chain, 0 if sequential else 1)
+
+    follow(graph, graph.outbound.get(name, []), [])
     if not found:
         raise _Unmappable("no Dense or Conv layer reads it")
     return found
+
+
+def _block_graph(layer: Any) -> ModelGraph | None:
+    """The graph inside a block that reads a site: a nested `Sequential` or
+    functional model's, or a custom layer's traced `call`; else `None`."""
+    if not isinstance(layer, keras.layers.Layer) or isinstance(
+        layer, keras.layers.InputLayer
+    ):
+        return None
+    graph = model_graph(layer) if isinstance(layer, keras.Model) else None
+    if graph is None or not graph.ok:
+        if type(layer).__module__.startswith("keras."):
+            # Keras' own layers (`Add`, `Concatenate`, `LSTM`, ...) are no
+            # blocks of sublayers.
+            return None
+        graph = traced_graph(layer)
+    return graph if graph.ok else None
+
+
+def _entry_targets(graph: ModelGraph, block: str) -> list[str]:
+    """The layers of a block's graph that read the block's one input."""
+    inputs = [
+        name
+        for name, layer in graph.by_name.items()
+        if isinstance(layer, keras.layers.InputLayer)
+    ]
+    if not graph.functional:
+        # A Sequential model: its first layer.
+        return [name for name, sources in graph.inbound.items() if not sources][:1]
+    if len(inputs) != 1:
+        raise _Unmappable(f"'{block}' has {len(inputs)} inputs")
+    if inputs[0] in graph.outputs:
+        raise _Unmappable(f"'{block}' returns its input")
+    return graph.outbound.get(inputs[0], [])
 
 
 def _channel_of_rows(

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from _helpers import reset_slot, to_numpy
 
-from keras_relu_kit import recycling
+from keras_relu_kit import recommended, recycling
 from keras_relu_kit.callbacks import Recycle
 from keras_relu_kit.diagnostics import measure
 from keras_relu_kit.diagnostics.sites import layer_paths
@@ -77,6 +77,16 @@ class DenseBlock(keras.layers.Layer):
         return self.norm(x + self.ffn_out(hidden))
 
 
+class UntraceableBlock(DenseBlock):
+    """A `DenseBlock` whose `call` cannot run on `keras.Input`s (as Python
+    code branching on values or a backend's own ops cannot)."""
+
+    def call(self, x, training=None):
+        if keras.utils.is_keras_tensor(x):
+            raise TypeError("this block runs on concrete tensors only")
+        return super().call(x, training=training)
+
+
 class InlineBlock(keras.layers.Layer):
     """Applies its rectifier in its own `call`: no site to measure."""
 
@@ -137,6 +147,32 @@ CASES = {
         "block/ffn_in",
         "block/ffn_out",
         {"block/ffn_in": "block/ffn_out"},
+        None,
+    ),
+    # The same blocks without `links`: their `call` traced on symbolic
+    # inputs gives the flow.
+    "traced_relu_layer": (
+        lambda: DenseBlock(name="block"),
+        "block/act",
+        "block/ffn_in",
+        "block/ffn_out",
+        None,
+        None,
+    ),
+    "traced_batch_norm": (
+        lambda: DenseBlock(batch_norm=True, name="block"),
+        "block/act",
+        "block/ffn_in",
+        "block/ffn_out",
+        None,
+        "block/bn",
+    ),
+    "traced_fused": (
+        lambda: DenseBlock(fused=True, name="block"),
+        "block/ffn_in",
+        "block/ffn_in",
+        "block/ffn_out",
+        None,
         None,
     ),
 }
@@ -460,6 +496,162 @@ def test_t5_layers_are_known(gated, rng):
         np.testing.assert_array_equal(new[:, ALIVE], kernel[:, ALIVE])
 
 
+class Agent(keras.Model):
+    """A subclassed model: `head(drop(hidden(x)))`, `hidden` with a fused
+    ReLU, then `act(pre(...))` with a standalone one, read by a `Torso`
+    block."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = keras.layers.Dense(FF, activation="relu", name="hidden")
+        self.drop = keras.layers.Dropout(0.1, name="drop")
+        self.pre = keras.layers.Dense(EMBED, name="pre")
+        self.act = keras.layers.ReLU(name="act")
+        self.torso = DenseBlock(name="torso")
+        self.head = keras.layers.Dense(2, name="head")
+
+    def call(self, x, training=None):
+        x = self.act(self.pre(self.drop(self.hidden(x), training=training)))
+        # `act` is read by the block alone: its units flow to `ffn_in`.
+        return self.head(self.torso(x[:, None, :], training=training)[:, 0])
+
+
+class TestTracedFlows:
+    """Subclassed models and custom blocks: their `call` traced on
+    symbolic inputs gives the flow, with the rules of a functional graph."""
+
+    def _agent(self, rng):
+        keras.utils.set_random_seed(0)
+        model = Agent()
+        x = rng.normal(size=(16, EMBED)).astype("float32")
+        model(x)
+        return model, x
+
+    def test_subclassed_model_sites_are_planned(self, rng):
+        model, _ = self._agent(rng)
+        plans, unmapped = plan_recycling(model)
+        # `act` goes through a slice (`x[:, None, :]`, an op): refused.
+        assert set(plans) == {"hidden", "torso/act"}
+        assert plans["hidden"].producer is model.hidden
+        assert [c.layer for c in plans["hidden"].consumers] == [model.pre]
+        np.testing.assert_array_equal(
+            plans["hidden"].consumers[0].channel_of_row, np.arange(FF)
+        )
+        assert [c.layer for c in plans["torso/act"].consumers] == [model.torso.ffn_out]
+        assert unmapped == {
+            "act": "it is read by 'get_item' (GetItem), whose inputs cannot be "
+            "zeroed per unit"
+        }
+        # Traced once: planned again, each sublayer still has one output.
+        assert set(plan_recycling(model)[0]) == {"hidden", "torso/act"}
+        assert model.hidden.output.shape == (None, FF)
+
+    def test_recycling_a_subclassed_model_keeps_predictions(self, rng):
+        model, x = self._agent(rng)
+        _set(model.hidden.bias, DEAD, -1e3)
+        expected = to_numpy(model(x, training=False))
+        plan = plan_recycling(model)[0]["hidden"]
+        assert recycle_units(plan, DEAD, seed=3) == len(DEAD)
+        np.testing.assert_allclose(
+            to_numpy(model(x, training=False)), expected, atol=1e-5, rtol=0
+        )
+        np.testing.assert_array_equal(to_numpy(model.pre.kernel)[DEAD], 0.0)
+        np.testing.assert_array_equal(to_numpy(model.hidden.bias)[DEAD], 0.0)
+
+    def test_recommended_revives_a_subclassed_model(self, rng):
+        model, x = self._agent(rng)
+        _set(model.hidden.bias, DEAD, -1e3)
+        model.compile(keras.optimizers.Adam(1e-3), "mse")
+        model, callbacks = recommended(model)
+        y = rng.normal(size=(16, 2)).astype("float32")
+        history = model.fit(x, y, epochs=1, verbose=0, callbacks=callbacks)
+        assert history.history["dead_fraction/hidden"] == [0.5]
+        assert history.history["recycled/hidden"] == [float(len(DEAD))]
+        assert measure(model, x).sites["hidden"].dead_fraction <= 1 / FF
+
+    @pytest.mark.parametrize("block", ["sequential", "functional", "custom"])
+    def test_a_site_read_by_a_block_flows_into_it(self, block, rng):
+        inputs = keras.Input((EMBED,))
+        x = keras.layers.Dense(FF, activation="relu", name="site")(inputs)
+        if block == "sequential":
+            reader = keras.Sequential(
+                [keras.layers.Dropout(0.1), keras.layers.Dense(4, name="inner")]
+            )
+        elif block == "functional":
+            inner_inputs = keras.Input((FF,))
+            inner = keras.layers.Dense(4, name="inner")(inner_inputs)
+            reader = keras.Model(inner_inputs, keras.layers.ReLU()(inner))
+        else:
+            reader = _Reader(name="reader")
+        model = keras.Model(inputs, keras.layers.Dense(2)(reader(x)))
+        plans, unmapped = plan_recycling(model)
+        assert "site" not in unmapped
+        (consumer,) = plans["site"].consumers
+        assert consumer.layer.name == "inner"
+        np.testing.assert_array_equal(consumer.channel_of_row, np.arange(FF))
+        data = rng.normal(size=(8, EMBED)).astype("float32")
+        _set(model.get_layer("site").bias, DEAD, -1e3)
+        expected = to_numpy(model(data))
+        recycle_units(plans["site"], DEAD, seed=5)
+        np.testing.assert_allclose(to_numpy(model(data)), expected, atol=1e-5, rtol=0)
+
+    @pytest.mark.parametrize(
+        "reader, why",
+        [
+            ("residual", "'add' reads it together with other tensors"),
+            ("scaled", "it is read by 'multiply' (Multiply)"),
+            ("identity", "'identity' returns its input"),
+        ],
+    )
+    def test_a_block_that_mixes_units_is_refused(self, reader, why):
+        inputs = keras.Input((FF,))
+        x = keras.layers.Dense(FF, activation="relu", name="site")(inputs)
+        block = _Reader(mode=reader, name=reader)
+        model = keras.Model(inputs, keras.layers.Dense(2)(block(x)))
+        plans, unmapped = plan_recycling(model)
+        assert plans == {}
+        assert unmapped["site"].startswith(why), unmapped
+
+    def test_an_untraceable_subclassed_model_is_named(self, rng):
+        class Opaque(Agent):
+            def call(self, x, training=None):
+                if keras.utils.is_keras_tensor(x):
+                    raise TypeError("concrete tensors only")
+                return super().call(x, training=training)
+
+        model = Opaque(name="opaque")
+        model(rng.normal(size=(2, EMBED)).astype("float32"))
+        plans, unmapped = plan_recycling(model)
+        # The block's own sites are traced from the block.
+        assert set(plans) == {"torso/act"}
+        assert unmapped["hidden"] == (
+            "'opaque' (Opaque) is not a Sequential or functional graph, and its "
+            "Python `call` could not be traced on symbolic inputs (TypeError); "
+            "name where its units flow with `links=`"
+        )
+
+
+class _Reader(keras.layers.Layer):
+    """A custom block reading a site: `inner(x)`, or one that mixes it."""
+
+    def __init__(self, mode="plain", **kwargs):
+        super().__init__(**kwargs)
+        self.mode = mode
+        units = FF if mode == "residual" else 4
+        self.inner = (
+            None if mode == "identity" else keras.layers.Dense(units, name="inner")
+        )
+
+    def call(self, x):
+        if self.mode == "residual":
+            return x + self.inner(x)
+        if self.mode == "scaled":
+            return self.inner(x * 2.0)
+        if self.inner is None:
+            return x
+        return self.inner(x)
+
+
 class TestWhatStaysOutOfReach:
     def test_keras_hub_decoder_is_known_too(self):
         decoder = keras_hub.layers.TransformerDecoder(FF, num_heads=2, name="dec")
@@ -499,7 +691,7 @@ class TestWhatStaysOutOfReach:
 
     def test_unlinked_and_inline_blocks_are_named_in_one_warning(self):
         model = _classifier(
-            DenseBlock(fused=True, name="block"),
+            UntraceableBlock(fused=True, name="block"),
             InlineBlock(name="inline"),
             keras.layers.Dense(EMBED, activation="relu", name="mapped"),
             keras.layers.Dense(EMBED, name="after"),
@@ -511,7 +703,12 @@ class TestWhatStaysOutOfReach:
         assert len(ours) == 1, [str(w.message) for w in ours]
         message = str(ours[0].message)
         assert message.startswith("Recycle cannot recycle these rectifier sites")
-        assert "block/ffn_in: it is inside 'block' (DenseBlock)" in message
+        assert (
+            "block/ffn_in: it is inside 'block' (UntraceableBlock), whose `call` "
+            "is Python code the kit cannot follow ('block' (UntraceableBlock) is "
+            "not a Sequential or functional graph, and its Python `call` could "
+            "not be traced on symbolic inputs (TypeError))"
+        ) in message
         assert "inline: it applies its rectifier `activation` in its own" in message
         assert message.count("`links=`") == 2
         assert recycle.sites_recycled == ["mapped"]

@@ -42,13 +42,16 @@ with NaN/inf outputs is left alone that time.
 Which sites. Those whose producer and consumers are mapped exactly: from
 the model's graph, or from the graph of the nested `Sequential` or
 functional model holding the site (a custom block's `self.ffn =
-keras.Sequential([...])`); in keras-hub's `TransformerEncoder`,
-`TransformerDecoder` and T5 layers, the feed-forward `Dense` pair; elsewhere in a custom
-layer, whose `call` is Python code, as `links=` names them. The others (a
+keras.Sequential([...])`); in a subclassed model or a custom layer, whose
+`call` is Python code, from that `call` traced once on symbolic inputs;
+in keras-hub's `TransformerEncoder`, `TransformerDecoder` and T5 layers,
+the feed-forward `Dense` pair; where a `call` cannot be traced (it
+branches on tensor values), as `links=` names them. The others (a
 residual `Add` after the rectifier, a layer called twice, the model's
-output layer, an unlinked custom block, a rectifier computed in a layer's
-own `call`) are named in one warning when training begins and left alone
-(`keras_relu_kit.recycling` plans and writes the re-initialisations).
+output layer, an untraceable custom block, a rectifier computed in a
+layer's own `call`) are named in one warning when training begins and
+left alone (`keras_relu_kit.recycling` plans and writes the
+re-initialisations).
 
 Measuring. Alone, Recycle measures on a fixed probe chosen as
 `DeadReLUMonitor` chooses it (by default a sample of each `fit`'s
@@ -101,10 +104,11 @@ class Recycle(UnitReplacement):
     `tau` each dormant one, gets fresh incoming weights (drawn from its
     layer's kernel initializer), a new bias, zero outgoing weights and
     reset optimizer slots, so the model's predictions are unchanged at that
-    moment. Sites inside a custom layer are reached through nested
-    `Sequential`/functional models, keras-hub's transformer blocks, or
+    moment. Sites of subclassed models and inside custom layers are
+    reached through nested `Sequential`/functional models, their `call`
+    traced on symbolic inputs, keras-hub's transformer blocks, or
     `links`; sites whose weights cannot be mapped exactly (a residual `Add`
-    after the rectifier, the output layer, an unlinked custom block, ...)
+    after the rectifier, the output layer, an untraceable block, ...)
     are named in a warning and left alone. `logs` get `"recycled/<site>"`
     and `"recycled"`, the units recycled during the epoch.
 
@@ -139,7 +143,8 @@ class Recycle(UnitReplacement):
             kills them again): the recycled units' new bias. Defaults to
             `"zeros"`.
         links: dict or `None`. Where the units of sites inside custom
-            layers flow, which the kit cannot read from Python code, by
+            layers or subclassed models flow, where the kit cannot trace
+            their `call` on symbolic inputs, by
             site name and layer path (the keys of
             `keras_relu_kit.diagnostics.sites.layer_paths(model)`):
             `{site: consumer}` or `{site: [consumers]}` for a `Dense` or
