@@ -6,15 +6,18 @@ Deep Reinforcement Learning"; continual backprop in Dohare et al., Nature
 2024, "Loss of plasticity in deep continual learning"):
 
 - its **incoming** weights, the producing `Dense`/`Conv` layer's kernel
-  column (filter), are re-drawn from that layer's own kernel initializer,
+  column (filter; a `SeparableConv`'s pointwise column, its depthwise
+  kernel being shared by all units), are re-drawn from that layer's own
+  kernel initializer,
   its bias entry is set by `bias_initializer` (zeros by default, as
   continual backprop does: a bias initializer that killed the unit would
   kill it again), and a `BatchNormalization` between producer and rectifier
   has the unit's gamma, beta and moving statistics reset to their
   initializers;
 - its **outgoing** weights, the rows (input channels) of the consuming
-  `Dense`/`Conv` kernels, are set to 0, so the model's output on any input
-  is the same just after recycling;
+  `Dense`/`Conv` kernels (a `SeparableConv`'s depthwise kernel), are set
+  to 0, so the model's output on any input is the same just after
+  recycling;
 - the optimizer's slot variables of exactly those entries are reset
   (`SLOT_RULES`): momentum to 0, so stale momentum does not push the fresh
   unit straight back, and a second moment (Adam's v) to 0 as ReDo does,
@@ -23,9 +26,11 @@ Deep Reinforcement Learning"; continual backprop in Dohare et al., Nature
 `plan_recycling(model)` maps each site to its producer, normalization and
 consumers once, from the model's graph; `recycle_units` applies it.
 Between the site and its consumers, layers that only move or pool values
-per channel (`Flatten`, `Reshape`, pooling, `Dropout`, ...) are allowed
-where the channel of every consumer input is exact: it is found by
-running those layers on a tensor holding each channel's index.
+per channel (`Flatten`, `Reshape`, pooling, `Dropout`, ...) and a
+`Concatenate` with other tensors are allowed where the channel of every
+consumer input is exact: it is found by running those layers on a tensor
+holding each channel's index (and -1 in the other tensors a
+`Concatenate` joins to it).
 
 Where the flow is found. A site of the model's own graph is planned from
 that graph; a site inside a nested `Sequential` or functional model (a
@@ -77,6 +82,7 @@ _DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
 #: One write: `(variable, entries, new values or None for zeros, whether
 #: the optimizer slots of those entries are zeroed too)`.
 _Update = tuple[keras.Variable, np.ndarray, Any, bool]
+_SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
 _PRODUCERS = (
     keras.layers.Dense,
     keras.layers.Conv1D,
@@ -86,6 +92,10 @@ _PRODUCERS = (
     # (kernel[..., c, 0]), and zeroing kernel[..., c, :] leaves output c at
     # its bias, whatever input c holds.
     *_DEPTHWISE,
+    # Output channel c is the pointwise kernel's column c (`[..., c]`) over
+    # the depthwise outputs; input channel c is read by the depthwise
+    # kernel's `[..., c, :]` alone.
+    *_SEPARABLE,
 )
 _CONSUMERS = _PRODUCERS
 # Between a producer and its rectifier: normalization is reset, dropout
@@ -260,15 +270,15 @@ def recycle_units(
     # (variable, entries, new values or None for zeros, whether its slots
     # of those entries are zeroed)
     updates: list[_Update] = []
-    # Incoming: the kernel's output axis (-1; -2 for a depthwise kernel,
-    # whose last axis is the multiplier 1) and the bias.
+    # Incoming: the output kernel's output axis (-1; -2 for a depthwise
+    # kernel, whose last axis is the multiplier 1) and the bias.
     given = {"kernel": kernel_initializer, "bias": bias_initializer}
-    depthwise = isinstance(producer, _DEPTHWISE)
+    kernel, kernel_axis = output_kernel(producer)
     for variable, initializer in _initialized(producer, ("kernel", "bias")):
-        name = "kernel" if variable is producer.kernel else "bias"
+        name = "kernel" if variable is kernel else "bias"
         if given[name] is not None:
             initializer = keras.initializers.get(given[name])
-        axis = -2 if depthwise and name == "kernel" else -1
+        axis = kernel_axis if name == "kernel" else -1
         updates.append(_redrawn(variable, initializer, mask, axis, next(seeds)))
     for norm in plan.norms:
         names = ("gamma", "beta", "moving_mean", "moving_variance")
@@ -277,7 +287,7 @@ def recycle_units(
     # Outgoing: the consumers' kernel rows (axis -2) that read the units.
     for consumer in plan.consumers:
         row_mask = _row_mask(consumer, mask)
-        kernel = consumer.layer.kernel
+        kernel = input_kernel(consumer.layer)
         if outgoing_means is not None:
             updates.extend(_bias_shift(consumer, row_mask, outgoing_means))
         updates.append((kernel, _entries(kernel, row_mask, -2), None, True))
@@ -312,11 +322,17 @@ def _bias_shift(consumer: Consumer, row_mask: np.ndarray, means: Any) -> list[_U
     rows = consumer.channel_of_row
     weights = np.zeros(rows.shape, dtype=np.float64)
     weights[row_mask] = means[rows[row_mask]]
-    kernel = np.asarray(ops.convert_to_numpy(consumer.layer.kernel), np.float64)
+    layer = consumer.layer
+    kernel = np.asarray(ops.convert_to_numpy(input_kernel(layer)), np.float64)
     taps = kernel.reshape((-1, *kernel.shape[-2:]))
-    if isinstance(consumer.layer, _DEPTHWISE):
+    if isinstance(layer, _DEPTHWISE):
         # Output channel c reads input channel c only.
         shift = np.einsum("tc,c->c", taps[..., 0], weights)
+    elif isinstance(layer, _SEPARABLE):
+        # Depthwise output c * multiplier + m, then the pointwise kernel.
+        pointwise = np.asarray(ops.convert_to_numpy(layer.pointwise_kernel), np.float64)
+        pointwise = pointwise.reshape((*taps.shape[-2:], -1))
+        shift = np.einsum("tcm,cmo,c->o", taps, pointwise, weights)
     else:
         shift = np.einsum("tio,i->o", taps, weights)
     value = np.asarray(ops.convert_to_numpy(bias), np.float64) + shift
@@ -381,7 +397,7 @@ def _producer_of(
         elif not isinstance(previous, _DROPOUT):
             raise _Unmappable(
                 f"it is computed from '{sources[0]}' "
-                f"({type(previous).__name__}), not from a Dense or Conv layer"
+                f"({_kind(previous)}), not from a Dense or Conv layer"
             )
         current = sources[0]
     _check_linear(producer)
@@ -398,15 +414,30 @@ def _check_linear(producer: keras.layers.Layer) -> None:
 
 def _units_of(producer: keras.layers.Layer) -> int:
     """The number of units (output channels) `producer` computes."""
-    if getattr(producer, "kernel", None) is None:
+    kernel, axis = output_kernel(producer)
+    if kernel is None:
         raise _Unmappable(f"its producer '{producer.name}' has no kernel")
-    depthwise = isinstance(producer, _DEPTHWISE)
-    if depthwise and producer.depth_multiplier != 1:
+    if isinstance(producer, _DEPTHWISE) and producer.depth_multiplier != 1:
         raise _Unmappable(
             f"its producer '{producer.name}' has a depth multiplier of "
             f"{producer.depth_multiplier}"
         )
-    return int(producer.kernel.shape[-2 if depthwise else -1])
+    return int(kernel.shape[axis])
+
+
+def output_kernel(layer: keras.layers.Layer) -> tuple[Any, int]:
+    """`(kernel, axis)`: the kernel computing a producer's output channels
+    and their axis in it (`None` for a layer without one)."""
+    if isinstance(layer, _SEPARABLE):
+        return getattr(layer, "pointwise_kernel", None), -1
+    return getattr(layer, "kernel", None), -2 if isinstance(layer, _DEPTHWISE) else -1
+
+
+def input_kernel(layer: keras.layers.Layer) -> Any:
+    """The kernel whose rows (axis -2) read a consumer's input channels."""
+    if isinstance(layer, _SEPARABLE):
+        return getattr(layer, "depthwise_kernel", None)
+    return getattr(layer, "kernel", None)
 
 
 def _check_norms(
@@ -567,14 +598,15 @@ def _trace(layer: keras.layers.Layer) -> ModelGraph:
     return dataclasses.replace(graph, by_name={**operations, **graph.by_name})
 
 
-def _symbolic_inputs(shapes: Any) -> Any:
-    """`keras.Input`s of `shapes` (a structure of shape tuples)."""
+def _symbolic_inputs(shapes: Any, name: str | None = None) -> Any:
+    """`keras.Input`s of `shapes` (a structure of shape tuples); those of a
+    dict are named by their keys, as `keras.Model` expects."""
     if isinstance(shapes, (tuple, list)) and all(
         d is None or isinstance(d, int) for d in shapes
     ):
-        return keras.Input(batch_shape=(None, *tuple(shapes)[1:]))
+        return keras.Input(batch_shape=(None, *tuple(shapes)[1:]), name=name)
     if isinstance(shapes, dict):
-        return {key: _symbolic_inputs(value) for key, value in shapes.items()}
+        return {key: _symbolic_inputs(value, key) for key, value in shapes.items()}
     if isinstance(shapes, (tuple, list)):
         return type(shapes)(_symbolic_inputs(value) for value in shapes)
     raise TypeError(f"not a shape: {shapes!r}")
@@ -811,7 +843,7 @@ def _plan_link(
                 f"({type(layer).__name__}); its units can be read by Dense "
                 "and ungrouped Conv layers"
             )
-        rows = getattr(getattr(layer, "kernel", None), "shape", (None, None))[-2]
+        rows = getattr(input_kernel(layer), "shape", (None, None))[-2]
         if rows != units:
             raise refuse(
                 f"gives {site.name!r} ({units} units) the consumer {path!r}, "
@@ -860,9 +892,10 @@ def _check_changeable(layer: keras.layers.Layer) -> None:
     if not layer.trainable:
         raise _Unmappable(f"'{layer.name}' is frozen (trainable=False)")
     has_kernel = not isinstance(layer, keras.layers.BatchNormalization)
+    kernels = (output_kernel(layer)[0], input_kernel(layer))
     if has_kernel and (
         getattr(layer, "lora_enabled", False)
-        or not isinstance(getattr(layer, "kernel", None), keras.Variable)
+        or not all(isinstance(kernel, keras.Variable) for kernel in kernels)
     ):
         raise _Unmappable(f"'{layer.name}' has no kernel variable (LoRA?)")
     names = ("kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance")
@@ -884,16 +917,24 @@ def _consumers(
     found: list[Consumer] = []
 
     def follow(
-        graph: ModelGraph,
-        targets: list[str],
-        chain: list[keras.layers.Layer],
-        sources: int = 1,
+        graph: ModelGraph, source: str | None, targets: list[str], chain: list[Any]
     ) -> None:
-        # `sources`: the tensors a target reads in `graph`; 0 for the first
-        # layer of a `Sequential` block, which reads the block's input.
+        # `source`: the layer of `graph` whose output the targets read;
+        # `None` for the first layer of a `Sequential` block, which reads
+        # the block's input.
         for target in targets:
             layer = graph.by_name.get(target)
-            if graph.calls.get(target) != 1 or len(graph.inbound[target]) != sources:
+            reads = graph.inbound[target]
+            if source is None:
+                alone = not reads
+            else:
+                alone = reads == [source]
+            merge = (
+                isinstance(layer, keras.layers.Concatenate)
+                and source is not None
+                and reads.count(source) == 1
+            )
+            if graph.calls.get(target) != 1 or not (alone or merge):
                 raise _Unmappable(
                     f"'{target}' reads it together with other tensors or more than once"
                 )
@@ -904,25 +945,59 @@ def _consumers(
                     site_layer, [*chain, layer], units, channel_axis
                 )
                 found.append(Consumer(layer, rows))
-            elif isinstance(layer, _PASS_THROUGH):
+            elif isinstance(layer, _PASS_THROUGH) or merge:
                 if target in graph.outputs:
                     raise _Unmappable(f"it reaches the model output '{target}'")
-                follow(graph, graph.outbound.get(target, []), [*chain, layer])
+                step = _Slot(layer, reads.index(source or "")) if merge else layer
+                follow(graph, target, graph.outbound.get(target, []), [*chain, step])
             else:
                 inner = _block_graph(layer)
                 if inner is None:
                     raise _Unmappable(
-                        f"it is read by '{target}' ({type(layer).__name__}), whose "
+                        f"it is read by '{target}' ({_kind(layer)}), whose "
                         "inputs cannot be zeroed per unit"
                     )
-                entries = _entry_targets(inner, target)
-                sequential = not inner.functional
-                follow(inner, entries, chain, 0 if sequential else 1)
+                entry, entries = _entry_targets(inner, target)
+                follow(inner, entry, entries, chain)
 
-    follow(graph, graph.outbound.get(name, []), [])
+    follow(graph, name, graph.outbound.get(name, []), [])
     if not found:
         raise _Unmappable("no Dense or Conv layer reads it")
     return found
+
+
+@dataclasses.dataclass(frozen=True)
+class _Slot:
+    """A `Concatenate` on the way to the consumers: the site's flow is its
+    input `position`; the others hold no unit of the site."""
+
+    layer: keras.layers.Layer
+    position: int
+
+    def __call__(self, values: Any, training: bool = False) -> Any:
+        # The other inputs are filled with -1, "another tensor's value": a
+        # consumer row that reads them with the site's units mixes the two.
+        shape = list(values.shape)
+        axis = self.layer.axis % len(shape)
+        inputs = []
+        for index, tensor in enumerate(self.layer.input):
+            if index == self.position:
+                inputs.append(values)
+                continue
+            size = tensor.shape[axis]
+            shape[axis] = 8 if size is None else int(size)
+            inputs.append(keras.ops.full(tuple(shape), -1.0, dtype="float32"))
+        return self.layer(inputs, training=training)
+
+    @property
+    def name(self) -> str:
+        return self.layer.name
+
+
+def _kind(layer: Any) -> str:
+    """A graph node's class, for messages; a functional graph's
+    `keras.ops` calls are no layers of the model."""
+    return "an operation" if layer is None else type(layer).__name__
 
 
 def _block_graph(layer: Any) -> ModelGraph | None:
@@ -942,35 +1017,37 @@ def _block_graph(layer: Any) -> ModelGraph | None:
     return graph if graph.ok else None
 
 
-def _entry_targets(graph: ModelGraph, block: str) -> list[str]:
-    """The layers of a block's graph that read the block's one input."""
+def _entry_targets(graph: ModelGraph, block: str) -> tuple[str | None, list[str]]:
+    """The layer of a block's graph holding the block's one input (`None`
+    for a `Sequential` block), and the layers that read it."""
+    if not graph.functional:
+        # A Sequential model: its first layer reads the input.
+        first = [name for name, sources in graph.inbound.items() if not sources]
+        return None, first[:1]
     inputs = [
         name
         for name, layer in graph.by_name.items()
         if isinstance(layer, keras.layers.InputLayer)
     ]
-    if not graph.functional:
-        # A Sequential model: its first layer.
-        return [name for name, sources in graph.inbound.items() if not sources][:1]
     if len(inputs) != 1:
         raise _Unmappable(f"'{block}' has {len(inputs)} inputs")
     if inputs[0] in graph.outputs:
         raise _Unmappable(f"'{block}' returns its input")
-    return graph.outbound.get(inputs[0], [])
+    return inputs[0], graph.outbound.get(inputs[0], [])
 
 
 def _channel_of_rows(
     site_layer: keras.layers.Layer,
-    chain: list[keras.layers.Layer],
+    chain: list[Any],
     units: int,
     channel_axis: int,
 ) -> np.ndarray:
     """For each kernel row of the chain's last layer, the unit it reads.
 
-    The pass-through layers of the chain run on a tensor holding, at
-    every position, its channel's index + 1; the consumer's input axis
-    (last for Dense, its channel axis for Conv) must then carry one index
-    per row.
+    The pass-through layers of the chain (and its `Concatenate`s, as
+    `_Slot`s) run on a tensor holding, at every position, its channel's
+    index + 1; the consumer's input axis (last for Dense, its channel axis
+    for Conv) must then carry one index per row, or none.
     """
     if not _has_output(site_layer):
         # A layer of a nested model that was never called symbolically.
@@ -991,8 +1068,8 @@ def _channel_of_rows(
     x = np.broadcast_to(ids.reshape(broadcast), shape)[None]
     values = keras.ops.convert_to_tensor(np.ascontiguousarray(x), "float32")
     try:
-        for layer in chain[:-1]:
-            values = layer(values, training=False)
+        for step in chain[:-1]:
+            values = step(values, training=False)
         values = np.asarray(keras.ops.convert_to_numpy(values), dtype="float64")[0]
     except Exception as error:
         raise _Unmappable(
@@ -1007,7 +1084,8 @@ def _channel_of_rows(
     values = np.moveaxis(values, axis, -1).reshape(-1, values.shape[axis])
     rounded = np.rint(values)
     # Each input row must read one unit: one index (and zeros, where
-    # padding put positions that belong to no unit).
+    # padding put positions that belong to no unit), or only another
+    # tensor's values (-1, from a `Concatenate`).
     rows = rounded.max(axis=0)
     if not np.allclose(values, rounded, atol=1e-3) or not np.all(
         (rounded == rows) | (rounded == 0)
@@ -1015,8 +1093,8 @@ def _channel_of_rows(
         raise _Unmappable(
             f"the layers before '{consumer.name}' mix its units within one input"
         )
-    rows = rows.astype(np.int64) - 1
-    if rows.shape[0] != consumer.kernel.shape[-2]:
+    rows = np.where(rows > 0, rows - 1, -1).astype(np.int64)
+    if rows.shape[0] != input_kernel(consumer).shape[-2]:
         raise _Unmappable(f"'{consumer.name}' reads its units in another layout")
     return rows
 
@@ -1041,12 +1119,17 @@ def _channel_axis(layer: keras.layers.Layer) -> int:
 def _initialized(
     layer: keras.layers.Layer, names: Iterable[str]
 ) -> Iterator[tuple[keras.Variable, Any]]:
-    """`(variable, initializer)` of the named weights the layer has."""
+    """`(variable, initializer)` of the named weights the layer has;
+    `"kernel"` is its output kernel (`output_kernel`)."""
     for name in names:
         variable = getattr(layer, name, None)
         initializer = getattr(layer, f"{name}_initializer", None)
         if name == "kernel" and isinstance(layer, _DEPTHWISE):
             initializer = layer.depthwise_initializer
+        elif name == "kernel" and isinstance(layer, _SEPARABLE):
+            # The output kernel (`output_kernel`), re-drawn for a unit.
+            variable = getattr(layer, "pointwise_kernel", None)
+            initializer = layer.pointwise_initializer
         if isinstance(variable, keras.Variable) and initializer is not None:
             yield variable, keras.initializers.get(initializer)
 
@@ -1111,7 +1194,7 @@ def _apply_updates(
     drawn = tuple(new is not None for _, _, new, _ in updates)
     entries = [np.ascontiguousarray(entries) for _, entries, _, _ in updates]
     values = [new for _, _, new, _ in updates if new is not None]
-    kernel = getattr(plan.producer, "kernel", None)
+    kernel = output_kernel(plan.producer)[0]
     reference = next((i for i, v in enumerate(variables) if v is kernel), None)
     key = (
         tuple(id(variable) for variable in variables),

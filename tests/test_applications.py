@@ -1,10 +1,11 @@
 """Keras Applications models, as users bring them (`weights=None`, 32x32).
 
 Site counts were checked by hand (MobileNetV2: 35 ReLU6 sites, ResNet50:
-49 ReLU sites). MobileNetV2's batch norm has momentum 0.999: after a few
-steps its moving averages still sit near their initial values, and a
-measurement in inference mode reads units as dead that the training step
-keeps alive.
+49 ReLU sites, InceptionV3: 94 ReLU sites, one per `conv2d_bn`, Xception:
+35 ReLU sites).
+MobileNetV2's batch norm has momentum 0.999: after a few steps its moving
+averages still sit near their initial values, and a measurement in
+inference mode reads units as dead that the training step keeps alive.
 """
 
 import keras
@@ -16,7 +17,7 @@ from keras_relu_kit.callbacks import ContinualBackprop, DeadReLUMonitor, Recycle
 from keras_relu_kit.diagnostics import find_rectifier_sites, measure
 from keras_relu_kit.recycling import plan_recycling, recycle_units
 
-SITES = {"MobileNetV2": 35, "ResNet50": 49}
+SITES = {"MobileNetV2": 35, "ResNet50": 49, "InceptionV3": 94, "Xception": 35}
 
 
 @pytest.fixture(scope="module")
@@ -65,24 +66,44 @@ def test_monitor_a_short_fit_and_leakify(name, images):
     )
 
 
-@pytest.mark.parametrize("name, unmapped", [("MobileNetV2", 0), ("ResNet50", 16)])
-def test_recycling_keeps_predictions_exactly(name, unmapped, images):
+@pytest.mark.parametrize(
+    "name, unmapped, why",
+    [
+        ("MobileNetV2", 0, ""),
+        # Those after a residual Add.
+        ("ResNet50", 16, "(Add)"),
+        # InceptionV3: 94 sites, 44 of them read through a `Concatenate` (its
+        # "mixed" blocks). Xception: 35 sites, most between SeparableConv2D
+        # layers; the 11 whose input also feeds a residual branch are left
+        # alone. Both flows are checked on every backend on small models
+        # (tests/test_recycle_blocks.py, tests/test_recycle.py).
+        pytest.param("InceptionV3", 0, "", marks=pytest.mark.tensorflow_only),
+        pytest.param(
+            "Xception", 11, "also feeds other layers", marks=pytest.mark.tensorflow_only
+        ),
+    ],
+)
+def test_recycling_keeps_predictions_exactly(name, unmapped, why, images):
     """Plant dead channels behind every mappable site's batch norm, recycle
     them, and compare predictions (inference mode) element by element."""
     x, _ = images
+    if name in ("InceptionV3", "Xception"):  # Their smallest input is 75 x 75.
+        x = np.random.default_rng(1).uniform(size=(4, 75, 75, 3)).astype("float32")
     keras.utils.set_random_seed(0)
     model = getattr(keras.applications, name)(
-        weights=None, input_shape=(32, 32, 3), classes=10
+        weights=None, input_shape=x.shape[1:], classes=10
     )
     plans, reasons = plan_recycling(model)
     assert len(plans) + len(reasons) == SITES[name]
     assert len(reasons) == unmapped
-    # ResNet's unmapped sites are those after a residual Add.
-    assert all("(Add)" in why for why in reasons.values())
+    assert all(why in reason for reason in reasons.values())
     dead = [0, 1]
     for plan in plans.values():
         norm = plan.norms[-1]
-        for variable, value in ((norm.gamma, 0.0), (norm.beta, -10.0)):
+        # InceptionV3's batch norms have no gamma (`scale=False`).
+        planted = [(norm.beta, -1e3)] if norm.gamma is None else []
+        planted = planted or [(norm.gamma, 0.0), (norm.beta, -10.0)]
+        for variable, value in planted:
             array = keras.ops.convert_to_numpy(variable).copy()
             array[dead] = value
             variable.assign(array)
@@ -93,7 +114,7 @@ def test_recycling_keeps_predictions_exactly(name, unmapped, images):
     np.testing.assert_array_equal(before, after)
     # The planted channels are reset to the batch norms' initial values.
     norm = next(iter(plans.values())).norms[-1]
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(norm.gamma)[dead], 1.0)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(norm.beta)[dead], 0.0)
 
 
 def _mobilenet_with_two_dead_channels():

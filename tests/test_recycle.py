@@ -9,7 +9,7 @@ from keras_relu_kit.diagnostics import measure
 from keras_relu_kit.errors import (
     UnreachableSitesWarning,
 )
-from keras_relu_kit.recycling import plan_recycling
+from keras_relu_kit.recycling import plan_recycling, recycle_units
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(32, 6)).astype("float32")
@@ -504,6 +504,70 @@ class TestMoreLayouts:
         np.testing.assert_array_equal(before["predictions"], after["predictions"])
         kernel = after["weights"][model.get_layer("out").kernel.path]
         assert not np.any(kernel.reshape(6, 5, 2)[:, DEAD])
+
+    def test_separable_convolutions_as_producer_and_consumer(self):
+        # Xception's pattern: a ReLU between two SeparableConv2D (depth
+        # multiplier 2): units are the pointwise columns, read by the next
+        # depthwise kernel's `[..., c, :]`.
+        inputs = keras.Input((6, 6, 2))
+        first = keras.layers.SeparableConv2D(5, 3, depth_multiplier=2, name="first")
+        x = keras.layers.ReLU(name="act")(first(inputs))
+        second = keras.layers.SeparableConv2D(
+            4, 2, depth_multiplier=2, activation="relu", name="second"
+        )
+        x = keras.layers.GlobalAveragePooling2D(name="pool")(second(x))
+        model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+        for layer in (first, second):
+            bias = np.ones(layer.bias.shape, "float32")
+            bias[DEAD] = -1e3
+            layer.bias.assign(bias)
+        model.compile(keras.optimizers.Adam(0.001), "mse")
+        plans, unmapped = plan_recycling(model)
+        assert unmapped == {} and plans["act"].producer is first
+        assert [c.layer for c in plans["act"].consumers] == [second]
+        before, after, recycle, _ = _recycle_between_snapshots(model, IMAGES, IMAGE_Y)
+        assert [(c["layer"], c["units"]) for c in recycle.changes] == [
+            ("act", DEAD),
+            ("second", DEAD),
+        ]
+        np.testing.assert_array_equal(before["predictions"], after["predictions"])
+        weights = before["weights"], after["weights"]
+        depthwise = [w[second.depthwise_kernel.path] for w in weights]
+        assert not np.any(depthwise[1][:, :, DEAD, :])
+        alive = [0, 2, 4]
+        np.testing.assert_array_equal(
+            depthwise[1][:, :, alive, :], depthwise[0][:, :, alive, :]
+        )
+        # The first layer's pointwise columns are re-drawn, its depthwise
+        # kernel (shared by every unit) kept.
+        pointwise = [w[first.pointwise_kernel.path] for w in weights]
+        assert np.all(pointwise[1][..., DEAD] != pointwise[0][..., DEAD])
+        np.testing.assert_array_equal(
+            weights[1][first.depthwise_kernel.path],
+            weights[0][first.depthwise_kernel.path],
+        )
+        np.testing.assert_array_equal(after["weights"][first.bias.path][DEAD], 0.0)
+
+    def test_a_mean_contribution_through_a_separable_consumer(self):
+        # Continual backprop's correction: with a 1 x 1 separable consumer
+        # its mean output on the probe is kept exactly.
+        inputs = keras.Input((6, 6, 2))
+        x = keras.layers.Conv2D(5, 3, activation="relu", name="site")(inputs)
+        consumer = keras.layers.SeparableConv2D(3, 1, depth_multiplier=2, name="sep")
+        model = keras.Model(inputs, consumer(x))
+        hidden = keras.Model(inputs, x)
+        means = keras.ops.convert_to_numpy(hidden(IMAGES)).mean(axis=(0, 1, 2))
+        expected = keras.ops.convert_to_numpy(model(IMAGES)).mean(axis=(0, 1, 2))
+        plan = plan_recycling(model)[0]["site"]
+        recycle_units(plan, DEAD, seed=0, outgoing_means=means)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(model(IMAGES)).mean(axis=(0, 1, 2)),
+            expected,
+            atol=1e-5,
+            rtol=0,
+        )
+        depthwise = keras.ops.convert_to_numpy(consumer.depthwise_kernel)
+        assert not np.any(depthwise[:, :, DEAD, :])
 
     def test_a_reshape_that_mixes_units_is_unmapped(self):
         inputs = keras.Input((4,))

@@ -652,6 +652,78 @@ class _Reader(keras.layers.Layer):
         return self.inner(x)
 
 
+class TestConcatenate:
+    """A site read through a `Concatenate` (Inception's "mixed" blocks, a
+    two-tower model): the consumer's rows of the other inputs are no unit's."""
+
+    def _towers(self):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((EMBED,))
+        left = keras.layers.Dense(4, activation="relu", name="left")(inputs)
+        right = keras.layers.Dense(3, name="right_in")(inputs)
+        right = keras.layers.ReLU(name="right")(right)
+        merged = keras.layers.Concatenate(name="merge")([right, left, inputs])
+        outputs = keras.layers.Dense(2, name="head")(merged)
+        return keras.Model(inputs, outputs)
+
+    def test_each_input_maps_to_its_own_rows(self):
+        model = self._towers()
+        plans, unmapped = plan_recycling(model)
+        assert unmapped == {}
+        none = [-1] * EMBED
+        rows = {name: plan.consumers[0].channel_of_row for name, plan in plans.items()}
+        np.testing.assert_array_equal(rows["right"], [0, 1, 2, -1, -1, -1, -1, *none])
+        np.testing.assert_array_equal(rows["left"], [-1, -1, -1, 0, 1, 2, 3, *none])
+
+    def test_recycling_through_it_keeps_predictions(self, rng):
+        model = self._towers()
+        _set(model.get_layer("left").bias, [0, 2], -1e3)
+        _set(model.get_layer("right_in").bias, [1], -1e3)
+        x = rng.normal(size=(8, EMBED)).astype("float32")
+        expected = to_numpy(model(x))
+        plans = plan_recycling(model)[0]
+        assert recycle_units(plans["left"], [0, 2], seed=1) == 2
+        assert recycle_units(plans["right"], [1], seed=2) == 1
+        np.testing.assert_allclose(to_numpy(model(x)), expected, atol=1e-5, rtol=0)
+        head = to_numpy(model.get_layer("head").kernel)
+        np.testing.assert_array_equal(head[[1, 3, 5]], 0.0)
+        assert np.all(head[[0, 2, 4, 6]] != 0.0)
+
+    def test_the_mean_contribution_moves_to_the_right_bias_rows(self, rng):
+        # ContinualBackprop's correction replaces live units: the head's
+        # mean output on the probe is kept, through the concatenation.
+        model = self._towers()
+        x = rng.normal(size=(64, EMBED)).astype("float32")
+        hidden = keras.Model(model.input, model.get_layer("left").output)
+        means = to_numpy(hidden(x)).mean(axis=0)
+        expected = to_numpy(model(x)).mean(axis=0)
+        plan = plan_recycling(model)[0]["left"]
+        recycle_units(plan, [0, 1, 2, 3], seed=3, outgoing_means=means)
+        np.testing.assert_allclose(
+            to_numpy(model(x)).mean(axis=0), expected, atol=1e-5, rtol=0
+        )
+
+    @pytest.mark.parametrize(
+        "how, why",
+        [
+            ("time", "the layers before 'head' mix its units within one input"),
+            ("twice", "'merge' reads it together with other tensors or more"),
+        ],
+    )
+    def test_mixing_concatenations_are_refused(self, how, why):
+        inputs = keras.Input((SEQ, EMBED))
+        site = keras.layers.Dense(EMBED, activation="relu", name="site")(inputs)
+        if how == "time":
+            # Along the positions: each head row reads the site and the input.
+            merged = keras.layers.Concatenate(axis=1, name="merge")([site, inputs])
+        else:
+            merged = keras.layers.Concatenate(name="merge")([site, site])
+        model = keras.Model(inputs, keras.layers.Dense(2, name="head")(merged))
+        plans, unmapped = plan_recycling(model)
+        assert plans == {}
+        assert unmapped["site"].startswith(why)
+
+
 class TestWhatStaysOutOfReach:
     def test_keras_hub_decoder_is_known_too(self):
         decoder = keras_hub.layers.TransformerDecoder(FF, num_heads=2, name="dec")

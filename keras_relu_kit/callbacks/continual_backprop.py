@@ -64,7 +64,7 @@ from keras_relu_kit.callbacks._replacement import UnitReplacement
 from keras_relu_kit.callbacks.dead_relu_monitor import DeadReLUMonitor
 from keras_relu_kit.diagnostics.measurement import training_step
 from keras_relu_kit.initializers.presets import initializer_for
-from keras_relu_kit.recycling import check_slot_rule
+from keras_relu_kit.recycling import check_slot_rule, input_kernel, output_kernel
 
 if TYPE_CHECKING:
     from keras_relu_kit.diagnostics.report import DeadReport, SiteReport
@@ -416,7 +416,7 @@ def _outgoing_magnitude(plan: RecyclePlan) -> np.ndarray:
     counts = np.zeros(plan.units)
     for consumer in plan.consumers:
         rows = consumer.channel_of_row
-        per_row = _magnitudes(consumer.layer.kernel, -2)
+        per_row = _magnitudes(input_kernel(consumer.layer), -2)
         valid = rows >= 0
         np.add.at(sums, rows[valid], per_row[valid])
         np.add.at(counts, rows[valid], 1.0)
@@ -425,11 +425,7 @@ def _outgoing_magnitude(plan: RecyclePlan) -> np.ndarray:
 
 def _incoming_magnitude(plan: RecyclePlan) -> np.ndarray:
     """Each unit's mean |incoming weight| (its kernel column or filter)."""
-    producer = plan.producer
-    depthwise = isinstance(
-        producer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
-    )
-    return _magnitudes(producer.kernel, -2 if depthwise else -1)
+    return _magnitudes(*output_kernel(plan.producer))
 
 
 def _deviation(site: SiteReport, center: np.ndarray) -> np.ndarray:

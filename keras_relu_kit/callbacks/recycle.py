@@ -13,8 +13,8 @@ each one,
   resets a `BatchNormalization` between producer and rectifier to its
   initial gamma, beta and moving statistics for that channel;
 - sets its **outgoing** weights (the rows, or input channels, of the
-  `Dense`/`Conv` layers that read it, through `Flatten`, `Reshape`, pooling
-  and dropout where the mapping is exact) to 0;
+  `Dense`/`Conv` layers that read it, through `Flatten`, `Reshape`, pooling,
+  dropout and `Concatenate` where the mapping is exact) to 0;
 - resets the optimizer's slot variables of exactly those entries:
   momentum (Adam's m, ...) to 0; a second moment (Adam's v, RMSprop's
   velocity, Adagrad's accumulator) by `optimizer_slots`: with `"auto"`
