@@ -7,17 +7,18 @@ Deep Reinforcement Learning"; continual backprop in Dohare et al., Nature
 
 - its **incoming** weights, the producing `Dense`/`Conv` layer's kernel
   column (filter; a `SeparableConv`'s pointwise column, its depthwise
-  kernel being shared by all units), are re-drawn from that layer's own
-  kernel initializer,
+  kernel being shared by all units; a transposed convolution's
+  `kernel[..., c, :]`), are re-drawn from that layer's own kernel
+  initializer,
   its bias entry is set by `bias_initializer` (zeros by default, as
   continual backprop does: a bias initializer that killed the unit would
   kill it again), and a `BatchNormalization` between producer and rectifier
   has the unit's gamma, beta and moving statistics reset to their
   initializers;
 - its **outgoing** weights, the rows (input channels) of the consuming
-  `Dense`/`Conv` kernels (a `SeparableConv`'s depthwise kernel), are set
-  to 0, so the model's output on any input is the same just after
-  recycling;
+  `Dense`/`Conv` kernels (a `SeparableConv`'s depthwise kernel; a
+  transposed convolution's last axis), are set to 0, so the model's output
+  on any input is the same just after recycling;
 - the optimizer's slot variables of exactly those entries are reset
   (`SLOT_RULES`): momentum to 0, so stale momentum does not push the fresh
   unit straight back, and a second moment (Adam's v) to 0 as ReDo does,
@@ -83,6 +84,11 @@ _DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
 #: the optimizer slots of those entries are zeroed too)`.
 _Update = tuple[keras.Variable, np.ndarray, Any, bool]
 _SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
+_TRANSPOSE = (
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+)
 _PRODUCERS = (
     keras.layers.Dense,
     keras.layers.Conv1D,
@@ -96,6 +102,8 @@ _PRODUCERS = (
     # the depthwise outputs; input channel c is read by the depthwise
     # kernel's `[..., c, :]` alone.
     *_SEPARABLE,
+    # A transposed convolution's kernel is `(..., filters, inputs)`.
+    *_TRANSPOSE,
 )
 _CONSUMERS = _PRODUCERS
 # Between a producer and its rectifier: normalization is reset, dropout
@@ -134,7 +142,8 @@ class Consumer:
     Attributes:
         layer: the consuming `Dense` or `Conv` layer.
         channel_of_row: int array, one entry per input row of the kernel
-            (axis -2): the site unit it reads, or -1 for none.
+            (`input_axis`: -2, or -1 for a transposed convolution): the
+            site unit it reads, or -1 for none.
     """
 
     layer: keras.layers.Layer
@@ -284,13 +293,14 @@ def recycle_units(
         names = ("gamma", "beta", "moving_mean", "moving_variance")
         for variable, initializer in _initialized(norm, names):
             updates.append(_redrawn(variable, initializer, mask, -1, None))
-    # Outgoing: the consumers' kernel rows (axis -2) that read the units.
+    # Outgoing: the consumers' kernel rows (`input_axis`) that read the units.
     for consumer in plan.consumers:
         row_mask = _row_mask(consumer, mask)
         kernel = input_kernel(consumer.layer)
         if outgoing_means is not None:
             updates.extend(_bias_shift(consumer, row_mask, outgoing_means))
-        updates.append((kernel, _entries(kernel, row_mask, -2), None, True))
+        rows = _entries(kernel, row_mask, input_axis(consumer.layer))
+        updates.append((kernel, rows, None, True))
     rule = check_slot_rule(slot_rule, "slot_rule")
     rate = learning_rate(optimizer) if rule == "auto" else 0.0
     _apply_updates(plan, updates, slots, rule, rate)
@@ -328,6 +338,8 @@ def _bias_shift(consumer: Consumer, row_mask: np.ndarray, means: Any) -> list[_U
     if isinstance(layer, _DEPTHWISE):
         # Output channel c reads input channel c only.
         shift = np.einsum("tc,c->c", taps[..., 0], weights)
+    elif isinstance(layer, _TRANSPOSE):
+        shift = np.einsum("toi,i->o", taps, weights)
     elif isinstance(layer, _SEPARABLE):
         # Depthwise output c * multiplier + m, then the pointwise kernel.
         pointwise = np.asarray(ops.convert_to_numpy(layer.pointwise_kernel), np.float64)
@@ -430,14 +442,20 @@ def output_kernel(layer: keras.layers.Layer) -> tuple[Any, int]:
     and their axis in it (`None` for a layer without one)."""
     if isinstance(layer, _SEPARABLE):
         return getattr(layer, "pointwise_kernel", None), -1
-    return getattr(layer, "kernel", None), -2 if isinstance(layer, _DEPTHWISE) else -1
+    axis = -2 if isinstance(layer, (*_DEPTHWISE, *_TRANSPOSE)) else -1
+    return getattr(layer, "kernel", None), axis
 
 
 def input_kernel(layer: keras.layers.Layer) -> Any:
-    """The kernel whose rows (axis -2) read a consumer's input channels."""
+    """The kernel whose rows (`input_axis`) read a consumer's input channels."""
     if isinstance(layer, _SEPARABLE):
         return getattr(layer, "depthwise_kernel", None)
     return getattr(layer, "kernel", None)
+
+
+def input_axis(layer: keras.layers.Layer) -> int:
+    """The axis of `input_kernel(layer)` that indexes its input channels."""
+    return -1 if isinstance(layer, _TRANSPOSE) else -2
 
 
 def _check_norms(
@@ -843,7 +861,8 @@ def _plan_link(
                 f"({type(layer).__name__}); its units can be read by Dense "
                 "and ungrouped Conv layers"
             )
-        rows = getattr(input_kernel(layer), "shape", (None, None))[-2]
+        shape = getattr(input_kernel(layer), "shape", (None, None))
+        rows = shape[input_axis(layer)]
         if rows != units:
             raise refuse(
                 f"gives {site.name!r} ({units} units) the consumer {path!r}, "
@@ -1094,7 +1113,7 @@ def _channel_of_rows(
             f"the layers before '{consumer.name}' mix its units within one input"
         )
     rows = np.where(rows > 0, rows - 1, -1).astype(np.int64)
-    if rows.shape[0] != input_kernel(consumer).shape[-2]:
+    if rows.shape[0] != input_kernel(consumer).shape[input_axis(consumer)]:
         raise _Unmappable(f"'{consumer.name}' reads its units in another layout")
     return rows
 

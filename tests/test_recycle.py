@@ -22,7 +22,10 @@ DEAD = [1, 3]  # the planted dead units of every hidden layer
 def _kill(producer, norm=None):
     """Make units `DEAD` of `producer` output 0 on every input, the others > 0."""
     kernel = keras.ops.convert_to_numpy(producer.kernel).copy()
-    kernel[..., DEAD] = 0.0
+    if isinstance(producer, keras.layers.Conv2DTranspose):
+        kernel[..., DEAD, :] = 0.0  # Its kernel is `(h, w, filters, inputs)`.
+    else:
+        kernel[..., DEAD] = 0.0
     producer.kernel.assign(kernel)
     if norm is None:
         bias = keras.ops.convert_to_numpy(producer.bias).copy()
@@ -568,6 +571,63 @@ class TestMoreLayouts:
         )
         depthwise = keras.ops.convert_to_numpy(consumer.depthwise_kernel)
         assert not np.any(depthwise[:, :, DEAD, :])
+
+    def test_a_unet_with_transposed_convolutions_and_a_skip(self):
+        # The decoder's Conv2DTranspose (kernel `(h, w, filters, inputs)`)
+        # produces units and reads `mid`'s; `enc` is read by `mid` and,
+        # through the skip's Concatenate, by the head.
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((6, 6, 2))
+        enc = keras.layers.Conv2D(5, 3, padding="same", activation="relu", name="enc")
+        mid = keras.layers.Conv2D(5, 3, padding="same", activation="relu", name="mid")
+        up = keras.layers.Conv2DTranspose(5, 2, strides=2, activation="relu", name="up")
+        encoded = enc(inputs)
+        x = up(mid(keras.layers.MaxPooling2D(name="pool")(encoded)))
+        x = keras.layers.Concatenate(name="skip")([x, encoded])
+        x = keras.layers.Conv2D(3, 1, name="head")(x)
+        outputs = keras.layers.Dense(2, name="out")(keras.layers.Flatten()(x))
+        model = keras.Model(inputs, outputs)
+        for layer in (enc, mid, up):
+            _kill(layer)
+        model.compile(keras.optimizers.Adam(0.001), "mse")
+        plans, unmapped = plan_recycling(model)
+        assert unmapped == {} and set(plans) == {"enc", "mid", "up"}
+        np.testing.assert_array_equal(
+            plans["up"].consumers[0].channel_of_row, [0, 1, 2, 3, 4] + [-1] * 5
+        )
+        assert [c.layer for c in plans["mid"].consumers] == [up]
+        before, after, recycle, _ = _recycle_between_snapshots(model, IMAGES, IMAGE_Y)
+        assert sorted((c["layer"], c["units"]) for c in recycle.changes) == [
+            ("enc", DEAD),
+            ("mid", DEAD),
+            ("up", DEAD),
+        ]
+        np.testing.assert_array_equal(before["predictions"], after["predictions"])
+        # `up` reads `mid`'s units on its last kernel axis: those rows are 0
+        # for its own units that were not re-drawn.
+        kernel = after["weights"][up.kernel.path]
+        alive = [0, 2, 4]
+        assert not np.any(kernel[:, :, alive][..., DEAD])
+        head = after["weights"][model.get_layer("head").kernel.path]
+        assert not np.any(head[:, :, DEAD]) and not np.any(head[:, :, [6, 8]])
+
+    def test_a_mean_contribution_through_a_transposed_consumer(self):
+        inputs = keras.Input((6, 6, 2))
+        x = keras.layers.Conv2D(5, 3, activation="relu", name="site")(inputs)
+        consumer = keras.layers.Conv2DTranspose(3, 1, name="up")
+        model = keras.Model(inputs, consumer(x))
+        hidden = keras.Model(inputs, x)
+        means = keras.ops.convert_to_numpy(hidden(IMAGES)).mean(axis=(0, 1, 2))
+        expected = keras.ops.convert_to_numpy(model(IMAGES)).mean(axis=(0, 1, 2))
+        plan = plan_recycling(model)[0]["site"]
+        recycle_units(plan, DEAD, seed=0, outgoing_means=means)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(model(IMAGES)).mean(axis=(0, 1, 2)),
+            expected,
+            atol=1e-5,
+            rtol=0,
+        )
+        assert not np.any(keras.ops.convert_to_numpy(consumer.kernel)[..., DEAD])
 
     def test_a_reshape_that_mixes_units_is_unmapped(self):
         inputs = keras.Input((4,))

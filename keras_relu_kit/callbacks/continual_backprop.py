@@ -64,7 +64,12 @@ from keras_relu_kit.callbacks._replacement import UnitReplacement
 from keras_relu_kit.callbacks.dead_relu_monitor import DeadReLUMonitor
 from keras_relu_kit.diagnostics.measurement import training_step
 from keras_relu_kit.initializers.presets import initializer_for
-from keras_relu_kit.recycling import check_slot_rule, input_kernel, output_kernel
+from keras_relu_kit.recycling import (
+    check_slot_rule,
+    input_axis,
+    input_kernel,
+    output_kernel,
+)
 
 if TYPE_CHECKING:
     from keras_relu_kit.diagnostics.report import DeadReport, SiteReport
@@ -416,7 +421,8 @@ def _outgoing_magnitude(plan: RecyclePlan) -> np.ndarray:
     counts = np.zeros(plan.units)
     for consumer in plan.consumers:
         rows = consumer.channel_of_row
-        per_row = _magnitudes(input_kernel(consumer.layer), -2)
+        layer = consumer.layer
+        per_row = _magnitudes(input_kernel(layer), input_axis(layer))
         valid = rows >= 0
         np.add.at(sums, rows[valid], per_row[valid])
         np.add.at(counts, rows[valid], 1.0)
