@@ -27,7 +27,8 @@ Deep Reinforcement Learning"; continual backprop in Dohare et al., Nature
 `plan_recycling(model)` maps each site to its producer, normalization and
 consumers once, from the model's graph; `recycle_units` applies it.
 Between the site and its consumers, layers that only move or pool values
-per channel (`Flatten`, `Reshape`, pooling, `Dropout`, ...) and a
+per channel (`Flatten`, `Reshape`, pooling, upsampling, cropping,
+`Permute`, `Dropout`, ...) and a
 `Concatenate` with other tensors are allowed where the channel of every
 consumer input is exact: it is found by running those layers on a tensor
 holding each channel's index (and -1 in the other tensors a
@@ -131,6 +132,17 @@ _PASS_THROUGH = (
     keras.layers.ZeroPadding1D,
     keras.layers.ZeroPadding2D,
     keras.layers.ZeroPadding3D,
+    # A U-Net's decoder and skip paths: positions cropped, repeated or
+    # interpolated within a channel.
+    keras.layers.Cropping1D,
+    keras.layers.Cropping2D,
+    keras.layers.Cropping3D,
+    keras.layers.UpSampling1D,
+    keras.layers.UpSampling2D,
+    keras.layers.UpSampling3D,
+    keras.layers.RepeatVector,
+    keras.layers.Permute,
+    keras.layers.Identity,
     *_DROPOUT,
 )
 

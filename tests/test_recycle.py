@@ -611,6 +611,42 @@ class TestMoreLayouts:
         head = after["weights"][model.get_layer("head").kernel.path]
         assert not np.any(head[:, :, DEAD]) and not np.any(head[:, :, [6, 8]])
 
+    @pytest.mark.parametrize("interpolation", ["nearest", "bilinear"])
+    def test_a_unet_with_upsampling_and_a_cropped_skip(self, interpolation):
+        # The classic U-Net: the decoder upsamples, the skip is cropped to
+        # the decoder's size; both keep each channel's values apart.
+        keras.utils.set_random_seed(0)
+        images = RNG.normal(size=(16, 8, 8, 2)).astype("float32")
+        inputs = keras.Input((8, 8, 2))
+        enc = keras.layers.Conv2D(5, 3, padding="same", activation="relu", name="enc")
+        mid = keras.layers.Conv2D(5, 3, activation="relu", name="mid")
+        encoded = enc(inputs)
+        x = mid(keras.layers.MaxPooling2D(name="pool")(encoded))
+        x = keras.layers.UpSampling2D(interpolation=interpolation, name="up")(x)
+        skip = keras.layers.Cropping2D(2, name="crop")(encoded)
+        x = keras.layers.Concatenate(name="skip")([skip, x])
+        x = keras.layers.Conv2D(3, 1, name="head")(x)
+        outputs = keras.layers.Dense(2, name="out")(keras.layers.Flatten()(x))
+        model = keras.Model(inputs, outputs)
+        _kill(enc)
+        _kill(mid)
+        model.compile(keras.optimizers.Adam(0.001), "mse")
+        plans, unmapped = plan_recycling(model)
+        assert unmapped == {}
+        head = model.get_layer("head")
+        assert [c.layer for c in plans["mid"].consumers] == [head]
+        np.testing.assert_array_equal(
+            plans["mid"].consumers[0].channel_of_row, [-1] * 5 + [0, 1, 2, 3, 4]
+        )
+        before, after, recycle, _ = _recycle_between_snapshots(model, images, IMAGE_Y)
+        units = {c["layer"]: c["units"] for c in recycle.changes}
+        # `mid`'s 2 x 2 outputs leave more of its units dead than planted.
+        assert units["enc"] == DEAD and set(DEAD) <= set(units["mid"])
+        np.testing.assert_array_equal(before["predictions"], after["predictions"])
+        kernel = after["weights"][head.kernel.path]
+        assert not np.any(kernel[:, :, DEAD])
+        assert not np.any(kernel[:, :, [5 + unit for unit in units["mid"]]])
+
     def test_a_mean_contribution_through_a_transposed_consumer(self):
         inputs = keras.Input((6, 6, 2))
         x = keras.layers.Conv2D(5, 3, activation="relu", name="site")(inputs)

@@ -14,7 +14,8 @@ each one,
   initial gamma, beta and moving statistics for that channel;
 - sets its **outgoing** weights (the rows, or input channels, of the
   `Dense`/`Conv` layers that read it, through `Flatten`, `Reshape`, pooling,
-  dropout and `Concatenate` where the mapping is exact) to 0;
+  upsampling, cropping, dropout and `Concatenate` where the mapping is
+  exact) to 0;
 - resets the optimizer's slot variables of exactly those entries:
   momentum (Adam's m, ...) to 0; a second moment (Adam's v, RMSprop's
   velocity, Adagrad's accumulator) by `optimizer_slots`: with `"auto"`
