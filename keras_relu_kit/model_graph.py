@@ -16,6 +16,7 @@ why.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -66,13 +67,23 @@ def model_graph(model: keras.layers.Layer) -> ModelGraph:
     """
     layers = model.layers if isinstance(model, keras.Model) else []
     key = tuple(id(layer) for layer in layers)
-    cached = model.__dict__.get(_CACHE_ATTRIBUTE)
+    return cached_on(model, _CACHE_ATTRIBUTE, key, lambda: _build(model))
+
+
+def cached_on(
+    layer: keras.layers.Layer, attribute: str, key: Any, build: Callable[[], Any]
+) -> Any:
+    """`build()`, kept on `layer` under `attribute` while `key` is the same.
+
+    Set through the instance dict, out of Keras' attribute tracking: never
+    saved, never a sublayer.
+    """
+    cached = layer.__dict__.get(attribute)
     if cached is not None and cached[0] == key:
         return cached[1]
-    graph = _build(model)
-    # Out of Keras' attribute tracking: never saved, never a sublayer.
-    model.__dict__[_CACHE_ATTRIBUTE] = (key, graph)
-    return graph
+    value = build()
+    layer.__dict__[attribute] = (key, value)
+    return value
 
 
 def _build(model: keras.layers.Layer) -> ModelGraph:

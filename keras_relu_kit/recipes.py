@@ -46,7 +46,11 @@ def recommended(
       show it;
     - `Recycle(dead_relu_monitor=monitor)`, which re-initialises the dead
       units at each epoch end on the monitor's measurement (one forward
-      pass serves both), and writes `recycled` into `logs`.
+      pass serves both), and writes `recycled` into `logs`. It manages the
+      sites whose weights it can map exactly, in graph models, subclassed
+      models and custom blocks alike (through pooling, upsampling and
+      `Concatenate`, into blocks); a site behind a residual `Add` is
+      measured but left alone, and named in one warning.
 
     Args:
         model: a `keras.Model` with rectifier units (any model the monitor

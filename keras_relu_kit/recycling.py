@@ -73,7 +73,7 @@ from keras_relu_kit.diagnostics.probe import (
     functional_inputs,
 )
 from keras_relu_kit.diagnostics.sites import find_rectifier_sites, layer_paths
-from keras_relu_kit.model_graph import ModelGraph, model_graph
+from keras_relu_kit.model_graph import ModelGraph, cached_on, model_graph
 from keras_relu_kit.rectifiers import DROPOUT_LAYERS
 
 if TYPE_CHECKING:
@@ -576,13 +576,7 @@ def traced_graph(layer: keras.layers.Layer) -> ModelGraph:
     sends a unit's output elsewhere is not followed there.
     """
     key = tuple(id(variable) for variable in layer.weights)
-    cached = layer.__dict__.get(_TRACE_ATTRIBUTE)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    graph = _trace(layer)
-    # Out of Keras' attribute tracking: never saved, never a sublayer.
-    layer.__dict__[_TRACE_ATTRIBUTE] = (key, graph)
-    return graph
+    return cached_on(layer, _TRACE_ATTRIBUTE, key, lambda: _trace(layer))
 
 
 # The attribute of a layer that holds its traced graph.

@@ -551,27 +551,6 @@ class TestMoreLayouts:
         )
         np.testing.assert_array_equal(after["weights"][first.bias.path][DEAD], 0.0)
 
-    def test_a_mean_contribution_through_a_separable_consumer(self):
-        # Continual backprop's correction: with a 1 x 1 separable consumer
-        # its mean output on the probe is kept exactly.
-        inputs = keras.Input((6, 6, 2))
-        x = keras.layers.Conv2D(5, 3, activation="relu", name="site")(inputs)
-        consumer = keras.layers.SeparableConv2D(3, 1, depth_multiplier=2, name="sep")
-        model = keras.Model(inputs, consumer(x))
-        hidden = keras.Model(inputs, x)
-        means = keras.ops.convert_to_numpy(hidden(IMAGES)).mean(axis=(0, 1, 2))
-        expected = keras.ops.convert_to_numpy(model(IMAGES)).mean(axis=(0, 1, 2))
-        plan = plan_recycling(model)[0]["site"]
-        recycle_units(plan, DEAD, seed=0, outgoing_means=means)
-        np.testing.assert_allclose(
-            keras.ops.convert_to_numpy(model(IMAGES)).mean(axis=(0, 1, 2)),
-            expected,
-            atol=1e-5,
-            rtol=0,
-        )
-        depthwise = keras.ops.convert_to_numpy(consumer.depthwise_kernel)
-        assert not np.any(depthwise[:, :, DEAD, :])
-
     def test_a_unet_with_transposed_convolutions_and_a_skip(self):
         # The decoder's Conv2DTranspose (kernel `(h, w, filters, inputs)`)
         # produces units and reads `mid`'s; `enc` is read by `mid` and,
@@ -647,10 +626,18 @@ class TestMoreLayouts:
         assert not np.any(kernel[:, :, DEAD])
         assert not np.any(kernel[:, :, [5 + unit for unit in units["mid"]]])
 
-    def test_a_mean_contribution_through_a_transposed_consumer(self):
+    @pytest.mark.parametrize("kind", ["separable", "transposed"])
+    def test_a_mean_contribution_through_another_consumer(self, kind):
+        # Continual backprop's correction: with a 1 x 1 consumer its mean
+        # output on the probe is kept exactly. A separable consumer reads
+        # the units through its depthwise kernel's `[..., c, :]`, a
+        # transposed one through its kernel's last axis.
         inputs = keras.Input((6, 6, 2))
         x = keras.layers.Conv2D(5, 3, activation="relu", name="site")(inputs)
-        consumer = keras.layers.Conv2DTranspose(3, 1, name="up")
+        if kind == "separable":
+            consumer = keras.layers.SeparableConv2D(3, 1, depth_multiplier=2)
+        else:
+            consumer = keras.layers.Conv2DTranspose(3, 1)
         model = keras.Model(inputs, consumer(x))
         hidden = keras.Model(inputs, x)
         means = keras.ops.convert_to_numpy(hidden(IMAGES)).mean(axis=(0, 1, 2))
@@ -663,7 +650,11 @@ class TestMoreLayouts:
             atol=1e-5,
             rtol=0,
         )
-        assert not np.any(keras.ops.convert_to_numpy(consumer.kernel)[..., DEAD])
+        if kind == "separable":
+            rows = keras.ops.convert_to_numpy(consumer.depthwise_kernel)[:, :, DEAD]
+        else:
+            rows = keras.ops.convert_to_numpy(consumer.kernel)[..., DEAD]
+        assert rows.size and not np.any(rows)
 
     def test_a_reshape_that_mixes_units_is_unmapped(self):
         inputs = keras.Input((4,))
