@@ -988,7 +988,17 @@ def _consumers(
     follow(graph, name, graph.outbound.get(name, []), [])
     if not found:
         raise _Unmappable("no Dense or Conv layer reads it")
-    return found
+    # A consumer reached by two paths (`Concatenate([x, pool(x)])`): one
+    # consumer, its rows from both (each row reads one path).
+    merged: dict[int, Consumer] = {}
+    for consumer in found:
+        first = merged.get(id(consumer.layer))
+        if first is not None:
+            rows = first.channel_of_row
+            rows = np.where(rows >= 0, rows, consumer.channel_of_row)
+            consumer = Consumer(consumer.layer, rows)
+        merged[id(consumer.layer)] = consumer
+    return list(merged.values())
 
 
 @dataclasses.dataclass(frozen=True)

@@ -703,6 +703,30 @@ class TestConcatenate:
             to_numpy(model(x)).mean(axis=0), expected, atol=1e-5, rtol=0
         )
 
+    def test_a_consumer_reached_by_two_paths_is_one_consumer(self, rng):
+        # `Concatenate([x, pool(x)])`: the head reads each unit twice; its
+        # rows from both paths are zeroed, and the mean contribution of both
+        # is moved into its bias once each.
+        inputs = keras.Input((SEQ, EMBED))
+        site = keras.layers.Dense(4, activation="relu", name="site")(inputs)
+        pooled = keras.layers.MaxPooling1D(1, name="pool")(site)
+        merged = keras.layers.Concatenate(name="merge")([site, pooled])
+        head = keras.layers.Dense(2, name="head")
+        model = keras.Model(inputs, head(merged))
+        (consumer,) = plan_recycling(model)[0]["site"].consumers
+        assert consumer.layer is head
+        np.testing.assert_array_equal(consumer.channel_of_row, [0, 1, 2, 3] * 2)
+        x = rng.normal(size=(16, SEQ, EMBED)).astype("float32")
+        hidden = keras.Model(inputs, site)
+        means = to_numpy(hidden(x)).mean(axis=(0, 1))
+        expected = to_numpy(model(x)).mean(axis=(0, 1))
+        plan = plan_recycling(model)[0]["site"]
+        recycle_units(plan, [0, 2], seed=0, outgoing_means=means)
+        np.testing.assert_allclose(
+            to_numpy(model(x)).mean(axis=(0, 1)), expected, atol=1e-5, rtol=0
+        )
+        np.testing.assert_array_equal(to_numpy(head.kernel)[[0, 2, 4, 6]], 0.0)
+
     @pytest.mark.parametrize(
         "how, why",
         [
