@@ -68,10 +68,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_relu_kit.diagnostics.probe import (
-    expected_input_shapes,
-    functional_inputs,
-)
+from keras_relu_kit.diagnostics.probe import expected_input_shapes
 from keras_relu_kit.diagnostics.sites import find_rectifier_sites, layer_paths
 from keras_relu_kit.model_graph import ModelGraph, cached_on, model_graph
 from keras_relu_kit.rectifiers import DROPOUT_LAYERS
@@ -180,6 +177,10 @@ class RecyclePlan:
     consumers: tuple[Consumer, ...]
     units: int
 
+    @property
+    def consumer_layers(self) -> tuple[keras.layers.Layer, ...]:
+        return tuple(consumer.layer for consumer in self.consumers)
+
 
 def plan_recycling(
     model: keras.Model,
@@ -230,6 +231,17 @@ def plan_recycling(
                 plans[site.name] = _plan_site(site_graph, site.name, site)
         except _Unmappable as reason:
             unmapped[site.name] = str(reason)
+    # Once every graph is built or traced: a layer a plan changes must have
+    # no call outside them (links are trusted as given).
+    for name, plan in list(plans.items()):
+        if name in given:
+            continue
+        try:
+            for layer in (plan.producer, *plan.norms, *plan.consumer_layers):
+                _check_called_once(layer)
+        except _Unmappable as reason:
+            del plans[name]
+            unmapped[name] = str(reason)
     return plans, unmapped
 
 
@@ -348,10 +360,12 @@ def _bias_shift(consumer: Consumer, row_mask: np.ndarray, means: Any) -> list[_U
     kernel = np.asarray(ops.convert_to_numpy(input_kernel(layer)), np.float64)
     taps = kernel.reshape((-1, *kernel.shape[-2:]))
     if isinstance(layer, _DEPTHWISE):
-        # Output channel c reads input channel c only.
-        shift = np.einsum("tc,c->c", taps[..., 0], weights)
+        # Output channel c * multiplier + m reads input channel c only.
+        shift = np.einsum("tcm,c->cm", taps, weights).reshape(-1)
     elif isinstance(layer, _TRANSPOSE):
-        shift = np.einsum("toi,i->o", taps, weights)
+        # Each output position takes about 1 / prod(strides) of the taps
+        # (exactly, where the kernel size is a multiple of the stride).
+        shift = np.einsum("toi,i->o", taps, weights) / np.prod(layer.strides)
     elif isinstance(layer, _SEPARABLE):
         # Depthwise output c * multiplier + m, then the pointwise kernel.
         pointwise = np.asarray(ops.convert_to_numpy(layer.pointwise_kernel), np.float64)
@@ -585,12 +599,10 @@ _TRACE_ATTRIBUTE = "_keras_relu_kit_traced_graph"
 
 def _trace(layer: keras.layers.Layer) -> ModelGraph:
     what = f"'{layer.name}' ({type(layer).__name__})"
-    if isinstance(layer, keras.Model) and (
-        isinstance(layer, keras.Sequential) or functional_inputs(layer) is not None
-    ):
-        # A graph model whose config does not describe its graph (a
-        # keras-hub backbone): calling it again would add a second node
-        # to each of its layers.
+    if isinstance(layer, keras.Sequential) or hasattr(layer, "operations"):
+        # A graph model (`Functional` has `operations`) whose config does not
+        # describe its graph (a keras-hub backbone): calling it again would
+        # add a second node to each of its layers.
         return ModelGraph(ok=False, reason=f"{what} is a graph the kit cannot read")
     shapes = expected_input_shapes(layer) if layer.built else None
     if shapes is None:
@@ -910,6 +922,20 @@ def _link_producer(
     return producer
 
 
+def _check_called_once(layer: keras.layers.Layer) -> None:
+    """A layer the plan changes is called once in the graphs the kit built
+    or traced: the graph followed is then all of its use. A second
+    symbolic call elsewhere (a block's sublayer also called at the top
+    level, a nested model's layer called again outside it) would read
+    the changed weights where no row was zeroed."""
+    # Keras records each symbolic call of a layer as an inbound node; it
+    # has no public count of them (`layer.output` raises for more than one).
+    if len(getattr(layer, "_inbound_nodes", None) or ()) > 1:
+        raise _Unmappable(
+            f"'{layer.name}' is also called outside the graph the kit follows"
+        )
+
+
 def _check_changeable(layer: keras.layers.Layer) -> None:
     """Recycling writes this layer's weights: they must be trainable
     variables (a frozen layer would keep fresh weights it cannot train, or
@@ -1008,10 +1034,10 @@ class _Slot:
 
     layer: keras.layers.Layer
     position: int
+    #: The value of the other inputs in the per-channel trace.
+    fill: float = -1.0
 
     def __call__(self, values: Any, training: bool = False) -> Any:
-        # The other inputs are filled with -1, "another tensor's value": a
-        # consumer row that reads them with the site's units mixes the two.
         shape = list(values.shape)
         axis = self.layer.axis % len(shape)
         inputs = []
@@ -1021,7 +1047,7 @@ class _Slot:
                 continue
             size = tensor.shape[axis]
             shape[axis] = 8 if size is None else int(size)
-            inputs.append(keras.ops.full(tuple(shape), -1.0, dtype="float32"))
+            inputs.append(keras.ops.full(tuple(shape), self.fill, dtype="float32"))
         return self.layer(inputs, training=training)
 
     @property
@@ -1101,26 +1127,27 @@ def _channel_of_rows(
         )
     broadcast[axis] = units
     x = np.broadcast_to(ids.reshape(broadcast), shape)[None]
-    values = keras.ops.convert_to_tensor(np.ascontiguousarray(x), "float32")
-    try:
-        for step in chain[:-1]:
-            values = step(values, training=False)
-        values = np.asarray(keras.ops.convert_to_numpy(values), dtype="float64")[0]
-    except Exception as error:
-        raise _Unmappable(
-            f"the layers before '{chain[-1].name}' could not be traced per unit "
-            f"({type(error).__name__})"
-        ) from None
-    if values.size == 0:
-        raise _Unmappable(f"the layers before '{chain[-1].name}' leave no values")
     consumer = chain[-1]
-    axis = _channel_axis(consumer)
-    axis = (axis - 1 if axis > 0 else axis) % values.ndim
-    values = np.moveaxis(values, axis, -1).reshape(-1, values.shape[axis])
+    values = _traced_rows(chain, x, _OTHER)
+    if any(isinstance(step, _Slot) for step in chain):
+        # The other tensors a `Concatenate` joins hold -1, then a large
+        # value: a position that moves with them reads another tensor. A
+        # row must read only such positions (another tensor's channel) or
+        # none of them; a pooling over the joined axis would hide the -1.
+        large = float(units + _LARGE)
+        other = values != _traced_rows(chain, x, large)
+        other_rows = other.all(axis=0)
+        if np.any(other.any(axis=0) & ~other_rows) or np.any(
+            values[:, other_rows] != _OTHER
+        ):
+            raise _Unmappable(
+                f"the layers before '{consumer.name}' mix its units with "
+                "another tensor's within one input"
+            )
+        values = np.where(other_rows, 0.0, values)
     rounded = np.rint(values)
     # Each input row must read one unit: one index (and zeros, where
-    # padding put positions that belong to no unit), or only another
-    # tensor's values (-1, from a `Concatenate`).
+    # padding put positions that belong to no unit, or another tensor's).
     rows = rounded.max(axis=0)
     if not np.allclose(values, rounded, atol=1e-3) or not np.all(
         (rounded == rows) | (rounded == 0)
@@ -1132,6 +1159,35 @@ def _channel_of_rows(
     if rows.shape[0] != input_kernel(consumer).shape[input_axis(consumer)]:
         raise _Unmappable(f"'{consumer.name}' reads its units in another layout")
     return rows
+
+
+#: The other inputs of a `Concatenate` in the per-channel trace, then a
+#: value above every unit index.
+_OTHER = -1.0
+_LARGE = 1000.0
+
+
+def _traced_rows(chain: list[Any], x: np.ndarray, fill: float) -> np.ndarray:
+    """The chain's pass-through steps run on `x` (the other inputs of its
+    `Concatenate`s holding `fill`): `(positions, rows)` of the consumer's
+    input, rows along its channel axis."""
+    values = keras.ops.convert_to_tensor(np.ascontiguousarray(x), "float32")
+    try:
+        for step in chain[:-1]:
+            if isinstance(step, _Slot):
+                step = dataclasses.replace(step, fill=fill)
+            values = step(values, training=False)
+        array = np.asarray(keras.ops.convert_to_numpy(values), dtype="float64")[0]
+    except Exception as error:
+        raise _Unmappable(
+            f"the layers before '{chain[-1].name}' could not be traced per unit "
+            f"({type(error).__name__})"
+        ) from None
+    if array.size == 0:
+        raise _Unmappable(f"the layers before '{chain[-1].name}' leave no values")
+    axis = _channel_axis(chain[-1])
+    axis = (axis - 1 if axis > 0 else axis) % array.ndim
+    return np.moveaxis(array, axis, -1).reshape(-1, array.shape[axis])
 
 
 def _has_output(layer: keras.layers.Layer) -> bool:

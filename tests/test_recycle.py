@@ -626,18 +626,25 @@ class TestMoreLayouts:
         assert not np.any(kernel[:, :, DEAD])
         assert not np.any(kernel[:, :, [5 + unit for unit in units["mid"]]])
 
-    @pytest.mark.parametrize("kind", ["separable", "transposed"])
+    @pytest.mark.parametrize(
+        "kind", ["separable", "depthwise", "transposed", "transposed_strided"]
+    )
     def test_a_mean_contribution_through_another_consumer(self, kind):
-        # Continual backprop's correction: with a 1 x 1 consumer its mean
-        # output on the probe is kept exactly. A separable consumer reads
-        # the units through its depthwise kernel's `[..., c, :]`, a
-        # transposed one through its kernel's last axis.
+        # Continual backprop's correction keeps the consumer's mean output
+        # on the probe: exactly for a 1 x 1 consumer, and for a transposed
+        # one whose kernel size is a multiple of its strides (2 x 2, stride
+        # 2: each output position takes one tap). A separable consumer
+        # reads the units through its depthwise kernel's `[..., c, :]`
+        # (as a depthwise one, multiplier 2), a transposed one through its
+        # kernel's last axis.
         inputs = keras.Input((6, 6, 2))
         x = keras.layers.Conv2D(5, 3, activation="relu", name="site")(inputs)
-        if kind == "separable":
-            consumer = keras.layers.SeparableConv2D(3, 1, depth_multiplier=2)
-        else:
-            consumer = keras.layers.Conv2DTranspose(3, 1)
+        consumer = {
+            "separable": lambda: keras.layers.SeparableConv2D(3, 1, depth_multiplier=2),
+            "depthwise": lambda: keras.layers.DepthwiseConv2D(1, depth_multiplier=2),
+            "transposed": lambda: keras.layers.Conv2DTranspose(3, 1),
+            "transposed_strided": lambda: keras.layers.Conv2DTranspose(3, 2, strides=2),
+        }[kind]()
         model = keras.Model(inputs, consumer(x))
         hidden = keras.Model(inputs, x)
         means = keras.ops.convert_to_numpy(hidden(IMAGES)).mean(axis=(0, 1, 2))
@@ -650,8 +657,11 @@ class TestMoreLayouts:
             atol=1e-5,
             rtol=0,
         )
-        if kind == "separable":
-            rows = keras.ops.convert_to_numpy(consumer.depthwise_kernel)[:, :, DEAD]
+        if kind in ("separable", "depthwise"):
+            kernel = (
+                consumer.depthwise_kernel if kind == "separable" else consumer.kernel
+            )
+            rows = keras.ops.convert_to_numpy(kernel)[:, :, DEAD]
         else:
             rows = keras.ops.convert_to_numpy(consumer.kernel)[..., DEAD]
         assert rows.size and not np.any(rows)

@@ -612,6 +612,41 @@ class TestTracedFlows:
         assert plans == {}
         assert unmapped["site"].startswith(why), unmapped
 
+    def test_a_layer_also_called_elsewhere_is_refused(self, rng):
+        # The block's `shared` Dense reads the site's units, and the top
+        # level calls it on another tensor: zeroing its rows for the site
+        # would change that other call.
+        inputs = keras.Input((EMBED,))
+        block = _Reader(name="blk")
+        site = keras.layers.Dense(FF, activation="relu", name="site")(inputs)
+        other = keras.layers.Dense(FF, name="other")(inputs)
+        outputs = keras.layers.Add()([block(site), block.inner(other)])
+        plans, unmapped = plan_recycling(keras.Model(inputs, outputs))
+        assert "site" not in plans
+        assert unmapped["site"] == (
+            "'inner' is also called outside the graph the kit follows"
+        )
+
+        # A subclassed model: a producer inside a Sequential, also called at
+        # the top level on other inputs.
+        class Twice(keras.Model):
+            def __init__(self, **kwargs):
+                super().__init__(**kwargs)
+                self.prod = keras.layers.Dense(FF, activation="relu", name="prod")
+                self.block = keras.Sequential([self.prod, keras.layers.Dense(3)])
+                self.head = keras.layers.Dense(3, name="head")
+
+            def call(self, x):
+                return self.block(x) + self.head(self.prod(x * 2.0))
+
+        model = Twice()
+        model(rng.normal(size=(2, EMBED)).astype("float32"))
+        plans, unmapped = plan_recycling(model)
+        assert plans == {}
+        assert unmapped["prod"] == (
+            "'prod' is also called outside the graph the kit follows"
+        )
+
     def test_an_untraceable_subclassed_model_is_named(self, rng):
         class Opaque(Agent):
             def call(self, x, training=None):
@@ -730,16 +765,23 @@ class TestConcatenate:
     @pytest.mark.parametrize(
         "how, why",
         [
-            ("time", "the layers before 'head' mix its units within one input"),
+            ("time", "the layers before 'head' mix its units with another"),
+            ("time_max", "the layers before 'head' mix its units with another"),
+            ("time_mean", "the layers before 'head' mix its units with another"),
             ("twice", "'merge' reads it together with other tensors or more"),
         ],
     )
     def test_mixing_concatenations_are_refused(self, how, why):
         inputs = keras.Input((SEQ, EMBED))
         site = keras.layers.Dense(EMBED, activation="relu", name="site")(inputs)
-        if how == "time":
+        if how.startswith("time"):
             # Along the positions: each head row reads the site and the input.
             merged = keras.layers.Concatenate(axis=1, name="merge")([site, inputs])
+            if how == "time_max":
+                # The max over positions would hide the other tensor.
+                merged = keras.layers.GlobalMaxPooling1D()(merged)
+            elif how == "time_mean":
+                merged = keras.layers.GlobalAveragePooling1D()(merged)
         else:
             merged = keras.layers.Concatenate(name="merge")([site, site])
         model = keras.Model(inputs, keras.layers.Dense(2, name="head")(merged))
