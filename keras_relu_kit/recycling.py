@@ -68,7 +68,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_relu_kit.diagnostics.probe import expected_input_shapes
+from keras_relu_kit.diagnostics.probe import expected_input_shapes, is_shape
 from keras_relu_kit.diagnostics.sites import find_rectifier_sites, layer_paths
 from keras_relu_kit.model_graph import ModelGraph, cached_on, model_graph
 from keras_relu_kit.rectifiers import DROPOUT_LAYERS
@@ -630,17 +630,15 @@ def _trace(layer: keras.layers.Layer) -> ModelGraph:
         return ModelGraph(ok=False, reason=f"the trace of {what}: {graph.reason}")
     # The `keras.ops` calls of `call` are nodes too (`x * 2` a `Multiply`):
     # named, they say what reads a unit where it cannot be followed.
-    operations = {op.name: op for op in getattr(view, "operations", view.layers)}
-    return dataclasses.replace(graph, by_name={**operations, **graph.by_name})
+    return dataclasses.replace(graph, by_name={op.name: op for op in view.operations})
 
 
 def _symbolic_inputs(shapes: Any, name: str | None = None) -> Any:
-    """`keras.Input`s of `shapes` (a structure of shape tuples); those of a
-    dict are named by their keys, as `keras.Model` expects."""
-    if isinstance(shapes, (tuple, list)) and all(
-        d is None or isinstance(d, int) for d in shapes
-    ):
-        return keras.Input(batch_shape=(None, *tuple(shapes)[1:]), name=name)
+    """`keras.Input`s of `shapes` (a structure of shape tuples with `None`
+    batch sizes, `expected_input_shapes`); those of a dict are named by
+    their keys, as `keras.Model` expects."""
+    if is_shape(shapes):
+        return keras.Input(batch_shape=tuple(shapes), name=name)
     if isinstance(shapes, dict):
         return {key: _symbolic_inputs(value, key) for key, value in shapes.items()}
     if isinstance(shapes, (tuple, list)):
@@ -1034,10 +1032,9 @@ class _Slot:
 
     layer: keras.layers.Layer
     position: int
-    #: The value of the other inputs in the per-channel trace.
-    fill: float = -1.0
 
-    def __call__(self, values: Any, training: bool = False) -> Any:
+    def __call__(self, values: Any, fill: float) -> Any:
+        """The `Concatenate` of `values` and the other inputs, all `fill`."""
         shape = list(values.shape)
         axis = self.layer.axis % len(shape)
         inputs = []
@@ -1047,8 +1044,8 @@ class _Slot:
                 continue
             size = tensor.shape[axis]
             shape[axis] = 8 if size is None else int(size)
-            inputs.append(keras.ops.full(tuple(shape), self.fill, dtype="float32"))
-        return self.layer(inputs, training=training)
+            inputs.append(keras.ops.full(tuple(shape), fill, dtype="float32"))
+        return self.layer(inputs)
 
     @property
     def name(self) -> str:
@@ -1064,17 +1061,15 @@ def _kind(layer: Any) -> str:
 def _block_graph(layer: Any) -> ModelGraph | None:
     """The graph inside a block that reads a site: a nested `Sequential` or
     functional model's, or a custom layer's traced `call`; else `None`."""
-    if not isinstance(layer, keras.layers.Layer) or isinstance(
-        layer, keras.layers.InputLayer
-    ):
+    if not isinstance(layer, keras.layers.Layer):
         return None
-    graph = model_graph(layer) if isinstance(layer, keras.Model) else None
-    if graph is None or not graph.ok:
-        if type(layer).__module__.startswith("keras."):
-            # Keras' own layers (`Add`, `Concatenate`, `LSTM`, ...) are no
-            # blocks of sublayers.
-            return None
-        graph = traced_graph(layer)
+    if isinstance(layer, keras.Model) and model_graph(layer).ok:
+        return model_graph(layer)
+    if type(layer).__module__.startswith("keras."):
+        # Keras' own layers (`Add`, `Concatenate`, `LSTM`, `InputLayer`,
+        # ...) are no blocks of sublayers.
+        return None
+    graph = traced_graph(layer)
     return graph if graph.ok else None
 
 
@@ -1175,8 +1170,9 @@ def _traced_rows(chain: list[Any], x: np.ndarray, fill: float) -> np.ndarray:
     try:
         for step in chain[:-1]:
             if isinstance(step, _Slot):
-                step = dataclasses.replace(step, fill=fill)
-            values = step(values, training=False)
+                values = step(values, fill)
+            else:
+                values = step(values, training=False)
         array = np.asarray(keras.ops.convert_to_numpy(values), dtype="float64")[0]
     except Exception as error:
         raise _Unmappable(

@@ -253,7 +253,7 @@ def any_batch_size(shapes: Any) -> Any:
     """`shapes` (a structure of shape tuples) with `None` batch sizes."""
     if shapes is None:
         return None
-    if _is_shape(shapes):
+    if is_shape(shapes):
         return (None, *tuple(shapes)[1:]) if shapes else ()
     if isinstance(shapes, dict):
         return {k: any_batch_size(v) for k, v in shapes.items()}
@@ -262,14 +262,16 @@ def any_batch_size(shapes: Any) -> Any:
     return shapes
 
 
-def _is_shape(value: Any) -> bool:
+def is_shape(value: Any) -> bool:
+    """Whether `value` is one shape (a tuple or list of ints and `None`),
+    not a structure of them."""
     return isinstance(value, (tuple, list)) and all(
         d is None or isinstance(d, int) for d in value
     )
 
 
 def _shape_leaves(shapes: Any) -> list[tuple[int | None, ...]]:
-    if _is_shape(shapes):
+    if is_shape(shapes):
         return [tuple(shapes)]
     if isinstance(shapes, dict):
         return [s for k in sorted(shapes) for s in _shape_leaves(shapes[k])]
