@@ -37,6 +37,7 @@ SECTIONS = (
     "plasticity",
     "slot_rules",
     "untuned",
+    "scenarios",
 )
 # Sections another module may not provide yet: skipped with a note.
 OPTIONAL = ("callbacks", "plasticity")
@@ -81,7 +82,7 @@ def build_parser():
         "--seeds",
         type=int,
         help="seeds for the sections that repeat over seeds (plasticity, slot_rules, "
-        "untuned)",
+        "untuned, scenarios)",
     )
     return parser
 

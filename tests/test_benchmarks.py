@@ -451,3 +451,93 @@ class TestUntuned:
         met, total = map(int, re.search(r"(\d+) of (\d+) met", text).groups())
         # Four lines for recommended, one for each other remedy, per set-up.
         assert total == len(chosen) * 7 and 0 <= met <= total
+
+
+class TestScenarios:
+    @staticmethod
+    def _records(accuracies, spikes=0):
+        """Hand-made runs: `{method: [val accuracy per seed]}`."""
+        return {
+            method: [
+                {
+                    "seed": seed,
+                    "val_accuracy": value,
+                    "spikes": spikes,
+                    "dead_fraction": 0.1,
+                    "diverged": False,
+                }
+                for seed, value in enumerate(values)
+            ]
+            for method, values in accuracies.items()
+        }
+
+    def test_spikes(self):
+        from benchmarks import scenarios
+
+        # Rises of 0.2 and 0.5 count; 0.1 does not; a NaN after a finite
+        # loss counts once, and nothing after it.
+        assert scenarios.spikes([1.0, 0.5, 0.7, 0.6, 0.7, 1.2]) == 2
+        assert scenarios.spikes([1.0, 0.8, None, None]) == 1
+        assert scenarios.spikes([0.5]) == 0
+
+    def test_paired_differences(self):
+        import numpy as np
+        from scipy import stats
+
+        from benchmarks import scenarios
+
+        records = self._records(
+            {"relu_he": [0.90, 0.80, 0.70], "recycle": [0.85, 0.82, 0.69]}
+        )
+        result = scenarios.compare(records["recycle"], records["relu_he"])
+        gaps = np.array([-0.05, 0.02, -0.01])
+        half = stats.t.ppf(0.975, 2) * gaps.std(ddof=1) / np.sqrt(3)
+        assert result["difference"] == pytest.approx(gaps.mean())
+        assert result["interval"] == pytest.approx(half)
+        assert result["worst"] == pytest.approx(-0.05)
+        assert result["below"] == 1  # -0.05 only: -0.01 is within 0.02
+        assert result["mean"] == pytest.approx(np.mean([0.85, 0.82, 0.69]))
+
+    def test_table_and_verdicts(self):
+        from benchmarks import scenarios
+
+        records = self._records(
+            {
+                "relu_he": [0.90, 0.92, 0.94, 0.96],
+                # Always 0.05 to 0.06 below: below beyond the noise.
+                "recycle": [0.85, 0.86, 0.89, 0.90],
+                # One seed 0.10 below, one 0.10 above: not below.
+                "cbp": [0.80, 1.02, 0.94, 0.96],
+                "relu_reseeded": [0.92, 0.90, 0.96, 0.94],
+            },
+            spikes=1,
+        )
+        rows = _rows(scenarios.table(records))
+        assert [row[0] for row in rows] == [
+            "ReLU",
+            "recommended()",
+            "ContinualBackprop()",
+            "ReLU, other seed (noise reference)",
+        ]
+        assert rows[0][1:] == ["0.930", "-", "-", "-", "4", "0.10", "0/4"]
+        assert rows[1][2].startswith("-0.055 ± ") and rows[1][3:5] == ["-0.060", "4/4"]
+        assert rows[2][2].startswith("+0.000 ± ") and rows[2][3:5] == ["-0.100", "1/4"]
+        lines = scenarios.verdicts("high LR", records)
+        assert len(lines) == 2  # leakify + AutoLeak did not run
+        assert "recommended(): -0.055" in lines[0]
+        assert "**below** plain ReLU" in lines[0]
+        assert "not below" in lines[1] and "worst seed -0.100" in lines[1]
+        assert lines[1].endswith("the noise reference's worst seed -0.020.")
+
+    def test_control_is_relu_from_another_seed(self):
+        # The reference trains plain ReLU at seed + RESEEDED and is set
+        # against ReLU at the seed it stands for.
+        from benchmarks import scenarios
+
+        control = scenarios.run_one("adam", scenarios.CONTROL, 0, quick=True)
+        other = scenarios.run_one("adam", "relu_he", scenarios.RESEEDED, quick=True)
+        assert control["seed"] == 0 and other["seed"] == scenarios.RESEEDED
+        assert control["val_accuracy"] == other["val_accuracy"]
+        assert control["loss_per_epoch"] == other["loss_per_epoch"]
+        assert len(control["loss_per_epoch"]) == 2
+        assert control["spikes"] == scenarios.spikes(control["loss_per_epoch"])

@@ -519,6 +519,9 @@ def _fit_record(model, history, validation, seed, seconds):
         "seed": seed,
         "val_accuracy": float(np.mean(np.argmax(probabilities, axis=-1) == y_val)),
         "final_loss": final_loss if math.isfinite(final_loss) else None,
+        "loss_per_epoch": [
+            float(v) if math.isfinite(v) else None for v in history.history["loss"]
+        ],
         "diverged": not math.isfinite(final_loss),
         "zero_fraction": zeros,
         "seconds": round(seconds, 2),
