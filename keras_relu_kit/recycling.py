@@ -291,17 +291,103 @@ def recycle_units(
     Returns:
         The number of units recycled.
     """
-    mask = np.zeros(plan.units, dtype=bool)
-    mask[np.asarray(units, dtype=np.int64) if _is_index_list(units) else units] = True
-    if not mask.any():
-        return 0
-    if slots is None:
-        slots = optimizer_slots(optimizer, _plan_variables(plan))
+    write = SiteWrite(plan, units, seed, kernel_initializer, outgoing_means)
+    return recycle_sites(
+        [write],
+        optimizer=optimizer,
+        slots=slots,
+        bias_initializer=bias_initializer,
+        slot_rule=slot_rule,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class SiteWrite:
+    """The units of one site to recycle in a `recycle_sites` call.
+
+    Attributes:
+        plan: a `RecyclePlan`.
+        units: bool array of shape `(plan.units,)` or a list of indices.
+        seed: int. Seeds the site's re-drawn weights.
+        kernel_initializer: initializer (or name) for the units' incoming
+            kernel entries, or `None` for the producer's own.
+        outgoing_means: `None`, or each unit's mean output, whose
+            contribution moves into the consumers' biases (as
+            `recycle_units` takes it).
+    """
+
+    plan: RecyclePlan
+    units: Any
+    seed: int = 0
+    kernel_initializer: Any = None
+    outgoing_means: Any = None
+
+
+def recycle_sites(
+    writes: Sequence[SiteWrite],
+    *,
+    optimizer: keras.optimizers.Optimizer | None = None,
+    slots: Mapping[int, Iterable[keras.Variable]] | None = None,
+    bias_initializer: str | keras.initializers.Initializer | None = "zeros",
+    slot_rule: str = "zero",
+) -> int:
+    """Recycle the units of several sites in one write (`recycle_units` for
+    each, in order, as one compiled call on TensorFlow).
+
+    A layer that is one site's consumer and the next site's producer (the
+    middle `Dense` of an MLP) has its rows zeroed for the first site and
+    then its columns re-drawn for the second, as two `recycle_units`
+    calls in that order would.
+
+    Args:
+        writes: the `SiteWrite`s, in order.
+        optimizer, slots, bias_initializer, slot_rule: as `recycle_units`
+            takes them, for every site.
+
+    Returns:
+        The number of units recycled, over all sites.
+    """
+    rule = check_slot_rule(slot_rule, "slot_rule")
+    groups = []
+    count = 0
+    for write in writes:
+        plan = write.plan
+        mask = np.zeros(plan.units, dtype=bool)
+        units = write.units
+        mask[np.asarray(units, dtype=np.int64) if _is_index_list(units) else units] = (
+            True
+        )
+        if not mask.any():
+            continue
+        updates = _site_updates(
+            plan,
+            mask,
+            write.seed,
+            bias_initializer,
+            write.kernel_initializer,
+            write.outgoing_means,
+        )
+        own = optimizer_slots(optimizer, _plan_variables(plan)) if slots is None else {}
+        groups.append((plan, updates, own))
+        count += int(mask.sum())
+    if groups:
+        rate = learning_rate(optimizer) if rule == "auto" else 0.0
+        _apply_updates(groups, slots, rule, rate)
+    return count
+
+
+def _site_updates(
+    plan: RecyclePlan,
+    mask: np.ndarray,
+    seed: int,
+    bias_initializer: Any,
+    kernel_initializer: Any,
+    outgoing_means: Any,
+) -> list[_Update]:
+    """The writes recycling the units of `mask` at one site makes."""
     rng = np.random.SeedSequence([int(seed) & 0xFFFFFFFF])
     seeds = iter(int(s) for s in rng.generate_state(16) % (2**31 - 1))
     producer = plan.producer
-    # (variable, entries, new values or None for zeros, whether its slots
-    # of those entries are zeroed)
     updates: list[_Update] = []
     # Incoming: the output kernel's output axis (-1; -2 for a depthwise
     # kernel, whose last axis is the multiplier 1) and the bias.
@@ -325,10 +411,7 @@ def recycle_units(
             updates.extend(_bias_shift(consumer, row_mask, outgoing_means))
         rows = _entries(kernel, row_mask, input_axis(consumer.layer))
         updates.append((kernel, rows, None, True))
-    rule = check_slot_rule(slot_rule, "slot_rule")
-    rate = learning_rate(optimizer) if rule == "auto" else 0.0
-    _apply_updates(plan, updates, slots, rule, rate)
-    return int(mask.sum())
+    return updates
 
 
 def _row_mask(consumer: Consumer, mask: np.ndarray) -> np.ndarray:
@@ -1258,52 +1341,95 @@ def _redrawn(
 
 
 def _apply_updates(
-    plan: RecyclePlan,
-    updates: list[_Update],
-    slots: Mapping[int, Iterable[keras.Variable]],
+    groups: Sequence[tuple[RecyclePlan, list[_Update], Mapping[int, Any]]],
+    slots: Mapping[int, Iterable[keras.Variable]] | None,
     rule: str = "zero",
     rate: float = 0.0,
 ) -> None:
-    """Write the new values into the masked entries, and into their slots
-    (by `rule`, one of `SLOT_RULES`; `"auto"` compares the learning rate
-    `rate` with the producer kernel's fresh draw).
+    """Write each group's new values into its masked entries, and into
+    their slots (by `rule`, one of `SLOT_RULES`; `"auto"` compares the
+    learning rate `rate` with each producer kernel's fresh draw), group by
+    group in order. A group is `(plan, updates, its own slots)`; `slots`,
+    when given, serves every group.
 
-    On TensorFlow, outside a distribution strategy, `_write` runs as one
-    XLA-compiled function per plan (one call instead of a few eager ops
-    per variable, traced once per layout and kept on the producer layer);
-    elsewhere eagerly.
+    On TensorFlow, outside a distribution strategy, the writes run as one
+    XLA-compiled function (one call instead of a few eager ops per
+    variable, traced once per layout and kept on the first producer
+    layer); elsewhere eagerly.
     """
-    variables = [variable for variable, _, _, _ in updates]
-    slot_lists = [
-        list(slots.get(id(variable), ())) if reset else []
-        for variable, _, _, reset in updates
-    ]
-    drawn = tuple(new is not None for _, _, new, _ in updates)
-    entries = [np.ascontiguousarray(entries) for _, entries, _, _ in updates]
-    values = [new for _, _, new, _ in updates if new is not None]
-    kernel = output_kernel(plan.producer)[0]
-    reference = next((i for i, v in enumerate(variables) if v is kernel), None)
+    layout = []
+    variables: list[keras.Variable] = []
+    entries: list[np.ndarray] = []
+    values: list[Any] = []
+    for plan, updates, own in groups:
+        found = own if slots is None else slots
+        group_variables = [variable for variable, _, _, _ in updates]
+        slot_lists = tuple(
+            tuple(found.get(id(variable), ())) if reset else ()
+            for variable, _, _, reset in updates
+        )
+        drawn = tuple(new is not None for _, _, new, _ in updates)
+        kernel = output_kernel(plan.producer)[0]
+        reference = next(
+            (i for i, v in enumerate(group_variables) if v is kernel), None
+        )
+        layout.append((len(updates), slot_lists, drawn, reference))
+        variables += group_variables
+        entries += [np.ascontiguousarray(mask) for _, mask, _, _ in updates]
+        values += [new for _, _, new, _ in updates if new is not None]
     key = (
         tuple(id(variable) for variable in variables),
-        tuple(tuple(id(slot) for slot in slots) for slots in slot_lists),
-        drawn,
+        tuple(
+            (
+                size,
+                tuple(tuple(map(id, slots)) for slots in slot_lists),
+                drawn,
+                ref,
+            )
+            for size, slot_lists, drawn, ref in layout
+        ),
         rule,
-        reference,
     )
-    cache = plan.producer.__dict__.setdefault(_COMPILED_ATTRIBUTE, {})
+    cache = groups[0][0].producer.__dict__.setdefault(_COMPILED_ATTRIBUTE, {})
     if key not in cache:
-        write = functools.partial(_write, variables, slot_lists, drawn, rule, reference)
+        write = functools.partial(_write, variables, tuple(layout), rule)
         cache[key] = compiled(write, variables)
     cache[key](entries, values, np.float32(rate))
 
 
 def _write(
     variables: list[keras.Variable],
-    slot_lists: list[list[keras.Variable]],
+    layout: tuple[tuple[int, Any, tuple[bool, ...], int | None], ...],
+    rule: str,
+    entries: list[np.ndarray],
+    values: Sequence[Any],
+    rate: Any,
+) -> None:
+    """`_write_group` for each group of `layout` (its number of variables,
+    their slot lists, which are drawn, its reference), in order."""
+    start = drawn_start = 0
+    for size, slot_lists, drawn, reference in layout:
+        end = start + size
+        _write_group(
+            variables[start:end],
+            slot_lists,
+            drawn,
+            rule,
+            reference,
+            entries[start:end],
+            values[drawn_start : drawn_start + sum(drawn)],
+            rate,
+        )
+        start, drawn_start = end, drawn_start + sum(drawn)
+
+
+def _write_group(
+    variables: list[keras.Variable],
+    slot_lists: Sequence[Sequence[keras.Variable]],
     drawn: tuple[bool, ...],
     rule: str,
     reference: int | None,
-    entries: list[np.ndarray],
+    entries: Sequence[Any],
     values: Sequence[Any],
     rate: Any,
 ) -> None:

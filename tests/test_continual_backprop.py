@@ -299,3 +299,44 @@ class TestArguments:
     def test_bad_arguments(self, kwargs, name):
         with pytest.raises((ValueError, TypeError), match=f"`{name}`"):
             ContinualBackprop(**kwargs)
+
+
+def test_one_write_per_event_for_every_site(monkeypatch):
+    # Both sites are due a replacement at the same update: their units are
+    # chosen on the one measurement, then written in one call, `h2`'s
+    # kernel taking `h1`'s zero rows and then its own fresh columns.
+    from keras_relu_kit import recycling
+
+    calls = []
+    apply = recycling._apply_updates
+
+    def spy(groups, *args, **kwargs):
+        calls.append([plan.producer.name for plan, _, _ in groups])
+        return apply(groups, *args, **kwargs)
+
+    monkeypatch.setattr(recycling, "_apply_updates", spy)
+    keras.utils.set_random_seed(4)
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(8, activation="relu", name="h1"),
+            keras.layers.Dense(8, activation="relu", name="h2"),
+            keras.layers.Dense(3, name="out"),
+        ]
+    )
+    model.compile(keras.optimizers.SGD(0.0), "mse")
+    cbp = _cbp(1, 8)
+    _fit(model, [cbp])
+    assert calls == [["h1", "h2"]]
+    assert [(c["layer"], c["step"], c["replaced"]) for c in cbp.changes] == [
+        ("h1", STEPS, 1),
+        ("h2", STEPS, 1),
+    ]
+    h2 = to_numpy(model.get_layer("h2").kernel)
+    out = to_numpy(model.get_layer("out").kernel)
+    (unit_1,), (unit_2,) = (c["units"] for c in cbp.changes)
+    # h1's unit: its row of h2's kernel is 0, but for h2's re-drawn column.
+    row = np.delete(h2[unit_1], unit_2)
+    np.testing.assert_array_equal(row, 0.0)
+    assert np.all(h2[:, unit_2] != 0.0)
+    np.testing.assert_array_equal(out[unit_2], 0.0)

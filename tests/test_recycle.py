@@ -3,13 +3,18 @@ import numpy as np
 import pytest
 from _helpers import InterruptAt, reset_slot
 
-from keras_relu_kit import layers
+from keras_relu_kit import layers, recycling
 from keras_relu_kit.callbacks import DeadReLUMonitor, Recycle
 from keras_relu_kit.diagnostics import measure
 from keras_relu_kit.errors import (
     UnreachableSitesWarning,
 )
-from keras_relu_kit.recycling import plan_recycling, recycle_units
+from keras_relu_kit.recycling import (
+    SiteWrite,
+    plan_recycling,
+    recycle_sites,
+    recycle_units,
+)
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(32, 6)).astype("float32")
@@ -361,6 +366,91 @@ class TestRecycle:
         np.testing.assert_array_equal(
             plans["act"].consumers[0].channel_of_row, np.repeat([0, 1, 2], 4)
         )
+
+
+class TestOneWritePerEvent:
+    """The sites recycled at one event are written in one call."""
+
+    @staticmethod
+    def _trained():
+        optimizer = keras.optimizers.Adam(0.001)
+        model = _mlp(optimizer=optimizer)
+        # Every unit alive for an epoch: non-zero slots everywhere.
+        for name in ("hidden", "fused"):
+            layer = model.get_layer(name)
+            layer.kernel.assign(RNG.normal(size=layer.kernel.shape) * 0.3)
+            layer.bias.assign(np.ones(layer.bias.shape))
+        _fit(model, X, Y, [])
+        return model
+
+    @staticmethod
+    def _state(model):
+        return [
+            keras.ops.convert_to_numpy(v)
+            for v in [*model.weights, *model.optimizer.variables]
+        ]
+
+    @pytest.mark.parametrize("rule", ["zero", "scaled", "auto"])
+    def test_equals_one_site_after_the_other(self, rule):
+        # `fused` reads `act` and produces its own site: its rows are zeroed
+        # for `act`, then its columns re-drawn for `fused`, in one call as
+        # in two.
+        means = np.linspace(0.5, 1.5, 5)
+        models = [self._trained() for _ in range(2)]
+        for model in models:
+            for a, b in zip(models[0].weights, model.weights, strict=True):
+                b.assign(a)
+            for a, b in zip(
+                models[0].optimizer.variables, model.optimizer.variables, strict=True
+            ):
+                b.assign(a)
+        writes = []
+        for model in models:
+            plans, _ = plan_recycling(model)
+            writes.append(
+                [
+                    SiteWrite(plans["act"], DEAD, seed=3, outgoing_means=means),
+                    SiteWrite(
+                        plans["fused"], [0, 2], seed=4, kernel_initializer="he_normal"
+                    ),
+                ]
+            )
+        one, two = models
+        before = self._state(one)
+        assert recycle_sites(writes[0], optimizer=one.optimizer, slot_rule=rule) == 4
+        for write in writes[1]:
+            recycle_units(
+                write.plan,
+                write.units,
+                optimizer=two.optimizer,
+                seed=write.seed,
+                kernel_initializer=write.kernel_initializer,
+                outgoing_means=write.outgoing_means,
+                slot_rule=rule,
+            )
+        changed = 0
+        for old, a, b in zip(before, self._state(one), self._state(two), strict=True):
+            np.testing.assert_array_equal(a, b)
+            changed += int(np.any(old != a))
+        # Kernels and biases of three layers, and their slots, changed.
+        assert changed >= 6
+
+    def test_recycle_writes_every_site_of_an_epoch_at_once(self, monkeypatch):
+        calls = []
+        apply = recycling._apply_updates
+
+        def spy(groups, *args, **kwargs):
+            calls.append(sorted(plan.producer.name for plan, _, _ in groups))
+            return apply(groups, *args, **kwargs)
+
+        monkeypatch.setattr(recycling, "_apply_updates", spy)
+        model = _mlp()
+        _, after, recycle, _ = _recycle_between_snapshots(model, X, Y)
+        # Both sites had dead units at the first epoch's end: one write.
+        assert calls == [["fused", "hidden"]]
+        assert [c["layer"] for c in recycle.changes] == ["act", "fused"]
+        out = after["weights"][model.get_layer("out").kernel.path]
+        np.testing.assert_array_equal(out[DEAD], 0.0)
 
 
 class TestRecycleArguments:

@@ -3,7 +3,7 @@
 Both re-initialise chosen units of the rectifier sites whose producer and
 consumers the kit can map (`keras_relu_kit.recycling.plan_recycling`):
 fresh incoming weights, zero outgoing weights, reset optimizer slots, one
-write per event (`recycle_units`). They differ in which units they choose
+write per event (`recycle_sites`). They differ in which units they choose
 and when. `UnitReplacement` plans the sites when training begins (one
 warning naming those out of reach), writes a replacement and records it
 in `changes`, writes the units replaced during an epoch into `logs`, and
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import keras
@@ -34,10 +34,11 @@ from keras_relu_kit.diagnostics.sites import (
 )
 from keras_relu_kit.errors import NoRectifierSitesWarning, UnreachableSitesWarning
 from keras_relu_kit.recycling import (
+    SiteWrite,
     check_links,
     optimizer_slots,
     plan_recycling,
-    recycle_units,
+    recycle_sites,
 )
 
 if TYPE_CHECKING:
@@ -49,10 +50,11 @@ class UnitReplacement(RemedyCallback):
     """A remedy that re-initialises units of the sites it can map.
 
     Subclasses set `OWNER`, `STATE_FILE`, `ACTION` and `LOG_KEY` (the
-    `logs` entries `"<LOG_KEY>/<site>"` and `"<LOG_KEY>"`), choose units and call
-    `_replace`; `_start_run()` is called when a run with sites begins, and
-    `_state()` / `_load_state(saved)` carry their own state across a
-    resumed run.
+    `logs` entries `"<LOG_KEY>/<site>"` and `"<LOG_KEY>"`) and
+    `optimizer_slots` (a `SLOT_RULES` rule), choose units and call
+    `_replace_all` with an event's replacements; `_start_run()` is
+    called when a run with sites begins, and `_state()` /
+    `_load_state(saved)` carry their own state across a resumed run.
 
     Args:
         probe_options, dead_relu_monitor, layers, backup_dir, verbose,
@@ -67,6 +69,7 @@ class UnitReplacement(RemedyCallback):
     #: What it does to units, for messages: "recycle", "replace".
     ACTION = ""
     _schedule: StepSchedule
+    optimizer_slots: str
 
     def __init__(
         self,
@@ -197,33 +200,52 @@ class UnitReplacement(RemedyCallback):
         """Write one replacement (`change["layer"]`, `change["units"]`),
         record it, and print `message` when verbose.
 
-        `write` goes to `recycle_units` (`kernel_initializer`,
+        `write` goes to the site's `SiteWrite` (`kernel_initializer`,
         `outgoing_means`).
         """
-        self._write(self.model, change, index, **write)
-        self.changes.append(change)
-        name = change["layer"]
-        self._epoch_counts[name] = self._epoch_counts.get(name, 0) + len(
-            change["units"]
-        )
-        if self.verbose and message:
-            print_msg(message)
+        self._replace_all([(change, index, message, write)])
+
+    def _replace_all(
+        self, items: Sequence[tuple[dict[str, Any], int, str, dict[str, Any]]]
+    ) -> None:
+        """`_replace` for each `(change, index, message, write)` of one
+        event, the sites written in one call (`recycle_sites`)."""
+        self._write(self.model, [(change, i, write) for change, i, _, write in items])
+        for change, _, message, _ in items:
+            self.changes.append(change)
+            name = change["layer"]
+            self._epoch_counts[name] = self._epoch_counts.get(name, 0) + len(
+                change["units"]
+            )
+            if self.verbose and message:
+                print_msg(message)
 
     def _write(
-        self, model: keras.Model, change: dict[str, Any], index: int, **write: Any
+        self,
+        model: keras.Model,
+        items: Sequence[tuple[dict[str, Any], int, dict[str, Any]]],
     ) -> None:
+        """Write the `(change, index, write)` items in one `recycle_sites`
+        call, with the subclass's `optimizer_slots` rule."""
         optimizer = getattr(model, "optimizer", None)
         if self._slots is None and optimizer is not None and optimizer.built:
             # Built by the first training step: matched once per run.
             self._slots = optimizer_slots(optimizer, model.trainable_variables)
-        recycle_units(
-            self._plans[change["layer"]],
-            change["units"],
-            seed=event_seed(self.seed, change["step"], index),
+        writes = [
+            SiteWrite(
+                self._plans[change["layer"]],
+                change["units"],
+                seed=event_seed(self.seed, change["step"], index),
+                **write,
+            )
+            for change, index, write in items
+        ]
+        recycle_sites(
+            writes,
             optimizer=optimizer,
             slots=self._slots or {},
             bias_initializer=self.bias_initializer,
-            **write,
+            slot_rule=self.optimizer_slots,
         )
 
 

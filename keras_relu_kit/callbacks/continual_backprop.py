@@ -327,6 +327,9 @@ class ContinualBackprop(UnitReplacement):
         if elapsed <= 0:
             return
         self._last_step = step
+        # As `gnt.py` does: every site's units are chosen on this
+        # measurement, then all are replaced, in one write.
+        items = []
         for index, name in enumerate(self._managed):
             site = report.sites.get(name)
             if site is None or site.nonfinite:
@@ -344,7 +347,15 @@ class ContinualBackprop(UnitReplacement):
             stats.utility = decay * stats.utility + (1 - decay) * utility
             units = self._to_replace(stats, elapsed)
             if units.size:
-                self._replace_units(name, index, units, epoch, step)
+                items.append(self._replacement(name, index, units, epoch, step))
+        if items:
+            self._replace_all(items)
+            for change, _, _, _ in items:
+                stats = self.stats[change["layer"]]
+                units = np.asarray(change["units"])
+                stats.utility[units] = 0.0
+                stats.mean_activation[units] = 0.0
+                stats.ages[units] = 0.0
 
     def _new_utility(
         self, plan: RecyclePlan, site: SiteReport, stats: UnitStats
@@ -372,9 +383,10 @@ class ContinualBackprop(UnitReplacement):
         chosen = eligible[np.argsort(utility, kind="stable")[:due]]
         return np.sort(chosen)
 
-    def _replace_units(
+    def _replacement(
         self, name: str, index: int, units: np.ndarray, epoch: int, step: int
-    ) -> None:
+    ) -> tuple[dict[str, Any], int, str, dict[str, Any]]:
+        """`(change, index, message, write)` replacing `units` of `name`."""
         stats = self.stats[name]
         utility = _corrected(stats.utility, stats.ages, self.decay_rate)
         means = _corrected(stats.mean_activation, stats.ages, self.decay_rate)
@@ -386,19 +398,15 @@ class ContinualBackprop(UnitReplacement):
             "units": [int(i) for i in units],
             "utility": [float(utility[i]) for i in units],
         }
-        site = self._sites[name]
-        self._replace(
-            change,
-            index,
+        message = (
             f"\nEpoch {epoch + 1}: {OWNER} replaced {units.size} of "
-            f"{len(stats.ages)} units of {name} (step {step}).",
-            kernel_initializer=initializer_for(site.layer),
-            outgoing_means=means,
-            slot_rule=self.optimizer_slots,
+            f"{len(stats.ages)} units of {name} (step {step})."
         )
-        stats.utility[units] = 0.0
-        stats.mean_activation[units] = 0.0
-        stats.ages[units] = 0.0
+        write = {
+            "kernel_initializer": initializer_for(self._sites[name].layer),
+            "outgoing_means": means,
+        }
+        return change, index, message, write
 
 
 def _corrected(running: np.ndarray, ages: np.ndarray, decay: float) -> np.ndarray:

@@ -253,10 +253,13 @@ class Recycle(UnitReplacement):
         # holds it is unchanged.
         # Only epoch-end recycling can fall between the two saves.
         last = None if self._schedule.per_batch else saved.get("epoch")
-        for change in self.changes:
-            if change["epoch"] == last and change["layer"] in self._plans:
-                index = self.sites_recycled.index(change["layer"])
-                self._write(self.model, change, index, slot_rule=self.optimizer_slots)
+        items: list[tuple[dict[str, Any], int, dict[str, Any]]] = [
+            (change, self.sites_recycled.index(change["layer"]), {})
+            for change in self.changes
+            if change["epoch"] == last and change["layer"] in self._plans
+        ]
+        if items:
+            self._write(self.model, items)
 
     def _on_step(self, logs: dict[str, Any] | None) -> None:
         self._recycle(self._report(), self._schedule.epoch)
@@ -270,6 +273,7 @@ class Recycle(UnitReplacement):
     def _recycle(self, report: DeadReport, epoch: int) -> None:
         model = self.model  # Syncs the trainer's state into the variables.
         step = training_step(model) or 0
+        items: list[tuple[dict[str, Any], int, str, dict[str, Any]]] = []
         for index, name in enumerate(self.sites_recycled):
             site = report.sites.get(name)
             if site is None or site.nonfinite:
@@ -286,14 +290,15 @@ class Recycle(UnitReplacement):
                 "units": [int(i) for i in np.flatnonzero(mask)],
                 "dead_fraction": float(site.dead_fraction),
             }
-            self._replace(
-                change,
-                index,
+            message = (
                 f"\nEpoch {epoch + 1}: {OWNER} re-initialised "
                 f"{change['recycled']} of {site.units} units of {name} "
-                f"({100 * site.dead_fraction:.1f}% dead).",
-                slot_rule=self.optimizer_slots,
+                f"({100 * site.dead_fraction:.1f}% dead)."
             )
+            items.append((change, index, message, {}))
+        if items:
+            # One write for every site of the event.
+            self._replace_all(items)
 
 
 def _to_recycle(site: SiteReport, tau: float | None) -> np.ndarray:
