@@ -278,8 +278,9 @@ def compare_remedy(quick, remedy, poor_init=False):
             changes = len(callback.changes)
         else:
             changes = sum(c["recycled"] for c in callback.changes)
-        # One event per site and epoch that changed something.
-        events = len({(c["epoch"], c["layer"]) for c in callback.changes})
+        # One event (one write, every site's units) per epoch that changed
+        # something.
+        events = len({c["epoch"] for c in callback.changes})
         # The first epoch's time holds set-up work; the remedy's own cost
         # is counted in every epoch (it recycles most after the first).
         return epoch_s[1:], cost_s, changes, events, len(cost_s)
@@ -439,6 +440,30 @@ def scaling(quick):
             ]
         )
     return probe_rows, depth_rows
+
+
+def _cbp_cost_text(cbp):
+    """Where `ContinualBackprop`'s time goes, and the step time at which
+    its per-update cost is 5%."""
+    longest = max(cbp.values(), key=lambda r: r["steps"])
+    step = longest["without"] / max(1, longest["steps"])
+    # One update per 100 steps (the default frequency).
+    bound = longest["update"] / ((CBP_TARGET - 1) * 100)
+    return (
+        "Its cost is fixed: per update of the statistics (every 100 steps) "
+        "the probe's forward pass, and where units are due, an eager draw "
+        "of each such site's fresh kernel and one compiled write for all "
+        "of them; per `fit`, the probe sampled from the task's data. On "
+        f"these streams a training step takes {_timing.ms(step)} ms, so "
+        f"100 of them take {_timing.ms(100 * step)} ms against an update's "
+        f"{_timing.ms(longest['update'])} ms: the update alone is 5% of the "
+        f"run once a step takes {_timing.ms(bound)} ms or more, "
+        f"{bound / step:.0f} times this MLP's step. Meeting 5% on steps "
+        "this small needs "
+        "the statistics gathered inside the training step from the "
+        "batch's own activations (Dohare et al.'s design), which a Keras "
+        "callback does not see."
+    )
 
 
 def run(quick: bool = False) -> str:
@@ -645,10 +670,13 @@ def run(quick: bool = False) -> str:
             * recycle_poor["epochs_with"]
             / max(1, recycle_poor["events"])
         )
-        + " ms per site and epoch at which it re-initialises units: an "
-        "eager initializer draw of the kernel, then one XLA-compiled call "
-        "that selects and assigns the kernel, the bias, the next kernel and "
-        "their optimizer slots (eagerly, op by op, it was about 4 ms). An "
+        + " ms per epoch at which it re-initialises units: an eager "
+        "initializer draw of each such site's kernel, then one `tf.function` "
+        "call that selects and assigns every such site's kernel, bias, next "
+        "kernel and their optimizer slots (a combination of sites written "
+        "together for the first time goes site by site, so that varying "
+        "combinations are not traced again and again; eagerly, op by op, it "
+        "was about 4 ms a site). An "
         "epoch without dead units costs only the check (well under 1 ms). "
         "On this MLP, whose epochs take about 130 ms, a few units die in "
         "most epochs even from a sound start, so one or two such events an "
@@ -700,6 +728,8 @@ def run(quick: bool = False) -> str:
             [(name, r["ratio"]) for name, r in cbp.items()],
             CBP_TARGET,
         ),
+        "",
+        _cbp_cost_text(cbp),
         "",
         "Ratios of whole runs carry the noise of everything else the "
         "machine runs meanwhile (a few percent on an idle machine, tens of "

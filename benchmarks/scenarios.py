@@ -24,16 +24,13 @@ scenarios, four methods and the reference, 12 seeds: 120 runs) takes about
 from __future__ import annotations
 
 import itertools
-import sys
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from benchmarks import _timing
+from benchmarks import _grid, _timing
 from benchmarks.plasticity import mean_ci
-from keras_relu_kit import _parallel
 from keras_relu_kit.datasets import load_digits
 from keras_relu_kit.demo import _study
 
@@ -205,34 +202,20 @@ def run(
         workers: int or `None`: worker processes (1 runs them here).
             Defaults to `None`, one per usable core (at most 4).
     """
-    seeds = (QUICK_SEEDS if quick else SEEDS) if seeds is None else int(seeds)
-    if seeds < 1:
-        raise ValueError(
-            f"`scenarios.run` argument `seeds` must be >= 1. Received: seeds={seeds}"
-        )
-    calls = [
-        (scenario, method, seed, quick)
-        for scenario in SCENARIOS
-        for method in (*METHODS, CONTROL)
-        for seed in range(seeds)
-    ]
-    start = time.perf_counter()
-    results: dict[str, dict[str, list[dict]]] = {s: {} for s in SCENARIOS}
-    workers = _parallel.default_workers() if workers is None else int(workers)
-    with _parallel.Pool(workers) as pool:
-        futures = pool.submit_all(run_one, calls)
-        for (scenario, method, _, _), future in zip(calls, futures, strict=True):
-            results[scenario].setdefault(method, []).append(future.result())
-            runs = results[scenario][method]
-            if progress and len(runs) == seeds:
-                print(
-                    f"scenarios {scenario}/{method}: val acc "
-                    f"{np.mean([r['val_accuracy'] for r in runs]):.3f} "
-                    f"({time.perf_counter() - start:.0f} s so far)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-    return _markdown(results, seeds, quick, time.perf_counter() - start)
+    seeds = _grid.check_seeds(
+        (QUICK_SEEDS if quick else SEEDS) if seeds is None else seeds, "scenarios"
+    )
+    results, seconds = _grid.run_grid(
+        run_one,
+        list(SCENARIOS),
+        (*METHODS, CONTROL),
+        seeds,
+        quick,
+        workers=workers,
+        progress="scenarios" if progress else None,
+        score="val_accuracy",
+    )
+    return _markdown(results, seeds, quick, seconds)
 
 
 def _markdown(results, seeds, quick, seconds):

@@ -25,15 +25,12 @@ takes about 6 minutes.
 from __future__ import annotations
 
 import dataclasses
-import sys
-import time
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from benchmarks import _timing, plasticity
-from keras_relu_kit import _parallel
+from benchmarks import _grid, _timing, plasticity
 from keras_relu_kit.datasets import load_digits
 
 #: Plain ReLU and the methods whose target is "never below plain ReLU".
@@ -162,35 +159,21 @@ def run(
         workers: int or `None`: worker processes (1 runs them here).
             Defaults to `None`, one per usable core (at most 4).
     """
-    seeds = (QUICK_SEEDS if quick else SEEDS) if seeds is None else int(seeds)
-    if seeds < 1:
-        raise ValueError(
-            f"`untuned.run` argument `seeds` must be >= 1. Received: seeds={seeds}"
-        )
+    seeds = _grid.check_seeds(
+        (QUICK_SEEDS if quick else SEEDS) if seeds is None else seeds, "untuned"
+    )
     chosen = setups(quick)
-    calls = [
-        (key, method, seed, quick)
-        for key in chosen
-        for method in (*METHODS, CONTROL)
-        for seed in range(seeds)
-    ]
-    start = time.perf_counter()
-    results: dict[str, dict[str, list[dict]]] = {key: {} for key in chosen}
-    workers = _parallel.default_workers() if workers is None else int(workers)
-    with _parallel.Pool(workers) as pool:
-        futures = pool.submit_all(run_setup, calls)
-        for (key, method, _, _), future in zip(calls, futures, strict=True):
-            results[key].setdefault(method, []).append(future.result())
-            runs = results[key][method]
-            if progress and len(runs) == seeds:
-                print(
-                    f"untuned {key}/{method}: last "
-                    f"{np.mean([r['last'] for r in runs]):.3f} "
-                    f"({time.perf_counter() - start:.0f} s so far)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-    return _markdown(chosen, results, seeds, quick, time.perf_counter() - start)
+    results, seconds = _grid.run_grid(
+        run_setup,
+        list(chosen),
+        (*METHODS, CONTROL),
+        seeds,
+        quick,
+        workers=workers,
+        progress="untuned" if progress else None,
+        score="last",
+    )
+    return _markdown(chosen, results, seeds, quick, seconds)
 
 
 def _markdown(chosen, results, seeds, quick, seconds):

@@ -25,7 +25,8 @@ Deep Reinforcement Learning"; continual backprop in Dohare et al., Nature
   or with `optimizer_slots="scaled"` to the variable's usual scale.
 
 `plan_recycling(model)` maps each site to its producer, normalization and
-consumers once, from the model's graph; `recycle_units` applies it.
+consumers once, from the model's graph; `recycle_units` applies it
+(`recycle_sites` to several sites in one write).
 Between the site and its consumers, layers that only move or pool values
 per channel (`Flatten`, `Reshape`, pooling, upsampling, cropping,
 `Permute`, `Dropout`, ...) and a
@@ -1353,9 +1354,10 @@ def _apply_updates(
     when given, serves every group.
 
     On TensorFlow, outside a distribution strategy, the writes run as one
-    XLA-compiled function (one call instead of a few eager ops per
-    variable, traced once per layout and kept on the first producer
-    layer); elsewhere eagerly.
+    `tf.function` (one call instead of a few eager ops per variable,
+    traced once per layout and kept on the first producer layer; several
+    sites written together the first time go through each site's own
+    function); elsewhere eagerly.
     """
     layout = []
     variables: list[keras.Variable] = []
@@ -1390,10 +1392,25 @@ def _apply_updates(
         ),
         rule,
     )
-    cache = groups[0][0].producer.__dict__.setdefault(_COMPILED_ATTRIBUTE, {})
+    holder = groups[0][0].producer.__dict__
+    cache = holder.setdefault(_COMPILED_ATTRIBUTE, {})
+    if key not in cache and len(groups) > 1:
+        seen = holder.setdefault(_SEEN_ATTRIBUTE, set())
+        if key not in seen:
+            # Sites written together for the first time go one by one,
+            # each through its own write (traced once per site); only a
+            # combination that recurs (every site of a model due at once)
+            # gets its own trace, so that varying combinations do not
+            # trace again and again.
+            seen.add(key)
+            for group in groups:
+                _apply_updates([group], slots, rule, rate)
+            return
     if key not in cache:
         write = functools.partial(_write, variables, tuple(layout), rule)
-        cache[key] = compiled(write, variables)
+        # A graph, not XLA: traced in a quarter of XLA's compile time,
+        # and as fast a call for a write this small.
+        cache[key] = compiled(write, variables, jit_compile=False)
     cache[key](entries, values, np.float32(rate))
 
 
@@ -1557,6 +1574,8 @@ def _slot_value(slot: keras.Variable, mask: Any, value: Any, zero: Any) -> Any:
 # The attribute of a producer layer that holds its compiled updates. Set
 # through the instance dict, out of Keras' tracking, so it is never saved.
 _COMPILED_ATTRIBUTE = "_keras_relu_kit_recycle_updates"
+# The combinations of sites written together once (by the same means).
+_SEEN_ATTRIBUTE = "_keras_relu_kit_recycle_combinations"
 
 
 def compiled(

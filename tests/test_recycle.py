@@ -369,7 +369,8 @@ class TestRecycle:
 
 
 class TestOneWritePerEvent:
-    """The sites recycled at one event are written in one call."""
+    """The sites recycled at one event are passed in one call, and written
+    in one compiled write once that combination of sites recurs."""
 
     @staticmethod
     def _trained():
@@ -390,11 +391,25 @@ class TestOneWritePerEvent:
             for v in [*model.weights, *model.optimizer.variables]
         ]
 
+    @staticmethod
+    def _spy(monkeypatch):
+        """The sites of each `_apply_updates` call, outer and inner."""
+        calls = []
+        apply = recycling._apply_updates
+
+        def spy(groups, *args, **kwargs):
+            calls.append(sorted(plan.producer.name for plan, _, _ in groups))
+            return apply(groups, *args, **kwargs)
+
+        monkeypatch.setattr(recycling, "_apply_updates", spy)
+        return calls
+
     @pytest.mark.parametrize("rule", ["zero", "scaled", "auto"])
-    def test_equals_one_site_after_the_other(self, rule):
+    def test_equals_one_site_after_the_other(self, rule, monkeypatch):
         # `fused` reads `act` and produces its own site: its rows are zeroed
-        # for `act`, then its columns re-drawn for `fused`, in one call as
-        # in two.
+        # for `act`, then its columns re-drawn for `fused`, in one write as
+        # in two. Two events: the first combination of sites goes site by
+        # site, the second (the same sites) through one write.
         means = np.linspace(0.5, 1.5, 5)
         models = [self._trained() for _ in range(2)]
         for model in models:
@@ -404,30 +419,44 @@ class TestOneWritePerEvent:
                 models[0].optimizer.variables, model.optimizer.variables, strict=True
             ):
                 b.assign(a)
-        writes = []
+        events = []
         for model in models:
             plans, _ = plan_recycling(model)
-            writes.append(
+            events.append(
                 [
-                    SiteWrite(plans["act"], DEAD, seed=3, outgoing_means=means),
-                    SiteWrite(
-                        plans["fused"], [0, 2], seed=4, kernel_initializer="he_normal"
-                    ),
+                    [
+                        SiteWrite(plans["act"], DEAD, seed=3, outgoing_means=means),
+                        SiteWrite(
+                            plans["fused"],
+                            [0, 2],
+                            seed=4,
+                            kernel_initializer="he_normal",
+                        ),
+                    ],
+                    [
+                        SiteWrite(plans["act"], [0], seed=5, outgoing_means=means),
+                        SiteWrite(plans["fused"], [1, 2], seed=6),
+                    ],
                 ]
             )
         one, two = models
         before = self._state(one)
-        assert recycle_sites(writes[0], optimizer=one.optimizer, slot_rule=rule) == 4
-        for write in writes[1]:
-            recycle_units(
-                write.plan,
-                write.units,
-                optimizer=two.optimizer,
-                seed=write.seed,
-                kernel_initializer=write.kernel_initializer,
-                outgoing_means=write.outgoing_means,
-                slot_rule=rule,
-            )
+        calls = self._spy(monkeypatch)
+        for writes in events[0]:
+            recycle_sites(writes, optimizer=one.optimizer, slot_rule=rule)
+        both = ["fused", "hidden"]
+        assert calls == [both, ["hidden"], ["fused"], both]
+        for writes in events[1]:
+            for write in writes:
+                recycle_units(
+                    write.plan,
+                    write.units,
+                    optimizer=two.optimizer,
+                    seed=write.seed,
+                    kernel_initializer=write.kernel_initializer,
+                    outgoing_means=write.outgoing_means,
+                    slot_rule=rule,
+                )
         changed = 0
         for old, a, b in zip(before, self._state(one), self._state(two), strict=True):
             np.testing.assert_array_equal(a, b)
@@ -435,19 +464,13 @@ class TestOneWritePerEvent:
         # Kernels and biases of three layers, and their slots, changed.
         assert changed >= 6
 
-    def test_recycle_writes_every_site_of_an_epoch_at_once(self, monkeypatch):
-        calls = []
-        apply = recycling._apply_updates
-
-        def spy(groups, *args, **kwargs):
-            calls.append(sorted(plan.producer.name for plan, _, _ in groups))
-            return apply(groups, *args, **kwargs)
-
-        monkeypatch.setattr(recycling, "_apply_updates", spy)
+    def test_recycle_passes_every_site_of_an_epoch_at_once(self, monkeypatch):
+        calls = self._spy(monkeypatch)
         model = _mlp()
         _, after, recycle, _ = _recycle_between_snapshots(model, X, Y)
-        # Both sites had dead units at the first epoch's end: one write.
-        assert calls == [["fused", "hidden"]]
+        # Both sites had dead units at the first epoch's end: one event, the
+        # sites then written one by one (a first combination).
+        assert calls == [["fused", "hidden"], ["hidden"], ["fused"]]
         assert [c["layer"] for c in recycle.changes] == ["act", "fused"]
         out = after["weights"][model.get_layer("out").kernel.path]
         np.testing.assert_array_equal(out[DEAD], 0.0)
