@@ -23,7 +23,7 @@ on those three seeds it ends below plain ReLU at SGD's high learning rate
 whose float rounding alone moves that scenario, and 0.81 before
 `Recycle`'s slot rule became `"auto"`). Over 12 seeds (`python -m
 benchmarks scenarios`) neither is beyond the seeds' noise: with Adam it is
-level with plain ReLU (0.929 against 0.925), at the high learning rate
+level with plain ReLU (0.928 against 0.925), at the high learning rate
 0.013 below (95% interval +-0.038), where the units it keeps alive make
 training less stable (10 loss spikes in 12 runs against ReLU's 5). Where it stands on
 continual streams is measured by `python -m benchmarks plasticity`
