@@ -349,6 +349,9 @@ def recycle_sites(
         The number of units recycled, over all sites.
     """
     rule = check_slot_rule(slot_rule, "slot_rule")
+    if slots is None:
+        variables = [v for write in writes for v in _plan_variables(write.plan)]
+        slots = optimizer_slots(optimizer, variables)
     groups = []
     count = 0
     for write in writes:
@@ -368,8 +371,7 @@ def recycle_sites(
             write.kernel_initializer,
             write.outgoing_means,
         )
-        own = optimizer_slots(optimizer, _plan_variables(plan)) if slots is None else {}
-        groups.append((plan, updates, own))
+        groups.append((plan, updates))
         count += int(mask.sum())
     if groups:
         rate = learning_rate(optimizer) if rule == "auto" else 0.0
@@ -1342,16 +1344,16 @@ def _redrawn(
 
 
 def _apply_updates(
-    groups: Sequence[tuple[RecyclePlan, list[_Update], Mapping[int, Any]]],
-    slots: Mapping[int, Iterable[keras.Variable]] | None,
+    groups: Sequence[tuple[RecyclePlan, list[_Update]]],
+    slots: Mapping[int, Iterable[keras.Variable]],
     rule: str = "zero",
     rate: float = 0.0,
 ) -> None:
     """Write each group's new values into its masked entries, and into
     their slots (by `rule`, one of `SLOT_RULES`; `"auto"` compares the
     learning rate `rate` with each producer kernel's fresh draw), group by
-    group in order. A group is `(plan, updates, its own slots)`; `slots`,
-    when given, serves every group.
+    group in order. A group is `(plan, updates)`; `slots` maps each
+    variable's id to its optimizer slots.
 
     On TensorFlow, outside a distribution strategy, the writes run as one
     `tf.function` (one call instead of a few eager ops per variable,
@@ -1363,11 +1365,10 @@ def _apply_updates(
     variables: list[keras.Variable] = []
     entries: list[np.ndarray] = []
     values: list[Any] = []
-    for plan, updates, own in groups:
-        found = own if slots is None else slots
+    for plan, updates in groups:
         group_variables = [variable for variable, _, _, _ in updates]
         slot_lists = tuple(
-            tuple(found.get(id(variable), ())) if reset else ()
+            tuple(slots.get(id(variable), ())) if reset else ()
             for variable, _, _, reset in updates
         )
         drawn = tuple(new is not None for _, _, new, _ in updates)

@@ -398,7 +398,7 @@ class TestOneWritePerEvent:
         apply = recycling._apply_updates
 
         def spy(groups, *args, **kwargs):
-            calls.append(sorted(plan.producer.name for plan, _, _ in groups))
+            calls.append(sorted(plan.producer.name for plan, _ in groups))
             return apply(groups, *args, **kwargs)
 
         monkeypatch.setattr(recycling, "_apply_updates", spy)

@@ -190,26 +190,14 @@ class UnitReplacement(RemedyCallback):
     def _load_state(self, saved: dict[str, Any]) -> None:
         """Take back the state of an interrupted run (`saved`)."""
 
-    def _replace(
-        self,
-        change: dict[str, Any],
-        index: int,
-        message: str = "",
-        **write: Any,
-    ) -> None:
-        """Write one replacement (`change["layer"]`, `change["units"]`),
-        record it, and print `message` when verbose.
-
-        `write` goes to the site's `SiteWrite` (`kernel_initializer`,
-        `outgoing_means`).
-        """
-        self._replace_all([(change, index, message, write)])
-
     def _replace_all(
         self, items: Sequence[tuple[dict[str, Any], int, str, dict[str, Any]]]
     ) -> None:
-        """`_replace` for each `(change, index, message, write)` of one
-        event, the sites written in one call (`recycle_sites`)."""
+        """Write the replacements of one event, each `(change, index,
+        message, write)`, in one `recycle_sites` call (`write`: the site's
+        `SiteWrite` fields `kernel_initializer`, `outgoing_means`); record
+        each `change` (`change["layer"]`, `change["units"]`) and print its
+        `message` when verbose."""
         self._write(self.model, [(change, i, write) for change, i, _, write in items])
         for change, _, message, _ in items:
             self.changes.append(change)
