@@ -69,6 +69,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_relu_kit._compiled import compiled
 from keras_relu_kit.diagnostics.probe import expected_input_shapes, is_shape
 from keras_relu_kit.diagnostics.sites import find_rectifier_sites, layer_paths
 from keras_relu_kit.model_graph import ModelGraph, cached_on, model_graph
@@ -1577,32 +1578,6 @@ def _slot_value(slot: keras.Variable, mask: Any, value: Any, zero: Any) -> Any:
 _COMPILED_ATTRIBUTE = "_keras_relu_kit_recycle_updates"
 # The combinations of sites written together once (by the same means).
 _SEEN_ATTRIBUTE = "_keras_relu_kit_recycle_combinations"
-
-
-def compiled(
-    function: Callable[..., Any],
-    variables: Sequence[keras.Variable],
-    *,
-    jit_compile: bool = True,
-) -> Callable[..., Any]:
-    """`function`, a write into `variables`, traced once as a `tf.function`
-    (with XLA when `jit_compile`) on TensorFlow outside a `tf.distribute`
-    strategy: one call per event instead of a few eager ops per variable.
-    Elsewhere, `function` as it is (eager).
-
-    Its arguments must be tensors or arrays (not Python numbers), so that
-    each call reuses the one trace.
-    """
-    if keras.backend.backend() != "tensorflow":
-        return function
-    import tensorflow as tf
-
-    if tf.distribute.has_strategy() or any(
-        isinstance(variable.value, tf.distribute.DistributedValues)
-        for variable in variables
-    ):
-        return function
-    return tf.function(function, autograph=False, jit_compile=jit_compile)
 
 
 def _plan_variables(plan: RecyclePlan) -> list[keras.Variable]:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from keras_relu_kit import layers as kit
-from keras_relu_kit.callbacks import AutoLeak, DeadReLUMonitor
+from keras_relu_kit.callbacks import AutoLeak, DeadReLUMonitor, L2Init, ShrinkPerturb
 from keras_relu_kit.diagnostics import measure
 
 WIDTH = 16
@@ -174,3 +174,56 @@ def test_jax_data_parallel_gives_one_device_numbers():
     assert len(shards) == 2
     expected = parallel_auto.changes[-1]["new"]
     assert all(float(s) == pytest.approx(expected) for s in shards)
+
+
+@pytest.mark.jax_only
+@pytest.mark.parametrize("remedy", ["shrink_perturb", "l2_init"])
+def test_jax_data_parallel_per_step_writes(remedy):
+    """ShrinkPerturb and L2Init write through one `jax.jit` call per step:
+    under DataParallel they give the single-device weights, on both
+    devices."""
+    devices = keras.distribution.list_devices("cpu")
+    assert len(devices) == 2, "conftest asks XLA for two host devices"
+    x, y = data(64)
+
+    def run():
+        model = build(lr=0.01)
+        initial = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
+        callback = (
+            ShrinkPerturb(frequency=1, shrink=0.9, noise_scale=0.01, seed=5)
+            if remedy == "shrink_perturb"
+            else L2Init(factor=5.0)
+        )
+        model.fit(
+            x,
+            y,
+            batch_size=16,
+            epochs=2,
+            shuffle=False,
+            verbose=0,
+            callbacks=[callback],
+        )
+        return model, initial
+
+    single, initial = run()
+    keras.distribution.set_distribution(
+        keras.distribution.DataParallel(devices=devices)
+    )
+    try:
+        parallel, _ = run()
+    finally:
+        keras.distribution.set_distribution(None)
+    for one, two, start in zip(
+        single.trainable_variables,
+        parallel.trainable_variables,
+        initial,
+        strict=True,
+    ):
+        one, two_value = keras.ops.convert_to_numpy(one), two.value
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(two_value), one, rtol=1e-5, atol=1e-6
+        )
+        shards = [np.asarray(s.data) for s in two_value.addressable_shards]
+        assert len(shards) == 2
+        np.testing.assert_array_equal(shards[0], shards[1])
+        assert not np.allclose(one, start)

@@ -34,10 +34,14 @@ def _fit(model, callbacks, epochs=2):
     )
 
 
-def _reference(kernel, bias, epochs=2, every=1, factor=FACTOR, pulls=None):
+def _reference(
+    kernel, bias, epochs=2, every=1, factor=FACTOR, pulls=None, lr=lambda step: LR
+):
     """Keras' SGD with momentum on MSE, then the decoupled pull toward the
     initial weights after every `every` steps (or after the steps `pulls`
-    names, each for its number of steps), in float64 NumPy."""
+    names, each for its number of steps), in float64 NumPy. `lr(t)`: the
+    learning rate at iteration count `t` (the update of step `t + 1` uses
+    `lr(t)`; the pull after it reads `lr(t + 1)`)."""
     w, b = kernel.astype("float64"), bias.astype("float64")
     w0, b0 = w.copy(), b.copy()
     m_w, m_b = np.zeros_like(w), np.zeros_like(b)
@@ -46,15 +50,15 @@ def _reference(kernel, bias, epochs=2, every=1, factor=FACTOR, pulls=None):
         for start in range(0, len(X), 4):
             x, y = X[start : start + 4], Y[start : start + 4]
             residual = 2.0 * (x @ w + b - y) / y.size  # d mean((xw+b-y)^2)
-            m_w = MOMENTUM * m_w - LR * (x.T @ residual)
-            m_b = MOMENTUM * m_b - LR * residual.sum(axis=0)
+            m_w = MOMENTUM * m_w - lr(step) * (x.T @ residual)
+            m_b = MOMENTUM * m_b - lr(step) * residual.sum(axis=0)
             w, b = w + m_w, b + m_b
             step += 1
             count = every if pulls is None and step % every == 0 else 0
             if pulls is not None:
                 count = pulls.get(step, 0)
             if count:
-                keep = (1.0 - 2.0 * LR * factor) ** count
+                keep = (1.0 - 2.0 * lr(step) * factor) ** count
                 w, b = w0 + keep * (w - w0), b0 + keep * (b - b0)
     return w, b, m_w, m_b
 
@@ -119,6 +123,35 @@ class TestL2Init:
         np.testing.assert_allclose(
             keras.ops.convert_to_numpy(layer.bias), b, rtol=1e-5, atol=1e-6
         )
+
+    def test_learning_rate_schedule_read_at_every_pull(self):
+        """The pull reads the optimizer's learning rate when it runs (a
+        compiled pull must not keep the value it was traced with)."""
+        schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
+            [1, 2], [LR, 0.05, 0.02]
+        )
+        model = keras.Sequential(
+            [keras.Input((3,)), keras.layers.Dense(2, name="dense")]
+        )
+        model.compile(keras.optimizers.SGD(schedule, momentum=MOMENTUM), "mse")
+        layer = model.get_layer("dense")
+        kernel = keras.ops.convert_to_numpy(layer.kernel)
+        bias = keras.ops.convert_to_numpy(layer.bias)
+        _fit(model, [L2Init(factor=FACTOR)])
+
+        def lr(step):
+            return float(keras.ops.convert_to_numpy(schedule(step)))
+
+        w, b, _, _ = _reference(kernel, bias, lr=lr)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(layer.kernel), w, rtol=1e-5, atol=1e-6
+        )
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(layer.bias), b, rtol=1e-5, atol=1e-6
+        )
+        # At a constant learning rate the weights end elsewhere.
+        w_constant, _, _, _ = _reference(kernel, bias)
+        assert not np.allclose(w, w_constant, rtol=1e-3)
 
     def test_frequency(self):
         """Every 3 steps, and at each epoch end, the pull of the steps since

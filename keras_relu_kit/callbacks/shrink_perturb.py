@@ -15,16 +15,18 @@ incremental_cifar_experiment.py`, `inject_noise`).
 
 The callback writes through `variable.assign`: the compiled train step is
 reused (no retrace, with or without XLA), and under a `tf.distribute`
-strategy every replica gets the same values. On TensorFlow, outside a
-strategy, one event is one call of a graph function traced once
-(`tf.function`); elsewhere it runs eagerly. That function is not compiled
-with XLA: XLA's stateless random numbers differ from TensorFlow's own
-kernels for the same seed (checked on TF 2.21, CPU), so the same `seed`
-would give other weights under a strategy (eager) than without. The draws are
+strategy every replica gets the same values. One event is one compiled
+call (`keras_relu_kit._compiled.compiled`): on TensorFlow, outside a
+strategy, a graph function traced once (`tf.function`); on JAX, a
+`jax.jit` function (per-step shrink & perturb was 20 times slower as eager
+ops there); elsewhere it runs eagerly. The TensorFlow function is not
+compiled with XLA: XLA's stateless random numbers differ from TensorFlow's
+own kernels for the same seed (checked on TF 2.21, CPU), so the same `seed`
+would give other weights under a strategy (eager) than without; JAX's are
+the same jitted or not. The draws are
 seeded by `seed` and the optimizer's iteration count, through one
 `keras.random.SeedGenerator` whose state is set before each draw (a
 variable, so the compiled function takes new seeds without retracing).
-`l2_init.py` reuses the TensorFlow compile switch defined here.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_relu_kit._compiled import compiled
 from keras_relu_kit._validation import check_number, check_seed, is_positive_int
 from keras_relu_kit.callbacks._fit import FitCallback, StepSchedule
 from keras_relu_kit.callbacks._printing import print_msg
@@ -47,7 +50,6 @@ from keras_relu_kit.diagnostics.measurement import training_step
 from keras_relu_kit.diagnostics.sites import layer_paths
 from keras_relu_kit.errors import KitWarning
 from keras_relu_kit.rectifiers import FUSED_LAYERS
-from keras_relu_kit.recycling import compiled
 
 OWNER = "ShrinkPerturb"
 
@@ -286,8 +288,14 @@ class ShrinkPerturb(FitCallback):
             self.shrink,
             self.noise_scale,
         )
-        # Not XLA: its random numbers differ from the eager ones.
-        self._write = compiled(write, self.variables, jit_compile=False)
+        # Not XLA on TensorFlow: its random numbers differ from the eager
+        # ones. The generator's state is read and written too.
+        self._write = compiled(
+            write,
+            [*self.variables, self._generator.state],
+            jit_compile=False,
+            jax=True,
+        )
         self._write_key = key
 
 

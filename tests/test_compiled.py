@@ -1,0 +1,66 @@
+"""`keras_relu_kit._compiled.compiled`: one compiled call for a write."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_relu_kit._compiled import compiled
+
+BACKEND = keras.backend.backend()
+
+
+def _variables():
+    a = keras.Variable(np.arange(6, dtype="float32").reshape(2, 3), name="a")
+    b = keras.Variable(np.full((3,), 0.5, "float32"), name="b")
+    return a, b
+
+
+class Counting:
+    """A write `a <- a * factor + b` that counts its Python executions."""
+
+    def __init__(self, a, b):
+        self.a, self.b = a, b
+        self.runs = 0
+
+    def __call__(self, factor):
+        self.runs += 1
+        self.a.assign(self.a.value * factor + self.b.value)
+
+
+@pytest.mark.parametrize("jax", [False, True])
+def test_write_equals_numpy_and_reads_current_values(jax):
+    a, b = _variables()
+    write = Counting(a, b)
+    call = compiled(write, [a, b], jit_compile=False, jax=jax)
+    expected = np.arange(6, dtype="float32").reshape(2, 3)
+    for factor in (2.0, 3.0, 0.5):
+        # A value assigned outside the write is read by the next call, not
+        # the value the function was traced with.
+        b.assign(np.full((3,), factor, "float32"))
+        call(np.float32(factor))
+        expected = expected * np.float32(factor) + np.float32(factor)
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), expected)
+    # `b` was read, never written.
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(b), np.full(3, 0.5))
+    traced = BACKEND == "tensorflow" or (BACKEND == "jax" and jax)
+    assert write.runs == (1 if traced else 3)
+
+
+@pytest.mark.jax_only
+def test_jax_random_draws_equal_eager_ones():
+    generator = keras.random.SeedGenerator(11)
+    target = keras.Variable(np.zeros((4, 5), "float32"))
+
+    def draw(seed):
+        generator.state.assign(keras.ops.stack([seed, keras.ops.zeros((), "uint32")]))
+        target.assign(keras.random.normal((4, 5), seed=generator))
+
+    eager = []
+    for seed in (1, 2):
+        draw(keras.ops.convert_to_tensor(seed, "uint32"))
+        eager.append(keras.ops.convert_to_numpy(target).copy())
+    call = compiled(draw, [target, generator.state], jax=True)
+    for seed, value in zip((1, 2), eager, strict=True):
+        call(np.uint32(seed))
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(target), value)
+    assert not np.array_equal(eager[0], eager[1])
