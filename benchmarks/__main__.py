@@ -34,6 +34,7 @@ SECTIONS = (
     "training",
     "memory",
     "callbacks",
+    "step_writes",
     "plasticity",
     "slot_rules",
     "untuned",
