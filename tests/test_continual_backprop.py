@@ -6,6 +6,8 @@ import pytest
 from _helpers import reset_slot
 
 from keras_relu_kit.callbacks import ContinualBackprop, DeadReLUMonitor
+from keras_relu_kit.diagnostics import probe as probe_lib
+from keras_relu_kit.diagnostics.measurement import training_step
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(16, 6)).astype("float32")
@@ -266,6 +268,47 @@ class TestSchedule:
             _fit(model, [cbp])
             ages.append(cbp.stats["hidden"].ages[0])
         assert ages == [0.0, 6.0, 12.0]
+
+    def test_fit_data_sampled_only_by_fits_that_update(self, monkeypatch):
+        """Sampled from `fit`'s data: every `fit` but the first samples at
+        its first update, so a 4-step `fit` in a stream updating every 6
+        steps samples in the `fit`s holding steps 6, 12 (not 16 + 4k):
+        the replacements are those of sampling when each `fit` begins."""
+        prepared = []
+        prepare = probe_lib.Probe.prepare
+
+        def counting(probe, model):
+            prepared.append(training_step(model))
+            return prepare(probe, model)
+
+        monkeypatch.setattr(probe_lib.Probe, "prepare", counting)
+        tasks = [RNG.normal(size=(16, 6)).astype("float32") for _ in range(4)]
+        results = {}
+        for defer in (True, False):
+            monkeypatch.setattr(ContinualBackprop, "DEFER_PROBE", defer)
+            prepared.clear()
+            model = _mlp(keras.optimizers.SGD(0.01), dead=())
+            cbp = ContinualBackprop(
+                replacement_rate=0.05, maturity_threshold=0, frequency=6, seed=1
+            )
+            changes = []
+            for x in tasks:
+                _fit(model, [cbp], x=x)
+                changes += cbp.changes
+            results[defer] = (
+                list(prepared),
+                changes,
+                [to_numpy(v) for v in model.weights],
+            )
+        # Deferred: when the first fit begins (step 0), then at the updates
+        # of steps 6 (second fit) and 12 (third); the fourth (steps 13-16)
+        # has none. Not deferred: when each fit begins.
+        assert results[True][0] == [0, 6, 12]
+        assert results[False][0] == [0, 4, 8, 12]
+        assert [c["step"] for c in results[True][1]] == [6, 12]
+        assert results[True][1] == results[False][1]
+        for a, b in zip(results[True][2], results[False][2], strict=True):
+            np.testing.assert_array_equal(a, b)
 
     def test_shares_a_monitor_and_compiles(self):
         model = _mlp(keras.optimizers.Adam(0.01), jit_compile=True)

@@ -5,6 +5,7 @@ from _helpers import InterruptAt, reset_slot
 
 from keras_relu_kit import layers, recycling
 from keras_relu_kit.callbacks import DeadReLUMonitor, Recycle
+from keras_relu_kit.callbacks import _replacement as replacement
 from keras_relu_kit.diagnostics import measure
 from keras_relu_kit.errors import (
     UnreachableSitesWarning,
@@ -303,6 +304,45 @@ class TestRecycle:
         other = X[:16] * 2.0
         history = _fit(model, other, Y[:16], [recycle, monitor])
         assert [c["units"] for c in recycle.changes if c["layer"] == "act"] == [DEAD]
+
+    def test_planned_once_per_model(self, monkeypatch):
+        calls = []
+        plan = recycling.plan_recycling
+
+        def counting(*args, **kwargs):
+            calls.append(1)
+            return plan(*args, **kwargs)
+
+        monkeypatch.setattr(replacement, "plan_recycling", counting)
+
+        def mlp():
+            model = keras.Sequential(
+                [
+                    keras.Input((6,)),
+                    keras.layers.Dense(5, activation="relu", name="hidden"),
+                    keras.layers.Dense(2, name="out", kernel_initializer="ones"),
+                ]
+            )
+            model.compile(keras.optimizers.SGD(0.0), "mse")
+            return model
+
+        recycle = Recycle(probe=X)
+        first = mlp()
+        for _ in range(2):
+            _kill(first.get_layer("hidden"))
+            _fit(first, X, Y, [recycle])
+        assert len(calls) == 1
+        assert [c["units"] for c in recycle.changes] == [DEAD]
+        # Another model with the same callback: its own plan, its own head.
+        second = mlp()
+        _kill(second.get_layer("hidden"))
+        _fit(second, X, Y, [recycle])
+        assert len(calls) == 2
+        alive = [i for i in range(5) if i not in DEAD]
+        for model in (first, second):
+            kernel = keras.ops.convert_to_numpy(model.get_layer("out").kernel)
+            np.testing.assert_array_equal(kernel[DEAD], 0.0)
+            np.testing.assert_array_equal(kernel[alive], 1.0)
 
     def test_logs_and_changes_without_dead_units(self):
         model = _mlp()

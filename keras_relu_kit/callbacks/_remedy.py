@@ -82,13 +82,19 @@ class RemedyCallback(FitCallback):
             self._own_measurement = probe_options.measurement()
 
     def _begin_measuring(
-        self, model: keras.Model, *, warn_unreachable: bool = True
+        self,
+        model: keras.Model,
+        *,
+        warn_unreachable: bool = True,
+        defer_probe: bool = False,
     ) -> None:
         self._checked_monitor = False
         monitor = self.dead_relu_monitor
         if monitor is None:
             assert self._own_measurement is not None  # Made without a monitor.
-            self._own_measurement.begin(model, warn_unreachable=warn_unreachable)
+            self._own_measurement.begin(
+                model, warn_unreachable=warn_unreachable, defer_probe=defer_probe
+            )
         elif monitor.model is not model:
             self._refuse_monitor("not attached to this model")
 

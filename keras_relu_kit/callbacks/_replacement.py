@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import warnings
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +69,9 @@ class UnitReplacement(RemedyCallback):
     LOG_KEY = ""
     #: What it does to units, for messages: "recycle", "replace".
     ACTION = ""
+    #: Sample `fit`'s data at the first measurement of a later `fit`, not
+    #: when it begins (`Measurement.begin`'s `defer_probe`).
+    DEFER_PROBE = False
     _schedule: StepSchedule
     optimizer_slots: str
 
@@ -104,6 +108,8 @@ class UnitReplacement(RemedyCallback):
         self._plans: dict[str, RecyclePlan] = {}
         self._epoch_counts: dict[str, int] = {}
         self._slots: dict[int, list[keras.Variable]] | None = None
+        # (model, sites, what `_planned` returned) of the last plan made.
+        self._plan_cache: tuple[Any, Any, Any] | None = None
 
     @property
     def _managed(self) -> list[str]:
@@ -119,10 +125,7 @@ class UnitReplacement(RemedyCallback):
         sites = {site.name: site for site in find_rectifier_sites(model)}
         owner = self.OWNER
         chosen = select_sites(self.layers, sites, owner, kind="a rectifier site")
-        plans, unmapped = plan_recycling(
-            model, list(chosen.values()), links=self.links, owner=owner
-        )
-        out_of_reach = _out_of_reach(model) if self.layers is None else {}
+        plans, unmapped, out_of_reach = self._planned(model, chosen)
         self._plans = plans
         self._sites = {name: chosen[name] for name in plans}
         self.unmapped = {**unmapped, **out_of_reach}
@@ -145,7 +148,9 @@ class UnitReplacement(RemedyCallback):
             return
         # What is out of reach is named in the one warning above, not again
         # by the measurement.
-        self._begin_measuring(model, warn_unreachable=not out_of_reach)
+        self._begin_measuring(
+            model, warn_unreachable=not out_of_reach, defer_probe=self.DEFER_PROBE
+        )
         self._slots = None
         self._start_run()
         saved = self._state_file.read()
@@ -153,6 +158,31 @@ class UnitReplacement(RemedyCallback):
             self.changes = list(saved.get("changes", []))
             self._load_state(saved)
         self._active = True
+
+    def _planned(
+        self, model: keras.Model, chosen: dict[str, RectifierSite]
+    ) -> tuple[dict[str, RecyclePlan], dict[str, str], dict[str, str]]:
+        """`(plans, unmapped, out_of_reach)` for the `chosen` sites.
+
+        Planned anew only when the model, its sites or its layers (a
+        `Sequential` popped and added to) change: a stream of tasks trained
+        with one `fit` per task plans at its first (1.6 ms a `fit` on a
+        3 x Dense(100) MLP).
+        """
+        key = (
+            tuple((name, id(site.layer), site.kind) for name, site in chosen.items()),
+            tuple(id(layer) for layer in model.layers),
+        )
+        cached = self._plan_cache
+        if cached is not None and cached[0]() is model and cached[1] == key:
+            return cached[2]
+        plans, unmapped = plan_recycling(
+            model, list(chosen.values()), links=self.links, owner=self.OWNER
+        )
+        out_of_reach = _out_of_reach(model) if self.layers is None else {}
+        planned = (plans, unmapped, out_of_reach)
+        self._plan_cache = (weakref.ref(model), key, planned)
+        return planned
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_counts = {}

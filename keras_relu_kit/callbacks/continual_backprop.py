@@ -162,7 +162,10 @@ class ContinualBackprop(UnitReplacement):
         dead_relu_monitor: `None` to measure alone, or a `DeadReLUMonitor`
             of the same `fit` call to measure through. Defaults to `None`.
         probe: the inputs to measure on when alone, as `DeadReLUMonitor`
-            takes them. Defaults to `None` (a sample of `fit`'s data).
+            takes them. Defaults to `None`: a sample of `fit`'s data, taken
+            when the first `fit` begins and, in later `fit`s, at their
+            first update (a `fit` shorter than `frequency` may have none,
+            and then samples nothing).
         probe_size: int >= 1. Size of that sample. Defaults to `256`.
         mode: `"training"` or `"inference"`: the forward pass measured.
             Defaults to `"training"`.
@@ -215,6 +218,9 @@ class ContinualBackprop(UnitReplacement):
     STATE_FILE = STATE_FILE
     ACTION = "replace"
     LOG_KEY = "replaced"
+    # A stream of tasks shorter than `frequency` measures in some `fit`s
+    # only: the others sample no probe.
+    DEFER_PROBE = True
 
     def __init__(
         self,

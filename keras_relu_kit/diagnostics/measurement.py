@@ -87,10 +87,16 @@ class Measurement:
         self.began = False
         self.capture: Capture | None = None
         self._groups: list[Any] | None = None
+        # Whether `fit`'s data is sampled at the first `report` (`begin`).
+        self._deferred = False
         self._key: Hashable | None = None
 
     def begin(
-        self, model: keras.Model, *, warn_unreachable: bool = True
+        self,
+        model: keras.Model,
+        *,
+        warn_unreachable: bool = True,
+        defer_probe: bool = False,
     ) -> list[RectifierSite]:
         """Find the sites, prepare the probe and compile the capture.
 
@@ -99,6 +105,12 @@ class Measurement:
             warn_unreachable: bool. Warn about the layers applying a
                 rectifier no site measures (`unreachable_rectifiers`);
                 `False` when the caller names them in its own warning.
+            defer_probe: bool. Once the capture has run (an earlier `fit`
+                on the model checked the probe and compiled it), sample
+                `fit`'s data at the first `report` instead of now: a `fit`
+                that never measures (a task shorter than a callback's
+                `frequency`) samples nothing. A given probe, and the first
+                `fit`, are prepared now either way.
 
         Returns:
             The list of sites measured (empty when the model has none; then
@@ -112,10 +124,6 @@ class Measurement:
             _warn_unreachable(model, self.owner)
         if not self.sites:
             return []
-        if self.probe.is_lazy:
-            self._groups = None
-        else:
-            self._groups = self.probe.prepare(model)
         self.capture = get_capture(
             model,
             self.sites,
@@ -123,6 +131,11 @@ class Measurement:
             training=self.mode == "training",
             plasticity=self.plasticity,
         )
+        self._deferred = defer_probe and self.probe.data is None and self.capture.ran
+        if self.probe.is_lazy or self._deferred:
+            self._groups = None
+        else:
+            self._groups = self.probe.prepare(model)
         if self._groups is not None and not self.capture.ran:
             # Once compiled (an earlier `fit` of a stream of tasks), the
             # first measurement is left to the first `report`.
@@ -176,6 +189,9 @@ class Measurement:
             key = training_step(model)
         if key is not None and self.last_report is not None and key == self._key:
             return self.last_report
+        if self._deferred:
+            self._groups = self.probe.prepare(model)
+            self._deferred = False
         groups = self.probe.stream(model) if self._groups is None else self._groups
         assert self.capture is not None  # Built by `begin` when active.
         report = self.capture.run(groups, self.tau)
