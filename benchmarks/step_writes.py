@@ -13,13 +13,14 @@ In each process: the plasticity benchmark's MLP (64 inputs, 3 x
 `Dense(100, relu)`, softmax over 10, SGD 0.2) trains on 640 random
 examples in batches of 16, one model per variant, each warmed up by one
 epoch with its callback; then rounds of one `EPOCHS`-epoch `fit` (40
-steps an epoch) per variant, in alternation, the same callback instance throughout. Variants:
-no callback; a per-batch callback that only reads `self.model` (what any
-per-step callback costs: Keras calls the hook, and on JAX reading the model
-syncs the trainer's state into the variables); each remedy as it ships;
-each remedy with its write run as eager ops (the compiled call switched
-off), the cost before the write was compiled on JAX. Ratios: median over
-rounds of the per-round ratio to the run without a callback.
+steps an epoch) per variant, in alternation, the same callback instance
+throughout. Variants: no callback; a per-batch callback that only reads
+`self.model` (what any per-step callback costs: Keras calls the hook, and
+on JAX reading the model syncs the trainer's state into the variables);
+each remedy as it ships; each remedy with its write run as eager ops (the
+compiled call switched off), the cost before the write was compiled on
+JAX. Ratios: median over rounds of the per-round ratio to the run without
+a callback.
 """
 
 import json

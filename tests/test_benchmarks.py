@@ -148,7 +148,11 @@ class TestQuickBenchmarks:
         section = _section(sections, "Callbacks")
         assert _rows(section), section
         rows = {row[0]: row for row in _rows(section)}
-        for stream in ("30 tasks x 40 steps", "10 tasks x 400 steps"):
+        for stream in (
+            "30 tasks x 40 steps",
+            "10 tasks x 400 steps",
+            "10 tasks x 40 steps, 3 x Dense(2000)",
+        ):
             row = rows[stream]
             for cell in row[2:6]:  # without s, with s, ratio, begin ms
                 _positive(cell.strip("*"))
