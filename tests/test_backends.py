@@ -227,3 +227,41 @@ def test_jax_data_parallel_per_step_writes(remedy):
         assert len(shards) == 2
         np.testing.assert_array_equal(shards[0], shards[1])
         assert not np.allclose(one, start)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_per_step_writes_under_mixed_precision(policy):
+    """Under a mixed policy (a LossScaleOptimizer with mixed_float16) the
+    per-step writes act on the float32 variables, compiled or not:
+    ShrinkPerturb at a learning rate of 0 shrinks them exactly, and
+    L2Init with `factor = 1 / (2 lr)` pulls them back to theta_0 after
+    every step (keep = 1 - 2 lr factor = 0, up to float32 rounding)."""
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        x, y = data(32)
+        model = build(lr=0.0)
+        before = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
+        assert all(v.dtype == "float32" for v in model.trainable_variables)
+        shrink = ShrinkPerturb(frequency=1, shrink=0.5, noise_scale=0.0)
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[shrink])
+        for start, variable in zip(before, model.trainable_variables, strict=True):
+            np.testing.assert_array_equal(
+                keras.ops.convert_to_numpy(variable), start * np.float32(0.5**4)
+            )
+        lr = 0.05
+        model = build(lr=lr)
+        initial = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
+        pull = L2Init(factor=1.0 / (2.0 * lr))
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[pull])
+        # keep is 0 up to the rounding of `1 - lr * 2 factor` in float32.
+        for start, variable in zip(initial, model.trainable_variables, strict=True):
+            np.testing.assert_allclose(
+                keras.ops.convert_to_numpy(variable), start, rtol=0, atol=1e-6
+            )
+        # The steps moved the weights: without the pull they end elsewhere.
+        free = build(lr=lr)
+        free.fit(x, y, batch_size=8, epochs=1, verbose=0)
+        moved = keras.ops.convert_to_numpy(free.trainable_variables[0]) - initial[0]
+        assert np.abs(moved).max() > 1e-3
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
