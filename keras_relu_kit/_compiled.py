@@ -22,7 +22,7 @@ slower. `compiled` turns the write into one call:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import keras
@@ -60,6 +60,30 @@ def compiled(
     ):
         return function
     return tf.function(function, autograph=False, jit_compile=jit_compile)
+
+
+# The attribute of a model that holds the compiled writes made for it. Set
+# through the instance dict, out of Keras' tracking, so it is never saved.
+_CACHE_ATTRIBUTE = "_keras_relu_kit_compiled_writes"
+
+
+def cached(
+    model: keras.Model, key: Hashable, make: Callable[[], Callable[..., None]]
+) -> Callable[..., None]:
+    """The write `make()` returns, made once per `model` and `key`.
+
+    A callback made anew for each `fit` of a stream of tasks (`callbacks=
+    [ShrinkPerturb()]` in the loop) then reuses the write compiled for the
+    first: a `jax.jit` compile took 0.9 s where the eager event took 5 ms.
+    `key` must name everything the write does: the variables (by id; the
+    write holds them, so no other variable takes their id), and every
+    setting it closes over.
+    """
+    per_model = model.__dict__.setdefault(_CACHE_ATTRIBUTE, {})
+    write = per_model.get(key)
+    if write is None:
+        write = per_model[key] = make()
+    return write
 
 
 def _jax_compiled(

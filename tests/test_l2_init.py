@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from _helpers import InterruptAt
 
+from keras_relu_kit import _compiled
 from keras_relu_kit.callbacks import L2Init
 
 RNG = np.random.default_rng(0)
@@ -61,6 +62,10 @@ def _reference(
                 keep = (1.0 - 2.0 * lr(step) * factor) ** count
                 w, b = w0 + keep * (w - w0), b0 + keep * (b - b0)
     return w, b, m_w, m_b
+
+
+def _numpy_weights(model):
+    return [keras.ops.convert_to_numpy(v).copy() for v in model.trainable_variables]
 
 
 def _slots(model):
@@ -152,6 +157,26 @@ class TestL2Init:
         # At a constant learning rate the weights end elsewhere.
         w_constant, _, _, _ = _reference(kernel, bias)
         assert not np.allclose(w, w_constant, rtol=1e-3)
+
+    def test_a_new_instance_pulls_toward_its_own_theta_0(self):
+        """With `factor = 1 / (2 lr)` the pull puts the weights back on
+        theta_0 after every step. A second `L2Init` made for a later `fit`
+        takes the weights of that moment as its theta_0 (on JAX through
+        the write compiled for the first: one per model and settings)."""
+        model = _model()
+        factor = 1.0 / (2.0 * LR)
+        start = _numpy_weights(model)
+        _fit(model, [L2Init(factor=factor)])
+        for value, initial in zip(_numpy_weights(model), start, strict=True):
+            np.testing.assert_allclose(value, initial, rtol=0, atol=1e-6)
+        _fit(model, [])  # Without the pull the weights move.
+        moved = _numpy_weights(model)
+        assert np.abs(moved[0] - start[0]).max() > 1e-3
+        _fit(model, [L2Init(factor=factor)])
+        for value, initial in zip(_numpy_weights(model), moved, strict=True):
+            np.testing.assert_allclose(value, initial, rtol=0, atol=1e-6)
+        if keras.backend.backend() == "jax":
+            assert len(model.__dict__[_compiled._CACHE_ATTRIBUTE]) == 1
 
     def test_frequency(self):
         """Every 3 steps, and at each epoch end, the pull of the steps since

@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_relu_kit import layers
+from keras_relu_kit import _compiled, layers
 from keras_relu_kit.callbacks import ShrinkPerturb
 
 RNG = np.random.default_rng(0)
@@ -118,6 +118,34 @@ class TestShrinkPerturb:
                 np.testing.assert_array_equal(after, np.float32(0.4) * before)
             # A fresh optimizer (Ash & Adams' rounds): still a trained model.
             model.compile(keras.optimizers.SGD(0.01), "mse")
+
+    def test_a_new_instance_per_fit_reuses_the_compiled_write(self):
+        """A stream that makes a new callback for each `fit` ends with the
+        weights of one callback passed to every `fit`, and compiles one
+        write per model and settings."""
+
+        def stream(new_each_fit):
+            keras.utils.set_random_seed(0)
+            model = _model()
+            callback = ShrinkPerturb(noise_scale=0.1, seed=3)
+            for _ in range(3):
+                if new_each_fit:
+                    callback = ShrinkPerturb(noise_scale=0.1, seed=3)
+                _fit(model, [callback])
+            return model
+
+        one, many = stream(False), stream(True)
+        for a, b in zip(
+            _numpy(one.trainable_variables),
+            _numpy(many.trainable_variables),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(a, b)
+        writes = many.__dict__[_compiled._CACHE_ATTRIBUTE]
+        assert len(writes) == 1
+        # Other settings: a write of their own.
+        _fit(many, [ShrinkPerturb(noise_scale=0.2, seed=3)])
+        assert len(writes) == 2
 
     @pytest.mark.parametrize(
         "jit_compile", [False, pytest.param(True, marks=pytest.mark.xla)]

@@ -34,7 +34,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_relu_kit._compiled import compiled
+from keras_relu_kit._compiled import cached, compiled
 from keras_relu_kit._validation import check_number
 from keras_relu_kit.callbacks._fit import FitCallback, StepSchedule
 from keras_relu_kit.callbacks._remedy import (
@@ -186,7 +186,7 @@ class L2Init(FitCallback):
             # Recompiling gives the model a new optimizer (learning rate).
             self._optimizer = model.optimizer
             self._write = _compiled_pull(
-                self.variables, model.optimizer, 2.0 * self.factor, self._initial
+                model, self.variables, 2.0 * self.factor, self._initial
             )
         self._applied = 0
         self._active = bool(variables)
@@ -283,24 +283,29 @@ def _variables(
 
 
 def _compiled_pull(
+    model: keras.Model,
     variables: list[keras.Variable],
-    optimizer: keras.optimizers.Optimizer,
     rate: float,
     initial: list[Any],
 ) -> Callable[[np.ndarray], None]:
-    """`_pull` of `steps` as one compiled call (`compiled`).
+    """`_pull` of `steps` as one compiled call (`compiled`), with the
+    model's optimizer.
 
     On JAX every value read goes in as an argument: the variables, the
     optimizer's scalars (its iteration count and learning rate, which a
     schedule reads) and `theta_0`, which a `jax.jit` function would
-    otherwise hold as constants. On TensorFlow the function captures
-    `theta_0`, so a call passes only `steps`.
+    otherwise hold as constants; the function is compiled once per model,
+    variables, optimizer and rate (`cached`), whichever `L2Init` asks. On
+    TensorFlow the function captures `theta_0`, so a call passes only
+    `steps`.
     """
+    optimizer = model.optimizer
     pull = functools.partial(_pull, variables, optimizer, rate)
     if keras.backend.backend() != "jax":
         return compiled(functools.partial(pull, initial), variables)
     scalars = [v for v in optimizer.variables if len(v.shape) == 0]
-    write = compiled(pull, [*variables, *scalars], jax=True)
+    key = (OWNER, tuple(id(v) for v in variables), id(optimizer), rate)
+    write = cached(model, key, lambda: compiled(pull, [*variables, *scalars], jax=True))
     return functools.partial(write, initial)
 
 

@@ -41,7 +41,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_relu_kit._compiled import compiled
+from keras_relu_kit._compiled import cached, compiled
 from keras_relu_kit._validation import check_number, check_seed, is_positive_int
 from keras_relu_kit.callbacks._fit import FitCallback, StepSchedule
 from keras_relu_kit.callbacks._printing import print_msg
@@ -220,11 +220,9 @@ class ShrinkPerturb(FitCallback):
         self.seed = check_seed(seed, owner=OWNER)
         self.variables: list[keras.Variable] = []
         self.events = 0
-        self._initializers: list[Any] = []
-        self._generator: keras.random.SeedGenerator | None = None
         self._base_step = 0
         self._write: Callable[[np.ndarray], Any] | None = None
-        self._write_key: tuple[int, ...] = ()
+        self._write_key: tuple[Any, ...] = ()
         self._trained: weakref.WeakSet[keras.Model] = weakref.WeakSet()
 
     # Keras hooks ---------------------------------------------------------
@@ -241,14 +239,8 @@ class ShrinkPerturb(FitCallback):
             )
             return
         self.variables = [variable for variable, _ in targets]
-        if self._generator is None:
-            self._generator = keras.random.SeedGenerator(self.seed)
-        self._initializers = [
-            None if init is None else _seeded(init, self._generator)
-            for _, init in targets
-        ]
         self._base_step = training_step(model) or 0
-        self._prepare_write()
+        self._prepare_write(model, [init for _, init in targets])
         trained = self._base_step > 0 or model in self._trained
         self._trained.add(model)
         if self.frequency == "fit":
@@ -275,28 +267,53 @@ class ShrinkPerturb(FitCallback):
         self._write(event_seeds(self.seed, step, len(self.variables)))
         self.events += 1
 
-    def _prepare_write(self) -> None:
-        key = tuple(id(v) for v in self.variables)
-        if self._write is not None and key == self._write_key:
-            return
-        assert self._generator is not None
-        write = functools.partial(
-            _write,
-            self.variables,
-            self._initializers,
-            self._generator,
+    def _prepare_write(self, model: keras.Model, initializers: list[Any]) -> None:
+        """The write of one event for `self.variables`, drawing from
+        `initializers` (`None`: a draw of 0), compiled once per model and
+        settings (`cached`): every draw is seeded by the event's seeds, so
+        a write made for another instance with the same settings gives
+        the same weights."""
+        key = (
+            OWNER,
+            tuple(id(v) for v in self.variables),
+            tuple(_describe(init) for init in initializers),
             self.shrink,
             self.noise_scale,
         )
-        # Not XLA on TensorFlow: its random numbers differ from the eager
-        # ones. The generator's state is read and written too.
-        self._write = compiled(
-            write,
-            [*self.variables, self._generator.state],
-            jit_compile=False,
-            jax=True,
-        )
+        if self._write is not None and key == self._write_key:
+            return
+
+        def make() -> Callable[[np.ndarray], Any]:
+            generator = keras.random.SeedGenerator(self.seed)
+            write = functools.partial(
+                _write,
+                self.variables,
+                [
+                    None if init is None else _seeded(init, generator)
+                    for init in initializers
+                ],
+                generator,
+                self.shrink,
+                self.noise_scale,
+            )
+            # Not XLA on TensorFlow: its random numbers differ from the
+            # eager ones. The generator's state is read and written too.
+            return compiled(
+                write, [*self.variables, generator.state], jit_compile=False, jax=True
+            )
+
+        self._write = cached(model, key, make)
         self._write_key = key
+
+
+def _describe(initializer: Any) -> Any:
+    """A hashable description of an initializer, for `cached`'s key."""
+    if initializer is None:
+        return None
+    get_config = getattr(initializer, "get_config", None)
+    if get_config is None:
+        return id(initializer)  # A plain function: itself.
+    return (type(initializer).__name__, repr(sorted(get_config().items())))
 
 
 def event_seeds(seed: int, step: int, count: int) -> np.ndarray:
