@@ -168,3 +168,79 @@ def test_continual_backprop_replaces_mobilenet_s_dead_units_first(images):
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(norm.gamma)[[0, 1]], 1.0)
     head = keras.ops.convert_to_numpy(model.get_layer("predictions").kernel)
     assert not np.any(head[[0, 1]])
+
+
+def _small_mobilenet(lr):
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNetV2(
+        weights=None, input_shape=(32, 32, 3), classes=10, alpha=0.35
+    )
+    model.compile(keras.optimizers.SGD(lr), "sparse_categorical_crossentropy")
+    return model
+
+
+def test_compiled_shrink_perturb_on_mobilenet(images, monkeypatch):
+    """ShrinkPerturb(frequency=1) on MobileNetV2 (its 53 kernels and the
+    biases of its head): with a learning rate of 0 only the write changes
+    the weights, and the compiled write (a `tf.function`, a `jax.jit`)
+    gives the weights of the same write run as eager ops."""
+    from keras_relu_kit.callbacks import ShrinkPerturb, shrink_perturb
+
+    x, y = images
+
+    def run():
+        model = _small_mobilenet(0.0)
+        start = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
+        callback = ShrinkPerturb(frequency=1, shrink=0.9, noise_scale=0.01, seed=2)
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[callback])
+        assert callback.events == 2
+        end = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
+        return start, end, {id(v) for v in callback.variables}, model
+
+    start, compiled, _, _ = run()
+    monkeypatch.setattr(shrink_perturb, "compiled", lambda function, *_, **__: function)
+    _, eager, acted, model = run()
+    changed = 0
+    for variable, before, a, b in zip(
+        model.trainable_variables, start, compiled, eager, strict=True
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+        if id(variable) in acted:
+            # Two shrinks by 0.9 and two draws of 0.01 N(0, 1).
+            noise = (a - np.float32(0.81) * before) / 0.01
+            assert 0.5 < noise.std() < 2.0 or noise.size < 20
+            changed += 1
+        else:
+            np.testing.assert_array_equal(a, before)  # batch norm's
+    assert changed > 50
+
+
+def test_compiled_l2_init_pull_on_mobilenet(monkeypatch):
+    """L2Init's compiled pull on MobileNetV2's 158 trainable variables
+    (batch norm's gamma and beta too) against its formula, reading the
+    optimizer's learning rate."""
+    from keras_relu_kit.callbacks import l2_init
+
+    model = _small_mobilenet(0.05)
+    variables = list(model.trainable_variables)
+    initial = [keras.ops.convert_to_numpy(v).copy() for v in variables]
+    rng = np.random.default_rng(1)
+    moved = [w + rng.normal(size=w.shape).astype("float32") for w in initial]
+    for variable, value in zip(variables, moved, strict=True):
+        variable.assign(value)
+    pull = l2_init._compiled_pull(
+        model,
+        variables,
+        2.0 * 2.0,
+        [keras.ops.convert_to_tensor(w) for w in initial],
+    )
+    pull(np.asarray(3.0, "float32"))
+    keep = (1.0 - 0.05 * 4.0) ** 3
+    for variable, start, value in zip(variables, initial, moved, strict=True):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(variable),
+            start + keep * (value - start),
+            rtol=1e-5,
+            atol=1e-6,
+        )
+    assert len(variables) == 158

@@ -164,8 +164,8 @@ class UnitReplacement(RemedyCallback):
     ) -> tuple[dict[str, RecyclePlan], dict[str, str], dict[str, str]]:
         """`(plans, unmapped, out_of_reach)` for the `chosen` sites.
 
-        Planned anew only when the model, its sites or its layers (a
-        `Sequential` popped and added to) change: a stream of tasks trained
+        Planned anew only when the model, its sites or its top-level
+        layers change: a stream of tasks trained
         with one `fit` per task plans at its first (1.6 ms a `fit` on a
         3 x Dense(100) MLP).
         """
