@@ -73,9 +73,14 @@ test-tensorflow: checks
 test-jax: $(JAX_STAMP)
 	KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
+# torch starts an OpenMP thread per core, and its threads spin waiting for
+# each other: beside the two other suites (more busy processes than cores)
+# a small model's steps ran 20x slower than with one thread. TensorFlow's
+# and JAX's thread pools share the cores without that loss.
 ifneq ($(TORCH_WHEEL),)
 test-torch: $(TORCH_STAMP)
-	KERAS_BACKEND=torch $(TORCH_VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 KERAS_BACKEND=torch \
+		$(TORCH_VENV)/bin/python -m pytest $(PYTEST_ARGS)
 else
 test-torch:
 	@echo "test-torch: skipped, no CPU-only torch wheel on this machine" \

@@ -490,7 +490,6 @@ class TestCommandError:
             capture_output=True,
             text=True,
             env=env,
-            timeout=300,
         )
         assert done.returncode == 0, done.stderr
         assert done.stdout.splitlines()[-1] == "[True, False]"
@@ -553,7 +552,6 @@ class TestConsoleScript:
             text=True,
             cwd=tmp_path,
             env=_quiet_env(),
-            timeout=300,
         )
         assert ok.returncode == 0, ok.stderr
         report = json.loads(ok.stdout)
@@ -569,7 +567,6 @@ class TestConsoleScript:
             text=True,
             cwd=tmp_path,
             env=_quiet_env(TF_CPP_MIN_LOG_LEVEL="2"),
-            timeout=300,
         )
         assert bad.returncode == 2
         assert bad.stdout == ""
@@ -581,7 +578,6 @@ class TestConsoleScript:
             capture_output=True,
             text=True,
             env=_quiet_env(),
-            timeout=300,
         )
         assert done.returncode == 0
         assert done.stdout.startswith("usage: relu-kit")
@@ -597,7 +593,6 @@ class TestConsoleScript:
             text=True,
             cwd=tmp_path,
             env=_quiet_env(),
-            timeout=300,
         )
         assert done.returncode == 0, done.stderr
         assert done.stdout.splitlines()[-1].startswith("Total: 3 of 11 units dead")

@@ -86,7 +86,6 @@ def quick(tmp_path_factory):
         [sys.executable, "-m", "keras_relu_kit", "demo", "--quick", "--out", str(out)],
         capture_output=True,
         text=True,
-        timeout=900,
         env=env,
     )
     assert process.returncode == 0, process.stderr[-3000:]
@@ -624,6 +623,32 @@ def _child_environment(name):
     return os.environ.get(name)
 
 
+def _torch_threads():
+    """torch's thread count in this process; `None` on another backend."""
+    if keras.backend.backend() != "torch":
+        return None
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _child_threads():
+    return os.environ.get(_parallel.THREADS_ENV), _torch_threads()
+
+
+@pytest.fixture
+def torch_threads_two():
+    """torch at two threads here (as on a 2-core machine), put back after."""
+    before = _torch_threads()
+    if before is not None:
+        import torch
+
+        torch.set_num_threads(2)
+    yield
+    if before is not None:
+        torch.set_num_threads(before)
+
+
 class TestPool:
     """The worker pool of the continual runs (`keras_relu_kit._parallel`)."""
 
@@ -645,9 +670,36 @@ class TestPool:
         with _parallel.Pool(2) as pool:
             futures = pool.submit_all(_child_environment, [(_parallel.WORKER_ENV,)] * 2)
             futures += pool.submit_all(math.factorial, [(5,)])
-            assert [f.result(timeout=300) for f in futures] == ["1", "1", 120]
+            assert [f.result() for f in futures] == ["1", "1", 120]
         assert os.environ.get(_parallel.WORKER_ENV) is None
         assert not _parallel.is_worker()
+
+    @pytest.mark.usefixtures("torch_threads_two")
+    def test_every_process_keeps_to_one_torch_thread(self, monkeypatch):
+        # More processes than cores, each with a thread per core, made a
+        # torch run 20x slower (the module's docstring).
+        monkeypatch.delenv(_parallel.THREADS_ENV, raising=False)
+        torch_backend = keras.backend.backend() == "torch"
+        with _parallel.Pool(2) as pool:
+            futures = pool.submit_all(_child_threads, [()] * 2)
+            assert [f.result() for f in futures] == [
+                ("1", 1 if torch_backend else None)
+            ] * 2
+            assert _torch_threads() == (1 if torch_backend else None)
+        assert _parallel.THREADS_ENV not in os.environ
+        assert _torch_threads() == (2 if torch_backend else None)
+
+    @pytest.mark.usefixtures("torch_threads_two")
+    def test_a_thread_count_the_user_set_is_kept(self, monkeypatch):
+        monkeypatch.setenv(_parallel.THREADS_ENV, "2")
+        torch_backend = keras.backend.backend() == "torch"
+        with _parallel.Pool(2) as pool:
+            futures = pool.submit_all(_child_threads, [()] * 2)
+            assert [f.result() for f in futures] == [
+                ("2", 2 if torch_backend else None)
+            ] * 2
+            assert _torch_threads() == (2 if torch_backend else None)
+        assert os.environ[_parallel.THREADS_ENV] == "2"
 
 
 class TestStaging:
