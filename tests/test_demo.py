@@ -675,31 +675,25 @@ class TestPool:
         assert not _parallel.is_worker()
 
     @pytest.mark.usefixtures("torch_threads_two")
-    def test_every_process_keeps_to_one_torch_thread(self, monkeypatch):
+    @pytest.mark.parametrize("user_set", [None, "2"], ids=["unset", "user_set"])
+    def test_every_process_keeps_to_one_torch_thread(self, monkeypatch, user_set):
         # More processes than cores, each with a thread per core, made a
-        # torch run 20x slower (the module's docstring).
-        monkeypatch.delenv(_parallel.THREADS_ENV, raising=False)
+        # torch run 20x slower (the module's docstring); a count the user
+        # set is kept.
+        if user_set is None:
+            monkeypatch.delenv(_parallel.THREADS_ENV, raising=False)
+        else:
+            monkeypatch.setenv(_parallel.THREADS_ENV, user_set)
+        threads = 1 if user_set is None else int(user_set)
         torch_backend = keras.backend.backend() == "torch"
         with _parallel.Pool(2) as pool:
             futures = pool.submit_all(_child_threads, [()] * 2)
             assert [f.result() for f in futures] == [
-                ("1", 1 if torch_backend else None)
+                (str(threads), threads if torch_backend else None)
             ] * 2
-            assert _torch_threads() == (1 if torch_backend else None)
-        assert _parallel.THREADS_ENV not in os.environ
+            assert _torch_threads() == (threads if torch_backend else None)
+        assert os.environ.get(_parallel.THREADS_ENV) == user_set
         assert _torch_threads() == (2 if torch_backend else None)
-
-    @pytest.mark.usefixtures("torch_threads_two")
-    def test_a_thread_count_the_user_set_is_kept(self, monkeypatch):
-        monkeypatch.setenv(_parallel.THREADS_ENV, "2")
-        torch_backend = keras.backend.backend() == "torch"
-        with _parallel.Pool(2) as pool:
-            futures = pool.submit_all(_child_threads, [()] * 2)
-            assert [f.result() for f in futures] == [
-                ("2", 2 if torch_backend else None)
-            ] * 2
-            assert _torch_threads() == (2 if torch_backend else None)
-        assert os.environ[_parallel.THREADS_ENV] == "2"
 
 
 class TestStaging:
