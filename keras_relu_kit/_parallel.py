@@ -13,7 +13,7 @@ or on the order of the runs.
 Each process of a pool keeps to one thread of torch's OpenMP pool:
 torch starts one thread per core in every process, and with more
 processes than cores each thread spins waiting for the others (a
-20-task continual run: 0.6 s alone, 16 s beside two other such
+5-task continual run: 0.6 s alone, 16 s beside two other such
 processes, 1.1 s with one thread each). TensorFlow's and JAX's thread
 pools share the cores without that loss, and are left alone. A worker
 gets `OMP_NUM_THREADS=1` unless the user set it; the parent process
