@@ -362,7 +362,10 @@ DESCRIPTIONS = {
     "initialisation for that slope",
     "crelu": "linear `Dense` + kit `CReLU()` with half the units per `Dense`",
     "leakify_autoleak": "`leakify(model)` + `AutoLeak()`",
-    "recommended": "`model, callbacks = keras_relu_kit.recommended(model)`",
+    "recommended": (
+        "`model, callbacks = keras_relu_kit.recommended(model)` (a "
+        "`DeadReLUMonitor(tau=0.025)` and `Recycle(tau=0.025)`)"
+    ),
     "relu_reseeded": "plain ReLU from other initial weights (the seed plus "
     f"{RESEEDED:,}), on the same stream and batches",
 }

@@ -254,7 +254,7 @@ class TestQuickDemo:
         }
         # Recycle leaves no dead units and does not diverge in the
         # single-task set-ups, whatever the backend's random stream.
-        kit = "recommended() = Recycle: "
+        kit = "recommended() = Recycle(tau=0.025): "
         for check in checks:
             if check["scenario"] != "continual" and check["target"].startswith(
                 (f"{kit}dead", f"{kit}no divergence")
@@ -447,7 +447,7 @@ class TestScoreboardTargets:
         }
         checks = _scoreboard.targets(runs, {})
         found = {c["target"]: (c["value"], c["met"]) for c in checks}
-        kit = "recommended() = Recycle"
+        kit = "recommended() = Recycle(tau=0.025)"
         assert found == {
             f"{kit}: dead <= 0.05": ("0.040", True),
             f"{kit}: no divergence where ReLU does not diverge": (
@@ -479,7 +479,7 @@ class TestScoreboardTargets:
         }
         checks = _scoreboard.targets({}, continual)
         found = {c["target"]: (c["value"], c["met"]) for c in checks}
-        kit = "recommended() = Recycle"
+        kit = "recommended() = Recycle(tau=0.025)"
         assert found[f"{kit}: dead <= 0.05"] == ("0.060", False)
         assert found[f"{kit}: acc >= best row's - 0.01"] == (
             "0.770 vs 0.850 (LeakyReLU(0.3))",

@@ -12,7 +12,7 @@ download) and turns what it measures into one row per claim:
    remedy the text names: He initialisation, a lower learning rate,
    batch normalisation, LeakyReLU, PReLU, ELU, and the kit's own
    `leakify` + `AutoLeak`, CReLU, `ContinualBackprop`, `L2Init` and its
-   recommendation, `recommended()` (`Recycle`); and the remedies in two
+   recommendation, `recommended()` (`Recycle(tau=0.025)`); and the remedies in two
    more: Adam at a high learning rate, and a CNN whose units die;
 4. the same remedies in continual learning on permuted digits, where
    plain ReLU loses plasticity (see `keras_relu_kit.demo._continual`).

@@ -244,7 +244,9 @@ def describe(run):
         "elu": "kit ELU(alpha=1.0)",
         "crelu": "kit CReLU() after half the units",
         "autoleak": "ReLU, leakify, AutoLeak()",
-        "recycle": "ReLU, recommended(): DeadReLUMonitor() + Recycle()",
+        "recycle": (
+            "ReLU, recommended(): DeadReLUMonitor(tau=0.025) + Recycle(tau=0.025)"
+        ),
         "cbp": "ReLU, ContinualBackprop()",
         "l2init": "ReLU, L2Init()",
         "tanh": "tanh",
