@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from _helpers import to_numpy
 
-from keras_relu_kit import recommended
+from keras_relu_kit import recipes, recommended
 from keras_relu_kit.callbacks import DeadReLUMonitor, Recycle
 
 RNG = np.random.default_rng(0)
@@ -57,3 +57,56 @@ def test_fit_revives_the_dead_half(optimizer):
 def test_refuses_what_is_not_a_model(model):
     with pytest.raises(TypeError, match="`model` must be a keras.Model"):
         recommended(model)
+
+
+def _dormant_model():
+    """Dense(16) with a zero kernel: each unit outputs its bias on every
+    input. Units 0-7 dead (bias -50), 8-11 dormant (0.001: a ReDo score of
+    0.001 / 0.25 = 0.004, at most `recipes.TAU`), 12-15 alive (1.0)."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(16, activation="relu", name="hidden"),
+            keras.layers.Dense(3, activation="softmax", name="out"),
+        ]
+    )
+    hidden = model.get_layer("hidden")
+    hidden.kernel.assign(np.zeros((6, 16), "float32"))
+    hidden.bias.assign(np.repeat([-50.0, 0.001, 1.0], [8, 4, 4]).astype("float32"))
+    # A learning rate of 0: the weights change only by what is recycled.
+    model.compile(keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy")
+    return model
+
+
+def test_recycles_the_dormant_units_with_the_dead():
+    assert recipes.TAU == 0.025
+    model = _dormant_model()
+    out_before = to_numpy(model.get_layer("out").kernel)
+    model, callbacks = recommended(model)
+    monitor, recycle = callbacks
+    assert monitor.tau == recycle.tau == recipes.TAU
+    history = model.fit(X, Y, batch_size=16, epochs=1, verbose=0, callbacks=callbacks)
+    assert history.history["dead_fraction"] == [0.5]
+    assert history.history["dormant_fraction"] == [0.75]  # dead ones included
+    assert history.history["recycled"] == [12.0]
+    hidden = model.get_layer("hidden")
+    kernel, bias = to_numpy(hidden.kernel), to_numpy(hidden.bias)
+    # Units 0-11 re-drawn (fresh incoming weights, bias 0), 12-15 kept.
+    assert np.all(np.abs(kernel[:, :12]).sum(axis=0) > 0)
+    np.testing.assert_array_equal(kernel[:, 12:], 0.0)
+    np.testing.assert_array_equal(bias, np.repeat([0.0, 1.0], [12, 4]))
+    out = to_numpy(model.get_layer("out").kernel)
+    np.testing.assert_array_equal(out[:12], 0.0)
+    np.testing.assert_array_equal(out[12:], out_before[12:])
+
+
+def test_plain_recycle_leaves_the_dormant_units():
+    # The same model with `Recycle()`'s default (`tau=None`): the dead only.
+    model = _dormant_model()
+    monitor = DeadReLUMonitor()
+    callbacks = [monitor, Recycle(dead_relu_monitor=monitor)]
+    history = model.fit(X, Y, batch_size=16, epochs=1, verbose=0, callbacks=callbacks)
+    assert history.history["recycled"] == [8.0]
+    bias = to_numpy(model.get_layer("hidden").bias)
+    np.testing.assert_allclose(bias, np.repeat([0.0, 0.001, 1.0], [8, 4, 4]))
