@@ -13,7 +13,9 @@ X = RNG.normal(size=(64, 6)).astype("float32")
 Y = RNG.integers(0, 3, size=64)
 
 
-def _dying_model(optimizer):
+def _model(bias, optimizer):
+    """Dense(16, relu) -> Dense(3, softmax) on 6 inputs, the hidden biases
+    set to `bias`."""
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
         [
@@ -22,11 +24,14 @@ def _dying_model(optimizer):
             keras.layers.Dense(3, activation="softmax", name="out"),
         ]
     )
-    bias = np.full(16, 0.1, "float32")
-    bias[:8] = -50.0  # half the units dead on every input
-    model.get_layer("hidden").bias.assign(bias)
+    model.get_layer("hidden").bias.assign(np.asarray(bias, "float32"))
     model.compile(optimizer, "sparse_categorical_crossentropy")
     return model
+
+
+def _dying_model(optimizer):
+    # Half the units dead on every input.
+    return _model(np.repeat([-50.0, 0.1], 8), optimizer)
 
 
 def test_returns_the_model_and_a_monitor_shared_with_recycle():
@@ -60,22 +65,12 @@ def test_refuses_what_is_not_a_model(model):
 
 
 def _dormant_model():
-    """Dense(16) with a zero kernel: each unit outputs its bias on every
-    input. Units 0-7 dead (bias -50), 8-11 dormant (0.001: a ReDo score of
-    0.001 / 0.25 = 0.004, at most `recipes.TAU`), 12-15 alive (1.0)."""
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((6,)),
-            keras.layers.Dense(16, activation="relu", name="hidden"),
-            keras.layers.Dense(3, activation="softmax", name="out"),
-        ]
-    )
-    hidden = model.get_layer("hidden")
-    hidden.kernel.assign(np.zeros((6, 16), "float32"))
-    hidden.bias.assign(np.repeat([-50.0, 0.001, 1.0], [8, 4, 4]).astype("float32"))
-    # A learning rate of 0: the weights change only by what is recycled.
-    model.compile(keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy")
+    """A zero hidden kernel: each unit outputs its bias on every input.
+    Units 0-7 dead (bias -50), 8-11 dormant (0.001: a ReDo score of
+    0.001 / 0.25 = 0.004, at most `recipes.TAU`), 12-15 alive (1.0). A
+    learning rate of 0: the weights change only by what is recycled."""
+    model = _model(np.repeat([-50.0, 0.001, 1.0], [8, 4, 4]), keras.optimizers.SGD(0.0))
+    model.get_layer("hidden").kernel.assign(np.zeros((6, 16), "float32"))
     return model
 
 
