@@ -7,8 +7,9 @@ rectifier site in `logs`, measured once per epoch) and `Recycle(tau=0.025)`
 acting on its measurement: ReDo (Sokar et al., ICML 2023) as published,
 the units that are dead or dormant (a ReDo score, the unit's mean |output|
 over its layer's mean, of at most `TAU`, one of the paper's two thresholds)
-re-initialised at each epoch end, the model's predictions unchanged at
-that moment, the optimizer's slots of the recycled entries reset: momentum
+re-initialised at each epoch end (the model's predictions unchanged at
+that moment but for the dormant units' small contributions, which are
+dropped), the optimizer's slots of the recycled entries reset: momentum
 to 0, Adam's second moment to 0 at a learning rate small against the fresh
 weights and to its usual scale above (`optimizer_slots="auto"`). The model
 is returned as given.
