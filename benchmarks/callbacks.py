@@ -470,8 +470,8 @@ def _cbp_cost_text(cbp):
         "Its cost is fixed: once per model, compiling the measurement and "
         "the writes; per update of the statistics (every 100 steps) "
         "the probe's forward pass, and where units are due, an eager draw "
-        "of each such site's fresh kernel (whole: 4 million numbers for a "
-        "2000 x 2000 kernel) and one compiled write for all "
+        "of their incoming weights (a `(fan_in, k)` block for `k` units, "
+        "not the whole kernel) and one compiled write for all "
         "of them; per task, the probe sampled from its data. "
         f"Per row: {shares}. On the 3 x `Dense(100)` MLP "
         f"a training step takes {_timing.ms(step)} ms, so "
@@ -691,7 +691,8 @@ def run(quick: bool = False) -> str:
             / max(1, recycle_poor["events"])
         )
         + " ms per epoch at which it re-initialises units: an eager "
-        "initializer draw of each such site's kernel, then one `tf.function` "
+        "initializer draw of the recycled units' incoming weights, then one "
+        "`tf.function` "
         "call that selects and assigns every such site's kernel, bias, next "
         "kernel and their optimizer slots (a combination of sites written "
         "together for the first time goes site by site, so that varying "

@@ -444,22 +444,29 @@ def _bias_shift(consumer: Consumer, row_mask: np.ndarray, means: Any) -> list[_U
     weights = np.zeros(rows.shape, dtype=np.float64)
     weights[row_mask] = means[rows[row_mask]]
     layer = consumer.layer
-    kernel = np.asarray(ops.convert_to_numpy(input_kernel(layer)), np.float64)
+    kernel = ops.convert_to_numpy(input_kernel(layer))
     taps = kernel.reshape((-1, *kernel.shape[-2:]))
     if isinstance(layer, _DEPTHWISE):
         # Output channel c * multiplier + m reads input channel c only.
+        taps = np.asarray(taps, np.float64)
         shift = np.einsum("tcm,c->cm", taps, weights).reshape(-1)
     elif isinstance(layer, _TRANSPOSE):
         # Each output position takes about 1 / prod(strides) of the taps
         # (exactly, where the kernel size is a multiple of the stride).
+        taps = np.asarray(taps, np.float64)
         shift = np.einsum("toi,i->o", taps, weights) / np.prod(layer.strides)
     elif isinstance(layer, _SEPARABLE):
         # Depthwise output c * multiplier + m, then the pointwise kernel.
+        taps = np.asarray(taps, np.float64)
         pointwise = np.asarray(ops.convert_to_numpy(layer.pointwise_kernel), np.float64)
         pointwise = pointwise.reshape((*taps.shape[-2:], -1))
         shift = np.einsum("tcm,cmo,c->o", taps, pointwise, weights)
     else:
-        shift = np.einsum("tio,i->o", taps, weights)
+        # A `Dense` or a convolution: only the masked rows (input channels,
+        # the kernel's axis -2) contribute, so only they are read, not the
+        # 4 million weights of a 2000 x 2000 kernel.
+        read = np.asarray(taps[:, row_mask, :], np.float64)
+        shift = np.einsum("tio,i->o", read, weights[row_mask])
     value = np.asarray(ops.convert_to_numpy(bias), np.float64) + shift
     entries = np.ones(tuple(bias.shape), dtype=bool)
     return [(bias, entries, ops.convert_to_tensor(value, bias.dtype), False)]
@@ -1319,11 +1326,13 @@ def _seeded(initializer: Any, seed: int | None) -> Any:
 
 
 def _entries(variable: keras.Variable, mask: Any, axis: int) -> np.ndarray:
-    """A bool array of `variable`'s shape: True on the masked indices of `axis`."""
+    """A bool array that broadcasts to `variable`'s shape: True on the
+    masked indices of `axis` (1 long on every other axis, so a write to a
+    2000 x 2000 kernel passes 2,000 flags, not 4 million)."""
     shape = tuple(variable.shape)
     broadcast = [1] * len(shape)
     broadcast[axis] = shape[axis]
-    return np.broadcast_to(np.asarray(mask).reshape(broadcast), shape)
+    return np.asarray(mask).reshape(broadcast)
 
 
 def _redrawn(
@@ -1333,15 +1342,90 @@ def _redrawn(
     axis: int,
     seed: int | None,
 ) -> _Update:
-    """`(variable, entries, new values, True)`: the masked entries re-drawn."""
+    """`(variable, entries, new values, True)`: the masked entries re-drawn.
+
+    Where the initializer allows it, only the masked slices are drawn (a
+    `(fan_in, k)` block for `k` units of a kernel, not the whole kernel:
+    re-drawing 3 units of a 2000 x 2000 kernel drew 4 million numbers, 0.1 s
+    a site on a CPU), from the distribution their entries of a whole draw
+    have (`_block_initializer`), and placed in a zero array of the
+    variable's shape.
+    """
     entries = _entries(variable, mask, axis)
     if isinstance(initializer, keras.initializers.Zeros):
         # The default for biases: nothing to draw.
         return variable, entries, None, True
-    fresh = _seeded(initializer, seed)(
-        shape=tuple(variable.shape), dtype=variable.dtype
+    shape = tuple(variable.shape)
+    units = np.flatnonzero(mask)
+    block = _block_initializer(initializer, shape, axis, units.size)
+    if block is None:
+        fresh = _seeded(initializer, seed)(shape=shape, dtype=variable.dtype)
+        return variable, entries, fresh, True
+    block_shape = list(shape)
+    block_shape[axis] = units.size
+    drawn = ops.convert_to_numpy(
+        _seeded(block, seed)(shape=tuple(block_shape), dtype=variable.dtype)
     )
-    return variable, entries, fresh, True
+    values = np.zeros(shape, dtype=drawn.dtype)
+    np.moveaxis(values, axis, 0)[units] = np.moveaxis(drawn, axis, 0)
+    return variable, entries, values, True
+
+
+# Initializers whose entries' distribution does not depend on the shape drawn.
+_SHAPE_FREE = (
+    keras.initializers.RandomNormal,
+    keras.initializers.TruncatedNormal,
+    keras.initializers.RandomUniform,
+)
+
+
+def _block_initializer(
+    initializer: Any, shape: tuple[int, ...], axis: int, count: int
+) -> Any:
+    """An initializer whose draw of `shape` with `count` indices on `axis`
+    has the distribution of those entries in a draw of the whole `shape`,
+    or `None` (draw the whole: an orthogonal or custom initializer couples
+    the entries, and a whole draw needs no block).
+
+    A `VarianceScaling` (He, Glorot, LeCun, the kit's presets) scales by a
+    fan of the shape, so the block's `scale` is multiplied by its fan over
+    the whole's: the standard deviation is the whole draw's.
+    """
+    if count in (0, shape[axis]):
+        return None
+    kind = type(initializer)
+    if kind in _SHAPE_FREE:
+        return initializer
+    variance_scaling = keras.initializers.VarianceScaling
+    if (
+        not isinstance(initializer, variance_scaling)
+        or kind.__call__ is not variance_scaling.__call__
+        or getattr(initializer, "input_axes", None) is not None
+        or getattr(initializer, "output_axes", None) is not None
+    ):
+        return None
+    block = list(shape)
+    block[axis] = count
+    mode = initializer.mode
+    return variance_scaling(
+        scale=initializer.scale * _fan(mode, block) / _fan(mode, shape),
+        mode=mode,
+        distribution=initializer.distribution,
+        seed=initializer.seed,
+    )
+
+
+def _fan(mode: str, shape: Sequence[int]) -> float:
+    """The fan `VarianceScaling` divides its scale by, for `shape` (Keras'
+    `compute_fans`: the last two axes are the input and output channels,
+    the others the receptive field)."""
+    if len(shape) == 1:
+        fan_in = fan_out = shape[0]
+    else:
+        field = math.prod(shape[:-2])
+        fan_in, fan_out = shape[-2] * field, shape[-1] * field
+    fans = {"fan_in": fan_in, "fan_out": fan_out}
+    return max(1.0, float(fans.get(mode, (fan_in + fan_out) / 2.0)))
 
 
 def _apply_updates(
@@ -1455,19 +1539,24 @@ def _write_group(
     """The masked entries of each variable take its new value (`drawn`) or
     0, and their optimizer slots are set by `rule` (`SLOT_RULES`). Under
     `"auto"` the learning rate `rate` is compared with the RMS of the
-    weights drawn for `variables[reference]`, the producer's kernel (its
-    value if it is not drawn; `"scaled"` without one)."""
+    weights drawn for the masked entries of `variables[reference]`, the
+    producer's kernel (its whole value if it is not drawn; `"scaled"`
+    without one)."""
     zero: Any = rule == "zero"
     if rule == "auto":
         zero = False
         if reference is not None:
-            weights = (
-                values[sum(drawn[:reference])]
-                if drawn[reference]
-                else variables[reference].value
-            )
+            if drawn[reference]:
+                # The drawn entries only: the others of a block draw are 0.
+                weights = values[sum(drawn[:reference])]
+                chosen = entries[reference]
+            else:
+                weights, chosen = variables[reference].value, True
             weights = ops.cast(weights, "float32")
-            scale = ops.sqrt(ops.mean(ops.square(weights)))
+            chosen = ops.broadcast_to(chosen, ops.shape(weights))
+            count = ops.sum(ops.cast(chosen, "float32"))
+            square = ops.sum(ops.where(chosen, ops.square(weights), 0.0))
+            scale = ops.sqrt(square / ops.maximum(count, 1.0))
             zero = ops.cast(rate, "float32") <= AUTO_RATE_RATIO * scale
     fresh = iter(values)
     for variable, slots, mask, has_value in zip(
@@ -1565,7 +1654,7 @@ def _slot_value(slot: keras.Variable, mask: Any, value: Any, zero: Any) -> Any:
     if zero is True or not name.endswith(_SECOND_MOMENTS):
         return ops.zeros((), slot.dtype)
     old = slot.value
-    rest = ops.logical_not(mask)
+    rest = ops.broadcast_to(ops.logical_not(mask), ops.shape(old))
     count = ops.sum(ops.cast(rest, slot.dtype))
     mean = ops.sum(ops.where(rest, old, 0)) / ops.maximum(count, 1)
     # Every entry re-initialised: no other entry to take the scale from.

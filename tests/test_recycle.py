@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from _helpers import InterruptAt, reset_slot
 
-from keras_relu_kit import layers, recycling
+from keras_relu_kit import initializers, layers, recycling
 from keras_relu_kit.callbacks import DeadReLUMonitor, Recycle
 from keras_relu_kit.callbacks import _replacement as replacement
 from keras_relu_kit.diagnostics import measure
@@ -346,7 +346,8 @@ class TestRecycle:
 
     def test_logs_and_changes_without_dead_units(self):
         model = _mlp()
-        recycle = Recycle(probe=X, layers=["fused"])
+        # A bias of 1 keeps the fresh units alive whatever their draw.
+        recycle = Recycle(probe=X, layers=["fused"], bias_initializer="ones")
         history = _fit(model, X, Y, [recycle], epochs=2)
         assert recycle.sites_recycled == ["fused"]
         assert history.history["recycled/fused"] == [2.0, 0.0]
@@ -514,6 +515,75 @@ class TestOneWritePerEvent:
         assert [c["layer"] for c in recycle.changes] == ["act", "fused"]
         out = after["weights"][model.get_layer("out").kernel.path]
         np.testing.assert_array_equal(out[DEAD], 0.0)
+
+
+class TestRedrawnDistribution:
+    """A few units are drawn as a block, with the whole draw's distribution."""
+
+    @pytest.mark.parametrize(
+        "initializer, std",
+        [
+            # (initializer of a 300 -> 400 kernel, its entries' std)
+            (keras.initializers.GlorotUniform(), (2 / 700) ** 0.5),
+            (keras.initializers.HeNormal(), (2 / 300) ** 0.5),
+            (
+                keras.initializers.VarianceScaling(
+                    3.0, mode="fan_out", distribution="untruncated_normal"
+                ),
+                (3 / 400) ** 0.5,
+            ),
+            (keras.initializers.RandomNormal(stddev=0.3), 0.3),
+            (initializers.HeNormal(negative_slope=0.3), (2 / 1.09 / 300) ** 0.5),
+        ],
+        ids=["glorot_uniform", "he_normal", "fan_out", "random_normal", "kit_he"],
+    )
+    def test_dense_columns(self, initializer, std):
+        # Two of 400 columns: drawn alone, a fan of the (300, 2) block would
+        # make Glorot's std 1.5 times, and fan_out's 14 times, the whole's.
+        inputs = keras.Input((300,))
+        hidden = keras.layers.Dense(400, kernel_initializer=initializer)
+        x = keras.layers.ReLU(name="act")(hidden(inputs))
+        model = keras.Model(inputs, keras.layers.Dense(2)(x))
+        old = keras.ops.convert_to_numpy(hidden.kernel)
+        plans, _ = plan_recycling(model)
+        assert recycle_units(plans["act"], [7, 300], seed=3) == 2
+        kernel = keras.ops.convert_to_numpy(hidden.kernel)
+        drawn = kernel[:, [7, 300]]
+        np.testing.assert_allclose(drawn.std(), std, rtol=0.1)
+        assert abs(drawn.mean()) < 0.2 * std
+        assert not np.any(drawn == old[:, [7, 300]])
+        kept = np.setdiff1d(np.arange(400), [7, 300])
+        np.testing.assert_array_equal(kernel[:, kept], old[:, kept])
+
+    def test_conv_filters(self):
+        # Glorot's fan of a (3, 3, 16, 64) kernel is (144 + 576) / 2 = 360;
+        # of 8 filters alone (144 + 72) / 2 = 108.
+        inputs = keras.Input((8, 8, 16))
+        conv = keras.layers.Conv2D(64, 3, kernel_initializer="glorot_uniform")
+        x = keras.layers.ReLU(name="act")(conv(inputs))
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        model = keras.Model(inputs, keras.layers.Dense(2)(x))
+        plans, _ = plan_recycling(model)
+        units = np.arange(0, 64, 8)
+        recycle_units(plans["act"], units, seed=5)
+        drawn = keras.ops.convert_to_numpy(conv.kernel)[..., units]
+        limit = (3 / 360) ** 0.5
+        np.testing.assert_allclose(drawn.std(), limit / 3**0.5, rtol=0.1)
+        assert np.abs(drawn).max() <= limit
+
+    def test_same_seed_same_draw(self):
+        def fresh(seed):
+            keras.utils.set_random_seed(0)
+            inputs = keras.Input((6,))
+            hidden = keras.layers.Dense(40)
+            x = keras.layers.ReLU(name="act")(hidden(inputs))
+            model = keras.Model(inputs, keras.layers.Dense(2)(x))
+            plans, _ = plan_recycling(model)
+            recycle_units(plans["act"], [1, 5], seed=seed)
+            return keras.ops.convert_to_numpy(hidden.kernel)
+
+        np.testing.assert_array_equal(fresh(1), fresh(1))
+        assert not np.array_equal(fresh(1)[:, [1, 5]], fresh(2)[:, [1, 5]])
 
 
 class TestRecycleArguments:

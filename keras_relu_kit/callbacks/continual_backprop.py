@@ -423,10 +423,15 @@ def _corrected(running: np.ndarray, ages: np.ndarray, decay: float) -> np.ndarra
 
 
 def _magnitudes(kernel: Any, axis: int) -> np.ndarray:
-    """Mean |kernel| per index of `axis`, over every other axis."""
-    values = np.abs(np.asarray(ops.convert_to_numpy(kernel), dtype=np.float64))
-    values = np.moveaxis(values, axis, 0)
-    return values.reshape(values.shape[0], -1).mean(axis=1)
+    """Mean |kernel| per index of `axis`, over every other axis.
+
+    Reduced by the backend in float32, so that only one number per index
+    comes back (a 2000 x 2000 kernel copied out in float64 took 30 ms).
+    """
+    axis %= len(kernel.shape)
+    others = tuple(i for i in range(len(kernel.shape)) if i != axis)
+    mean = ops.mean(ops.abs(ops.cast(kernel, "float32")), axis=others)
+    return np.asarray(ops.convert_to_numpy(mean), dtype=np.float64)
 
 
 def _outgoing_magnitude(plan: RecyclePlan) -> np.ndarray:
