@@ -364,7 +364,7 @@ def recycle_sites(
         )
         if not mask.any():
             continue
-        updates = _site_updates(
+        updates, scale = _site_updates(
             plan,
             mask,
             write.seed,
@@ -372,12 +372,23 @@ def recycle_sites(
             write.kernel_initializer,
             write.outgoing_means,
         )
-        groups.append((plan, updates))
+        groups.append((plan, updates, _zero_slots(rule, scale, optimizer)))
         count += int(mask.sum())
     if groups:
-        rate = learning_rate(optimizer) if rule == "auto" else 0.0
-        _apply_updates(groups, slots, rule, rate)
+        _apply_updates(groups, slots, rule)
     return count
+
+
+def _zero_slots(
+    rule: str, scale: float | None, optimizer: keras.optimizers.Optimizer | None
+) -> bool:
+    """Whether `rule` sets a site's second moments to 0 (`SLOT_RULES`):
+    under `"auto"`, while the learning rate is at most `AUTO_RATE_RATIO`
+    times `scale`, the RMS of the producer kernel's fresh weights
+    (`"scaled"` without a kernel)."""
+    if rule != "auto":
+        return rule == "zero"
+    return scale is not None and learning_rate(optimizer) <= AUTO_RATE_RATIO * scale
 
 
 def _site_updates(
@@ -387,8 +398,10 @@ def _site_updates(
     bias_initializer: Any,
     kernel_initializer: Any,
     outgoing_means: Any,
-) -> list[_Update]:
-    """The writes recycling the units of `mask` at one site makes."""
+) -> tuple[list[_Update], float | None]:
+    """The writes recycling the units of `mask` at one site makes, and the
+    RMS of the weights drawn for its producer's kernel (`_draw_scale`;
+    `None` without one)."""
     rng = np.random.SeedSequence([int(seed) & 0xFFFFFFFF])
     seeds = iter(int(s) for s in rng.generate_state(16) % (2**31 - 1))
     producer = plan.producer
@@ -397,12 +410,16 @@ def _site_updates(
     # kernel, whose last axis is the multiplier 1) and the bias.
     given = {"kernel": kernel_initializer, "bias": bias_initializer}
     kernel, kernel_axis = output_kernel(producer)
+    scale = None
     for variable, initializer in _initialized(producer, ("kernel", "bias")):
         name = "kernel" if variable is kernel else "bias"
         if given[name] is not None:
             initializer = keras.initializers.get(given[name])
         axis = kernel_axis if name == "kernel" else -1
-        updates.append(_redrawn(variable, initializer, mask, axis, next(seeds)))
+        update = _redrawn(variable, initializer, mask, axis, next(seeds))
+        updates.append(update)
+        if name == "kernel":
+            scale = _draw_scale(initializer, variable, update[2])
     for norm in plan.norms:
         names = ("gamma", "beta", "moving_mean", "moving_variance")
         for variable, initializer in _initialized(norm, names):
@@ -415,7 +432,7 @@ def _site_updates(
             updates.extend(_bias_shift(consumer, row_mask, outgoing_means))
         rows = _entries(kernel, row_mask, input_axis(consumer.layer))
         updates.append((kernel, rows, None, True))
-    return updates
+    return updates, scale
 
 
 def _row_mask(consumer: Consumer, mask: np.ndarray) -> np.ndarray:
@@ -1391,27 +1408,34 @@ def _block_initializer(
     fan of the shape, so the block's `scale` is multiplied by its fan over
     the whole's: the standard deviation is the whole draw's.
     """
-    if count in (0, shape[axis]):
+    if count in (0, shape[axis]) or not _is_known(initializer):
         return None
-    kind = type(initializer)
-    if kind in _SHAPE_FREE:
+    if type(initializer) in _SHAPE_FREE:
         return initializer
-    variance_scaling = keras.initializers.VarianceScaling
-    if (
-        not isinstance(initializer, variance_scaling)
-        or kind.__call__ is not variance_scaling.__call__
-        or getattr(initializer, "input_axes", None) is not None
-        or getattr(initializer, "output_axes", None) is not None
-    ):
-        return None
     block = list(shape)
     block[axis] = count
     mode = initializer.mode
-    return variance_scaling(
+    return keras.initializers.VarianceScaling(
         scale=initializer.scale * _fan(mode, block) / _fan(mode, shape),
         mode=mode,
         distribution=initializer.distribution,
         seed=initializer.seed,
+    )
+
+
+def _is_known(initializer: Any) -> bool:
+    """Whether `initializer` draws each entry independently from a
+    distribution the kit knows: `_SHAPE_FREE`, or a `VarianceScaling` (a
+    subclass that draws as it does) scaled by the usual fans."""
+    kind = type(initializer)
+    if kind in _SHAPE_FREE:
+        return True
+    variance_scaling = keras.initializers.VarianceScaling
+    return (
+        isinstance(initializer, variance_scaling)
+        and kind.__call__ is variance_scaling.__call__
+        and getattr(initializer, "input_axes", None) is None
+        and getattr(initializer, "output_axes", None) is None
     )
 
 
@@ -1428,16 +1452,44 @@ def _fan(mode: str, shape: Sequence[int]) -> float:
     return max(1.0, float(fans.get(mode, (fan_in + fan_out) / 2.0)))
 
 
+# The standard deviation of a normal truncated at two of its own (Keras'
+# `TruncatedNormal` and `VarianceScaling`'s truncated normal).
+_TRUNCATED_STD = 0.87962566103423978
+
+
+def _draw_scale(initializer: Any, variable: keras.Variable, fresh: Any) -> float:
+    """The root mean square of the weights `initializer` draws for
+    `variable`'s shape, the scale `"auto"` compares the learning rate
+    with: by its formula where it has one (a block of a few units has too
+    few weights to measure it), else measured on the whole draw `fresh`
+    (on the variable's value where nothing is drawn)."""
+    shape = tuple(variable.shape)
+    kind = type(initializer)
+    if _is_known(initializer):
+        if isinstance(initializer, keras.initializers.VarianceScaling):
+            return math.sqrt(initializer.scale / _fan(initializer.mode, shape))
+        config = initializer.get_config()
+        if kind is keras.initializers.RandomUniform:
+            low, high = config["minval"], config["maxval"]
+            return math.sqrt((low * low + low * high + high * high) / 3.0)
+        std = config["stddev"]
+        if kind is keras.initializers.TruncatedNormal:
+            std *= _TRUNCATED_STD
+        return math.sqrt(config["mean"] ** 2 + std**2)
+    values = variable.value if fresh is None else fresh
+    values = np.asarray(ops.convert_to_numpy(values), np.float64)
+    return float(np.sqrt(np.mean(np.square(values))))
+
+
 def _apply_updates(
-    groups: Sequence[tuple[RecyclePlan, list[_Update]]],
+    groups: Sequence[tuple[RecyclePlan, list[_Update], bool]],
     slots: Mapping[int, Iterable[keras.Variable]],
     rule: str = "zero",
-    rate: float = 0.0,
 ) -> None:
     """Write each group's new values into its masked entries, and into
-    their slots (by `rule`, one of `SLOT_RULES`; `"auto"` compares the
-    learning rate `rate` with each producer kernel's fresh draw), group by
-    group in order. A group is `(plan, updates)`; `slots` maps each
+    their slots (by `rule`, one of `SLOT_RULES`; under `"auto"` each
+    group's flag says whether its second moments are set to 0), group by
+    group in order. A group is `(plan, updates, zero)`; `slots` maps each
     variable's id to its optimizer slots.
 
     On TensorFlow, outside a distribution strategy, the writes run as one
@@ -1450,31 +1502,22 @@ def _apply_updates(
     variables: list[keras.Variable] = []
     entries: list[np.ndarray] = []
     values: list[Any] = []
-    for plan, updates in groups:
+    for _, updates, _ in groups:
         group_variables = [variable for variable, _, _, _ in updates]
         slot_lists = tuple(
             tuple(slots.get(id(variable), ())) if reset else ()
             for variable, _, _, reset in updates
         )
         drawn = tuple(new is not None for _, _, new, _ in updates)
-        kernel = output_kernel(plan.producer)[0]
-        reference = next(
-            (i for i, v in enumerate(group_variables) if v is kernel), None
-        )
-        layout.append((len(updates), slot_lists, drawn, reference))
+        layout.append((len(updates), slot_lists, drawn))
         variables += group_variables
         entries += [np.ascontiguousarray(mask) for _, mask, _, _ in updates]
         values += [new for _, _, new, _ in updates if new is not None]
     key = (
         tuple(id(variable) for variable in variables),
         tuple(
-            (
-                size,
-                tuple(tuple(map(id, slots)) for slots in slot_lists),
-                drawn,
-                ref,
-            )
-            for size, slot_lists, drawn, ref in layout
+            (size, tuple(tuple(map(id, slots)) for slots in slot_lists), drawn)
+            for size, slot_lists, drawn in layout
         ),
         rule,
     )
@@ -1490,38 +1533,38 @@ def _apply_updates(
             # trace again and again.
             seen.add(key)
             for group in groups:
-                _apply_updates([group], slots, rule, rate)
+                _apply_updates([group], slots, rule)
             return
     if key not in cache:
         write = functools.partial(_write, variables, tuple(layout), rule)
         # A graph, not XLA: traced in a quarter of XLA's compile time,
         # and as fast a call for a write this small.
         cache[key] = compiled(write, variables, jit_compile=False)
-    cache[key](entries, values, np.float32(rate))
+    zeros = np.asarray([zero for _, _, zero in groups])
+    cache[key](entries, values, zeros)
 
 
 def _write(
     variables: list[keras.Variable],
-    layout: tuple[tuple[int, Any, tuple[bool, ...], int | None], ...],
+    layout: tuple[tuple[int, Any, tuple[bool, ...]], ...],
     rule: str,
     entries: list[np.ndarray],
     values: Sequence[Any],
-    rate: Any,
+    zeros: Any,
 ) -> None:
     """`_write_group` for each group of `layout` (its number of variables,
-    their slot lists, which are drawn, its reference), in order."""
+    their slot lists, which are drawn), in order; `zeros`: each group's
+    flag under `"auto"`."""
     start = drawn_start = 0
-    for size, slot_lists, drawn, reference in layout:
+    for index, (size, slot_lists, drawn) in enumerate(layout):
         end = start + size
         _write_group(
             variables[start:end],
             slot_lists,
             drawn,
-            rule,
-            reference,
+            rule == "zero" if rule != "auto" else zeros[index],
             entries[start:end],
             values[drawn_start : drawn_start + sum(drawn)],
-            rate,
         )
         start, drawn_start = end, drawn_start + sum(drawn)
 
@@ -1530,34 +1573,14 @@ def _write_group(
     variables: list[keras.Variable],
     slot_lists: Sequence[Sequence[keras.Variable]],
     drawn: tuple[bool, ...],
-    rule: str,
-    reference: int | None,
+    zero: Any,
     entries: Sequence[Any],
     values: Sequence[Any],
-    rate: Any,
 ) -> None:
     """The masked entries of each variable take its new value (`drawn`) or
-    0, and their optimizer slots are set by `rule` (`SLOT_RULES`). Under
-    `"auto"` the learning rate `rate` is compared with the RMS of the
-    weights drawn for the masked entries of `variables[reference]`, the
-    producer's kernel (its whole value if it is not drawn; `"scaled"`
-    without one)."""
-    zero: Any = rule == "zero"
-    if rule == "auto":
-        zero = False
-        if reference is not None:
-            if drawn[reference]:
-                # The drawn entries only: the others of a block draw are 0.
-                weights = values[sum(drawn[:reference])]
-                chosen = entries[reference]
-            else:
-                weights, chosen = variables[reference].value, True
-            weights = ops.cast(weights, "float32")
-            chosen = ops.broadcast_to(chosen, ops.shape(weights))
-            count = ops.sum(ops.cast(chosen, "float32"))
-            square = ops.sum(ops.where(chosen, ops.square(weights), 0.0))
-            scale = ops.sqrt(square / ops.maximum(count, 1.0))
-            zero = ops.cast(rate, "float32") <= AUTO_RATE_RATIO * scale
+    0, and their optimizer slots are set as `SLOT_RULES` says: second
+    moments to 0 where `zero` (a bool, or a boolean scalar tensor under
+    `"auto"`), else `"scaled"`."""
     fresh = iter(values)
     for variable, slots, mask, has_value in zip(
         variables, slot_lists, entries, drawn, strict=True

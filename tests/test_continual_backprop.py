@@ -354,7 +354,7 @@ def test_one_write_per_event_for_every_site(monkeypatch):
     apply = recycling._apply_updates
 
     def spy(groups, *args, **kwargs):
-        calls.append([plan.producer.name for plan, _ in groups])
+        calls.append([group[0].producer.name for group in groups])
         return apply(groups, *args, **kwargs)
 
     monkeypatch.setattr(recycling, "_apply_updates", spy)

@@ -439,7 +439,7 @@ class TestOneWritePerEvent:
         apply = recycling._apply_updates
 
         def spy(groups, *args, **kwargs):
-            calls.append(sorted(plan.producer.name for plan, _ in groups))
+            calls.append(sorted(group[0].producer.name for group in groups))
             return apply(groups, *args, **kwargs)
 
         monkeypatch.setattr(recycling, "_apply_updates", spy)
@@ -570,6 +570,27 @@ class TestRedrawnDistribution:
         limit = (3 / 360) ** 0.5
         np.testing.assert_allclose(drawn.std(), limit / 3**0.5, rtol=0.1)
         assert np.abs(drawn).max() <= limit
+
+    @pytest.mark.parametrize(
+        "initializer",
+        [
+            keras.initializers.GlorotUniform(1),
+            initializers.HeNormal(1, negative_slope=0.2),
+            keras.initializers.VarianceScaling(2.0, "fan_avg", "untruncated_normal", 1),
+            keras.initializers.TruncatedNormal(0.1, 0.02, seed=1),
+            keras.initializers.RandomUniform(-0.3, 0.1, seed=1),
+            keras.initializers.RandomNormal(0.05, 0.2, seed=1),
+        ],
+        ids=["glorot", "kit_he", "fan_avg", "truncated", "uniform", "normal"],
+    )
+    def test_auto_rule_scale_is_the_whole_draws(self, initializer):
+        # "auto" compares the learning rate with the RMS of the weights the
+        # initializer draws: by formula, since a block of a few units has
+        # too few weights to measure it; the RMS of a whole draw agrees.
+        whole = keras.ops.convert_to_numpy(initializer((300, 400)))
+        variable = keras.Variable(np.zeros((300, 400), "float32"))
+        scale = recycling._draw_scale(initializer, variable, None)
+        assert scale == pytest.approx(np.sqrt(np.mean(whole**2)), rel=0.01)
 
     def test_same_seed_same_draw(self):
         def fresh(seed):
