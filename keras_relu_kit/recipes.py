@@ -16,20 +16,21 @@ is returned as given.
 
 Why this one. Of the remedies the kit measures, it is the one that never
 diverged and rescues every dying model of the demo's scoreboard (a poor
-initialisation, a high learning rate, Adam at a high learning rate, a dying
-CNN, 100 permuted-digits tasks), and with Adam it is the most accurate on
-both permuted streams of the plasticity benchmark, by far (0.811 and 0.812
-against plain ReLU's 0.697 and 0.606). Recycling the dormant units as well
-as the dead ones (the previous recommendation recycled the dead only)
-raised it by 0.05-0.18 on those two streams, on the untuned CNN with Adam
-and on the scoreboard's CNN, and moved the others by at most 0.035 either
-way: it lost 0.034 on an untuned 5 x Dense(64) input-permuted stream with
-SGD 0.05 and 0.025 with RMSprop, where it is now below plain ReLU (by 0.041
-and 0.018). It is not the best everywhere: on continual streams with plain
-SGD a fixed leak (`LeakyReLU(0.3)`) learns more, and batch norm does better
-in single-task runs where the model can take it. The numbers:
-`benchmarks/README.md` (`python -m benchmarks plasticity untuned scenarios`)
-and the demo's scoreboard (`relu-kit demo`).
+initialisation, a high learning rate, Adam at a high learning rate, a
+dying CNN, 100 permuted-digits tasks), and with Adam it is the most
+accurate on both permuted streams of the plasticity benchmark, by far
+(0.800 and 0.834 against plain ReLU's 0.697 and 0.606, and plain
+`Recycle()`'s 0.755 and 0.782). Recycling the dormant units as well as
+the dead ones (plain `Recycle()` recycles the dead only) gains with Adam
+and with momentum (0.01 to 0.15 over plain `Recycle()` on the
+benchmark's permuted streams with Adam and the untuned set-ups with
+them) and costs with plain SGD and RMSprop (up to 0.022 below plain
+`Recycle()` on the benchmark's SGD streams, 0.020 with RMSprop, where it
+is 0.021 below plain ReLU). It is not the best everywhere: on continual
+streams with plain SGD a fixed leak (`LeakyReLU(0.3)`) learns more, and
+batch norm does better in single-task runs where the model can take it.
+The numbers: `benchmarks/README.md` (`python -m benchmarks plasticity
+untuned scenarios`) and the demo's scoreboard (`relu-kit demo`).
 """
 
 from __future__ import annotations

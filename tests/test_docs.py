@@ -68,7 +68,8 @@ def check_recycle_guide(namespace, block):
     """What the remedies guide says of the `Recycle` example."""
     history = _history(namespace)
     assert history["dead_fraction"][0] > 0.5
-    assert max(history["dead_fraction"][1:]) <= 0.05
+    # "every later measurement finds at most 0.06 dead"
+    assert max(history["dead_fraction"][1:]) <= 0.06
     assert history["recycled"][0] > 100
     assert history["val_accuracy"][-1] > 0.9
 
