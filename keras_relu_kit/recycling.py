@@ -355,6 +355,8 @@ def recycle_sites(
         slots = optimizer_slots(optimizer, variables)
     groups = []
     count = 0
+    # Under "auto", read once per event (a schedule's value at its step).
+    rate = learning_rate(optimizer) if rule == "auto" else 0.0
     for write in writes:
         plan = write.plan
         mask = np.zeros(plan.units, dtype=bool)
@@ -364,7 +366,7 @@ def recycle_sites(
         )
         if not mask.any():
             continue
-        updates, scale = _site_updates(
+        updates, kernel_draw = _site_updates(
             plan,
             mask,
             write.seed,
@@ -372,23 +374,23 @@ def recycle_sites(
             write.kernel_initializer,
             write.outgoing_means,
         )
-        groups.append((plan, updates, _zero_slots(rule, scale, optimizer)))
+        groups.append((plan, updates, _zero_slots(rule, kernel_draw, rate)))
         count += int(mask.sum())
     if groups:
         _apply_updates(groups, slots, rule)
     return count
 
 
-def _zero_slots(
-    rule: str, scale: float | None, optimizer: keras.optimizers.Optimizer | None
-) -> bool:
+def _zero_slots(rule: str, kernel_draw: Any, rate: float) -> bool:
     """Whether `rule` sets a site's second moments to 0 (`SLOT_RULES`):
-    under `"auto"`, while the learning rate is at most `AUTO_RATE_RATIO`
-    times `scale`, the RMS of the producer kernel's fresh weights
-    (`"scaled"` without a kernel)."""
+    under `"auto"`, while the learning rate `rate` is at most
+    `AUTO_RATE_RATIO` times the RMS of the producer kernel's fresh weights
+    (`_draw_scale` of `kernel_draw`; `"scaled"` without a kernel)."""
     if rule != "auto":
         return rule == "zero"
-    return scale is not None and learning_rate(optimizer) <= AUTO_RATE_RATIO * scale
+    return kernel_draw is not None and rate <= AUTO_RATE_RATIO * _draw_scale(
+        *kernel_draw
+    )
 
 
 def _site_updates(
@@ -398,10 +400,10 @@ def _site_updates(
     bias_initializer: Any,
     kernel_initializer: Any,
     outgoing_means: Any,
-) -> tuple[list[_Update], float | None]:
+) -> tuple[list[_Update], tuple[Any, keras.Variable, Any] | None]:
     """The writes recycling the units of `mask` at one site makes, and the
-    RMS of the weights drawn for its producer's kernel (`_draw_scale`;
-    `None` without one)."""
+    `(initializer, kernel, fresh values)` of its producer's kernel
+    (`_draw_scale`'s arguments; `None` without one)."""
     rng = np.random.SeedSequence([int(seed) & 0xFFFFFFFF])
     seeds = iter(int(s) for s in rng.generate_state(16) % (2**31 - 1))
     producer = plan.producer
@@ -410,7 +412,7 @@ def _site_updates(
     # kernel, whose last axis is the multiplier 1) and the bias.
     given = {"kernel": kernel_initializer, "bias": bias_initializer}
     kernel, kernel_axis = output_kernel(producer)
-    scale = None
+    kernel_draw = None
     for variable, initializer in _initialized(producer, ("kernel", "bias")):
         name = "kernel" if variable is kernel else "bias"
         if given[name] is not None:
@@ -419,7 +421,7 @@ def _site_updates(
         update = _redrawn(variable, initializer, mask, axis, next(seeds))
         updates.append(update)
         if name == "kernel":
-            scale = _draw_scale(initializer, variable, update[2])
+            kernel_draw = (initializer, variable, update[2])
     for norm in plan.norms:
         names = ("gamma", "beta", "moving_mean", "moving_variance")
         for variable, initializer in _initialized(norm, names):
@@ -432,7 +434,7 @@ def _site_updates(
             updates.extend(_bias_shift(consumer, row_mask, outgoing_means))
         rows = _entries(kernel, row_mask, input_axis(consumer.layer))
         updates.append((kernel, rows, None, True))
-    return updates, scale
+    return updates, kernel_draw
 
 
 def _row_mask(consumer: Consumer, mask: np.ndarray) -> np.ndarray:
