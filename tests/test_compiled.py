@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_relu_kit._compiled import compiled
+from keras_relu_kit._compiled import compiled, compiled_read
 
 BACKEND = keras.backend.backend()
 
@@ -64,3 +64,23 @@ def test_jax_random_draws_equal_eager_ones():
         call(np.uint32(seed))
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(target), value)
     assert not np.array_equal(eager[0], eager[1])
+
+
+def test_read_equals_numpy_and_reads_current_values():
+    a, b = _variables()
+    runs = []
+
+    def read(values):
+        runs.append(1)
+        first, second = values
+        return [keras.ops.sum(first, axis=0) + second, keras.ops.max(first)]
+
+    call = compiled_read(read, [a, b])
+    for scale in (1.0, -2.0):
+        a.assign(np.arange(6, dtype="float32").reshape(2, 3) * scale)
+        total, largest = (keras.ops.convert_to_numpy(t) for t in call())
+        expected = np.arange(6, dtype="float32").reshape(2, 3) * scale
+        np.testing.assert_array_equal(total, expected.sum(axis=0) + 0.5)
+        assert largest == expected.max()
+    # Traced once where it is compiled, run as it is on torch.
+    assert len(runs) == (2 if BACKEND == "torch" else 1)
