@@ -112,9 +112,6 @@ def _build(model: keras.layers.Layer) -> ModelGraph:
         inbound[name] = sources
         for source in sources:
             outbound.setdefault(source, []).append(name)
-    outputs = config["output_layers"]
-    if outputs and isinstance(outputs[0], str):
-        outputs = [outputs]
     return ModelGraph(
         ok=True,
         functional=True,
@@ -122,8 +119,21 @@ def _build(model: keras.layers.Layer) -> ModelGraph:
         calls=calls,
         inbound=inbound,
         outbound=outbound,
-        outputs=frozenset(entry[0] for entry in outputs),
+        outputs=frozenset(_layer_names(config["output_layers"])),
     )
+
+
+def _layer_names(structure: Any) -> list[str]:
+    """The layer names of a functional config's `output_layers` (or
+    `input_layers`): one `[name, node, tensor]` entry, or a list or dict
+    of them (a model with a list or a dict of outputs)."""
+    if isinstance(structure, dict):
+        return [name for value in structure.values() for name in _layer_names(value)]
+    if isinstance(structure, (list, tuple)):
+        if len(structure) == 3 and isinstance(structure[0], str):
+            return [structure[0]]
+        return [name for value in structure for name in _layer_names(value)]
+    return []
 
 
 def _graph_config(model: keras.Model) -> Any:

@@ -35,6 +35,8 @@ untuned scenarios`) and the demo's scoreboard (`relu-kit demo`).
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 
 from keras_relu_kit.callbacks.dead_relu_monitor import DeadReLUMonitor
@@ -49,7 +51,7 @@ TAU = 0.025
 
 
 def recommended(
-    model: keras.Model,
+    model: keras.Model, *, probe: Any = None
 ) -> tuple[keras.Model, list[keras.callbacks.Callback]]:
     """The kit's recommendation for `model`: `(model, callbacks)`.
 
@@ -72,6 +74,11 @@ def recommended(
         model: a `keras.Model` with rectifier units (any model the monitor
             measures: Sequential, functional, subclassed, Keras
             Applications, keras-hub backbones).
+        probe: the inputs to measure on, as `DeadReLUMonitor` takes them
+            (an array, a tuple `(x, y)`, a dict, a dataset), or `None` for
+            a sample of `fit`'s data. Needed when `fit` gets a Python
+            generator, which cannot be sampled without consuming it.
+            Defaults to `None`.
 
     Returns:
         `(model, callbacks)`: the same model, and a new list of callbacks.
@@ -104,5 +111,5 @@ def recommended(
             "`recommended` argument `model` must be a keras.Model. "
             f"Received: model={model!r} of type {type(model).__name__}"
         )
-    monitor = DeadReLUMonitor(tau=TAU)
+    monitor = DeadReLUMonitor(tau=TAU, probe=probe)
     return model, [monitor, Recycle(tau=TAU, dead_relu_monitor=monitor)]

@@ -105,3 +105,60 @@ def test_plain_recycle_leaves_the_dormant_units():
     assert history.history["recycled"] == [8.0]
     bias = to_numpy(model.get_layer("hidden").bias)
     np.testing.assert_allclose(bias, np.repeat([0.0, 0.001, 1.0], [8, 4, 4]))
+
+
+def _dict_model():
+    """Inputs {"a": 6, "b": 2} -> Dense(16, relu) (units 0-7 dead) -> two
+    heads, outputs {"label": softmax, "value": Dense(1)}."""
+    keras.utils.set_random_seed(0)
+    a, b = keras.Input((6,), name="a"), keras.Input((2,), name="b")
+    joined = keras.layers.Concatenate()([a, b])
+    hidden = keras.layers.Dense(16, activation="relu", name="hidden")(joined)
+    outputs = {
+        "label": keras.layers.Dense(3, activation="softmax", name="label")(hidden),
+        "value": keras.layers.Dense(1, name="value")(hidden),
+    }
+    model = keras.Model({"a": a, "b": b}, outputs)
+    model.get_layer("hidden").bias.assign(np.repeat([-50.0, 0.1], 8).astype("float32"))
+    model.compile("adam", {"label": "sparse_categorical_crossentropy", "value": "mse"})
+    return model
+
+
+def test_a_model_of_dict_inputs_and_outputs():
+    model, callbacks = recommended(_dict_model())
+    x = {"a": X, "b": X[:, :2]}
+    history = model.fit(
+        x,
+        {"label": Y, "value": X[:, :1]},
+        batch_size=16,
+        epochs=2,
+        verbose=0,
+        callbacks=callbacks,
+    )
+    assert history.history["dead_fraction"][0] == 0.5
+    assert history.history["recycled/hidden"][0] == 8.0
+    # Both heads read the recycled units: their rows were zeroed, and
+    # have learnt since.
+    for head in ("label", "value"):
+        rows = to_numpy(model.get_layer(head).kernel)[:8]
+        assert np.all(np.abs(rows).sum(axis=1) > 0)
+    assert history.history["dead_fraction"][-1] <= 1 / 16
+
+
+def test_a_generator_needs_the_probe():
+    def batches():
+        while True:
+            for start in range(0, 64, 16):
+                yield X[start : start + 16], Y[start : start + 16]
+
+    model, callbacks = recommended(_dying_model("sgd"))
+    with pytest.raises(ValueError, match="cannot sample a probe .* generator"):
+        model.fit(
+            batches(), steps_per_epoch=4, epochs=1, verbose=0, callbacks=callbacks
+        )
+    model, callbacks = recommended(_dying_model("sgd"), probe=X)
+    history = model.fit(
+        batches(), steps_per_epoch=4, epochs=1, verbose=0, callbacks=callbacks
+    )
+    assert history.history["dead_fraction"] == [0.5]
+    assert history.history["recycled"] == [8.0]
