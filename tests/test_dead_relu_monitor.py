@@ -734,6 +734,36 @@ class TestKeras3Datasets:
         assert report.dead_fraction == 5 / 12
 
 
+@pytest.mark.torch_only
+class TestTorchDataLoader:
+    """A torch `DataLoader`, which `fit` takes on the torch backend."""
+
+    @staticmethod
+    def _loader(x, y):
+        import torch
+
+        pairs = torch.utils.data.TensorDataset(torch.tensor(x), torch.tensor(y))
+        # Batches `[x, y]` (the default collation), in order.
+        return torch.utils.data.DataLoader(pairs, batch_size=8)
+
+    def test_fit_samples_the_probe_from_it(self, rng):
+        x, y = data(rng)
+        monitor = DeadReLUMonitor(probe_size=40)
+        history = planted_model().fit(
+            self._loader(x, y), epochs=1, verbose=0, callbacks=[monitor]
+        )
+        # The first 40 examples of the loader, in order.
+        assert monitor.last_report.num_examples == 40
+        np.testing.assert_array_equal(monitor.measurement.probe.arrays, x[:40])
+        assert history.history["dead_fraction"] == [5 / 12]
+
+    def test_measure_reads_it_whole(self, rng):
+        x, y = data(rng)
+        report = measure(planted_model(), self._loader(x, y))
+        assert report.num_examples == 64
+        assert report.dead_fraction == 5 / 12
+
+
 class TestOutsideFit:
     def test_evaluate_and_predict_warn_once(self, rng):
         x, y = data(rng)

@@ -89,13 +89,13 @@ class DeadReLUMonitor(FitCallback):
     Args:
         probe: the inputs to measure on, used whole: an array (a list/dict
             of arrays for a multi-input model), a tuple `(x, y, ...)`
-            (targets ignored), or a finite `tf.data.Dataset` or
-            `keras.utils.PyDataset`. Defaults to `None`: a fixed sample of
-            `fit`'s validation data, else of its training data (from a
-            `tf.data.Dataset`, one more pass over its start when `fit`
-            begins: a pipeline reshuffled on every pass then gives the
-            epochs the orders of its later passes; pass `probe` to leave
-            them as they are).
+            (targets ignored), or a finite `tf.data.Dataset`,
+            `keras.utils.PyDataset` or torch `DataLoader`. Defaults to
+            `None`: a fixed sample of `fit`'s validation data, else of its
+            training data (from a `tf.data.Dataset`, one more pass over
+            its start when `fit` begins: a pipeline reshuffled on every
+            pass then gives the epochs the orders of its later passes;
+            pass `probe` to leave them as they are).
         probe_size: int >= 1. Size of the default probe sample. Defaults to
             `1024`.
         frequency: `"epoch"`, or an int N >= 1 to measure every N training

@@ -30,9 +30,15 @@ def is_py_dataset(data: Any) -> bool:
     return isinstance(data, keras.utils.PyDataset)
 
 
+def is_torch_dataloader(data: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(data, torch.utils.data.DataLoader)
+
+
 def is_stream(data: Any) -> bool:
-    """Whether `data` yields batches (a Dataset) rather than holding arrays."""
-    return is_tf_dataset(data) or is_py_dataset(data)
+    """Whether `data` yields batches (a Dataset, a torch `DataLoader`)
+    rather than holding arrays."""
+    return is_tf_dataset(data) or is_py_dataset(data) or is_torch_dataloader(data)
 
 
 def unpack_x(data: Any) -> Any:
@@ -106,11 +112,14 @@ def check_not_empty(arrays: Any, name: str) -> int:
 
 
 def iterate_stream(data: Any) -> Iterator[Any]:
-    """The batches of a `tf.data.Dataset` or `keras.utils.PyDataset`.
+    """The batches of a `tf.data.Dataset`, a `keras.utils.PyDataset` or a
+    torch `DataLoader`.
 
     A `PyDataset` is read through `num_batches`, Keras 3's way of giving
     its length (`None` for an infinite one, which yields without end:
-    callers stop after the examples they need).
+    callers stop after the examples they need). A `DataLoader`'s batch
+    `[x, y]` (its default collation of a `(x, y)` dataset) is read as
+    `fit` reads it, as the tuple `(x, y)`.
     """
     if is_py_dataset(data):
         count = data.num_batches
@@ -118,6 +127,9 @@ def iterate_stream(data: Any) -> Iterator[Any]:
         while count is None or index < count:
             yield data[index]
             index += 1
+    elif is_torch_dataloader(data):
+        for batch in data:
+            yield tuple(batch) if isinstance(batch, list) else batch
     else:
         yield from data
 
