@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 
 from keras_relu_kit import layers as kit
-from keras_relu_kit.callbacks import AutoLeak, DeadReLUMonitor, L2Init, ShrinkPerturb
+from keras_relu_kit import recommended
+from keras_relu_kit.callbacks import (
+    AutoLeak,
+    ContinualBackprop,
+    DeadReLUMonitor,
+    L2Init,
+    ShrinkPerturb,
+)
 from keras_relu_kit.diagnostics import measure
 
 WIDTH = 16
@@ -265,3 +272,57 @@ def test_per_step_writes_under_mixed_precision(policy):
         assert np.abs(moved).max() > 1e-3
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.jax_only
+@pytest.mark.parametrize("remedy", ["continual_backprop", "recommended"])
+def test_jax_data_parallel_replacements(remedy):
+    """ContinualBackprop (its weight magnitudes read in one `jax.jit`) and
+    recommended()'s Recycle under DataParallel: the units replaced and the
+    weights of the single-device run, the same on both devices."""
+    devices = keras.distribution.list_devices("cpu")
+    assert len(devices) == 2, "conftest asks XLA for two host devices"
+    x, y = data(64)
+
+    def run():
+        model = build(lr=0.01, planted=4)
+        if remedy == "recommended":
+            model, callbacks = recommended(model)
+            remover = callbacks[1]
+        else:
+            remover = ContinualBackprop(
+                replacement_rate=0.02, maturity_threshold=2, frequency=4, probe=x
+            )
+            callbacks = [remover]
+        model.fit(
+            x,
+            y,
+            batch_size=16,
+            epochs=2,
+            shuffle=False,
+            verbose=0,
+            callbacks=callbacks,
+        )
+        return model, [change["units"] for change in remover.changes]
+
+    single, single_units = run()
+    keras.distribution.set_distribution(
+        keras.distribution.DataParallel(devices=devices)
+    )
+    try:
+        parallel, parallel_units = run()
+    finally:
+        keras.distribution.set_distribution(None)
+    assert single_units and parallel_units == single_units
+    for one, two in zip(
+        single.trainable_variables, parallel.trainable_variables, strict=True
+    ):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(two.value),
+            keras.ops.convert_to_numpy(one),
+            rtol=1e-5,
+            atol=1e-6,
+        )
+        shards = [np.asarray(s.data) for s in two.value.addressable_shards]
+        assert len(shards) == 2
+        np.testing.assert_array_equal(shards[0], shards[1])
