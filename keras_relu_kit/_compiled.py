@@ -19,9 +19,9 @@ slower. `compiled` turns the write into one call:
 - Elsewhere (torch, a strategy, a JAX write not asked for): the write as
   it is, eager.
 
-`compiled_read` does the same for a read: a function of the variables'
-values that returns tensors (`ContinualBackprop`'s weight magnitudes, a
-few reductions per site, one call instead of four eager ops each).
+`compiled_pure` does the same for a read: a pure function of tensors
+(`ContinualBackprop`'s weight magnitudes, a few reductions per site, one
+call instead of four eager ops each).
 """
 
 from __future__ import annotations
@@ -65,31 +65,35 @@ def compiled(
     return tf.function(function, autograph=False, jit_compile=jit_compile)
 
 
-def compiled_read(
-    function: Callable[[list[Any]], Any], variables: Sequence[keras.Variable]
-) -> Callable[[], Any]:
-    """A call that returns `function` of `variables`' current values.
+def compiled_pure(function: Callable[[list[Any]], Any]) -> Callable[[list[Any]], Any]:
+    """`function`, a pure function of a list of tensors that returns
+    tensors, compiled: a `tf.function` (a graph) on TensorFlow, a
+    `jax.jit` on JAX, as it is elsewhere.
 
-    `function` takes the list of values and returns tensors; it must be
-    pure (no assignment, no Python side effect counted on). On TensorFlow,
-    outside a `tf.distribute` strategy, it runs as one `tf.function` (a
-    graph, traced once); on JAX as one `jax.jit`; elsewhere eagerly.
+    Traced once per shapes and dtypes of its inputs, not per variable: the
+    same compiled function serves every model of those shapes (a stream of
+    models, one per run, traces once). Under a `tf.distribute` strategy
+    (or given mirrored values) it runs eagerly.
     """
-    variables = list(variables)
     backend = keras.backend.backend()
     if backend == "jax":
         import jax
 
-        jitted = jax.jit(function)
-        return lambda: jitted([variable.value for variable in variables])
-    if backend == "tensorflow" and not _distributed(variables):
-        import tensorflow as tf
+        return jax.jit(function)
+    if backend != "tensorflow":
+        return function
+    import tensorflow as tf
 
-        return tf.function(
-            lambda: function([variable.value for variable in variables]),
-            autograph=False,
-        )
-    return lambda: function([variable.value for variable in variables])
+    graph = tf.function(function, autograph=False)
+
+    def call(values: list[Any]) -> Any:
+        if tf.distribute.has_strategy() or any(
+            isinstance(value, tf.distribute.DistributedValues) for value in values
+        ):
+            return function(values)
+        return graph(values)
+
+    return call
 
 
 def _distributed(variables: Sequence[keras.Variable]) -> bool:
@@ -108,7 +112,7 @@ _CACHE_ATTRIBUTE = "_keras_relu_kit_compiled_writes"
 
 
 def cached(model: keras.Model, key: Hashable, make: Callable[[], _Call]) -> _Call:
-    """The write (or read) `make()` returns, made once per `model` and `key`.
+    """The write `make()` returns, made once per `model` and `key`.
 
     A callback made anew for each `fit` of a stream of tasks (`callbacks=
     [ShrinkPerturb()]` in the loop) then reuses the write compiled for the

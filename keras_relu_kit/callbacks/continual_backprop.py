@@ -58,7 +58,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_relu_kit._compiled import cached, compiled_read
+from keras_relu_kit._compiled import compiled_pure
 from keras_relu_kit._validation import check_int, check_number
 from keras_relu_kit.callbacks._fit import ProbeOptions, StepSchedule
 from keras_relu_kit.callbacks._remedy import LayerSelection
@@ -371,9 +371,11 @@ class ContinualBackprop(UnitReplacement):
         per unit, the mean |weight| of the consumer rows reading it, and
         under the adaptable utility of its own kernel column (else `None`).
 
-        Every kernel is reduced in one compiled call, kept per model (a
-        call of four eager ops per kernel took 1 ms on a CPU, a third of
-        an update of a 3 x `Dense(100)` MLP's statistics).
+        Every kernel is reduced in one compiled call (four eager ops per
+        kernel took 1 ms on a CPU, a third of an update of a 3 x
+        `Dense(100)` MLP's statistics), traced once per layout of shapes
+        and axes, not per model (a stream of runs, each on a new model,
+        would trace at each).
         """
         kernels: list[tuple[Any, int]] = []
         for name in self._managed:
@@ -383,15 +385,9 @@ class ContinualBackprop(UnitReplacement):
             ]
             if self.utility != "contribution":
                 kernels.append(output_kernel(plan.producer))
-        variables = [kernel for kernel, _ in kernels]
         axes = tuple(axis % len(kernel.shape) for kernel, axis in kernels)
-        key = (OWNER, tuple(map(id, variables)), axes)
-        read = cached(
-            self.model,
-            key,
-            lambda: compiled_read(functools.partial(_mean_abs, axes=axes), variables),
-        )
-        values = iter(np.asarray(ops.convert_to_numpy(v), np.float64) for v in read())
+        means = _magnitude_reader(axes)([kernel.value for kernel, _ in kernels])
+        values = iter(np.asarray(ops.convert_to_numpy(v), np.float64) for v in means)
         magnitudes = {}
         for name in self._managed:
             plan = self._plans[name]
@@ -461,6 +457,12 @@ def _corrected(running: np.ndarray, ages: np.ndarray, decay: float) -> np.ndarra
     correction = 1.0 - decay ** np.asarray(ages, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(correction > 0, running / correction, 0.0)
+
+
+@functools.cache
+def _magnitude_reader(axes: tuple[int, ...]) -> Any:
+    """`_mean_abs` over `axes`, compiled once per layout of axes."""
+    return compiled_pure(functools.partial(_mean_abs, axes=axes))
 
 
 def _mean_abs(values: list[Any], axes: tuple[int, ...]) -> list[Any]:
