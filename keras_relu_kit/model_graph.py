@@ -7,10 +7,12 @@ cached on it, from public Keras API: a `Sequential` model's `layers`, and a
 functional model's `get_config()`, which lists each layer's calls (inbound
 nodes) and the tensors each call reads.
 
-A subclassed model, or a functional subclass whose `get_config` returns its
-constructor arguments (keras-hub's backbones), has no graph here: its
-`call` is Python code. `ModelGraph.ok` is then `False` and `reason` says
-why.
+A functional subclass whose `get_config` returns its constructor
+arguments (keras-hub's backbones) and that runs its graph as built has the
+graph of a plain `keras.Model(model.inputs, model.outputs)`, which shares
+its layers (`ModelGraph.rebuilt`: its own config cannot rebuild it). A
+subclassed model has no graph here: its `call` is Python code.
+`ModelGraph.ok` is then `False` and `reason` says why.
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ class ModelGraph:
         inbound: `{layer name: names of the layers its calls read}`.
         outbound: `{layer name: names of the layers reading its outputs}`.
         outputs: names of the layers whose outputs are model outputs.
+        rebuilt: bool. Whether the graph was read from a plain functional
+            model over the model's inputs and outputs, its own config
+            holding its constructor's arguments (a keras-hub backbone):
+            the graph is the model's, but its config cannot rebuild it.
     """
 
     ok: bool
@@ -53,6 +59,7 @@ class ModelGraph:
     inbound: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     outbound: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     outputs: frozenset[str] = frozenset()
+    rebuilt: bool = False
 
     def called_once(self, name: str) -> bool:
         """Whether layer `name` is a layer of the graph, called once."""
@@ -91,7 +98,7 @@ def _build(model: keras.layers.Layer) -> ModelGraph:
         return _sequential(model)
     if not isinstance(model, keras.Model):
         return ModelGraph(ok=False, reason="it is a layer, not a model")
-    config = _graph_config(model)
+    config, rebuilt = _graph_config(model)
     if not isinstance(config, dict) or "input_layers" not in config:
         return ModelGraph(
             ok=False,
@@ -120,6 +127,7 @@ def _build(model: keras.layers.Layer) -> ModelGraph:
         inbound=inbound,
         outbound=outbound,
         outputs=frozenset(_layer_names(config["output_layers"])),
+        rebuilt=rebuilt,
     )
 
 
@@ -136,19 +144,26 @@ def _layer_names(structure: Any) -> list[str]:
     return []
 
 
-def _graph_config(model: keras.Model) -> Any:
-    """`model.get_config()`, for its graph only.
+def _graph_config(model: keras.Model) -> tuple[Any, bool]:
+    """`(config, rebuilt)`: `model.get_config()`, for its graph only, or
+    where that holds constructor arguments, the graph config of a plain
+    functional model over its inputs and outputs (`rebuilt`).
 
     A layer whose own config cannot be serialized (a `functools.partial`
     activation, which Keras cannot save) is read with a config holding its
     name alone: the connectivity is what is used here.
     """
     try:
-        return model.get_config()
+        config = model.get_config()
     except NotImplementedError:
-        return None
+        return None, False
     except (TypeError, ValueError):
         pass
+    else:
+        if isinstance(config, dict) and "input_layers" in config:
+            return config, False
+        rebuilt = _functional_subclass_config(model)
+        return (config, False) if rebuilt is None else (rebuilt, True)
     stubbed = []
     for layer in model.layers:
         try:
@@ -159,12 +174,35 @@ def _graph_config(model: keras.Model) -> Any:
             layer.__dict__["get_config"] = lambda name=layer.name: {"name": name}
             stubbed.append(layer)
     try:
-        return model.get_config()
+        return model.get_config(), False
     except Exception:  # Still not readable: no graph.
-        return None
+        return None, False
     finally:
         for layer in stubbed:
             layer.__dict__.pop("get_config", None)
+
+
+def _functional_subclass_config(model: keras.Model) -> dict[str, Any] | None:
+    """The graph config of a functional model whose own config holds its
+    constructor's arguments instead (a keras-hub backbone: `VGGBackbone`,
+    `DenseNetBackbone`, `OPTBackbone`), or `None`.
+
+    Read from a plain `keras.Model(model.inputs, model.outputs)`, which
+    shares the model's layers and adds no node to them, and only where the
+    model runs its graph as built (its class keeps `Functional`'s `call`):
+    a `call` of its own may compute something else.
+    """
+    functional = next(
+        (cls for cls in type(model).__mro__ if cls.__name__ == "Functional"), None
+    )
+    if functional is None or type(model).call is not getattr(functional, "call", None):
+        return None
+    try:
+        plain = keras.Model(model.inputs, model.outputs, name=model.name)
+        config = plain.get_config()
+    except Exception:  # Whatever rebuilding or serializing the graph raises.
+        return None
+    return config if isinstance(config, dict) and "input_layers" in config else None
 
 
 def _sequential(model: keras.Sequential) -> ModelGraph:

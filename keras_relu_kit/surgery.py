@@ -538,8 +538,12 @@ def _config_summary(layer: keras.layers.Layer) -> tuple[set[str], bool]:
 
 
 def _is_rewritable(model):
-    # Sequential models, and functional models whose config holds the graph.
-    return isinstance(model, keras.Model) and model_graph(model).ok
+    # Sequential models, and functional models whose config holds the graph
+    # (not a keras-hub backbone's, whose config holds its arguments).
+    if not isinstance(model, keras.Model):
+        return False
+    graph = model_graph(model)
+    return graph.ok and not graph.rebuilt
 
 
 def _is_rewritable_nested(layer):

@@ -944,3 +944,98 @@ class TestLinksArgument:
         for before, after in zip(weights, model.weights, strict=True):
             np.testing.assert_array_equal(before, to_numpy(after))
         assert recycle.links == {"block/ffn_in": "block/ffn_ou"}
+
+
+def _vision_model(backbone):
+    """`backbone` (a keras-hub functional backbone, its config its
+    constructor's arguments) -> global pooling -> Dense(3)."""
+    inputs = keras.Input((32, 32, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(backbone(inputs))
+    return keras.Model(inputs, keras.layers.Dense(3, name="head")(pooled))
+
+
+class TestKerasHubVisionBackbones:
+    """keras-hub's vision backbones are functional models whose config holds
+    their constructor's arguments: their graph is read from a plain
+    functional model over their inputs and outputs."""
+
+    @staticmethod
+    def _vgg():
+        keras.utils.set_random_seed(0)
+        backbone = keras_hub.models.VGGBackbone(
+            stackwise_num_repeats=[1, 1],
+            stackwise_num_filters=[8, 16],
+            image_shape=(32, 32, 3),
+        )
+        return _vision_model(backbone), backbone
+
+    def test_recycling_in_a_vgg_backbone_keeps_predictions(self, rng):
+        model, backbone = self._vgg()
+        x = rng.uniform(size=(4, 32, 32, 3)).astype("float32")
+        plans, reasons = plan_recycling(model)
+        assert list(plans) == ["vgg_backbone/block1_conv1"]
+        # The last block's units leave the backbone, which the plan does
+        # not follow.
+        assert "reaches the model output" in reasons["vgg_backbone/block2_conv1"]
+        conv = backbone.get_layer("block1_conv1")
+        kernel, bias = to_numpy(conv.kernel).copy(), to_numpy(conv.bias).copy()
+        kernel[..., [0, 1]], bias[[0, 1]] = 0.0, -10.0
+        conv.kernel.assign(kernel)
+        conv.bias.assign(bias)
+        before = to_numpy(model(x, training=False))
+        assert recycle_units(plans["vgg_backbone/block1_conv1"], [0, 1]) == 2
+        np.testing.assert_array_equal(to_numpy(model(x, training=False)), before)
+        new_kernel = to_numpy(conv.kernel)
+        assert np.all(new_kernel[..., [0, 1]] != 0.0)
+        np.testing.assert_array_equal(new_kernel[..., 2:], kernel[..., 2:])
+        np.testing.assert_array_equal(to_numpy(conv.bias)[[0, 1]], 0.0)
+        consumer = to_numpy(backbone.get_layer("block2_conv1").kernel)
+        np.testing.assert_array_equal(consumer[:, :, [0, 1], :], 0.0)
+
+    def test_recommended_revives_the_planted_units(self, rng):
+        model, backbone = self._vgg()
+        conv = backbone.get_layer("block1_conv1")
+        kernel, bias = to_numpy(conv.kernel).copy(), to_numpy(conv.bias).copy()
+        kernel[..., :4], bias[:4] = 0.0, -10.0
+        conv.kernel.assign(kernel)
+        conv.bias.assign(bias)
+        model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
+        x = rng.uniform(size=(16, 32, 32, 3)).astype("float32")
+        y = rng.integers(0, 3, 16)
+        model, callbacks = recommended(model)
+        with pytest.warns(UnreachableSitesWarning, match="block2_conv1"):
+            history = model.fit(
+                x, y, batch_size=8, epochs=2, verbose=0, callbacks=callbacks
+            )
+        assert history.history["dead_fraction/vgg_backbone/block1_conv1"][0] == 0.5
+        assert history.history["recycled/vgg_backbone/block1_conv1"][0] >= 4.0
+        assert history.history["dead_fraction/vgg_backbone/block1_conv1"][1] == 0.0
+
+    def test_densenet_backbone_plans_what_it_can_map(self):
+        keras.utils.set_random_seed(0)
+        backbone = keras_hub.models.DenseNetBackbone(
+            stackwise_num_repeats=[1, 1], image_shape=(32, 32, 3)
+        )
+        plans, reasons = plan_recycling(_vision_model(backbone))
+        assert list(plans) == [
+            "dense_net_backbone/stack1_block1_2_relu",
+            "dense_net_backbone/stack2_block1_2_relu",
+        ]
+        assert len(reasons) == 5
+        assert "Concatenate" in reasons["dense_net_backbone/transition1_relu"]
+
+    def test_leakify_still_copies_the_backbone_by_its_arguments(self, rng):
+        from keras_relu_kit import leakify
+        from keras_relu_kit.diagnostics import find_rectifier_sites
+
+        model, _ = self._vgg()
+        x = rng.uniform(size=(2, 32, 32, 3)).astype("float32")
+        # As before its graph was read: converted in place in a copy, with
+        # the warning that a saved copy loads with ReLU.
+        with pytest.warns(UnreachableSitesWarning, match="saved copy loads with"):
+            leaky = leakify(model)
+        np.testing.assert_array_equal(
+            to_numpy(leaky(x, training=False)), to_numpy(model(x, training=False))
+        )
+        sites = find_rectifier_sites(leaky)
+        assert len(sites) == 2
