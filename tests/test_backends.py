@@ -212,28 +212,38 @@ def test_jax_data_parallel_per_step_writes(remedy):
         )
         return model, initial
 
-    single, initial = run()
+    (single, initial), (parallel, _) = _single_and_data_parallel(run, devices)
+    _assert_same_weights_on_both_devices(single, parallel)
+    for one, start in zip(single.trainable_variables, initial, strict=True):
+        assert not np.allclose(keras.ops.convert_to_numpy(one), start)
+
+
+def _single_and_data_parallel(run, devices):
+    """`run()` on one device, then under `DataParallel` over `devices`."""
+    single = run()
     keras.distribution.set_distribution(
         keras.distribution.DataParallel(devices=devices)
     )
     try:
-        parallel, _ = run()
+        return single, run()
     finally:
         keras.distribution.set_distribution(None)
-    for one, two, start in zip(
-        single.trainable_variables,
-        parallel.trainable_variables,
-        initial,
-        strict=True,
+
+
+def _assert_same_weights_on_both_devices(single, parallel):
+    """`parallel`'s weights are `single`'s, and equal on its two devices."""
+    for one, two in zip(
+        single.trainable_variables, parallel.trainable_variables, strict=True
     ):
-        one, two_value = keras.ops.convert_to_numpy(one), two.value
         np.testing.assert_allclose(
-            keras.ops.convert_to_numpy(two_value), one, rtol=1e-5, atol=1e-6
+            keras.ops.convert_to_numpy(two.value),
+            keras.ops.convert_to_numpy(one),
+            rtol=1e-5,
+            atol=1e-6,
         )
-        shards = [np.asarray(s.data) for s in two_value.addressable_shards]
+        shards = [np.asarray(s.data) for s in two.value.addressable_shards]
         assert len(shards) == 2
         np.testing.assert_array_equal(shards[0], shards[1])
-        assert not np.allclose(one, start)
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
@@ -305,24 +315,8 @@ def test_jax_data_parallel_replacements(remedy):
         )
         return model, [change["units"] for change in remover.changes]
 
-    single, single_units = run()
-    keras.distribution.set_distribution(
-        keras.distribution.DataParallel(devices=devices)
+    (single, single_units), (parallel, parallel_units) = _single_and_data_parallel(
+        run, devices
     )
-    try:
-        parallel, parallel_units = run()
-    finally:
-        keras.distribution.set_distribution(None)
     assert single_units and parallel_units == single_units
-    for one, two in zip(
-        single.trainable_variables, parallel.trainable_variables, strict=True
-    ):
-        np.testing.assert_allclose(
-            keras.ops.convert_to_numpy(two.value),
-            keras.ops.convert_to_numpy(one),
-            rtol=1e-5,
-            atol=1e-6,
-        )
-        shards = [np.asarray(s.data) for s in two.value.addressable_shards]
-        assert len(shards) == 2
-        np.testing.assert_array_equal(shards[0], shards[1])
+    _assert_same_weights_on_both_devices(single, parallel)
