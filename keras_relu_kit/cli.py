@@ -314,8 +314,9 @@ def _inspect_options(inspect):
         "--data",
         required=True,
         metavar="FILE",
-        help="probe inputs: .npy, .npz (see --key) or .csv (one example per "
-        "row, optional header; rows are reshaped to an image input)",
+        help="probe inputs: .npy, .npz (see --key; for a model of several "
+        "inputs, an array named after each) or .csv (one example per row, "
+        "optional header; rows are reshaped to an image input)",
     )
     inspect.add_argument(
         "--key",

@@ -17,7 +17,7 @@ import dataclasses
 import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -169,6 +169,36 @@ def load_data(path: str | os.PathLike[str], key: str | None = None) -> np.ndarra
     else:
         array, key = _read_numpy(path, suffix, key)
     where = f"data file '{path}'" + (f" (array '{key}')" if key else "")
+    return _checked(array, where)
+
+
+def load_inputs(path: str | os.PathLike[str], names: list[str]) -> dict[str, Any]:
+    """The arrays named `names` of a `.npz` archive, for a model of several
+    inputs: `{name: array}`.
+
+    Raises:
+        CommandError: when the file is missing or unreadable, not a `.npz`
+            archive, lacks one of `names`, or an array holds no numeric
+            examples.
+    """
+    path = _check_file(path, "data file")
+    suffix = path.suffix.lower()
+    if suffix != ".npz":
+        raise CommandError(
+            f"a model of {len(names)} inputs ({', '.join(names)}) reads them "
+            f"from a .npz file with an array per input; data file '{path}' is "
+            f"a {suffix or 'no-suffix'} file"
+        )
+    arrays = {}
+    for name in names:
+        array, _ = _read_numpy(path, suffix, name)
+        arrays[name] = _checked(array, f"data file '{path}' (array '{name}')")
+    return arrays
+
+
+def _checked(array: np.ndarray, where: str) -> np.ndarray:
+    """`array` if it holds numeric examples (floats as float32), else a
+    `CommandError` naming `where`."""
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise CommandError(f"{where} holds {array.dtype} values, not numbers")
     if array.ndim == 0:
@@ -215,6 +245,20 @@ def _read_numpy(path, suffix, key):
             raise CommandError(
                 f"cannot read array '{key}' of data file '{path}': {_one_line(error)}"
             ) from None
+
+
+def _input_names(model: keras.Model) -> list[str] | None:
+    """The names a model of several inputs takes them by (its dict's keys,
+    else its inputs' names, in order), or `None` for one input."""
+    try:
+        inputs = model.input
+    except (AttributeError, ValueError):
+        return None
+    if isinstance(inputs, dict) and len(inputs) > 1:
+        return list(inputs)
+    if isinstance(inputs, (list, tuple)) and len(inputs) > 1:
+        return [tensor.name for tensor in inputs]
+    return None
 
 
 def _input_shape(model: keras.Model) -> tuple[int | None, ...] | None:
@@ -298,22 +342,23 @@ class Inspection:
 
 def _misfit(
     model: keras.Model,
-    array: np.ndarray,
+    array: Any,
     data_path: str | os.PathLike[str],
     error: BaseException,
 ) -> str:
     """The one-line message for data that `measure` could not run on."""
     expected = probe_lib.expected_input_shapes(model)
+    shapes = probe_lib.describe_shapes(array)
     try:
         probe_lib.check_fits(model, array, "data", expected)
     except ValueError:
         return (
-            f"data in '{data_path}' has shape {tuple(array.shape)}, but model "
+            f"data in '{data_path}' has shape {shapes}, but model "
             f"'{model.name}' expects inputs of shape "
             f"{probe_lib.describe_expected(expected)}"
         )
     return (
-        f"data in '{data_path}' (shape {tuple(array.shape)}) does not fit "
+        f"data in '{data_path}' (shape {shapes}) does not fit "
         f"model '{model.name}': {_one_line(error)}"
     )
 
@@ -353,10 +398,16 @@ def inspect(
             not fit the model.
     """
     model = load_model(model_path)
-    array = load_data(data_path, key)
-    expected = _input_shape(model)
-    if Path(data_path).suffix.lower() == ".csv":
-        array = csv_rows_to_inputs(expected, array)
+    names = _input_names(model) if key is None else None
+    array: Any
+    if names is not None:
+        arrays = load_inputs(data_path, names)
+        array = arrays if isinstance(model.input, dict) else list(arrays.values())
+    else:
+        array = load_data(data_path, key)
+        expected = _input_shape(model)
+        if Path(data_path).suffix.lower() == ".csv":
+            array = csv_rows_to_inputs(expected, array)
     sites = find_rectifier_sites(model)
     try:
         with warnings.catch_warnings():

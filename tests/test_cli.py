@@ -277,6 +277,57 @@ def many_dead_model(rng):
     return model
 
 
+class TestSeveralInputs:
+    """A model of several inputs reads them from a .npz, an array per input
+    (named after its dict key, or its `Input`'s name)."""
+
+    @staticmethod
+    def _model(rng, as_dict):
+        a, b = keras.Input((8,), name="a"), keras.Input((3,), name="b")
+        joined = keras.layers.Concatenate()([a, b])
+        hidden = keras.layers.Dense(6, activation="relu", name="hidden")(joined)
+        outputs = keras.layers.Dense(2, name="head")(hidden)
+        inputs = {"a": a, "b": b} if as_dict else [a, b]
+        model = keras.Model(inputs, outputs, name="two_inputs")
+        _plant(model.get_layer("hidden"), [0, 5], rng)
+        return model
+
+    @pytest.mark.parametrize("as_dict", [True, False])
+    def test_reports_the_planted_units(self, as_dict, tmp_path, rng, capsys):
+        self._model(rng, as_dict).save(tmp_path / "m.keras")
+        data = tmp_path / "ab.npz"
+        np.savez(data, b=rng.uniform(size=(20, 3)), a=rng.uniform(size=(20, 8)))
+        code, out, err = run(
+            capsys, "inspect", tmp_path / "m.keras", "--data", data, "--json"
+        )
+        assert code == 0 and err == ""
+        report = json.loads(out)
+        assert report["examples"] == 20
+        (site,) = report["sites"]
+        assert site["name"] == "hidden" and site["dead_units"] == [0, 5]
+
+    def test_an_input_missing_from_the_archive(self, tmp_path, rng, capsys):
+        self._model(rng, True).save(tmp_path / "m.keras")
+        np.savez(tmp_path / "a.npz", a=rng.uniform(size=(20, 8)))
+        np.save(tmp_path / "a.npy", rng.uniform(size=(20, 8)))
+        code, _, err = run(
+            capsys, "inspect", tmp_path / "m.keras", "--data", tmp_path / "a.npz"
+        )
+        assert code == 2
+        assert err == (
+            f"relu-kit: error: data file '{tmp_path}/a.npz' has no array 'b'; "
+            "it holds: a\n"
+        )
+        code, _, err = run(
+            capsys, "inspect", tmp_path / "m.keras", "--data", tmp_path / "a.npy"
+        )
+        assert code == 2
+        assert err.startswith(
+            "relu-kit: error: a model of 2 inputs (a, b) reads them from a .npz "
+            "file with an array per input"
+        )
+
+
 class TestManyDeadUnits:
     ODD = list(range(1, 512, 2))
 
