@@ -87,22 +87,24 @@ def compiled_pure(function: Callable[[list[Any]], Any]) -> Callable[[list[Any]],
     graph = tf.function(function, autograph=False)
 
     def call(values: list[Any]) -> Any:
-        if tf.distribute.has_strategy() or any(
-            isinstance(value, tf.distribute.DistributedValues) for value in values
-        ):
-            return function(values)
-        return graph(values)
+        return function(values) if _mirrored(values) else graph(values)
 
     return call
 
 
 def _distributed(variables: Sequence[keras.Variable]) -> bool:
     """Whether TensorFlow runs under a strategy or `variables` are mirrored."""
+    return _mirrored([variable.value for variable in variables])
+
+
+def _mirrored(values: Sequence[Any]) -> bool:
+    """Whether TensorFlow runs under a strategy or `values` are mirrored
+    (distributed values, which a `tf.function` outside the strategy cannot
+    take)."""
     import tensorflow as tf
 
     return tf.distribute.has_strategy() or any(
-        isinstance(variable.value, tf.distribute.DistributedValues)
-        for variable in variables
+        isinstance(value, tf.distribute.DistributedValues) for value in values
     )
 
 

@@ -713,9 +713,10 @@ _TRACE_ATTRIBUTE = "_keras_relu_kit_traced_graph"
 def _trace(layer: keras.layers.Layer) -> ModelGraph:
     what = f"'{layer.name}' ({type(layer).__name__})"
     if isinstance(layer, keras.Sequential) or hasattr(layer, "operations"):
-        # A graph model (`Functional` has `operations`) whose config does not
-        # describe its graph (a keras-hub backbone): calling it again would
-        # add a second node to each of its layers.
+        # A graph model (`Functional` has `operations`) that `model_graph`
+        # could not read (a functional subclass with a `call` of its own, or
+        # whose graph did not rebuild): calling it again would add a second
+        # node to each of its layers.
         return ModelGraph(ok=False, reason=f"{what} is a graph the kit cannot read")
     shapes = expected_input_shapes(layer) if layer.built else None
     if shapes is None:

@@ -56,7 +56,7 @@ def _as_array(value: Any, name: str) -> np.ndarray:
     else:
         raise TypeError(
             f"Argument `{name}` must hold arrays or tensors (or be a "
-            "tf.data.Dataset or keras.utils.PyDataset). "
+            "tf.data.Dataset, keras.utils.PyDataset or torch DataLoader). "
             f"Received: an element of type {type(value).__name__}"
         )
     if array.ndim == 0:
