@@ -153,7 +153,8 @@ def test_continual_backprop_replaces_mobilenet_s_dead_units_first(images):
     x, y = images
     # Utility 0 for the two dead channels: the lowest.
     model, norm = _mobilenet_with_two_dead_channels()
-    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    # As above (on JAX, the compilation cache serves the training step).
+    model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
     # One update after 2 steps: 1e-3 x 1280 units x 2 steps = 2.56 due.
     cbp = ContinualBackprop(
         replacement_rate=1e-3, maturity_threshold=0, frequency=2, probe=x
@@ -170,10 +171,14 @@ def test_continual_backprop_replaces_mobilenet_s_dead_units_first(images):
     assert not np.any(head[[0, 1]])
 
 
-def _small_mobilenet(lr):
+def _sgd_mobilenet(lr):
+    """MobileNetV2 as the tests above build and compile it (SGD, whose
+    learning rate is a variable): on JAX the session's compilation cache
+    (conftest.py) then serves its training step, compiled once (a minute
+    on a CPU)."""
     keras.utils.set_random_seed(0)
     model = keras.applications.MobileNetV2(
-        weights=None, input_shape=(32, 32, 3), classes=10, alpha=0.35
+        weights=None, input_shape=(32, 32, 3), classes=10
     )
     model.compile(keras.optimizers.SGD(lr), "sparse_categorical_crossentropy")
     return model
@@ -189,7 +194,7 @@ def test_compiled_shrink_perturb_on_mobilenet(images, monkeypatch):
     x, y = images
 
     def run():
-        model = _small_mobilenet(0.0)
+        model = _sgd_mobilenet(0.0)
         start = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
         callback = ShrinkPerturb(frequency=1, shrink=0.9, noise_scale=0.01, seed=2)
         model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[callback])
@@ -221,7 +226,7 @@ def test_compiled_l2_init_pull_on_mobilenet(monkeypatch):
     optimizer's learning rate."""
     from keras_relu_kit.callbacks import l2_init
 
-    model = _small_mobilenet(0.05)
+    model = _sgd_mobilenet(0.05)
     variables = list(model.trainable_variables)
     initial = [keras.ops.convert_to_numpy(v).copy() for v in variables]
     rng = np.random.default_rng(1)

@@ -310,6 +310,7 @@ class TestSchedule:
         for a, b in zip(results[True][2], results[False][2], strict=True):
             np.testing.assert_array_equal(a, b)
 
+    @pytest.mark.xla
     def test_shares_a_monitor_and_compiles(self):
         model = _mlp(keras.optimizers.Adam(0.01), jit_compile=True)
         monitor = DeadReLUMonitor(probe=X, frequency=2)

@@ -57,7 +57,10 @@ def trained(tmp_path_factory):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(8, 6, 6, 3)).astype("float32")
     y = rng.normal(size=(8, 2)).astype("float32")
-    model.compile(keras.optimizers.Adam(0.05), "mse", jit_compile=True)
+    # Trained under XLA; on torch, where that is torch.compile (three minutes
+    # of the suite beside the other two), plainly.
+    xla = keras.backend.backend() != "torch"
+    model.compile(keras.optimizers.Adam(0.05), "mse", jit_compile=xla)
     model.fit(x, y, epochs=2, batch_size=4, verbose=0)
     by_type = {type(layer).__name__: layer for layer in model.layers}
     by_type["LeakyReLU"].alpha.assign(0.2)
@@ -233,6 +236,9 @@ class RecordGradients(keras.optimizers.Optimizer):
         self.assign(self.gradients[self._get_variable_index(variable)], gradient)
 
 
+# On torch, jit_compile is torch.compile (a minute a model on CPU), covered
+# there by the training step above.
+@pytest.mark.xla
 def test_xla_gradients_equal_plain_gradients():
     """The gradients a compiled train step computes are the eager ones."""
     keras.utils.set_random_seed(3)

@@ -345,6 +345,7 @@ class TestLeakify:
         assert float(loaded.layers[1].alpha.numpy()) == pytest.approx(0.1)
         _assert_same_function(new, loaded, _x())
 
+    @pytest.mark.xla
     def test_trains_under_xla(self):
         model = leakify(
             keras.Sequential(
