@@ -413,8 +413,68 @@ class TestAutoLeak:
             AutoLeak(backup_dir=path)
 
 
+def _digits_mlp():
+    """The README's dying MLP: 4 x Dense(64), every hidden bias -0.5."""
+    stack = [keras.Input((64,))]
+    for _ in range(4):
+        stack.append(
+            keras.layers.Dense(
+                64,
+                activation="relu",
+                bias_initializer=keras.initializers.Constant(-0.5),
+            )
+        )
+    stack.append(keras.layers.Dense(10, activation="softmax"))
+    model = keras.Sequential(stack)
+    # He-normal kernels drawn by NumPy: the same start on every backend.
+    init = np.random.default_rng(0)
+    for layer in model.layers:
+        fan_in, units = layer.kernel.shape
+        layer.kernel.assign(init.normal(0.0, np.sqrt(2.0 / fan_in), (fan_in, units)))
+    return model
+
+
+def _train_digits(leaky, callbacks, scope):
+    """8 epochs of SGD 0.05 with momentum 0.9 on the digits, built under
+    `scope`; the trained model's report on the validation inputs and its
+    last validation accuracy."""
+    from keras_relu_kit.datasets import load_digits
+    from keras_relu_kit.diagnostics import measure
+
+    (x, y), (x_val, y_val) = load_digits()
+    with scope:
+        model = leakify(_digits_mlp()) if leaky else _digits_mlp()
+        model.compile(
+            keras.optimizers.SGD(0.05, momentum=0.9),
+            "sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+    history = model.fit(
+        x,
+        y,
+        epochs=8,
+        batch_size=32,
+        shuffle=False,
+        verbose=0,
+        validation_data=(x_val, y_val),
+        callbacks=callbacks,
+    )
+    return measure(model, x_val), history.history["val_accuracy"][-1]
+
+
+@pytest.fixture(scope="module")
+def plain_digits_run():
+    """Plain ReLU's run: the baseline of both tests below (no randomness:
+    NumPy's kernels, no shuffling), trained once."""
+    import contextlib
+
+    return _train_digits(False, [], contextlib.nullcontext())
+
+
 @pytest.mark.parametrize("distributed", [False, True])
-def test_digits_dying_relu_is_rescued_by_leakify_and_autoleak(distributed, request):
+def test_digits_dying_relu_is_rescued_by_leakify_and_autoleak(
+    distributed, plain_digits_run, request
+):
     """The README's set-up: hidden biases at -0.5, SGD 0.05, momentum 0.9.
 
     Plain ReLU ends with the deeper layers dead and chance accuracy; the same
@@ -427,61 +487,14 @@ def test_digits_dying_relu_is_rescued_by_leakify_and_autoleak(distributed, reque
     scope = contextlib.nullcontext()
     if distributed:
         scope = request.getfixturevalue("mirrored_strategy").scope()
-    from keras_relu_kit.datasets import load_digits
-    from keras_relu_kit.diagnostics import measure
 
-    (x, y), (x_val, y_val) = load_digits()
-
-    def build():
-        stack = [keras.Input((64,))]
-        for _ in range(4):
-            stack.append(
-                keras.layers.Dense(
-                    64,
-                    activation="relu",
-                    bias_initializer=keras.initializers.Constant(-0.5),
-                )
-            )
-        stack.append(keras.layers.Dense(10, activation="softmax"))
-        model = keras.Sequential(stack)
-        # He-normal kernels drawn by NumPy: the same start on every backend.
-        init = np.random.default_rng(0)
-        for layer in model.layers:
-            fan_in, units = layer.kernel.shape
-            layer.kernel.assign(
-                init.normal(0.0, np.sqrt(2.0 / fan_in), (fan_in, units))
-            )
-        return model
-
-    def train(leaky, callbacks):
-        # The remedy's run is the one distributed; plain ReLU is the baseline.
-        with scope if leaky else contextlib.nullcontext():
-            model = leakify(build()) if leaky else build()
-            model.compile(
-                keras.optimizers.SGD(0.05, momentum=0.9),
-                "sparse_categorical_crossentropy",
-                metrics=["accuracy"],
-            )
-        history = model.fit(
-            x,
-            y,
-            epochs=8,
-            batch_size=32,
-            shuffle=False,
-            verbose=0,
-            validation_data=(x_val, y_val),
-            callbacks=callbacks,
-        )
-        report = measure(model, x_val)
-        return report, history.history["val_accuracy"][-1]
-
-    plain, plain_accuracy = train(False, [])
+    plain, plain_accuracy = plain_digits_run
     deep = [site.dead_fraction for site in plain.sites.values()][2:]
     assert min(deep) > 0.9
     assert plain_accuracy < 0.2
 
     auto = AutoLeak(threshold=0.1, start=0.1, factor=2.0)
-    leaky, leaky_accuracy = train(True, [auto])
+    leaky, leaky_accuracy = _train_digits(True, [auto], scope)
     assert leaky.dead_fraction < 0.1
     assert leaky_accuracy > 0.75
     assert leaky_accuracy > plain_accuracy + 0.5
