@@ -382,7 +382,7 @@ def compare_cbp(quick):
             tasks, epochs = 2, 1
         stream = dataclasses.replace(base, tasks=tasks)
         without, with_, hooks = [], [], {}
-        for seed in range(rounds + warmup):  # the first round warms up
+        for seed in range(rounds + warmup):  # seeds below `warmup` warm up
             phases, _ = plasticity._schedule(stream, data, seed)
             phases = [dataclasses.replace(p, epochs=epochs) for p in phases]
             timed = {} if seed < warmup else hooks

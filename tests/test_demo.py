@@ -217,6 +217,7 @@ class TestQuickDemo:
         assert recycle["dead_fraction"] <= 0.05
         assert recycle["val_accuracy"] > 0.9
         assert recycle["per_seed"][0]["recycled"] > 0
+        assert runs["high_lr/recycle"]["diverged_seeds"] == 0
 
     def test_scoreboard_leads_results_and_checks_the_targets(self, quick):
         _, out, results = quick
@@ -251,19 +252,23 @@ class TestQuickDemo:
             "cnn",
             "continual",
         }
-        # Recycle leaves no dead units and does not diverge in the
-        # single-task set-ups, whatever the backend's random stream, but
-        # at the high learning rate: there (SGD 0.1, momentum 0.9) a run
-        # may spike and collapse to chance whatever the remedy, and which
-        # seed does depends on the CPU's rounding. Over seeds 0-5 on
-        # TensorFlow and torch, recommended() ended at chance in one of 12
-        # runs (torch, seed 0: dead 0.16) and plain ReLU in another (torch,
-        # seed 3: dead 0.74); the scoreboard reports it, as it must.
+        # Recycle does not diverge (a non-finite loss) in the single-task
+        # set-ups, and leaves no dead units there but at the high learning
+        # rate, whatever the backend's random stream. There (SGD 0.1,
+        # momentum 0.9) a run may spike and collapse to chance with a
+        # finite loss whatever the remedy, and which seed does depends on
+        # the CPU's rounding. Over seeds 0-5 on TensorFlow and torch,
+        # recommended() ended at chance in one of 12 runs (torch, seed 0:
+        # dead 0.16) and plain ReLU in another (torch, seed 3: dead 0.74);
+        # the scoreboard reports it, as it must.
         kit = "recommended() = Recycle(tau=0.025): "
         for check in checks:
-            if check["scenario"] not in ("continual", "high_lr") and check[
-                "target"
-            ].startswith((f"{kit}dead", f"{kit}no divergence")):
+            if check["scenario"] == "continual":
+                continue
+            dead = check["target"].startswith(f"{kit}dead")
+            if check["target"].startswith(f"{kit}no divergence") or (
+                dead and check["scenario"] != "high_lr"
+            ):
                 assert check["met"], check
         # The targets table: a row per target, a column per scenario.
         columns = ("poor_init", "high_lr", "adam", "cnn", "continual")
