@@ -221,16 +221,22 @@ class _Reducer(keras.Model):
         def batch(i):
             return keras.tree.map_structure(lambda t: t[i], x)
 
-        n_batches = ops.shape(keras.tree.flatten(x)[0])[0]
+        first = keras.tree.flatten(x)[0]
         acc = self._reduce(batch(0))
-        acc = ops.fori_loop(
-            1,
-            n_batches,
-            lambda i, acc: [
-                _combine(a, b) for a, b in zip(acc, self._reduce(batch(i)), strict=True)
-            ],
-            acc,
-        )
+        # The loop's body is a second copy of the model's forward pass in
+        # the traced function: left out when the probe is one batch (the
+        # default, 256 examples), which halves what XLA compiles and what
+        # TensorFlow traces (MobileNetV2: 3.6 s of tracing).
+        if first.shape[0] != 1:
+            acc = ops.fori_loop(
+                1,
+                ops.shape(first)[0],
+                lambda i, acc: [
+                    _combine(a, b)
+                    for a, b in zip(acc, self._reduce(batch(i)), strict=True)
+                ],
+                acc,
+            )
         counts = ops.stack(
             [
                 ops.stack([a[2] for a in acc]),
