@@ -442,11 +442,24 @@ class TestUntuned:
         np.testing.assert_array_equal(first, second)
         assert sorted(first) == list(range(20)) and list(first) != list(range(20))
 
-    def test_quick_run(self):
+    def test_quick_run(self, monkeypatch):
         # The section end to end, in this process: every set-up runs every
-        # method and the control, and each gets its table and targets.
-        from benchmarks import untuned
+        # method and the control, and each gets its table and targets. On
+        # streams of two tasks of 64 examples: `--quick`'s own took two
+        # minutes of the suite, and the benchmark's numbers are not tested.
+        import dataclasses
 
+        from benchmarks import plasticity, untuned
+
+        quick_streams = plasticity.stream_settings(quick=True)
+        monkeypatch.setattr(
+            plasticity,
+            "stream_settings",
+            lambda quick=False: {
+                key: dataclasses.replace(stream, tasks=2, examples=64)
+                for key, stream in quick_streams.items()
+            },
+        )
         text = untuned.run(quick=True, seeds=1, progress=False, workers=1)
         chosen = untuned.setups(quick=True)
         sections = re.split(r"^### ", text, flags=re.MULTILINE)
