@@ -592,6 +592,42 @@ class TestRedrawnDistribution:
         scale = recycling._draw_scale(initializer, variable, None)
         assert scale == pytest.approx(np.sqrt(np.mean(whole**2)), rel=0.01)
 
+    def test_block_widths(self, monkeypatch):
+        """The blocks drawn for k units: `(fan_in, k)`; on JAX, which
+        compiles a draw for each new shape, powers of two of at least 64
+        (at most the whole kernel), so a few shapes serve every event."""
+        shapes = []
+        seeded = recycling._seeded
+
+        def recording(initializer, seed):
+            draw = seeded(initializer, seed)
+
+            def call(shape, dtype=None):
+                shapes.append(shape)
+                return draw(shape=shape, dtype=dtype)
+
+            return call
+
+        monkeypatch.setattr(recycling, "_seeded", recording)
+        inputs = keras.Input((30,))
+        hidden = keras.layers.Dense(200)
+        x = keras.layers.ReLU(name="act")(hidden(inputs))
+        model = keras.Model(inputs, keras.layers.Dense(2)(x))
+        plans, _ = plan_recycling(model)
+        counts = (1, 3, 70, 150)
+        for seed, k in enumerate(counts):
+            old = keras.ops.convert_to_numpy(hidden.kernel)
+            assert recycle_units(plans["act"], np.arange(k), seed=seed) == k
+            kernel = keras.ops.convert_to_numpy(hidden.kernel)
+            assert not np.any(kernel[:, :k] == old[:, :k])
+            np.testing.assert_array_equal(kernel[:, k:], old[:, k:])
+        assert all(shape[0] == 30 for shape in shapes)
+        widths = [shape[1] for shape in shapes]
+        if keras.backend.backend() == "jax":
+            assert widths == [64, 64, 128, 200]
+        else:
+            assert widths == list(counts)
+
     def test_same_seed_same_draw(self):
         def fresh(seed):
             keras.utils.set_random_seed(0)
