@@ -526,8 +526,10 @@ class TestCommandError:
         assert cli.CommandError is errors.CommandError
         assert issubclass(errors.CommandError, Exception)
 
+    @pytest.mark.backend_independent
     def test_commands_do_not_import_the_cli(self):
         # `cli` imports the commands lazily; they must not import it back.
+        # Which modules import which does not depend on the backend.
         code = (
             "import sys, keras_relu_kit.inspect_model, keras_relu_kit.demo; "
             "print([m in sys.modules for m in "
