@@ -1395,9 +1395,8 @@ def _redrawn(
     drawn = ops.convert_to_numpy(
         _seeded(block, seed)(shape=tuple(block_shape), dtype=variable.dtype)
     )
-    drawn = np.take(drawn, np.arange(units.size), axis=axis)
     values = np.zeros(shape, dtype=drawn.dtype)
-    np.moveaxis(values, axis, 0)[units] = np.moveaxis(drawn, axis, 0)
+    np.moveaxis(values, axis, 0)[units] = np.moveaxis(drawn, axis, 0)[: units.size]
     return variable, entries, values, True
 
 
