@@ -572,6 +572,46 @@ def assert_same_reports(a, b):
         )
 
 
+class _EagerSpy(keras.layers.Layer):
+    """Passes its input on, counting the calls that ran eagerly (on
+    concrete values, not inside a traced function)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.eager_calls = 0
+
+    def call(self, x):
+        if keras.backend.backend() == "jax":
+            import jax
+
+            eager = not isinstance(x, jax.core.Tracer)
+        else:
+            import tensorflow as tf
+
+            eager = tf.executing_eagerly()
+        self.eager_calls += int(eager)
+        return x
+
+
+@pytest.mark.parametrize("functional", [True, False], ids=["functional", "hooks"])
+@pytest.mark.skipif(
+    keras.backend.backend() == "torch", reason="torch runs every forward pass eagerly"
+)
+def test_measurement_never_runs_the_model_eagerly(functional, rng):
+    # JAX's `predict_on_batch` ran the forward pass eagerly once, op by op
+    # (each op compiled on its own), while the capture model was unbuilt.
+    inputs = keras.Input((N_IN,))
+    spy = _EagerSpy(name="spy")
+    x = keras.layers.Dense(8, activation="relu", name="hidden")(spy(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2)(x))
+    if not functional:
+        model = keras.Sequential([model])  # Its site is nested: hooks.
+    probe_x = rng.normal(size=(20, N_IN)).astype("float32")
+    report = measure(model, probe_x, batch_size=8)
+    assert report.num_examples == 20 and list(report.sites)[0].endswith("hidden")
+    assert spy.eager_calls == 0
+
+
 class TestSameNumbers:
     """jit_compile, mixed precision and MirroredStrategy change nothing."""
 

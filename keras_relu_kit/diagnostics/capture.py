@@ -447,6 +447,7 @@ class Capture:
                     entered = True
                 flat = keras.tree.flatten(group)[0]
                 examples += int(flat.shape[0]) * int(flat.shape[1])
+                self._mark_built()
                 out = self._reducer.predict_on_batch(group)
                 totals = _accumulate(totals, [t[0] for t in out])
         finally:
@@ -458,6 +459,18 @@ class Capture:
         assert totals is not None  # A probe has at least one group.
         self.ran = True
         return self._report(totals, tau, examples)
+
+    def _mark_built(self) -> None:
+        # The reducer has no weights of its own: once every layer it runs
+        # is built, so is it. Unbuilt, JAX's `predict_on_batch` runs the
+        # whole forward pass eagerly once to build it, compiling each op on
+        # its own (a small CNN's first measurement: 2.3 s, 0.6 s without).
+        reducer = self._reducer
+        if reducer.built:
+            return
+        flatten = getattr(reducer.measured, "_flatten_layers", None)
+        if flatten is not None and all(layer.built for layer in flatten()):
+            reducer.built = True
 
     def _maybe_build(self, group: Any) -> None:
         # A subclassed model (or a Sequential without an `Input`) that has
