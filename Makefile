@@ -5,7 +5,10 @@
 # torch, side by side (`-j3`). Each backend has its own virtual environment,
 # so the JAX and torch runs also prove that TensorFlow is not needed. The
 # TensorFlow environment also runs the checks that do not depend on a
-# backend: ruff, mypy, the documentation build and the wheel test.
+# backend: ruff, mypy and the documentation build. The tests that do not
+# depend on one (marked `backend_independent` or `any_backend`: the wheel,
+# the fuzzing, the benchmarks' harness) run once, in the suite that ends
+# first: torch's where it runs, TensorFlow's otherwise.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -26,6 +29,11 @@ KERAS_HUB ?= keras-hub>=0.32
 KERAS_HUB_IMPORTS := absl-py packaging regex rich sentencepiece tokenizers
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
+ifneq ($(TORCH_WHEEL),)
+export KERAS_RELU_KIT_ONCE_BACKEND ?= torch
+else
+export KERAS_RELU_KIT_ONCE_BACKEND ?= tensorflow
+endif
 
 .PHONY: test suites test-tensorflow test-jax test-torch checks demo lint \
 	typecheck docs dist bench clean
@@ -49,7 +57,7 @@ $(TORCH_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(TORCH_VENV)
 	$(TORCH_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(TORCH_VENV)/bin/python -m pip install --quiet "$(TORCH_WHEEL)" \
-		-e ".[test,demo,export-torch]" $(KERAS_HUB_IMPORTS)
+		-e ".[test,demo,export-torch,dev]" $(KERAS_HUB_IMPORTS)
 	$(TORCH_VENV)/bin/python -m pip install --quiet --no-deps "$(KERAS_HUB)"
 	touch $(TORCH_STAMP)
 

@@ -45,6 +45,11 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 BACKEND = keras.backend.backend()
+# The suite that runs the tests marked `backend_independent` or
+# `any_backend`, once for all: `make test` names torch's where it runs
+# (it ends first, and trains small models eagerly, without tracing),
+# TensorFlow's otherwise.
+ONCE_BACKEND = os.environ.get("KERAS_RELU_KIT_ONCE_BACKEND", "tensorflow")
 HAS_TENSORFLOW = importlib.util.find_spec("tensorflow") is not None
 
 if BACKEND == "tensorflow":
@@ -80,7 +85,12 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers",
         "backend_independent: builds nothing a backend runs (argument checks, "
-        "configs, packaging); runs once, in the TensorFlow suite",
+        "configs, packaging); runs once, in the suite of ONCE_BACKEND",
+    )
+    config.addinivalue_line(
+        "markers",
+        "any_backend: trains, but what it checks (a benchmark's harness) is "
+        "the same on every backend; runs once, in the suite of ONCE_BACKEND",
     )
 
 
@@ -96,11 +106,12 @@ def pytest_collection_modifyitems(config, items):
         marker = item.get_closest_marker("not_torch")
         if BACKEND == "torch" and marker:
             item.add_marker(pytest.mark.skip(reason=marker.args[0]))
-        if item.get_closest_marker("backend_independent") and BACKEND != "tensorflow":
+        once = item.get_closest_marker("backend_independent") or (
+            item.get_closest_marker("any_backend")
+        )
+        if once and BACKEND != ONCE_BACKEND:
             item.add_marker(
-                pytest.mark.skip(
-                    reason="backend-independent: runs in the TensorFlow suite"
-                )
+                pytest.mark.skip(reason=f"runs once, in the {ONCE_BACKEND} suite")
             )
         if item.get_closest_marker("requires_tensorflow") and not HAS_TENSORFLOW:
             item.add_marker(pytest.mark.skip(reason="tensorflow is not installed"))

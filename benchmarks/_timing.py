@@ -9,17 +9,22 @@ import functools
 import statistics
 import time
 
-import tensorflow as tf
 
-
+# TensorFlow is imported where the timed sections use it: the plasticity,
+# untuned and scenarios sections train on any Keras backend and share only
+# the tables of this module.
 @functools.cache
 def _has_gpu():
+    import tensorflow as tf
+
     return bool(tf.config.list_logical_devices("GPU"))
 
 
 def sync():
     """Wait for queued device work; CPU kernels already ran when ops return."""
     if _has_gpu():
+        import tensorflow as tf
+
         tf.test.experimental.sync_devices()
 
 

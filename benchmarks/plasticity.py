@@ -447,12 +447,16 @@ def _fit_data(phase, batch_size):
     epoch of it sees that order, whichever method trains.
     """
     if keras.backend.backend() != "tensorflow":
-        # Keras' own shuffling, seeded by `keras.utils.set_random_seed`.
+        # Shuffled once here, with the phase's seed: Keras' own shuffling
+        # would give every epoch another order.
+        order = np.arange(len(phase.x))
+        if phase.shuffle is not None:
+            order = np.random.default_rng(phase.shuffle).permutation(order)
         return {
-            "x": phase.x,
-            "y": phase.y,
+            "x": phase.x[order],
+            "y": phase.y[order],
             "batch_size": batch_size,
-            "shuffle": phase.shuffle is not None,
+            "shuffle": False,
         }
     import tensorflow as tf
 

@@ -15,8 +15,11 @@ import sys
 
 import pytest
 
-# The benchmarks time TensorFlow's graph, eager and XLA modes side by side.
-pytestmark = pytest.mark.tensorflow_only
+# The benchmarks time TensorFlow's graph, eager and XLA modes side by side:
+# their smoke run is TensorFlow's. The plasticity, untuned and scenarios
+# sections train on any backend, and their harness is the same on each: it
+# is tested once (`any_backend`), in the suite that trains tiny models
+# fastest. What differs between backends, `fit`'s data, is tested on each.
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = ROOT / "benchmarks" / "README.md"
@@ -93,6 +96,7 @@ def run():
     return result, before, after
 
 
+@pytest.mark.tensorflow_only
 class TestQuickBenchmarks:
     def test_runs_and_leaves_readme_alone(self, run):
         result, before, after = run
@@ -161,6 +165,7 @@ class TestQuickBenchmarks:
 
 
 class TestSection:
+    @pytest.mark.tensorflow_only
     def test_runs_only_the_sections_named(self, run):
         # The quick run above names its sections (all but plasticity,
         # untuned, scenarios, slot_rules and step_writes): only they run,
@@ -180,6 +185,7 @@ class TestSection:
         for text in sections.values():
             assert f"regenerated with `{command}` on " in text
 
+    @pytest.mark.any_backend
     def test_replaces_only_its_part_of_the_readme(self):
         from benchmarks.__main__ import replace_sections
 
@@ -197,6 +203,7 @@ class TestSection:
         assert added.endswith("kept\n\n## Callbacks\n\nnew\n")
 
 
+@pytest.mark.any_backend
 class TestCommandLine:
     def test_section_names_alone(self):
         from benchmarks.__main__ import parse_args
@@ -216,6 +223,7 @@ class TestCommandLine:
         assert "invalid choice: 'plastic'" in capsys.readouterr().err
 
 
+@pytest.mark.any_backend
 class TestPlasticity:
     def test_student_t_interval(self):
         from benchmarks.plasticity import mean_ci, t_quantile
@@ -287,6 +295,7 @@ class TestPlasticity:
         assert line.endswith(("**met**.", "**MISSED**."))
 
 
+@pytest.mark.any_backend
 class TestSlotRules:
     RUNS = {
         "relu": [0.90, 0.80, 0.70],
@@ -324,6 +333,7 @@ class TestSlotRules:
         assert row[1].startswith("0.800 ± ") and row[-2] == "+0.020"
 
 
+@pytest.mark.any_backend
 class TestUntuned:
     @staticmethod
     def _records(lasts):
@@ -425,23 +435,6 @@ class TestUntuned:
             weights[0], keras.ops.convert_to_numpy(relu.weights[0])
         )
 
-    def test_a_shuffled_phase_has_one_order(self):
-        # A remedy sampling its probe reads the data once before `fit`'s
-        # epochs: every pass must give the same batches.
-        import numpy as np
-
-        from benchmarks import plasticity
-
-        x = np.arange(40, dtype=np.float32).reshape(20, 2)
-        phase = plasticity.Phase(x, np.arange(20), x, np.arange(20), 3, shuffle=5)
-        dataset = plasticity._fit_data(phase, 4)["x"]
-        first, second = (
-            np.concatenate([np.asarray(batch[1]) for batch in dataset])
-            for _ in range(2)
-        )
-        np.testing.assert_array_equal(first, second)
-        assert sorted(first) == list(range(20)) and list(first) != list(range(20))
-
     def test_quick_run(self, monkeypatch):
         # The section end to end, in this process: every set-up runs every
         # method and the control, and each gets its table and targets. On
@@ -476,6 +469,44 @@ class TestUntuned:
         assert total == len(chosen) * 7 and 0 <= met <= total
 
 
+def _batches(data):
+    """The (x, y) batches of one pass over `fit`'s data arguments."""
+    import numpy as np
+
+    if "y" not in data:  # a batched `tf.data` pipeline
+        return [(np.asarray(x), np.asarray(y)) for x, y in data["x"]]
+    assert data["shuffle"] is False
+    size = data["batch_size"]
+    return [
+        (data["x"][i : i + size], data["y"][i : i + size])
+        for i in range(0, len(data["y"]), size)
+    ]
+
+
+def test_a_shuffled_phase_has_one_order():
+    # A remedy sampling its probe reads the data once before `fit`'s
+    # epochs: every pass must give the same batches, on every backend.
+    import numpy as np
+
+    from benchmarks import plasticity
+
+    x = np.arange(40, dtype=np.float32).reshape(20, 2)
+    phase = plasticity.Phase(x, np.arange(20), x, np.arange(20), 3, shuffle=5)
+    data = plasticity._fit_data(phase, 4)
+    first, second = _batches(data), _batches(data)
+    assert [len(y) for _, y in first] == [4] * 5
+    for (x1, y1), (x2, y2) in zip(first, second, strict=True):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+        np.testing.assert_array_equal(x1[:, 0], 2 * y1)  # rows stay paired
+    order = np.concatenate([y for _, y in first])
+    assert sorted(order) == list(range(20)) and list(order) != list(range(20))
+    # Another phase with the same seed gets the same order.
+    again = np.concatenate([y for _, y in _batches(plasticity._fit_data(phase, 4))])
+    np.testing.assert_array_equal(order, again)
+
+
+@pytest.mark.any_backend
 class TestScenarios:
     @staticmethod
     def _records(accuracies, spikes=0):

@@ -23,6 +23,7 @@ import textwrap
 import venv
 import zipfile
 
+import keras
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -161,7 +162,7 @@ def test_smoke_in_a_clean_environment(wheel_env, tmp_path):
         for key, value in os.environ.items()
         if key not in ("PYTHONPATH", "PYTHONHOME")
     }
-    env["KERAS_BACKEND"] = "tensorflow"
+    env["KERAS_BACKEND"] = keras.backend.backend()
     result = subprocess.run(
         [str(python), "-c", SMOKE],
         cwd=tmp_path,
