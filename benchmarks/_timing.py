@@ -9,23 +9,35 @@ import functools
 import statistics
 import time
 
+import keras
 
-# TensorFlow is imported where the timed sections use it: the plasticity,
-# untuned and scenarios sections train on any Keras backend and share only
-# the tables of this module.
+
+# The backend is imported where a section uses it: the callbacks,
+# plasticity, untuned and scenarios sections run on any Keras backend.
 @functools.cache
-def _has_gpu():
-    import tensorflow as tf
+def _gpu_sync():
+    """A function that waits for the backend's queued GPU work, or `None`."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
 
-    return bool(tf.config.list_logical_devices("GPU"))
+        if tf.config.list_logical_devices("GPU"):
+            return tf.test.experimental.sync_devices
+    elif backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.synchronize
+    # On a CPU, kernels ran when their ops returned. On JAX, the sections
+    # that run there time calls that end in NumPy values, which wait.
+    return None
 
 
 def sync():
     """Wait for queued device work; CPU kernels already ran when ops return."""
-    if _has_gpu():
-        import tensorflow as tf
-
-        tf.test.experimental.sync_devices()
+    wait = _gpu_sync()
+    if wait is not None:
+        wait()
 
 
 def alternate(fns, repeats, warmup=2, budget_s=None, min_repeats=3, cpu_times=None):
