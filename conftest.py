@@ -50,6 +50,11 @@ BACKEND = keras.backend.backend()
 # (it ends first, and trains small models eagerly, without tracing),
 # TensorFlow's otherwise.
 ONCE_BACKEND = os.environ.get("KERAS_RELU_KIT_ONCE_BACKEND", "tensorflow")
+if ONCE_BACKEND not in ("tensorflow", "jax", "torch"):
+    raise pytest.UsageError(
+        "KERAS_RELU_KIT_ONCE_BACKEND must be 'tensorflow', 'jax' or 'torch' "
+        f"(the suite that runs the once-run tests), got {ONCE_BACKEND!r}."
+    )
 HAS_TENSORFLOW = importlib.util.find_spec("tensorflow") is not None
 
 if BACKEND == "tensorflow":
