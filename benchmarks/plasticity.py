@@ -56,6 +56,7 @@ import numpy as np
 
 from benchmarks import _timing
 from keras_relu_kit.datasets import load_digits
+from keras_relu_kit.demo._continual import task_data
 from keras_relu_kit.demo._study import divergence_reported, steps_per_execution
 from keras_relu_kit.diagnostics import measure
 from keras_relu_kit.initializers import initializer_for
@@ -438,7 +439,7 @@ def _schedule(stream, data, seed):
 
 
 def _fit_data(phase, batch_size):
-    """`fit`'s data arguments for a phase.
+    """`fit`'s data arguments for a phase: the demo's continual tasks'.
 
     On TensorFlow a plain `tf.data` pipeline: Keras' array adapter traces
     its shuffling and slicing functions anew in every `fit`, which took
@@ -446,30 +447,7 @@ def _fit_data(phase, batch_size):
     against 45). A shuffled phase is shuffled once, with its seed: every
     epoch of it sees that order, whichever method trains.
     """
-    if keras.backend.backend() != "tensorflow":
-        # Shuffled once here, with the phase's seed: Keras' own shuffling
-        # would give every epoch another order.
-        order = np.arange(len(phase.x))
-        if phase.shuffle is not None:
-            order = np.random.default_rng(phase.shuffle).permutation(order)
-        return {
-            "x": phase.x[order],
-            "y": phase.y[order],
-            "batch_size": batch_size,
-            "shuffle": False,
-        }
-    import tensorflow as tf
-
-    dataset = tf.data.Dataset.from_tensor_slices((phase.x, phase.y))
-    if phase.shuffle is not None:
-        # One order for every pass: a remedy that samples its probe from
-        # `fit`'s data reads one pass first, and a pipeline reshuffled on
-        # every pass would give its epochs other orders than those of the
-        # methods without a probe.
-        dataset = dataset.shuffle(
-            len(phase.x), seed=phase.shuffle, reshuffle_each_iteration=False
-        )
-    return {"x": dataset.batch(batch_size), "shuffle": False}
+    return task_data(phase.x, phase.y, batch_size, phase.shuffle)
 
 
 def _accuracy(model, x, y):

@@ -17,10 +17,11 @@ import sys
 import pytest
 
 # The benchmarks time TensorFlow's graph, eager and XLA modes side by side:
-# their smoke run is TensorFlow's. The plasticity, untuned and scenarios
-# sections train on any backend, and their harness is the same on each: it
-# is tested once (`any_backend`), in the suite that trains tiny models
-# fastest. What differs between backends, `fit`'s data, is tested on each.
+# their smoke run is TensorFlow's. The callbacks, plasticity, untuned and
+# scenarios sections train on any backend, and their harness is the same on
+# each: it is tested once (`any_backend`), in the suite that trains tiny
+# models fastest. What differs between backends, `fit`'s data, is tested on
+# each.
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = ROOT / "benchmarks" / "README.md"
@@ -511,7 +512,7 @@ def test_a_shuffled_phase_has_one_order():
         np.testing.assert_array_equal(x1[:, 0], 2 * y1)  # rows stay paired
     order = np.concatenate([y for _, y in first])
     assert sorted(order) == list(range(20)) and list(order) != list(range(20))
-    # Another phase with the same seed gets the same order.
+    # Read again, the phase gives the same order.
     again = np.concatenate([y for _, y in _batches(plasticity._fit_data(phase, 4))])
     np.testing.assert_array_equal(order, again)
 

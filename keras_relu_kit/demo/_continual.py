@@ -76,26 +76,29 @@ def build(variant, continual, input_dim, num_classes):
 
 
 def task_data(x, y, batch_size, seed):
-    """`fit`'s data arguments for one task, shuffled by `seed`.
+    """`fit`'s data arguments for one task, shuffled once by `seed`.
 
-    A shuffled, batched `tf.data.Dataset` on TensorFlow: from arrays,
-    Keras' adapter builds a new shuffling pipeline on every `fit`, 23 ms of
-    a task's 55 here. The arrays elsewhere (shuffled by `fit`).
+    A batched `tf.data.Dataset` on TensorFlow: from arrays, Keras' adapter
+    builds a new shuffling pipeline on every `fit`, 23 ms of a task's 55
+    here. The arrays, permuted by `seed`, elsewhere. `seed=None` keeps the
+    arrays' order.
 
-    The dataset yields the same order on every pass: a remedy that samples
-    its probe from `fit`'s data reads one pass before the task's epoch, and
-    a pipeline reshuffled on every pass would then train it on another
-    order than the variants without a probe, so the variants would not
-    share their batches.
+    Every pass yields the same order: a remedy that samples its probe from
+    `fit`'s data reads one pass before the task's epochs, and data
+    reshuffled on every pass would then train it on another order than the
+    variants without a probe, so the variants would not share their
+    batches. (`fit`'s `shuffle=True` gives every epoch another order.)
     """
     if keras.backend.backend() != "tensorflow":
-        return {"x": x, "y": y, "batch_size": batch_size}
+        if seed is not None:
+            order = np.random.default_rng(seed).permutation(len(x))
+            x, y = x[order], y[order]
+        return {"x": x, "y": y, "batch_size": batch_size, "shuffle": False}
     import tensorflow as tf
 
-    dataset = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(
-        len(x), seed=seed, reshuffle_each_iteration=False
-    )
-    # Shuffled here: `fit`'s `shuffle=True` would only warn.
+    dataset = tf.data.Dataset.from_tensor_slices((x, y))
+    if seed is not None:
+        dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=False)
     return {"x": dataset.batch(batch_size), "shuffle": False}
 
 
