@@ -10,9 +10,9 @@ model: `Dense`/`Conv*` with a rectifier `activation=`, Keras' `ReLU`,
 `LeakyReLU`, `PReLU`, `ELU`, rectifier `Activation` layers and every kit
 layer, in `Sequential`, functional, nested and subclassed models. The
 forward pass is one call of a capture function compiled once per model
-(honouring its `jit_compile`) that reads the model's current weights on
-every Keras backend; it works under mixed precision, under a
-`tf.distribute` strategy (TensorFlow) and under JAX's
+(honouring its `jit_compile`, but eager on torch) that reads the model's
+current weights on every Keras backend; it works under mixed precision,
+under a `tf.distribute` strategy (TensorFlow) and under JAX's
 `keras.distribution.DataParallel`, where it gives the numbers of one
 device. `mode="training"` restores every moving statistic and seed state
 it touches; BatchNormalization's moving averages lag early in training

@@ -240,13 +240,13 @@ def measure(
 
     Runs the model once over `data`, in batches of
     `batch_size`, through a compiled capture function built once per model
-    (honouring the model's `jit_compile`) and reused, and reduces every
-    rectifier site's output per unit on the fly, so activations take the
-    memory of one batch. Array inputs are put on the device whole (as
-    equal batches); for a very large array pass `probe_size`, or a
-    dataset, which is read batch by batch. It reads the model's current
-    weights on every backend. Use it in custom training loops and
-    notebooks; the callbacks measure through the same path.
+    (honouring the model's `jit_compile`, but eager on torch) and reused,
+    and reduces every rectifier site's output per unit on the fly, so
+    activations take the memory of one batch. Array inputs are put on the
+    device whole (as equal batches); for a very large array pass
+    `probe_size`, or a dataset, which is read batch by batch. It reads the
+    model's current weights on every backend. Use it in custom training
+    loops and notebooks; the callbacks measure through the same path.
 
     The forward pass is the one the training step runs (`mode="training"`,
     the default): BatchNormalization normalizes with the probe's batch
