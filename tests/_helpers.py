@@ -111,3 +111,20 @@ class InterruptAt(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if epoch == self.epoch:
             raise RuntimeError("interrupted")
+
+
+def shrink_perturb_seeds(seed, step, count):
+    """`ShrinkPerturb`'s documented rule: the seeds of one event's draws."""
+    state = np.random.SeedSequence([seed, step]).generate_state(count)
+    return [int(s % (2**31 - 1)) for s in state]
+
+
+def initializer_draw(initializer, seed, variable):
+    """`initializer`'s draw for `variable` under an integer seed."""
+    initializer = keras.initializers.get(initializer)
+    config = initializer.get_config()
+    if "seed" in config:
+        initializer = type(initializer).from_config({**config, "seed": seed})
+    return keras.ops.convert_to_numpy(
+        initializer(shape=tuple(variable.shape), dtype="float32")
+    )

@@ -1,6 +1,8 @@
 import keras
 import numpy as np
 import pytest
+from _helpers import initializer_draw as _draw
+from _helpers import shrink_perturb_seeds as _seeds
 
 from keras_relu_kit import _compiled, layers
 from keras_relu_kit.callbacks import ShrinkPerturb
@@ -35,23 +37,6 @@ def _fit(model, callbacks, epochs=1, **kwargs):
 
 def _numpy(variables):
     return [keras.ops.convert_to_numpy(v).copy() for v in variables]
-
-
-def _seeds(seed, step, count):
-    """The documented rule: the seeds of one event's draws."""
-    state = np.random.SeedSequence([seed, step]).generate_state(count)
-    return [int(s % (2**31 - 1)) for s in state]
-
-
-def _draw(initializer, seed, variable):
-    """`initializer`'s draw for `variable` under an integer seed."""
-    initializer = keras.initializers.get(initializer)
-    config = initializer.get_config()
-    if "seed" in config:
-        initializer = type(initializer).from_config({**config, "seed": seed})
-    return keras.ops.convert_to_numpy(
-        initializer(shape=tuple(variable.shape), dtype="float32")
-    )
 
 
 def _expected_draws(model, noise, seeds):
