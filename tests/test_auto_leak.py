@@ -437,7 +437,9 @@ def _digits_mlp():
 def _train_digits(leaky, callbacks, scope):
     """8 epochs of SGD 0.05 with momentum 0.9 on the digits, built under
     `scope`; the trained model's report on the validation inputs and its
-    last validation accuracy."""
+    validation accuracy. Measured once, after `fit` (no callback here
+    reads validation logs): evaluating every epoch was a quarter of the
+    mirrored run's steps."""
     from keras_relu_kit.datasets import load_digits
     from keras_relu_kit.diagnostics import measure
 
@@ -447,19 +449,18 @@ def _train_digits(leaky, callbacks, scope):
         model.compile(
             keras.optimizers.SGD(0.05, momentum=0.9),
             "sparse_categorical_crossentropy",
-            metrics=["accuracy"],
         )
-    history = model.fit(
+    model.fit(
         x,
         y,
         epochs=8,
         batch_size=32,
         shuffle=False,
         verbose=0,
-        validation_data=(x_val, y_val),
         callbacks=callbacks,
     )
-    return measure(model, x_val), history.history["val_accuracy"][-1]
+    predicted = np.argmax(model.predict(x_val, batch_size=256, verbose=0), axis=-1)
+    return measure(model, x_val), float(np.mean(predicted == y_val))
 
 
 @pytest.fixture(scope="module")
