@@ -139,26 +139,44 @@ def test_recycling_keeps_predictions_exactly(name, unmapped, why, images):
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(norm.beta)[dead], 0.0)
 
 
-def _mobilenet_with_two_dead_channels():
-    """MobileNetV2 (seed 0) with two dead channels before the classifier
-    head: out_relu (Conv_1 -> Conv_1_bn -> ReLU6 -> global pooling ->
-    predictions) channels 0 and 1. Returns the model and Conv_1_bn."""
+@pytest.fixture(scope="module")
+def sgd_mobilenet():
+    """One MobileNetV2 (seed 0) compiled with SGD, whose learning rate is a
+    variable, shared by the fits below: each test starts it again from its
+    initial weights and optimizer state (`_restart`). On TensorFlow a new
+    model traces its training step again, 10 s or more each; on JAX a
+    new model's build took 6 s."""
     keras.utils.set_random_seed(0)
     model = keras.applications.MobileNetV2(
         weights=None, input_shape=(32, 32, 3), classes=10
     )
+    model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
+    return model, model.get_weights()
+
+
+def _restart(sgd_mobilenet, lr, dead_channels=False):
+    """The shared MobileNetV2 at its initial weights, its optimizer at step
+    0 with learning rate `lr`. With `dead_channels`, two dead channels
+    before the classifier head: out_relu (Conv_1 -> Conv_1_bn -> ReLU6 ->
+    global pooling -> predictions) channels 0 and 1. Returns the model
+    and Conv_1_bn."""
+    model, weights = sgd_mobilenet
+    model.set_weights(weights)
+    if model.optimizer.built:
+        model.optimizer.iterations.assign(0)
+    model.optimizer.learning_rate.assign(lr)
     norm = model.get_layer("Conv_1_bn")
-    for variable, value in ((norm.gamma, 0.0), (norm.beta, -10.0)):
-        array = keras.ops.convert_to_numpy(variable).copy()
-        array[[0, 1]] = value
-        variable.assign(array)
+    if dead_channels:
+        for variable, value in ((norm.gamma, 0.0), (norm.beta, -10.0)):
+            array = keras.ops.convert_to_numpy(variable).copy()
+            array[[0, 1]] = value
+            variable.assign(array)
     return model, norm
 
 
-def test_recycle_a_short_fit_of_mobilenet(images):
+def test_recycle_a_short_fit_of_mobilenet(images, sgd_mobilenet):
     x, y = images
-    model, norm = _mobilenet_with_two_dead_channels()
-    model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
+    model, norm = _restart(sgd_mobilenet, 0.01, dead_channels=True)
     recycle = Recycle(probe=x)
     history = model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[recycle])
     assert recycle.unmapped == {}
@@ -171,12 +189,12 @@ def test_recycle_a_short_fit_of_mobilenet(images):
     assert not np.any(head[[0, 1]])
 
 
-def test_continual_backprop_replaces_mobilenet_s_dead_units_first(images):
+def test_continual_backprop_replaces_mobilenet_s_dead_units_first(
+    images, sgd_mobilenet
+):
     x, y = images
     # Utility 0 for the two dead channels: the lowest.
-    model, norm = _mobilenet_with_two_dead_channels()
-    # As above (on JAX, the compilation cache serves the training step).
-    model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
+    model, norm = _restart(sgd_mobilenet, 0.01, dead_channels=True)
     # One update after 2 steps: 1e-3 x 1280 units x 2 steps = 2.56 due.
     cbp = ContinualBackprop(
         replacement_rate=1e-3, maturity_threshold=0, frequency=2, probe=x
@@ -193,20 +211,7 @@ def test_continual_backprop_replaces_mobilenet_s_dead_units_first(images):
     assert not np.any(head[[0, 1]])
 
 
-def _sgd_mobilenet(lr):
-    """MobileNetV2 as the tests above build and compile it (SGD, whose
-    learning rate is a variable): on JAX the session's compilation cache
-    (conftest.py) then serves its training step, compiled once (a minute
-    on a CPU)."""
-    keras.utils.set_random_seed(0)
-    model = keras.applications.MobileNetV2(
-        weights=None, input_shape=(32, 32, 3), classes=10
-    )
-    model.compile(keras.optimizers.SGD(lr), "sparse_categorical_crossentropy")
-    return model
-
-
-def test_compiled_shrink_perturb_on_mobilenet(images):
+def test_compiled_shrink_perturb_on_mobilenet(images, sgd_mobilenet):
     """ShrinkPerturb(frequency=1) in `fit` on MobileNetV2 (its 53 kernels
     and the biases of its head): with a learning rate of 0 only its
     compiled write (a `tf.function`, a `jax.jit`) changes the weights. The
@@ -217,7 +222,7 @@ def test_compiled_shrink_perturb_on_mobilenet(images):
     The write's draws are checked on every weight of a small model in
     tests/test_shrink_perturb.py."""
     x, y = images
-    model = _sgd_mobilenet(0.0)
+    model, _ = _restart(sgd_mobilenet, 0.0)
     start = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
     callback = ShrinkPerturb(frequency=1, shrink=0.9, noise_scale=0.01, seed=2)
     assert callback.noise == "gaussian"
@@ -249,13 +254,13 @@ def test_compiled_shrink_perturb_on_mobilenet(images):
     assert changed > 50
 
 
-def test_compiled_l2_init_pull_on_mobilenet(monkeypatch):
+def test_compiled_l2_init_pull_on_mobilenet(sgd_mobilenet):
     """L2Init's compiled pull on MobileNetV2's 158 trainable variables
     (batch norm's gamma and beta too) against its formula, reading the
     optimizer's learning rate."""
     from keras_relu_kit.callbacks import l2_init
 
-    model = _sgd_mobilenet(0.05)
+    model, _ = _restart(sgd_mobilenet, 0.05)
     variables = list(model.trainable_variables)
     initial = [keras.ops.convert_to_numpy(v).copy() for v in variables]
     rng = np.random.default_rng(1)
