@@ -77,8 +77,10 @@ QUICK_RUNS = (
 # its 130 s of CPU time there (alone; twice that beside the other suites),
 # where TensorFlow's and JAX's runs are bound by compiling. The torch suite
 # runs them for 2 epochs, the rest of the demo as it is; the checks that
-# need the 10 epochs of a rescue run on TensorFlow and JAX (and on torch,
-# the rescues themselves in tests/test_auto_leak.py and tests/test_recycle.py).
+# need the 10 epochs of a rescue run on TensorFlow and JAX (on torch, the
+# rescues' accuracy is checked in tests/test_auto_leak.py, AutoLeak on the
+# digits, and tests/test_docs.py, Recycle in the README's and the remedies
+# guide's examples).
 QUICK_EPOCHS = 2 if keras.backend.backend() == "torch" else None
 needs_ten_epochs = pytest.mark.skipif(
     QUICK_EPOCHS is not None,
