@@ -470,8 +470,10 @@ def _cbp_cost_text(cbp):
         for name, r in cbp.items()
     )
     return (
-        "Its cost is fixed: once per model, compiling the measurement and "
-        "the writes; per update of the statistics (every 100 steps) "
+        "Its cost is fixed: once per model, compiling the measurement; "
+        "once per process and layout of shapes, tracing the writes (every "
+        "model of that layout shares them); per update of the statistics "
+        "(every 100 steps) "
         "the probe's forward pass, and where units are due, an eager draw "
         "of their incoming weights (a `(fan_in, k)` block for `k` units, "
         "not the whole kernel) and one compiled write for all "

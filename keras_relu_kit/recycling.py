@@ -69,7 +69,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_relu_kit._compiled import compiled
+from keras_relu_kit._compiled import compiled_shared
 from keras_relu_kit.diagnostics.probe import expected_input_shapes, is_shape
 from keras_relu_kit.diagnostics.sites import find_rectifier_sites, layer_paths
 from keras_relu_kit.model_graph import ModelGraph, cached_on, model_graph
@@ -1512,74 +1512,72 @@ def _apply_updates(
     variable's id to its optimizer slots.
 
     On TensorFlow, outside a distribution strategy, the writes run as one
-    `tf.function` (one call instead of a few eager ops per variable,
-    traced once per layout and kept on the first producer layer; several
-    sites written together the first time go through each site's own
-    function); elsewhere eagerly.
+    `tf.function` (one call instead of a few eager ops per variable),
+    traced once per layout of shapes and shared by every model of that
+    layout (`compiled_shared`); elsewhere eagerly. Several sites of a
+    model written together the first time go through each site's own
+    write; only a combination that recurs (every site of a model due at
+    once) gets its own, so that varying combinations do not trace again
+    and again.
     """
     layout = []
     variables: list[keras.Variable] = []
+    slot_variables: list[keras.Variable] = []
     entries: list[np.ndarray] = []
     values: list[Any] = []
     for _, updates, _ in groups:
-        group_variables = [variable for variable, _, _, _ in updates]
-        slot_lists = tuple(
-            tuple(slots.get(id(variable), ())) if reset else ()
+        slot_lists = [
+            list(slots.get(id(variable), ())) if reset else []
             for variable, _, _, reset in updates
-        )
+        ]
         drawn = tuple(new is not None for _, _, new, _ in updates)
-        layout.append((len(updates), slot_lists, drawn))
-        variables += group_variables
+        kinds = tuple(tuple(map(_slot_kind, group)) for group in slot_lists)
+        layout.append((len(updates), kinds, drawn))
+        variables += [variable for variable, _, _, _ in updates]
+        slot_variables += [slot for group in slot_lists for slot in group]
         entries += [np.ascontiguousarray(mask) for _, mask, _, _ in updates]
         values += [new for _, _, new, _ in updates if new is not None]
-    key = (
-        tuple(id(variable) for variable in variables),
-        tuple(
-            (size, tuple(tuple(map(id, slots)) for slots in slot_lists), drawn)
-            for size, slot_lists, drawn in layout
-        ),
-        rule,
-    )
-    holder = groups[0][0].producer.__dict__
-    cache = holder.setdefault(_COMPILED_ATTRIBUTE, {})
-    if key not in cache and len(groups) > 1:
-        seen = holder.setdefault(_SEEN_ATTRIBUTE, set())
-        if key not in seen:
-            # Sites written together for the first time go one by one,
-            # each through its own write (traced once per site); only a
-            # combination that recurs (every site of a model due at once)
-            # gets its own trace, so that varying combinations do not
-            # trace again and again.
-            seen.add(key)
+    if len(groups) > 1:
+        seen = groups[0][0].producer.__dict__.setdefault(_SEEN_ATTRIBUTE, set())
+        combination = tuple(map(id, variables + slot_variables)), rule
+        if combination not in seen:
+            seen.add(combination)
             for group in groups:
                 _apply_updates([group], slots, rule)
             return
-    if key not in cache:
-        write = functools.partial(_write, variables, tuple(layout), rule)
-        # A graph, not XLA: traced in a quarter of XLA's compile time,
-        # and as fast a call for a write this small.
-        cache[key] = compiled(write, variables, jit_compile=False)
     zeros = np.asarray([zero for _, _, zero in groups])
-    cache[key](entries, values, zeros)
+    specs = tuple(
+        (tuple(value.shape), str(value.dtype))
+        for value in (*variables, *slot_variables, *entries, *values)
+    )
+    write = functools.partial(_write, tuple(layout), rule, len(variables))
+    # A graph, not XLA: traced in a quarter of XLA's compile time, and as
+    # fast a call for a write this small.
+    compiled_shared(write, ("recycle", tuple(layout), rule, specs))(
+        variables + slot_variables, entries, values, zeros
+    )
 
 
 def _write(
-    variables: list[keras.Variable],
     layout: tuple[tuple[int, Any, tuple[bool, ...]], ...],
     rule: str,
+    count: int,
+    variables: list[Any],
     entries: list[np.ndarray],
     values: Sequence[Any],
     zeros: Any,
 ) -> None:
     """`_write_group` for each group of `layout` (its number of variables,
-    their slot lists, which are drawn), in order; `zeros`: each group's
-    flag under `"auto"`."""
+    their slots' kinds, which are drawn), in order: `variables` holds the
+    groups' `count` variables, then their slots in order; `zeros`: each
+    group's flag under `"auto"`."""
     start = drawn_start = 0
-    for index, (size, slot_lists, drawn) in enumerate(layout):
+    slots = iter(variables[count:])
+    for index, (size, kinds, drawn) in enumerate(layout):
         end = start + size
         _write_group(
             variables[start:end],
-            slot_lists,
+            [[(next(slots), kind) for kind in group] for group in kinds],
             drawn,
             rule == "zero" if rule != "auto" else zeros[index],
             entries[start:end],
@@ -1589,27 +1587,35 @@ def _write(
 
 
 def _write_group(
-    variables: list[keras.Variable],
-    slot_lists: Sequence[Sequence[keras.Variable]],
+    variables: list[Any],
+    slot_lists: Sequence[Sequence[tuple[Any, str]]],
     drawn: tuple[bool, ...],
     zero: Any,
     entries: Sequence[Any],
     values: Sequence[Any],
 ) -> None:
     """The masked entries of each variable take its new value (`drawn`) or
-    0, and their optimizer slots are set as `SLOT_RULES` says: second
-    moments to 0 where `zero` (a bool, or a boolean scalar tensor under
-    `"auto"`), else `"scaled"`."""
+    0, and their optimizer slots (each with its `_slot_kind`) are set as
+    `SLOT_RULES` says: second moments to 0 where `zero` (a bool, or a
+    boolean scalar tensor under `"auto"`), else `"scaled"`. The variables
+    are `keras.Variable`s, or in a graph the `tf.Variable`s behind them."""
     fresh = iter(values)
     for variable, slots, mask, has_value in zip(
         variables, slot_lists, entries, drawn, strict=True
     ):
-        new = next(fresh) if has_value else ops.zeros((), variable.dtype)
-        value = ops.where(mask, ops.cast(new, variable.dtype), variable.value)
+        dtype = keras.backend.standardize_dtype(variable.dtype)
+        new = next(fresh) if has_value else ops.zeros((), dtype)
+        value = ops.where(mask, ops.cast(new, dtype), _read(variable))
         variable.assign(value)
-        for slot in slots:
-            kept = _slot_value(slot, mask, value, zero)
-            slot.assign(ops.where(mask, kept, slot.value))
+        for slot, kind in slots:
+            old = _read(slot)
+            kept = _slot_value(old, kind, mask, value, zero)
+            slot.assign(ops.where(mask, kept, old))
+
+
+def _read(variable: Any) -> Any:
+    """A variable's value for `keras.ops` (a `tf.Variable` is one)."""
+    return variable.value if isinstance(variable, keras.Variable) else variable
 
 
 #: How `recycle_units` sets the optimizer slots of a re-initialised entry
@@ -1690,28 +1696,37 @@ def check_slot_rule(
     return str(rule)
 
 
-def _slot_value(slot: keras.Variable, mask: Any, value: Any, zero: Any) -> Any:
-    """The value of `slot` on the masked entries (see `SLOT_RULES`): a
-    second moment is 0 where `zero` (a bool, or a boolean scalar tensor
-    under `"auto"`), else `"scaled"`."""
+def _slot_kind(slot: keras.Variable) -> str:
+    """What `SLOT_RULES` sets a slot to, by its name: `"average"` (the
+    entry's new value), `"second"` (a second moment: 0 or `"scaled"`) or
+    `"first"` (0)."""
     name = slot.name
     if name.endswith("_average"):
-        return ops.cast(value, slot.dtype)
-    if zero is True or not name.endswith(_SECOND_MOMENTS):
-        return ops.zeros((), slot.dtype)
-    old = slot.value
+        return "average"
+    return "second" if name.endswith(_SECOND_MOMENTS) else "first"
+
+
+def _slot_value(old: Any, kind: str, mask: Any, value: Any, zero: Any) -> Any:
+    """The value on the masked entries of a slot of `kind` (`_slot_kind`)
+    whose value is `old` (see `SLOT_RULES`): a second moment is 0 where
+    `zero` (a bool, or a boolean scalar tensor under `"auto"`), else
+    `"scaled"`."""
+    dtype = keras.backend.standardize_dtype(old.dtype)
+    if kind == "average":
+        return ops.cast(value, dtype)
+    if zero is True or kind != "second":
+        return ops.zeros((), dtype)
     rest = ops.broadcast_to(ops.logical_not(mask), ops.shape(old))
-    count = ops.sum(ops.cast(rest, slot.dtype))
+    count = ops.sum(ops.cast(rest, dtype))
     mean = ops.sum(ops.where(rest, old, 0)) / ops.maximum(count, 1)
     # Every entry re-initialised: no other entry to take the scale from.
     scaled = ops.where(count > 0, ops.maximum(old, mean), old)
     return scaled if zero is False else ops.where(zero, 0, scaled)
 
 
-# The attribute of a producer layer that holds its compiled updates. Set
-# through the instance dict, out of Keras' tracking, so it is never saved.
-_COMPILED_ATTRIBUTE = "_keras_relu_kit_recycle_updates"
-# The combinations of sites written together once (by the same means).
+# The combinations of sites of a model written together once (site by
+# site). Set through the producer's instance dict, out of Keras' tracking,
+# so it is never saved.
 _SEEN_ATTRIBUTE = "_keras_relu_kit_recycle_combinations"
 
 

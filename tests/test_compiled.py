@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_relu_kit._compiled import compiled, compiled_pure
+from keras_relu_kit._compiled import compiled, compiled_pure, compiled_shared
 
 BACKEND = keras.backend.backend()
 
@@ -87,3 +87,43 @@ def test_pure_function_equals_numpy_and_traces_once_per_shapes():
         assert largest == expected.max()
     # Traced once where it is compiled, run as it is on torch.
     assert len(runs) == (2 if BACKEND == "torch" else 1)
+
+
+def _shared_write(variables, factor):
+    """`a <- a * factor + b`, a write of the variables it is given."""
+    a, b = variables
+    a.assign(keras.ops.multiply(a, factor) + b)
+
+
+@pytest.mark.parametrize("strategy", [False, True])
+def test_shared_write_serves_every_model_of_its_layout(strategy):
+    # Each call writes the variables it is given (new ones each time, as a
+    # new model of the same shapes), through one trace on TensorFlow
+    # outside a strategy; eagerly under one.
+    key = ("test_compiled", strategy)
+    runs = []
+
+    def write(variables, factor):
+        runs.append(1)
+        _shared_write(variables, factor)
+
+    if strategy and BACKEND != "tensorflow":
+        pytest.skip("tf.distribute strategies are TensorFlow's")
+    scope = None
+    if strategy:
+        import tensorflow as tf
+
+        scope = tf.distribute.OneDeviceStrategy("/cpu:0").scope()
+        scope.__enter__()
+    try:
+        for factor in (2.0, 3.0, 0.5):
+            a, b = _variables()
+            compiled_shared(write, key)([a, b], np.float32(factor))
+            expected = np.arange(6, dtype="float32").reshape(2, 3) * factor + 0.5
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), expected)
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(b), [0.5] * 3)
+    finally:
+        if scope is not None:
+            scope.__exit__(None, None, None)
+    traced = BACKEND == "tensorflow" and not strategy
+    assert len(runs) == (1 if traced else 3)

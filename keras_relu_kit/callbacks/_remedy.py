@@ -114,13 +114,18 @@ class RemedyCallback(FitCallback):
             f"monitor that is {why}"
         )
 
-    def _report(self, epoch: int | None = None) -> DeadReport:
-        """This step's measurement: the monitor's of `epoch` when shared."""
+    def _report(self, epoch: int | None = None, step: int | None = None) -> DeadReport:
+        """This step's measurement: the monitor's of `epoch` when shared.
+
+        `step`: the optimizer's iteration count when the caller has read it
+        (`training_step`), which keys the measurement (else it is read
+        again, a device-to-host copy).
+        """
         if self.dead_relu_monitor is None:
             assert self._own_measurement is not None  # Made without a monitor.
-            return self._own_measurement.report(self.model)
+            return self._own_measurement.report(self.model, step)
         if epoch is None:
-            return self.dead_relu_monitor.measurement.report(self.model)
+            return self.dead_relu_monitor.measurement.report(self.model, step)
         return self.dead_relu_monitor.report_for_epoch(epoch)
 
 

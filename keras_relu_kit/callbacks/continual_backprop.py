@@ -324,13 +324,12 @@ class ContinualBackprop(UnitReplacement):
             self._last_step = int(saved.get("last_step", self._last_step))
 
     def _on_step(self, logs: dict[str, Any] | None) -> None:
-        self._update(self._report(), self._schedule.epoch)
+        step = training_step(self.model)  # Syncs the trainer's state (JAX).
+        self._update(self._report(step=step), self._schedule.epoch, step or 0)
 
     # Internals -----------------------------------------------------------
 
-    def _update(self, report: DeadReport, epoch: int) -> None:
-        model = self.model  # Syncs the trainer's state into the variables.
-        step = training_step(model) or 0
+    def _update(self, report: DeadReport, epoch: int, step: int) -> None:
         elapsed = step - self._last_step
         if elapsed <= 0:
             return
