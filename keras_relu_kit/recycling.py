@@ -1546,8 +1546,9 @@ def _apply_updates(
                 _apply_updates([group], slots, rule)
             return
     zeros = np.asarray([zero for _, _, zero in groups])
+    # A drawn value is an array or a tensor: the same trace takes both.
     specs = tuple(
-        (tuple(value.shape), str(value.dtype))
+        (tuple(value.shape), keras.backend.standardize_dtype(value.dtype))
         for value in (*variables, *slot_variables, *entries, *values)
     )
     write = functools.partial(_write, tuple(layout), rule, len(variables))

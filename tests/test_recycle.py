@@ -505,6 +505,36 @@ class TestOneWritePerEvent:
         # Kernels and biases of three layers, and their slots, changed.
         assert changed >= 6
 
+    @pytest.mark.tensorflow_only
+    def test_models_of_one_layout_share_the_write(self):
+        # The write of a site takes its variables as arguments: a second
+        # model of the same layout reuses the first one's trace, and a
+        # whole-kernel draw (a tensor: every unit recycled) and a block
+        # draw (an array) of the same shapes share it too.
+        from keras_relu_kit import _compiled
+
+        models = [_mlp() for _ in range(2)]
+        for a, b in zip(models[0].weights, models[1].weights, strict=True):
+            b.assign(a)
+        traced = []
+        for units in ([0, 1, 2, 3, 4], [1, 3]):
+            for model in models:
+                plans, _ = plan_recycling(model)
+                recycle_sites([SiteWrite(plans["act"], units, seed=7)], optimizer=None)
+                traced.append(
+                    sum(
+                        graph.experimental_get_tracing_count()
+                        for graph in _compiled._SHARED_GRAPHS.values()
+                    )
+                )
+            for a, b in zip(models[0].weights, models[1].weights, strict=True):
+                np.testing.assert_array_equal(
+                    keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b)
+                )
+        # No trace after the first write (which traces, unless an earlier
+        # test traced this layout).
+        assert len(set(traced)) == 1
+
     def test_recycle_passes_every_site_of_an_epoch_at_once(self, monkeypatch):
         calls = self._spy(monkeypatch)
         model = _mlp()
