@@ -163,10 +163,14 @@ class TestCallbacks:
             "10 tasks x 40 steps, 3 x Dense(2000)",
         ):
             row = rows[stream]
-            for cell in row[2:6]:  # without s, with s, ratio, begin ms
+            # without s, with s, ratio, 1 + own, begin ms
+            for cell in row[2:7]:
                 _positive(cell.strip("*"))
-            assert int(row[6]) >= 0  # updates
+            # Its own time is part of the run with it: at least 1.
+            assert float(row[5]) >= 1.0
+            assert int(row[7]) >= 0  # updates
         assert "with ContinualBackprop / without <= 1.05 (CPU)" in section
+        assert "ContinualBackprop's own time / run without <= 1.05" in section
         for target in (
             "epoch time with / without the monitor <= 1.05",
             "epoch time with / without the monitor <= 1.02",
