@@ -151,15 +151,10 @@ def _graph_handles(variables: Sequence[keras.Variable]) -> list[Any] | None:
         return None
     import tensorflow as tf
 
-    if tf.distribute.has_strategy():
-        return None
     handles = [variable.value for variable in variables]
-    distributed = tf.distribute.DistributedValues
-    if all(
-        isinstance(h, tf.Variable) and not isinstance(h, distributed) for h in handles
-    ):
-        return handles
-    return None
+    if _mirrored(handles) or not all(isinstance(h, tf.Variable) for h in handles):
+        return None
+    return handles
 
 
 def _distributed(variables: Sequence[keras.Variable]) -> bool:
