@@ -97,7 +97,9 @@ def compiled_pure(function: Callable[[list[Any]], Any]) -> Callable[[list[Any]],
 
 
 def compiled_shared(
-    function: Callable[..., None], key: Hashable
+    function: Callable[..., None],
+    key: Hashable,
+    signature: Callable[[], Sequence[Any]] | None = None,
 ) -> Callable[..., None]:
     """`function(variables, *args)`, a write into the variables it is
     given, as one call compiled once per `key` in the process.
@@ -109,15 +111,21 @@ def compiled_shared(
     on a new model) shares one trace, where a function closing over the
     variables traced again for each model (about 55 ms a write on a
     CPU). Elsewhere eager. `function` reads its variables through
-    `keras.ops` and writes them with `.assign` only (it gets
-    `tf.Variable`s when compiled, `keras.Variable`s when eager), and
-    closes over nothing of a model.
+    `keras.ops` and writes them with `.assign` (or, given `tf.Variable`s,
+    their `scatter_nd_update`) only (it gets `tf.Variable`s when compiled,
+    `keras.Variable`s when eager), and closes over nothing of a model.
 
     Args:
         function: the write, `function(variables, *args)`.
         key: hashable. Names everything the trace depends on: the shapes
             and dtypes of the variables and the arguments, and the
             settings `function` closes over.
+        signature: `None`, or a function returning the structure of
+            `args` with a `keras.KerasTensor` for each tensor (called
+            once, when the trace is made): a dimension `None` there may
+            differ from call to call (how many units a write re-draws)
+            without a new trace. Defaults to `None` (each call's own
+            shapes).
     """
 
     def call(variables: Sequence[keras.Variable], *args: Any) -> None:
@@ -130,6 +138,10 @@ def compiled_shared(
             import tensorflow as tf
 
             graph = tf.function(function, autograph=False)
+            if signature is not None:
+                # Traced once, on the relaxed shapes, for every call after.
+                specs = keras.tree.map_structure(_tensor_spec, tuple(signature()))
+                graph.get_concrete_function(handles, *specs)
         # Least recently used last out: a long process that trains many
         # layouts keeps the latest `_MAX_SHARED_GRAPHS`.
         _SHARED_GRAPHS[key] = graph
@@ -138,6 +150,13 @@ def compiled_shared(
         graph(handles, *args)
 
     return call
+
+
+def _tensor_spec(spec: Any) -> Any:
+    """The `tf.TensorSpec` of a `keras.KerasTensor`."""
+    import tensorflow as tf
+
+    return tf.TensorSpec(spec.shape, spec.dtype)
 
 
 _SHARED_GRAPHS: OrderedDict[Hashable, Any] = OrderedDict()

@@ -127,3 +127,36 @@ def test_shared_write_serves_every_model_of_its_layout(strategy):
             scope.__exit__(None, None, None)
     traced = BACKEND == "tensorflow" and not strategy
     assert len(runs) == (1 if traced else 3)
+
+
+def test_shared_write_with_a_signature_traces_once_for_any_length():
+    # A `None` dimension in the signature: writes of 1, 3 and 2 rows go
+    # through the one trace made on the relaxed shapes (TensorFlow), and
+    # each writes its own rows only.
+    key = ("test_compiled", "signature")
+    runs = []
+
+    def write(variables, rows, values):
+        runs.append(1)
+        (a,) = variables
+        points = keras.ops.expand_dims(rows, -1)
+        if isinstance(a, keras.Variable):
+            a.assign(keras.ops.scatter_update(a.value, points, values))
+        else:
+            a.scatter_nd_update(points, values)
+
+    def signature():
+        return (
+            keras.KerasTensor((None,), dtype="int32"),
+            keras.KerasTensor((None, 3), dtype="float32"),
+        )
+
+    for rows in ([1], [0, 3, 2], [3, 1]):
+        a = keras.Variable(np.zeros((4, 3), "float32"))
+        rows = np.asarray(rows, "int32")
+        values = np.arange(3 * rows.size, dtype="float32").reshape(-1, 3) + 1
+        compiled_shared(write, key, signature)([a], rows, values)
+        expected = np.zeros((4, 3), "float32")
+        expected[rows] = values
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), expected)
+    assert len(runs) == (1 if BACKEND == "tensorflow" else 3)
