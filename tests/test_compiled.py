@@ -140,10 +140,8 @@ def test_shared_write_with_a_signature_traces_once_for_any_length():
         runs.append(1)
         (a,) = variables
         points = keras.ops.expand_dims(rows, -1)
-        if isinstance(a, keras.Variable):
-            a.assign(keras.ops.scatter_update(a.value, points, values))
-        else:
-            a.scatter_nd_update(points, values)
+        value = a.value if isinstance(a, keras.Variable) else a
+        a.assign(keras.ops.scatter_update(value, points, values))
 
     def signature():
         return (

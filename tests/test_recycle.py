@@ -509,8 +509,8 @@ class TestOneWritePerEvent:
     def test_models_of_one_layout_share_the_write(self):
         # The write of a site takes its variables as arguments: a second
         # model of the same layout reuses the first one's trace, and a
-        # whole-kernel draw (a tensor: every unit recycled) and a block
-        # draw (an array) of the same shapes share it too.
+        # whole-kernel draw (every unit recycled) and a block draw of 2
+        # units share it too (traced on shapes of any number of units).
         from keras_relu_kit import _compiled
 
         models = [_mlp() for _ in range(2)]
@@ -523,8 +523,8 @@ class TestOneWritePerEvent:
                 recycle_sites([SiteWrite(plans["act"], units, seed=7)], optimizer=None)
                 traced.append(
                     sum(
-                        graph.experimental_get_tracing_count()
-                        for graph in _compiled._SHARED_GRAPHS.values()
+                        shared.function.experimental_get_tracing_count()
+                        for shared in _compiled._SHARED_GRAPHS.values()
                     )
                 )
             for a, b in zip(models[0].weights, models[1].weights, strict=True):
@@ -534,6 +534,54 @@ class TestOneWritePerEvent:
         # No trace after the first write (which traces, unless an earlier
         # test traced this layout).
         assert len(set(traced)) == 1
+
+    @pytest.mark.tensorflow_only
+    def test_the_write_makes_no_sparse_access_to_a_variable(self):
+        # TensorFlow's in-place scatters and gathers on a variable switch it
+        # to copy-on-read for good: every later read in the train step
+        # copies it. The write scatters into a value and assigns it.
+        from keras_relu_kit import _compiled
+
+        _compiled._SHARED_GRAPHS.clear()
+        model = _mlp()
+        model.compile(keras.optimizers.Adam(), "mse")
+        model.fit(X, Y, epochs=1, verbose=0)
+        plans, _ = plan_recycling(model)
+        writes = [
+            SiteWrite(plans["act"], [0, 2], outgoing_means=np.ones(plans["act"].units))
+        ]
+        recycle_sites(writes, optimizer=model.optimizer, slot_rule="auto")
+        ops = {
+            op.type
+            for shared in _compiled._SHARED_GRAPHS.values()
+            for function in shared.function._list_all_concrete_functions()
+            for op in function.graph.get_operations()
+        }
+        assert "TensorScatterUpdate" in ops
+        assert "AssignVariableOp" in ops
+        sparse = ("ResourceScatter", "ResourceGather")
+        assert not [op for op in ops if op.startswith(sparse)]
+
+    @pytest.mark.tensorflow_only
+    def test_the_shared_write_keeps_no_model_alive(self):
+        # The process keeps the shared writes; they take the variables as
+        # arguments and must hold none of them (nor their model).
+        import gc
+        import weakref
+
+        model = _mlp()
+        model.compile(keras.optimizers.Adam(), "mse")
+        model.fit(X, Y, epochs=1, verbose=0)
+        plans, _ = plan_recycling(model)
+        writes = [SiteWrite(plans["act"], [1], outgoing_means=np.ones(5))]
+        recycle_sites(writes, optimizer=model.optimizer)
+        # The `tf.Variable` behind the kernel, which the write was given.
+        kernel = weakref.ref(model.get_layer("hidden").kernel.value)
+        alive = weakref.ref(model)
+        del model, plans, writes
+        gc.collect()
+        assert alive() is None
+        assert kernel() is None
 
     def test_recycle_passes_every_site_of_an_epoch_at_once(self, monkeypatch):
         calls = self._spy(monkeypatch)
