@@ -169,8 +169,11 @@ class TestCallbacks:
             # Its own time is part of the run with it: at least 1.
             assert float(row[5]) >= 1.0
             assert int(row[7]) >= 0  # updates
+            # An update's share of the 100 steps between two: at least 1.
+            assert float(row[9]) >= 1.0
         assert "with ContinualBackprop / without <= 1.05 (CPU)" in section
         assert "ContinualBackprop's own time / run without <= 1.05" in section
+        assert "1 + an update / the 100 steps between two <= 1.05" in section
         for target in (
             "epoch time with / without the monitor <= 1.05",
             "epoch time with / without the monitor <= 1.02",
