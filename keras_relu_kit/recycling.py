@@ -488,9 +488,9 @@ def _bias_shift(consumer: Consumer, row_mask: np.ndarray, means: Any) -> list[_U
     kernel = input_kernel(layer)
     if not isinstance(layer, (*_DEPTHWISE, *_TRANSPOSE, *_SEPARABLE)):
         # A `Dense` or a convolution: only the masked rows (input channels,
-        # the kernel's axis -2) contribute, so only they are read, not the
-        # 4 million weights of a 2000 x 2000 kernel.
-        # Added inside the write (`_shift`), with no op or read of its own.
+        # the kernel's axis -2) contribute. The write reads them and adds
+        # their contribution itself (`_shift`), with no eager op here and
+        # no read of the 4 million weights of a 2000 x 2000 kernel.
         rows = _indices(row_mask)
         dtype = keras.backend.standardize_dtype(bias.dtype)
         return [_Update(bias, 0, rows, weights[rows].astype(dtype), False, kernel)]
