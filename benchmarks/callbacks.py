@@ -478,7 +478,7 @@ def _cbp_cost_text(cbp):
     shares = "; ".join(
         f"{name}: a step {_timing.ms(r['without'] / max(1, r['steps']))} ms, "
         f"an update {_timing.ms(r['update'])} ms, "
-        f"{100 * r['update'] / (100 * r['without'] / max(1, r['steps'])):.0f}% "
+        f"{100 * (_steady(r) - 1):.0f}% "
         "of the 100 steps between two"
         for name, r in cbp.items()
     )

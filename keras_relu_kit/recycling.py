@@ -1567,13 +1567,6 @@ def _apply_updates(
         variables += [update.variable for update in updates]
         slot_variables += [slot for group in slot_lists for slot in group]
         sources += [update.source for update in updates if update.source is not None]
-        for update in updates:
-            index, value = _arguments(update)
-            if pad:
-                index, value = _padded(index, value, update.source is not None)
-            indices.append(index)
-            if value is not None:
-                values.append(value)
     if len(groups) > 1:
         seen = groups[0][0].producer.__dict__.setdefault(_SEEN_ATTRIBUTE, set())
         combination = tuple(map(id, variables + slot_variables + sources)), rule
@@ -1582,6 +1575,14 @@ def _apply_updates(
             for group in groups:
                 _apply_updates([group], slots, rule)
             return
+    for _, updates, _ in groups:
+        for update in updates:
+            index, value = _arguments(update)
+            if pad:
+                index, value = _padded(index, value, update.source is not None)
+            indices.append(index)
+            if value is not None:
+                values.append(value)
     zeros = np.asarray([zero for _, _, zero in groups])
     specs = tuple(
         (tuple(variable.shape), keras.backend.standardize_dtype(variable.dtype))
