@@ -247,6 +247,35 @@ class TestSchedule:
         np.testing.assert_array_equal(cbp.stats["hidden"].ages, ages)
         assert cbp.stats["hidden"].accumulated == pytest.approx(owed)
 
+    @pytest.mark.skipif(
+        keras.backend.backend() == "torch",
+        reason="Keras' torch trainer takes no steps_per_execution > 1",
+    )
+    @pytest.mark.parametrize("length", ["known", "unknown"])
+    def test_updates_every_n_steps_with_steps_per_execution(self, length):
+        """4 batches an epoch at 3 per call: Keras calls back after steps
+        3, 4, 7, 8 (reporting batches 2 and 5 of each epoch). An update
+        every 4 steps falls at steps 4 and 8 only, each owing 4 units
+        (1/8 of 8 units a step); a count that took "batch 5" for 6 steps
+        also updated at step 7. On an epoch of unknown length the count
+        is the optimizer's."""
+        model = _mlp(keras.optimizers.SGD(0.01))
+        model.compile(keras.optimizers.SGD(0.01), "mse", steps_per_execution=3)
+        cbp = ContinualBackprop(
+            replacement_rate=1 / 8, maturity_threshold=0, frequency=4, probe=X
+        )
+        if length == "known":
+            model.fit(
+                X, Y, batch_size=4, epochs=2, shuffle=False, verbose=0, callbacks=[cbp]
+            )
+        else:
+            tf = pytest.importorskip("tensorflow")
+            data = tf.data.Dataset.from_tensor_slices((X, Y)).batch(4)
+            data = data.filter(lambda x, y: True)  # Its length unknown.
+            model.fit(data, epochs=2, verbose=0, callbacks=[cbp])
+        assert [c["step"] for c in cbp.changes] == [4, 8]
+        assert [len(c["units"]) for c in cbp.changes] == [4, 4]
+
     def test_statistics_carry_over_fits(self):
         model = _mlp(keras.optimizers.SGD(0.01))
         cbp = ContinualBackprop(maturity_threshold=1000, frequency=2, probe=X)

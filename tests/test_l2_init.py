@@ -129,6 +129,37 @@ class TestL2Init:
             keras.ops.convert_to_numpy(layer.bias), b, rtol=1e-5, atol=1e-6
         )
 
+    @pytest.mark.skipif(
+        keras.backend.backend() == "torch",
+        reason="Keras' torch trainer takes no steps_per_execution > 1",
+    )
+    @pytest.mark.parametrize("length", ["known", "unknown"])
+    def test_a_last_call_that_is_not_full(self, length):
+        """2 batches an epoch at 3 per call: Keras reports the call's last
+        batch as 2, but the pull is of the 2 steps run (of 3 steps, the
+        weights end elsewhere). On an epoch of unknown length the steps
+        are the optimizer's."""
+        model = _model(steps_per_execution=3)
+        layer = model.get_layer("dense")
+        kernel = keras.ops.convert_to_numpy(layer.kernel)
+        bias = keras.ops.convert_to_numpy(layer.bias)
+        if length == "known":
+            _fit(model, [L2Init(factor=FACTOR)])
+        else:
+            tf = pytest.importorskip("tensorflow")
+            data = tf.data.Dataset.from_tensor_slices((X, Y)).batch(4)
+            data = data.filter(lambda x, y: True)  # Its length unknown.
+            model.fit(data, epochs=2, verbose=0, callbacks=[L2Init(factor=FACTOR)])
+        w, b, _, _ = _reference(kernel, bias, pulls={2: 2, 4: 2})
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(layer.kernel), w, rtol=1e-5, atol=1e-6
+        )
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(layer.bias), b, rtol=1e-5, atol=1e-6
+        )
+        w_over, _, _, _ = _reference(kernel, bias, pulls={2: 3, 4: 3})
+        assert not np.allclose(w, w_over, rtol=1e-4)
+
     def test_learning_rate_schedule_read_at_every_pull(self):
         """The pull reads the optimizer's learning rate when it runs (a
         compiled pull must not keep the value it was traced with)."""

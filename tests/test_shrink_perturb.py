@@ -172,6 +172,40 @@ class TestShrinkPerturb:
         ):
             np.testing.assert_allclose(after, value, rtol=1e-6, atol=1e-7)
 
+    @pytest.mark.skipif(
+        keras.backend.backend() == "torch",
+        reason="Keras' torch trainer takes no steps_per_execution > 1",
+    )
+    def test_events_due_within_one_call_are_applied_together(self):
+        """Every step, at 3 steps per call: 4 batches run as calls of 3 and
+        1 steps (Keras reports the second's last batch as 5). The events
+        due in a call are applied at its end as one, seeded by its step:
+        `s**k` times the weights plus the noise of `k` events in a row,
+        `noise_scale * sqrt(sum_{i<k} s**(2 i))` times one draw."""
+        model = _model(lr=0.0)
+        model.compile(keras.optimizers.SGD(0.0), "mse", steps_per_execution=3)
+        shrink, scale = 0.9, 0.01
+        callback = ShrinkPerturb(
+            shrink=shrink, noise_scale=scale, frequency=1, seed=7, noise="gaussian"
+        )
+        expected = _numpy(model.trainable_variables)
+        _fit(model, [callback], shuffle=False)
+        assert callback.events == 4
+        for step, k in ((3, 3), (4, 1)):
+            draws = _expected_draws(model, "gaussian", _seeds(7, step, 4))
+            keep = np.float32(shrink**k)
+            noise = np.float32(
+                scale * np.sqrt(sum(shrink ** (2 * i) for i in range(k)))
+            )
+            expected = [
+                keep * value + noise * draw
+                for value, draw in zip(expected, draws, strict=True)
+            ]
+        for after, value in zip(
+            _numpy(model.trainable_variables), expected, strict=True
+        ):
+            np.testing.assert_allclose(after, value, rtol=1e-6, atol=1e-7)
+
     @pytest.mark.parametrize(
         "noise, stddev",
         [("gaussian", 1.0), ("initializer", np.sqrt(2.0 / 256))],

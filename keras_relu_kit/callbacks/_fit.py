@@ -27,7 +27,11 @@ from keras_relu_kit._validation import (
     check_seed,
     is_positive_int,
 )
-from keras_relu_kit.diagnostics.measurement import Measurement, check_mode
+from keras_relu_kit.diagnostics.measurement import (
+    Measurement,
+    check_mode,
+    training_step,
+)
 from keras_relu_kit.diagnostics.probe import Probe
 from keras_relu_kit.errors import OutsideFitWarning
 
@@ -94,8 +98,16 @@ class ProbeOptions:
 class StepSchedule:
     """When a callback acts: at every epoch end, or every N training batches.
 
-    It counts the training batches run since `reset()` (`step`), and the
+    It counts the training steps run since `reset()` (`step`), and the
     step at which the current epoch began.
+
+    With `steps_per_execution` > 1, Keras calls the batch hooks once per
+    call of its compiled step, with the index of the call's last batch as
+    if the call were full: an epoch of 40 batches at 32 per call ends at
+    "batch 63". The count takes the epoch's length from `fit` (the
+    callbacks' `params["steps"]`) and stops there; when `fit` does not
+    know it (a dataset of unknown length), the callback passes the
+    optimizer's count instead (`FitCallback`).
 
     Args:
         frequency: `"epoch"`, or an int N >= 1.
@@ -126,21 +138,32 @@ class StepSchedule:
         self.epoch = 0
         self.epoch_start = 0
         self.step = 0
+        self.epoch_steps: int | None = None
+        #: Multiples of N the last `end_batch` crossed.
+        self.due = 0
 
-    def begin_epoch(self, epoch: int) -> None:
+    def begin_epoch(self, epoch: int, steps: int | None = None) -> None:
+        """Start epoch `epoch`, of `steps` training steps (`None`: unknown)."""
         self.epoch = epoch
         self.epoch_start = self.step
+        self.epoch_steps = steps
 
     def end_batch(self, batch: int) -> bool:
         """Count up to the end of `batch`; whether it crossed a multiple of N.
 
-        `batch` is the index of the last batch run in this epoch, so this
-        counts right with `steps_per_execution` > 1 too.
+        `batch` is the index of the last batch run in this epoch (Keras'
+        `end_step`), past the epoch's end for a last call of
+        `steps_per_execution` that is not full.
         """
         last = self.step
-        self.step = self.epoch_start + batch + 1
+        done = batch + 1
+        if self.epoch_steps is not None:
+            done = min(done, self.epoch_steps)
+        self.step = self.epoch_start + done
         assert isinstance(self.frequency, int)  # Called only per batch.
-        return self.step // self.frequency > last // self.frequency
+        # More than one with `steps_per_execution` > N.
+        self.due = self.step // self.frequency - last // self.frequency
+        return self.due > 0
 
 
 class FitCallback(keras.callbacks.Callback):
@@ -179,6 +202,8 @@ class FitCallback(keras.callbacks.Callback):
         self._active = False
         self._in_fit = False
         self._warned_outside_fit = False
+        # The optimizer's count when an epoch of unknown length began.
+        self._epoch_iterations: int | None = None
 
     def on_train_begin(self, logs=None):
         self._in_fit = True
@@ -196,11 +221,30 @@ class FitCallback(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._schedule is not None:
-            self._schedule.begin_epoch(epoch)
+            steps = (self.params or {}).get("steps")
+            self._schedule.begin_epoch(epoch, steps)
+            # An epoch of unknown length, whose last call of the compiled
+            # step may not be full: its batches are counted by the
+            # optimizer's iterations (one read per call).
+            self._epoch_iterations = (
+                training_step(self.model)
+                if self._active
+                and self._schedule.per_batch
+                and steps is None
+                and getattr(self.model, "steps_per_execution", 1) > 1
+                else None
+            )
 
     def _on_train_batch(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         assert self._schedule is not None  # Bound only with a schedule.
-        if self._active and self._schedule.end_batch(batch):
+        if not self._active:
+            return
+        if self._epoch_iterations is not None:
+            # `self.model` first: on JAX, syncs the trainer's state.
+            now = training_step(self.model)
+            if now is not None:
+                batch = now - self._epoch_iterations - 1
+        if self._schedule.end_batch(batch):
             self._on_step(logs)
 
     def _on_step(self, logs: dict[str, Any] | None) -> None:

@@ -92,7 +92,12 @@ class ShrinkPerturb(FitCallback):
       start each round with a fresh optimizer: recompile the model for
       that, the callback leaves the optimizer's slots alone.
     - an int N (Dohare et al.): after every N-th training batch, after the
-      optimizer's update.
+      optimizer's update. With `steps_per_execution` > N, Keras runs
+      several of those batches in one call without calling back between
+      them: the `k` events due in a call are applied together at its end,
+      as `shrink ** k` and one draw scaled by `noise_scale *
+      sqrt(sum_{i<k} shrink ** (2 * i))` (the weights' mean and the
+      noise's variance of `k` events in a row), and count as `k` events.
 
     The defaults depend on `frequency`, each taken from its paper:
 
@@ -221,7 +226,7 @@ class ShrinkPerturb(FitCallback):
         self.variables: list[keras.Variable] = []
         self.events = 0
         self._base_step = 0
-        self._write: Callable[[np.ndarray], Any] | None = None
+        self._write: Callable[[np.ndarray, np.ndarray], Any] | None = None
         self._write_key: tuple[Any, ...] = ()
         self._trained: weakref.WeakSet[keras.Model] = weakref.WeakSet()
 
@@ -258,14 +263,19 @@ class ShrinkPerturb(FitCallback):
     def _on_step(self, logs: dict[str, Any] | None) -> None:
         self.model  # noqa: B018  On JAX, syncs the trainer's state first.
         assert self._schedule is not None  # Per batch only.
-        self._apply(self._base_step + self._schedule.step)
+        self._apply(self._base_step + self._schedule.step, self._schedule.due)
 
     # Internals -----------------------------------------------------------
 
-    def _apply(self, step: int) -> None:
+    def _apply(self, step: int, events: int = 1) -> None:
+        """Apply `events` events at once (the events due within one call of
+        a `steps_per_execution` > 1 step), seeded by `step`."""
         assert self._write is not None  # Prepared in `_begin`.
-        self._write(event_seeds(self.seed, step, len(self.variables)))
-        self.events += 1
+        self._write(
+            event_seeds(self.seed, step, len(self.variables)),
+            combined_factors(self.shrink, self.noise_scale, events),
+        )
+        self.events += events
 
     def _prepare_write(self, model: keras.Model, initializers: list[Any]) -> None:
         """The write of one event for `self.variables`, drawing from
@@ -283,7 +293,7 @@ class ShrinkPerturb(FitCallback):
         if self._write is not None and key == self._write_key:
             return
 
-        def make() -> Callable[[np.ndarray], Any]:
+        def make() -> Callable[[np.ndarray, np.ndarray], Any]:
             generator = keras.random.SeedGenerator(self.seed)
             write = functools.partial(
                 _write,
@@ -293,8 +303,7 @@ class ShrinkPerturb(FitCallback):
                     for init in initializers
                 ],
                 generator,
-                self.shrink,
-                self.noise_scale,
+                self.noise_scale != 0.0,
             )
             # Not XLA on TensorFlow: its random numbers differ from the
             # eager ones. The generator's state is read and written too.
@@ -395,26 +404,36 @@ def _seeded(initializer: Any, generator: keras.random.SeedGenerator) -> Any:
     return type(initializer).from_config({**get_config(), "seed": generator})
 
 
+def combined_factors(shrink: float, noise_scale: float, events: int) -> np.ndarray:
+    """`[shrink ** k, noise_scale * sqrt(sum_{i < k} shrink ** (2 i))]` for
+    `k = events`, float32: `k` events in a row, as one (the weights' mean
+    and the noise's variance those of `k` events, the gradient steps
+    between them left out)."""
+    spread = sum(shrink ** (2 * i) for i in range(events))
+    return np.asarray([shrink**events, noise_scale * np.sqrt(spread)], dtype="float32")
+
+
 def _write(
     variables: list[keras.Variable],
     initializers: list[Any],
     generator: keras.random.SeedGenerator,
-    shrink: float,
-    noise_scale: float,
+    noisy: bool,
     seeds: Any,
+    factors: Any,
 ) -> None:
-    """Each variable takes `shrink * value + noise_scale * draw`, its draw
-    seeded by `seeds[i]` (an int32 vector)."""
+    """Each variable takes `factors[0] * value + factors[1] * draw`, its
+    draw seeded by `seeds[i]` (an int32 vector); without a draw when not
+    `noisy` (`noise_scale` 0)."""
     state = generator.state
     for i, (variable, initializer) in enumerate(
         zip(variables, initializers, strict=True)
     ):
-        value = variable.value * ops.cast(shrink, variable.dtype)
-        if initializer is not None and noise_scale != 0.0:
+        value = variable.value * ops.cast(factors[0], variable.dtype)
+        if initializer is not None and noisy:
             seed = ops.cast(seeds[i], state.dtype)
             state.assign(ops.stack([seed, ops.zeros((), state.dtype)]))
             draw = initializer(shape=tuple(variable.shape), dtype=variable.dtype)
-            value = value + ops.cast(noise_scale, variable.dtype) * ops.cast(
+            value = value + ops.cast(factors[1], variable.dtype) * ops.cast(
                 draw, variable.dtype
             )
         variable.assign(value)
