@@ -119,7 +119,8 @@ def compiled_shared(
         function: the write, `function(variables, *args)`.
         key: hashable. Names everything the trace depends on: the shapes
             and dtypes of the variables and the arguments, and the
-            settings `function` closes over.
+            settings `function` closes over (which arguments are the same
+            variable is added to it here).
         signature: `None`, or a function returning the structure of
             `args` with a `keras.KerasTensor` for each tensor (called
             once, when the trace is made): a dimension `None` there may
@@ -133,7 +134,13 @@ def compiled_shared(
         if handles is None:
             function(list(variables), *args)
             return
-        shared = _SHARED_GRAPHS.pop(key, None)
+        # Which arguments are one variable (a layer that is one site's
+        # consumer and the next one's producer): TensorFlow traces a
+        # variable given twice as one input, so a trace serves only calls
+        # that alias the same arguments. Reused for another pattern, it
+        # wrote a variable's update into the one it was traced with.
+        traced_key = (key, _aliases(handles))
+        shared = _SHARED_GRAPHS.pop(traced_key, None)
         if shared is None:
             import tensorflow as tf
 
@@ -149,12 +156,18 @@ def compiled_shared(
             shared = _Shared(graph, run)
         # Least recently used last out: a long process that trains many
         # layouts keeps the latest `_MAX_SHARED_GRAPHS`.
-        _SHARED_GRAPHS[key] = shared
+        _SHARED_GRAPHS[traced_key] = shared
         while len(_SHARED_GRAPHS) > _MAX_SHARED_GRAPHS:
             _SHARED_GRAPHS.popitem(last=False)
         shared.run(handles, *args)
 
     return call
+
+
+def _aliases(values: Sequence[Any]) -> tuple[int, ...]:
+    """For each value, the position of its first occurrence (by identity)."""
+    first: dict[int, int] = {}
+    return tuple(first.setdefault(id(value), i) for i, value in enumerate(values))
 
 
 def _tensor_spec(spec: Any) -> Any:

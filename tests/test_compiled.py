@@ -158,3 +158,33 @@ def test_shared_write_with_a_signature_traces_once_for_any_length():
         expected[rows] = values
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), expected)
     assert len(runs) == (1 if BACKEND == "tensorflow" else 3)
+
+
+def test_shared_write_keeps_apart_calls_that_alias_other_arguments():
+    # A variable given twice (a layer that is one site's consumer and the
+    # next one's producer) is one input of a TensorFlow trace: a
+    # concrete function made for `[a, a]` and reused for `[a, b]` of the
+    # same shapes wrote b's update into a, and one made for `[a, b]` left
+    # `[a, a]`'s two updates unordered. Each pattern gets its own trace,
+    # and every call writes what NumPy says, whichever pattern came first.
+    key = ("test_compiled", "aliases")
+
+    def write(variables, scale):
+        for variable in variables:
+            value = variable.value if isinstance(variable, keras.Variable) else variable
+            variable.assign(value * scale + 1.0)
+
+    def signature():
+        return (keras.KerasTensor((), dtype="float32"),)
+
+    scale = np.asarray(2.0, "float32")
+    for order in (("aliased", "distinct"), ("distinct", "aliased")):
+        for pattern in order:
+            a = keras.Variable(np.ones(3, "float32"))
+            b = keras.Variable(np.full(3, 10.0, "float32"))
+            variables = [a, a] if pattern == "aliased" else [a, b]
+            compiled_shared(write, (key, order), signature)(variables, scale)
+            expected_a = 7.0 if pattern == "aliased" else 3.0  # (1*2+1)*2+1
+            expected_b = 10.0 if pattern == "aliased" else 21.0
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), expected_a)
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(b), expected_b)

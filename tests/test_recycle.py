@@ -535,6 +535,46 @@ class TestOneWritePerEvent:
         # test traced this layout).
         assert len(set(traced)) == 1
 
+    def test_events_of_one_layout_that_alias_other_kernels(self):
+        # Four hidden layers of one shape: an event on sites (h1, h2) and
+        # one on (h1, h3) have the same layout of shapes, but in the first
+        # h2's kernel is written twice (h1's rows zeroed, its own columns
+        # re-drawn). Each event, repeated so that it goes through the
+        # shared write, gives the weights of its sites written one by one.
+        from keras_relu_kit import _compiled
+
+        _compiled._SHARED_GRAPHS.clear()
+
+        def deep():
+            keras.utils.set_random_seed(3)
+            return keras.Sequential(
+                [keras.Input((6,))]
+                + [
+                    keras.layers.Dense(8, activation="relu", name=f"h{i}")
+                    for i in range(1, 5)
+                ]
+                + [keras.layers.Dense(2, name="out")]
+            )
+
+        model, reference = deep(), deep()
+        events = [("h1", "h2"), ("h1", "h3")] * 2
+        for step, sites in enumerate(events):
+            for target, together in ((model, True), (reference, False)):
+                plans, _ = plan_recycling(target)
+                writes = [
+                    SiteWrite(plans[name], [i, 5], seed=100 * step + i)
+                    for i, name in enumerate(sites)
+                ]
+                if together:
+                    recycle_sites(writes, optimizer=None)
+                else:
+                    for write in writes:
+                        recycle_sites([write], optimizer=None)
+            for a, b in zip(model.weights, reference.weights, strict=True):
+                np.testing.assert_array_equal(
+                    keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b)
+                )
+
     @pytest.mark.tensorflow_only
     def test_the_write_makes_no_sparse_access_to_a_variable(self):
         # TensorFlow's in-place scatters and gathers on a variable switch it
