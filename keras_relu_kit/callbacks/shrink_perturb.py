@@ -273,7 +273,7 @@ class ShrinkPerturb(FitCallback):
         assert self._write is not None  # Prepared in `_begin`.
         self._write(
             event_seeds(self.seed, step, len(self.variables)),
-            combined_factors(self.shrink, self.noise_scale, events),
+            _combined_factors(self.shrink, self.noise_scale, events),
         )
         self.events += events
 
@@ -404,7 +404,7 @@ def _seeded(initializer: Any, generator: keras.random.SeedGenerator) -> Any:
     return type(initializer).from_config({**get_config(), "seed": generator})
 
 
-def combined_factors(shrink: float, noise_scale: float, events: int) -> np.ndarray:
+def _combined_factors(shrink: float, noise_scale: float, events: int) -> np.ndarray:
     """`[shrink ** k, noise_scale * sqrt(sum_{i < k} shrink ** (2 i))]` for
     `k = events`, float32: `k` events in a row, as one (the weights' mean
     and the noise's variance those of `k` events, the gradient steps
