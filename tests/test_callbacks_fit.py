@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keras_relu_kit.callbacks._fit import ProbeOptions, StepSchedule
 from keras_relu_kit.callbacks._printing import print_msg
@@ -45,6 +47,32 @@ class TestStepSchedule:
         assert schedule.epoch == len(epochs) - 1
         schedule.reset()
         assert (schedule.epoch, schedule.epoch_start, schedule.step) == (0, 0, 0)
+
+    @pytest.mark.backend_independent
+    @settings(derandomize=True, max_examples=200, deadline=None)
+    @given(
+        lengths=st.lists(st.integers(1, 50), min_size=1, max_size=3),
+        per_call=st.integers(1, 40),
+        frequency=st.integers(1, 60),
+    )
+    def test_counts_the_steps_run_with_steps_per_execution(
+        self, lengths, per_call, frequency
+    ):
+        # Keras' report of each call of `per_call` steps: the index of its
+        # last batch as if it were full, past the end of an epoch whose
+        # last call is not. The count is the steps run, and `due` the
+        # multiples of `frequency` each call crossed.
+        schedule = StepSchedule(frequency, owner="Owner", action="measure")
+        run = 0
+        for epoch, length in enumerate(lengths):
+            schedule.begin_epoch(epoch, length)
+            for start in range(0, length, per_call):
+                before = run
+                run += min(per_call, length - start)
+                crossed = schedule.end_batch(start + per_call - 1)
+                assert schedule.step == run
+                assert schedule.due == run // frequency - before // frequency
+                assert crossed == (schedule.due > 0)
 
     @pytest.mark.parametrize("frequency", [0, -1, 1.5, "batch", True, None])
     def test_invalid_frequency(self, frequency):
