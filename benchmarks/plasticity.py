@@ -350,6 +350,18 @@ METHODS: dict[str, Factory] = {
 #: Runs that are no method: a noise reference (`benchmarks.untuned`).
 CONTROLS: dict[str, Factory] = {"relu_reseeded": _relu_reseeded}
 
+
+def _continual_backprop_25(recipe):
+    from keras_relu_kit.callbacks import ContinualBackprop
+
+    return recipe.compile(recipe.build()), [ContinualBackprop(frequency=25)]
+
+
+#: Settings of a method run only when named (`--methods`), not in the tables
+#: by default: what the plasticity guide says of `ContinualBackprop`'s
+#: `frequency`.
+VARIANTS: dict[str, Factory] = {"continual_backprop_25": _continual_backprop_25}
+
 DESCRIPTIONS = {
     "relu": "plain backprop, `Dense(activation='relu')`",
     "l2": f"the same with `kernel_regularizer=keras.regularizers.L2({L2_PENALTY:g})` "
@@ -367,6 +379,8 @@ DESCRIPTIONS = {
         "`model, callbacks = keras_relu_kit.recommended(model)` (a "
         "`DeadReLUMonitor(tau=0.025)` and `Recycle(tau=0.025)`)"
     ),
+    "continual_backprop_25": "`keras_relu_kit.callbacks.ContinualBackprop("
+    "frequency=25)`",
     "relu_reseeded": "plain ReLU from other initial weights (the seed plus "
     f"{RESEEDED:,}), on the same stream and batches",
 }
@@ -586,7 +600,7 @@ def run_one(method, stream, optimizer, seed, data, model=None):
     start = time.perf_counter()
     start_cpu = time.process_time()
     phases, fresh_phases = _schedule(stream, data, seed)
-    factory = {**METHODS, **CONTROLS}[method]
+    factory = {**METHODS, **VARIANTS, **CONTROLS}[method]
     trained, callbacks = factory(recipe)
     accuracy, diverged = _train(trained, callbacks, phases, stream)
     record = {
@@ -840,9 +854,9 @@ def plot(stream, results, optimizers, path):
     plt.close(fig)
 
 
-def _parse_names(value, known, what):
+def _parse_names(value, known, what, default=None):
     if value is None:
-        return list(known)
+        return list(known if default is None else default)
     names = value.split(",") if isinstance(value, str) else list(value)
     names = [name.strip() for name in names if name.strip()]
     unknown = [name for name in names if name not in known]
@@ -869,8 +883,9 @@ def run(
 
     Args:
         quick: bool. Small streams and `QUICK_SEEDS` seeds.
-        methods: names of `METHODS` (a list or a comma-separated string), in
-            any order. Defaults to all.
+        methods: names of `METHODS` or `VARIANTS` (a list or a
+            comma-separated string), in any order. Defaults to all of
+            `METHODS`.
         seeds: int. Seeds 0 .. seeds - 1. Defaults to `SEEDS`
             (`QUICK_SEEDS` with `quick`).
         streams: names of the streams to run. Defaults to all.
@@ -883,7 +898,7 @@ def run(
     """
     all_streams = stream_settings(quick)
     stream_keys = _parse_names(streams, tuple(all_streams), "streams")
-    methods = _parse_names(methods, tuple(METHODS), "methods")
+    methods = _parse_names(methods, (*METHODS, *VARIANTS), "methods", tuple(METHODS))
     optimizer_keys = (
         None
         if optimizers is None

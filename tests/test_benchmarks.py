@@ -312,6 +312,29 @@ class TestPlasticity:
         )
         assert line.endswith(("**met**.", "**MISSED**."))
 
+    def test_a_variant_runs_only_when_named(self):
+        """`continual_backprop_25` (the plasticity guide's frequency) is
+        not in the default tables, and runs as a row of its own when named."""
+        from benchmarks import plasticity
+
+        assert "continual_backprop_25" not in plasticity._parse_names(
+            None,
+            (*plasticity.METHODS, *plasticity.VARIANTS),
+            "methods",
+            tuple(plasticity.METHODS),
+        )
+        text = plasticity.run(
+            quick=True,
+            methods="continual_backprop_25,relu",
+            seeds=1,
+            streams="input_permuted",
+            optimizers="sgd",
+            tasks=2,
+            progress=False,
+        )
+        assert [row[0] for row in _rows(text)] == ["relu", "continual_backprop_25"]
+        assert "ContinualBackprop(frequency=25)" in text
+
 
 @pytest.mark.any_backend
 class TestSlotRules:
