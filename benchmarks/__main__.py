@@ -15,7 +15,8 @@ header included, is kept as the last full run wrote it.
 
 A section whose `run` takes more than `quick` gets what it accepts of
 `write` (`False` with `--no-write`: it writes no file of its own either),
-`methods` (`--methods a,b`) and `seeds` (`--seeds N`).
+`methods` (`--methods a,b`), `seeds` (`--seeds N`) and `first_seed`
+(`--first-seed K`).
 """
 
 import argparse
@@ -85,6 +86,13 @@ def build_parser():
         help="seeds for the sections that repeat over seeds (plasticity, slot_rules, "
         "untuned, scenarios)",
     )
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        help="the first seed of the sections that take one (plasticity, "
+        "untuned): other seeds than the published ones check a verdict "
+        "afresh; default 0",
+    )
     return parser
 
 
@@ -104,6 +112,10 @@ def parse_args(argv=None):
         ]
     if args.seeds is not None and args.seeds < 1:
         parser.error(f"argument --seeds: must be >= 1. Received: {args.seeds}")
+    if args.first_seed is not None and args.first_seed < 0:
+        parser.error(
+            f"argument --first-seed: must be >= 0. Received: {args.first_seed}"
+        )
     return args
 
 
@@ -184,8 +196,8 @@ def _load():
 def _run_section(name, quick, **options):
     """The Markdown of section `name`, or a note if it cannot be imported.
 
-    `options` (`write`, `methods`, `seeds`) go to the section's `run` where
-    it takes them and they are not `None`.
+    `options` (`write`, `methods`, `seeds`, `first_seed`) go to the
+    section's `run` where it takes them and they are not `None`.
     """
     module_name = f"{__package__ or 'benchmarks'}.{name}"
     try:
@@ -262,6 +274,8 @@ def main(argv=None):
         flags.append(f"--methods {args.methods}")
     if args.seeds is not None:
         flags.append(f"--seeds {args.seeds}")
+    if args.first_seed is not None:
+        flags.append(f"--first-seed {args.first_seed}")
     command = " ".join(["python -m benchmarks", *flags])
     head = header(command, args.quick)
     print(head, flush=True)
@@ -277,6 +291,7 @@ def main(argv=None):
             write=not args.no_write,
             methods=args.methods,
             seeds=args.seeds,
+            first_seed=args.first_seed,
         )
         if started:
             section += "\n\n" + started

@@ -28,6 +28,24 @@ def check_seeds(seeds: Any, section: str) -> int:
     return seeds
 
 
+def check_first_seed(first_seed: Any, section: str) -> int:
+    """`first_seed` as an int >= 0, else a `ValueError` naming `section`."""
+    value = int(first_seed)
+    if value < 0:
+        raise ValueError(
+            f"`{section}.run` argument `first_seed` must be >= 0. "
+            f"Received: first_seed={first_seed!r}"
+        )
+    return value
+
+
+def describe_seeds(first_seed: int, seeds: int) -> str:
+    """`"seeds 0-4"`, `"seed 5"`: the seeds of a run, as its text names them."""
+    if seeds == 1:
+        return f"seed {first_seed}"
+    return f"seeds {first_seed}-{first_seed + seeds - 1}"
+
+
 def run_grid(
     function: Callable[[str, str, int, bool], dict[str, Any]],
     keys: Sequence[str],
@@ -38,13 +56,14 @@ def run_grid(
     workers: int | None = None,
     progress: str | None = None,
     score: str = "val_accuracy",
+    first_seed: int = 0,
 ) -> tuple[dict[str, dict[str, list[dict[str, Any]]]], float]:
     """`function(key, method, seed, quick)` for every key, method and seed.
 
     Args:
         function: a module-level function (workers import it by name).
         keys, methods: the set-ups and the methods.
-        seeds: seeds 0 .. seeds - 1.
+        seeds: how many seeds: `first_seed` .. `first_seed + seeds - 1`.
         quick: passed through.
         workers: int or `None`: worker processes (1 runs them here), `None`
             one per usable core (at most 4).
@@ -52,6 +71,7 @@ def run_grid(
             has run every seed of a set-up (the mean of `score`); `None`
             prints nothing.
         score: the record's entry `progress` prints.
+        first_seed: int >= 0. The first seed. Defaults to `0`.
 
     Returns:
         `({key: {method: [record per seed]}}, seconds)`.
@@ -60,7 +80,7 @@ def run_grid(
         (key, method, seed, quick)
         for key in keys
         for method in methods
-        for seed in range(seeds)
+        for seed in range(first_seed, first_seed + seeds)
     ]
     start = time.perf_counter()
     results: dict[str, dict[str, list[dict[str, Any]]]] = {key: {} for key in keys}

@@ -54,7 +54,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from benchmarks import _timing
+from benchmarks import _grid, _timing
 from keras_relu_kit.datasets import load_digits
 from keras_relu_kit.demo._continual import task_data
 from keras_relu_kit.demo._study import divergence_reported, steps_per_execution
@@ -359,8 +359,20 @@ def _continual_backprop_25(recipe):
 
 #: Settings of a method run only when named (`--methods`), not in the tables
 #: by default: what the plasticity guide says of `ContinualBackprop`'s
-#: `frequency`.
-VARIANTS: dict[str, Factory] = {"continual_backprop_25": _continual_backprop_25}
+#: `frequency` and of `recommended()` with `ContinualBackprop()` beside it.
+def _recommended_cbp(recipe):
+    # Tried for the recommendation (the plasticity guide has the numbers):
+    # ReDo at each epoch end and continual backprop's steady replacement.
+    from keras_relu_kit.callbacks import ContinualBackprop
+
+    model, callbacks = _recommended(recipe)
+    return model, [*callbacks, ContinualBackprop()]
+
+
+VARIANTS: dict[str, Factory] = {
+    "continual_backprop_25": _continual_backprop_25,
+    "recommended_cbp": _recommended_cbp,
+}
 
 DESCRIPTIONS = {
     "relu": "plain backprop, `Dense(activation='relu')`",
@@ -381,6 +393,8 @@ DESCRIPTIONS = {
     ),
     "continual_backprop_25": "`keras_relu_kit.callbacks.ContinualBackprop("
     "frequency=25)`",
+    "recommended_cbp": "`recommended(model)`'s callbacks and "
+    "`keras_relu_kit.callbacks.ContinualBackprop()`",
     "relu_reseeded": "plain ReLU from other initial weights (the seed plus "
     f"{RESEEDED:,}), on the same stream and batches",
 }
@@ -854,7 +868,9 @@ def plot(stream, results, optimizers, path):
     plt.close(fig)
 
 
-def _parse_names(value, known, what, default=None):
+def parse_names(value, known, what, default=None, owner="plasticity.run"):
+    """The names in `value` (a list or a comma-separated string) that are
+    in `known`, in `known`'s order; `default` (else `known`) for `None`."""
     if value is None:
         return list(known if default is None else default)
     names = value.split(",") if isinstance(value, str) else list(value)
@@ -862,7 +878,7 @@ def _parse_names(value, known, what, default=None):
     unknown = [name for name in names if name not in known]
     if unknown or not names:
         raise ValueError(
-            f"`plasticity.run` argument `{what}` must name some of "
+            f"`{owner}` argument `{what}` must name some of "
             f"{', '.join(known)}. Received: {what}={value!r}"
         )
     return [name for name in known if name in names]
@@ -878,6 +894,7 @@ def run(
     tasks: int | None = None,
     write: bool = False,
     progress: bool = True,
+    first_seed: int = 0,
 ) -> str:
     """The section's Markdown.
 
@@ -886,8 +903,8 @@ def run(
         methods: names of `METHODS` or `VARIANTS` (a list or a
             comma-separated string), in any order. Defaults to all of
             `METHODS`.
-        seeds: int. Seeds 0 .. seeds - 1. Defaults to `SEEDS`
-            (`QUICK_SEEDS` with `quick`).
+        seeds: int. How many seeds, from `first_seed` on. Defaults to
+            `SEEDS` (`QUICK_SEEDS` with `quick`).
         streams: names of the streams to run. Defaults to all.
         optimizers: names of `OPTIMIZERS` to run on every stream. Defaults
             to all (with `quick`, `QUICK_OPTIMIZERS`: one per stream).
@@ -895,14 +912,17 @@ def run(
         write: bool. Write the pictures under `docs/images/` and the
             per-seed results to `benchmarks/plasticity_results.json`.
         progress: bool. Print a line per method as it finishes, to stderr.
+        first_seed: int >= 0. The first seed: other seeds than the
+            published ones check a verdict afresh. Defaults to `0`.
     """
+    first_seed = _grid.check_first_seed(first_seed, "plasticity")
     all_streams = stream_settings(quick)
-    stream_keys = _parse_names(streams, tuple(all_streams), "streams")
-    methods = _parse_names(methods, (*METHODS, *VARIANTS), "methods", tuple(METHODS))
+    stream_keys = parse_names(streams, tuple(all_streams), "streams")
+    methods = parse_names(methods, (*METHODS, *VARIANTS), "methods", tuple(METHODS))
     optimizer_keys = (
         None
         if optimizers is None
-        else _parse_names(optimizers, tuple(OPTIMIZERS), "optimizers")
+        else parse_names(optimizers, tuple(OPTIMIZERS), "optimizers")
     )
     seeds = (QUICK_SEEDS if quick else SEEDS) if seeds is None else int(seeds)
     if seeds < 1:
@@ -932,7 +952,7 @@ def run(
                 try:
                     runs = [
                         run_one(method, stream, optimizer, seed, data)
-                        for seed in range(seeds)
+                        for seed in range(first_seed, first_seed + seeds)
                     ]
                 except ImportError as error:
                     not_run[method] = f"{type(error).__name__}: {error}"
@@ -965,7 +985,9 @@ def run(
         for runs in cell.values()
         for r in runs
     }
-    text = _markdown(chosen, plan, methods, seeds, results, not_run, sources, quick)
+    text = _markdown(
+        chosen, plan, methods, (first_seed, seeds), results, not_run, sources, quick
+    )
     if write:
         images = []
         for stream in chosen:
@@ -983,6 +1005,7 @@ def run(
                     "settings": {
                         "quick": quick,
                         "seeds": seeds,
+                        "first_seed": first_seed,
                         "tau": TAU,
                         "l2_penalty": L2_PENALTY,
                         "streams": [dataclasses.asdict(s) for s in chosen],
@@ -1010,6 +1033,7 @@ def run(
 
 
 def _markdown(chosen, plan, methods, seeds, results, not_run, sources, quick):
+    # `seeds`: `(first seed, how many)`.
     optimizer_keys = [k for k in OPTIMIZERS if any(k in ks for ks in plan.values())]
     recipe = Recipe(64, 10, OPTIMIZERS["sgd"], 0)
     parts = [
@@ -1039,7 +1063,8 @@ def _markdown(chosen, plan, methods, seeds, results, not_run, sources, quick):
         )
         + ", the same for every method; sparse cross-entropy; "
         "`steps_per_execution` 32 on TensorFlow.",
-        f"- Seeds 0-{seeds - 1} (each seeds the weights, the batch order and "
+        f"- {_grid.describe_seeds(*seeds).capitalize()} (each seeds the "
+        "weights, the batch order and "
         "the stream's permutations, which every method shares); ± is the "
         "half-width of the 95% Student-t interval over seeds.",
         "- First / last 10% acc: mean validation accuracy over the first and "

@@ -28,7 +28,7 @@ takes about 6 minutes.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -127,7 +127,9 @@ def run_setup(key: str, method: str, seed: int, quick: bool) -> dict[str, Any]:
 def summary(chosen: Mapping[str, SetUp], results: Mapping[str, Any]) -> str:
     """One row per set-up: each remedy's mean minus ReLU's mean, and its
     worst seed against ReLU's same seed (last-10% or final accuracy)."""
-    remedies = [*(m for m in METHODS if m != "relu"), CONTROL]
+    ran = {method for records in results.values() for method in records}
+    variants = [m for m in plasticity.VARIANTS if m in ran]
+    remedies = [*(m for m in METHODS if m != "relu"), *variants, CONTROL]
     headers = ["Set-up", "ReLU", *(f"{m}: mean, worst seed" for m in remedies)]
     rows = []
     for key, setup in chosen.items():
@@ -151,35 +153,52 @@ def run(
     seeds: int | None = None,
     progress: bool = True,
     workers: int | None = None,
+    methods: str | Sequence[str] | None = None,
+    first_seed: int = 0,
 ) -> str:
     """The section's Markdown.
 
     Args:
         quick: bool. Two tiny set-ups and `QUICK_SEEDS` seeds.
-        seeds: int. Seeds 0 .. seeds - 1. Defaults to `SEEDS`
-            (`QUICK_SEEDS` with `quick`).
+        seeds: int. How many seeds, from `first_seed` on. Defaults to
+            `SEEDS` (`QUICK_SEEDS` with `quick`).
         progress: bool. Print a line per method and set-up, to stderr.
         workers: int or `None`: worker processes (1 runs them here).
             Defaults to `None`, one per usable core (at most 4).
+        methods: names of `METHODS`, `plasticity.VARIANTS` and `CONTROL`
+            (a list or a comma-separated string) to run beside plain ReLU,
+            which every other is set against. Defaults to `None`: `METHODS`
+            and `CONTROL`.
+        first_seed: int >= 0. The first seed: other seeds than the
+            published ones check a verdict afresh. Defaults to `0`.
     """
     seeds = _grid.check_seeds(
         (QUICK_SEEDS if quick else SEEDS) if seeds is None else seeds, "untuned"
     )
+    first_seed = _grid.check_first_seed(first_seed, "untuned")
     chosen = setups(quick)
+    names = plasticity.parse_names(
+        methods,
+        (*METHODS, *plasticity.VARIANTS, CONTROL),
+        "methods",
+        (*METHODS, CONTROL),
+        owner="untuned.run",
+    )
     results, seconds = _grid.run_grid(
         run_setup,
         list(chosen),
-        (*METHODS, CONTROL),
+        ("relu", *(name for name in names if name != "relu")),
         seeds,
         quick,
         workers=workers,
         progress="untuned" if progress else None,
         score="last",
+        first_seed=first_seed,
     )
-    return _markdown(chosen, results, seeds, quick, seconds)
+    return _markdown(chosen, results, seeds, quick, seconds, first_seed)
 
 
-def _markdown(chosen, results, seeds, quick, seconds):
+def _markdown(chosen, results, seeds, quick, seconds, first_seed=0):
     parts = [
         "## Untuned set-ups: the remedies where no default was tuned",
         "",
@@ -190,7 +209,8 @@ def _markdown(chosen, results, seeds, quick, seconds):
         "twice, `Flatten`, softmax), SGD with momentum, RMSprop, other "
         "learning rates; on the plasticity benchmark's streams, measured as "
         "there (`benchmarks/untuned.py`). Same weights, batches and stream "
-        f"per seed for every method; seeds 0-{seeds - 1}.",
+        "per seed for every method; "
+        f"{_grid.describe_seeds(first_seed, seeds)}.",
         "",
     ]
     parts += [
@@ -218,7 +238,9 @@ def _markdown(chosen, results, seeds, quick, seconds):
         records = results[setup.key]
         rows, headers = plasticity._table(setup.stream, records)
         parts += [f"### {setup.label}", "", _timing.table(headers, rows), ""]
-        methods = {m: runs for m, runs in records.items() if m != CONTROL}
+        # The best method of the targets is one of `METHODS`, not a
+        # variant run beside them.
+        methods = {m: runs for m, runs in records.items() if m in METHODS}
         target_lines += plasticity.targets(setup.label, methods, METHODS, setup.stream)
     met = sum("**met**" in line for line in target_lines)
     parts += [
@@ -227,6 +249,7 @@ def _markdown(chosen, results, seeds, quick, seconds):
         "",
         *target_lines,
         "",
-        f"{len(chosen) * (len(METHODS) + 1) * seeds} runs in {seconds:.0f} s.",
+        f"{sum(len(runs) for r in results.values() for runs in r.values())} "
+        f"runs in {seconds:.0f} s.",
     ]
     return "\n".join(parts)

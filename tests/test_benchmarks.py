@@ -233,6 +233,36 @@ class TestCommandLine:
         assert args.section == ["layers", "memory"]
         assert parse_args([]).section is None
 
+    def test_first_seed(self, capsys):
+        from benchmarks.__main__ import parse_args
+
+        assert parse_args(["untuned", "--first-seed", "5"]).first_seed == 5
+        assert parse_args(["untuned"]).first_seed is None
+        with pytest.raises(SystemExit):
+            parse_args(["untuned", "--first-seed", "-1"])
+        assert "--first-seed: must be >= 0. Received: -1" in capsys.readouterr().err
+
+    def test_grid_runs_from_the_first_seed(self):
+        from benchmarks import _grid
+
+        results, _ = _grid.run_grid(
+            lambda key, method, seed, quick: {"seed": seed, "key": key},
+            ["a", "b"],
+            ["m"],
+            2,
+            False,
+            workers=1,
+            first_seed=5,
+        )
+        assert results == {
+            "a": {"m": [{"seed": 5, "key": "a"}, {"seed": 6, "key": "a"}]},
+            "b": {"m": [{"seed": 5, "key": "b"}, {"seed": 6, "key": "b"}]},
+        }
+        assert _grid.describe_seeds(5, 2) == "seeds 5-6"
+        assert _grid.describe_seeds(0, 1) == "seed 0"
+        with pytest.raises(ValueError, match="`untuned.run` argument `first_seed`"):
+            _grid.check_first_seed(-2, "untuned")
+
     def test_unknown_section_name(self, capsys):
         from benchmarks.__main__ import parse_args
 
@@ -317,7 +347,7 @@ class TestPlasticity:
         not in the default tables, and runs as a row of its own when named."""
         from benchmarks import plasticity
 
-        assert "continual_backprop_25" not in plasticity._parse_names(
+        assert "continual_backprop_25" not in plasticity.parse_names(
             None,
             (*plasticity.METHODS, *plasticity.VARIANTS),
             "methods",
@@ -334,6 +364,32 @@ class TestPlasticity:
         )
         assert [row[0] for row in _rows(text)] == ["relu", "continual_backprop_25"]
         assert "ContinualBackprop(frequency=25)" in text
+
+    def test_runs_from_the_first_seed(self, monkeypatch):
+        from benchmarks import plasticity
+
+        seeds = []
+        run_one = plasticity.run_one
+
+        def spy(method, stream, optimizer, seed, data, model=None):
+            seeds.append((method, seed))
+            return run_one(method, stream, optimizer, seed, data, model)
+
+        monkeypatch.setattr(plasticity, "run_one", spy)
+        text = plasticity.run(
+            quick=True,
+            methods="relu",
+            seeds=2,
+            streams="input_permuted",
+            optimizers="sgd",
+            tasks=1,
+            progress=False,
+            first_seed=3,
+        )
+        assert seeds == [("relu", 3), ("relu", 4)]
+        assert "- Seeds 3-4 (each seeds the weights" in text
+        with pytest.raises(ValueError, match="`plasticity.run` argument `first_seed`"):
+            plasticity.run(quick=True, first_seed=-1)
 
 
 @pytest.mark.any_backend
@@ -508,6 +564,51 @@ class TestUntuned:
         met, total = map(int, re.search(r"(\d+) of (\d+) met", text).groups())
         # Four lines for recommended, one for each other remedy, per set-up.
         assert total == len(chosen) * 7 and 0 <= met <= total
+
+    def test_a_variant_runs_beside_relu_when_named(self, monkeypatch):
+        # The held-out check of a setting (`--methods continual_backprop_25`
+        # of the plasticity guide): ReLU and the variant only, the variant
+        # a column of the summary, and no target claimed for what did not run.
+        import dataclasses
+
+        from benchmarks import plasticity, untuned
+
+        quick_streams = plasticity.stream_settings(quick=True)
+        monkeypatch.setattr(
+            plasticity,
+            "stream_settings",
+            lambda quick=False: {
+                key: dataclasses.replace(stream, tasks=2, examples=64)
+                for key, stream in quick_streams.items()
+            },
+        )
+        text = untuned.run(
+            quick=True,
+            seeds=1,
+            progress=False,
+            workers=1,
+            methods="continual_backprop_25",
+        )
+        chosen = untuned.setups(quick=True)
+        sections = re.split(r"^### ", text, flags=re.MULTILINE)
+        header = next(
+            line for line in sections[0].splitlines() if line.startswith("| Set-up")
+        )
+        assert "continual_backprop_25: mean, worst seed" in header
+        for row in _rows(sections[0]):
+            # recommended, recycle, continual_backprop, leakify_autoleak and
+            # the control did not run; the variant did.
+            assert row[2:6] == ["-"] * 4 and row[7] == "-"
+            assert re.fullmatch(r"[+-]\d\.\d{3}, [+-]\d\.\d{3}", row[6])
+        for section in sections[1:]:
+            assert [row[0] for row in _rows(section)] == [
+                "relu",
+                "continual_backprop_25",
+            ]
+        assert "0 of " in text and "not measured (recommended not run)" in text
+        assert f"{len(chosen) * 2} runs in" in text
+        with pytest.raises(ValueError, match="`untuned.run` argument `methods`"):
+            untuned.run(quick=True, seeds=1, methods="relu,cbp")
 
 
 def _batches(data):
