@@ -78,7 +78,7 @@ def build_parser():
     parser.add_argument(
         "--methods",
         help="comma-separated methods for the sections that compare methods "
-        "(plasticity); default: all",
+        "(plasticity, untuned); default: all",
     )
     parser.add_argument(
         "--seeds",

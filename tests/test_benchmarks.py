@@ -365,6 +365,41 @@ class TestPlasticity:
         assert [row[0] for row in _rows(text)] == ["relu", "continual_backprop_25"]
         assert "ContinualBackprop(frequency=25)" in text
 
+    def test_targets(self):
+        from benchmarks import plasticity
+
+        def runs(lasts, dead=0.0):
+            return [
+                {"seed": seed, "last": last, "dead": dead, "diverged": False}
+                for seed, last in enumerate(lasts)
+            ]
+
+        records = {
+            "relu": runs([0.60, 0.70]),
+            "recommended": runs([0.66, 0.69], dead=0.01),  # +0.025, worst -0.01
+            "recycle": runs([0.70, 0.60]),  # level on the mean, worst -0.1
+            # A variant run beside them is no method's best.
+            "continual_backprop_25": runs([0.90, 0.90]),
+        }
+        lines = plasticity.targets("s", records, plasticity.METHODS)
+        assert lines == [
+            "- s: continual_backprop last-10% accuracy >= ReLU's: not measured "
+            "(continual_backprop not run).",
+            "- s: recycle last-10% accuracy 0.650 >= ReLU's 0.650 (mean over 2 "
+            "seeds), and no seed more than 0.02 below ReLU's (worst seed -0.100): "
+            "**MISSED**.",
+            "- s: leakify_autoleak last-10% accuracy >= ReLU's: not measured "
+            "(leakify_autoleak not run).",
+            "- s: recommended last-10% accuracy 0.675 >= ReLU's 0.650 (mean over 2 "
+            "seeds), and no seed more than 0.02 below ReLU's (worst seed -0.010): "
+            "**met**.",
+            "- s: recommended last-10% accuracy 0.675 within 0.01 of the best "
+            "method's (recommended, 0.675): **met**.",
+            "- s: recommended dead fraction 0.010 <= 0.05: **met**.",
+            "- s: recommended never diverges where ReLU does not: 0/2 seeds "
+            "diverged (ReLU 0/2): **met**.",
+        ]
+
     def test_runs_from_the_first_seed(self, monkeypatch):
         from benchmarks import plasticity
 
