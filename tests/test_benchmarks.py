@@ -567,14 +567,14 @@ class TestUntuned:
             weights[0], keras.ops.convert_to_numpy(relu.weights[0])
         )
 
-    def test_quick_run(self, monkeypatch):
-        # The section end to end, in this process: every set-up runs every
-        # method and the control, and each gets its table and targets. On
-        # streams of two tasks of 64 examples: `--quick`'s own took two
-        # minutes of the suite, and the benchmark's numbers are not tested.
+    @pytest.fixture
+    def tiny_streams(self, monkeypatch):
+        """The `--quick` streams cut to two tasks of 64 examples: `--quick`'s
+        own took two minutes of the suite, and the benchmark's numbers are
+        not tested."""
         import dataclasses
 
-        from benchmarks import plasticity, untuned
+        from benchmarks import plasticity
 
         quick_streams = plasticity.stream_settings(quick=True)
         monkeypatch.setattr(
@@ -585,6 +585,12 @@ class TestUntuned:
                 for key, stream in quick_streams.items()
             },
         )
+
+    def test_quick_run(self, tiny_streams):
+        # The section end to end, in this process: every set-up runs every
+        # method and the control, and each gets its table and targets.
+        from benchmarks import untuned
+
         text = untuned.run(quick=True, seeds=1, progress=False, workers=1)
         chosen = untuned.setups(quick=True)
         sections = re.split(r"^### ", text, flags=re.MULTILINE)
@@ -600,23 +606,12 @@ class TestUntuned:
         # Four lines for recommended, one for each other remedy, per set-up.
         assert total == len(chosen) * 7 and 0 <= met <= total
 
-    def test_a_variant_runs_beside_relu_when_named(self, monkeypatch):
+    def test_a_variant_runs_beside_relu_when_named(self, tiny_streams):
         # The held-out check of a setting (`--methods continual_backprop_25`
         # of the plasticity guide): ReLU and the variant only, the variant
         # a column of the summary, and no target claimed for what did not run.
-        import dataclasses
+        from benchmarks import untuned
 
-        from benchmarks import plasticity, untuned
-
-        quick_streams = plasticity.stream_settings(quick=True)
-        monkeypatch.setattr(
-            plasticity,
-            "stream_settings",
-            lambda quick=False: {
-                key: dataclasses.replace(stream, tasks=2, examples=64)
-                for key, stream in quick_streams.items()
-            },
-        )
         text = untuned.run(
             quick=True,
             seeds=1,
