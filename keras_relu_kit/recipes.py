@@ -32,8 +32,9 @@ batch norm does better in single-task runs where the model can take it.
 On seeds 5-9, which no default was chosen on, it is not below plain ReLU
 on any of the plasticity benchmark's six streams (seeds 0-4: on three).
 Tried beside it and not adopted: `ContinualBackprop()` as a third callback,
-which gains with Adam on label-permuted tasks (+0.18 to +0.20 on a small
-CNN) and loses with SGD and momentum (up to -0.056 on the untuned MLPs).
+which gains on a small CNN on label-permuted tasks with Adam (+0.18 to
++0.20) and loses with SGD and momentum (up to -0.056 on the untuned MLPs)
+and on the benchmark's label-permuted Adam stream on seeds 5-9 (-0.037).
 The numbers: `benchmarks/README.md` (`python -m benchmarks plasticity
 untuned scenarios`), the plasticity guide (other seeds, what was tried)
 and the demo's scoreboard (`relu-kit demo`).
