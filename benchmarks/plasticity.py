@@ -357,9 +357,6 @@ def _continual_backprop_25(recipe):
     return recipe.compile(recipe.build()), [ContinualBackprop(frequency=25)]
 
 
-#: Settings of a method run only when named (`--methods`), not in the tables
-#: by default: what the plasticity guide says of `ContinualBackprop`'s
-#: `frequency` and of `recommended()` with `ContinualBackprop()` beside it.
 def _recommended_cbp(recipe):
     # Tried for the recommendation (the plasticity guide has the numbers):
     # ReDo at each epoch end and continual backprop's steady replacement.
@@ -369,6 +366,9 @@ def _recommended_cbp(recipe):
     return model, [*callbacks, ContinualBackprop()]
 
 
+#: Settings of a method run only when named (`--methods`), not in the tables
+#: by default: what the plasticity guide says of `ContinualBackprop`'s
+#: `frequency` and of `recommended()` with `ContinualBackprop()` beside it.
 VARIANTS: dict[str, Factory] = {
     "continual_backprop_25": _continual_backprop_25,
     "recommended_cbp": _recommended_cbp,
@@ -755,7 +755,8 @@ def targets(
     For `recommended`, `recycle`, `continual_backprop` and
     `leakify_autoleak`: mean last-10% accuracy >= plain ReLU's, and in no
     seed more than `SEED_TOLERANCE` below ReLU's same seed. For
-    `recommended` also: within `BEST_TOLERANCE` of the best method's mean,
+    `recommended` also: within `BEST_TOLERANCE` of the best mean of
+    `METHODS` (not of a variant or a noise reference run beside them),
     mean dead fraction <= `DEAD_TARGET`, and no seed diverged where ReLU's
     did not. Warm-starting compares the final accuracy.
     """
@@ -791,11 +792,12 @@ def targets(
         )
         if method != "recommended":
             continue
-        # The best of the methods, not of a variant run beside them.
+        # The best of the methods, not of a variant or a noise reference
+        # run beside them.
         means = {
             m: float(np.mean([r["last"] for r in rs]))
             for m, rs in records.items()
-            if m not in VARIANTS
+            if m in METHODS
         }
         best = max(means, key=means.get)
         lines.append(
@@ -927,11 +929,9 @@ def run(
         if optimizers is None
         else parse_names(optimizers, tuple(OPTIMIZERS), "optimizers")
     )
-    seeds = (QUICK_SEEDS if quick else SEEDS) if seeds is None else int(seeds)
-    if seeds < 1:
-        raise ValueError(
-            f"`plasticity.run` argument `seeds` must be >= 1. Received: seeds={seeds}"
-        )
+    seeds = _grid.check_seeds(
+        (QUICK_SEEDS if quick else SEEDS) if seeds is None else seeds, "plasticity"
+    )
     chosen = [all_streams[key] for key in stream_keys]
     if tasks is not None:
         chosen = [dataclasses.replace(s, tasks=int(tasks)) for s in chosen]
@@ -989,7 +989,7 @@ def run(
         for r in runs
     }
     text = _markdown(
-        chosen, plan, methods, (first_seed, seeds), results, not_run, sources, quick
+        chosen, plan, methods, seeds, results, not_run, sources, quick, first_seed
     )
     if write:
         images = []
@@ -1035,8 +1035,9 @@ def run(
     return text
 
 
-def _markdown(chosen, plan, methods, seeds, results, not_run, sources, quick):
-    # `seeds`: `(first seed, how many)`.
+def _markdown(
+    chosen, plan, methods, seeds, results, not_run, sources, quick, first_seed=0
+):
     optimizer_keys = [k for k in OPTIMIZERS if any(k in ks for ks in plan.values())]
     recipe = Recipe(64, 10, OPTIMIZERS["sgd"], 0)
     parts = [
@@ -1066,7 +1067,7 @@ def _markdown(chosen, plan, methods, seeds, results, not_run, sources, quick):
         )
         + ", the same for every method; sparse cross-entropy; "
         "`steps_per_execution` 32 on TensorFlow.",
-        f"- {_grid.describe_seeds(*seeds).capitalize()} (each seeds the "
+        f"- {_grid.describe_seeds(first_seed, seeds).capitalize()} (each seeds the "
         "weights, the batch order and "
         "the stream's permutations, which every method shares); ± is the "
         "half-width of the 95% Student-t interval over seeds.",
