@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import _grid, _timing
-from benchmarks.plasticity import mean_ci
+from benchmarks.plasticity import paired
 from keras_relu_kit.datasets import load_digits
 from keras_relu_kit.demo import _study
 
@@ -104,15 +104,13 @@ def compare(
         (seeds more than 0.02 below ReLU's), `"spikes"` (summed), `"dead"`
         (mean dead fraction after training) and `"diverged"` (runs).
     """
-    by_seed = {r["seed"]: r["val_accuracy"] for r in relu}
-    gaps = [r["val_accuracy"] - by_seed[r["seed"]] for r in runs]
-    difference, interval = mean_ci(gaps)
+    compared = paired(runs, relu, "val_accuracy")
     return {
         "mean": float(np.mean([r["val_accuracy"] for r in runs])),
-        "difference": difference,
-        "interval": interval,
-        "worst": float(min(gaps)),
-        "below": sum(gap < -0.02 for gap in gaps),
+        "difference": compared["difference"],
+        "interval": compared["interval"],
+        "worst": compared["worst"],
+        "below": sum(gap < -0.02 for gap in compared["gaps"]),
         "spikes": sum(r["spikes"] for r in runs),
         "dead": float(np.mean([r["dead_fraction"] for r in runs])),
         "diverged": sum(bool(r["diverged"]) for r in runs),

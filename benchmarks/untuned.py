@@ -233,18 +233,22 @@ def _markdown(chosen, results, seeds, quick, seconds, first_seed=0):
         summary(chosen, results),
         "",
     ]
-    target_lines = []
+    target_lines: list[str] = []
+    noise_cells = []
     for setup in chosen.values():
         records = results[setup.key]
         rows, headers = plasticity._table(setup.stream, records)
         parts += [f"### {setup.label}", "", _timing.table(headers, rows), ""]
         target_lines += plasticity.targets(setup.label, records, METHODS, setup.stream)
+        noise_cells.append((setup.label, records))
     met = sum("**met**" in line for line in target_lines)
     parts += [
         f"Targets (the plasticity benchmark's, fixed before these runs): "
         f"{met} of {len(target_lines)} met.",
         "",
         *target_lines,
+        "",
+        *plasticity.noise_part(noise_cells),
         "",
         f"{sum(len(runs) for r in results.values() for runs in r.values())} "
         f"runs in {seconds:.0f} s.",

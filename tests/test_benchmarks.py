@@ -401,6 +401,92 @@ class TestPlasticity:
             "diverged (ReLU 0/2): **met**.",
         ]
 
+    def test_paired(self):
+        """Differences by seed (a seed the reference lacks is left out),
+        their mean, the 95% Student-t half-width and the verdict."""
+        import numpy as np
+
+        from benchmarks import plasticity
+
+        runs = [{"seed": s, "last": v} for s, v in [(0, 0.5), (1, 0.7), (2, 0.6)]]
+        reference = [
+            {"seed": s, "last": v} for s, v in [(2, 0.7), (0, 0.6), (1, 0.75)]
+        ]
+        compared = plasticity.paired([*runs, {"seed": 9, "last": 1.0}], reference)
+        gaps = np.array([-0.1, -0.05, -0.1])
+        np.testing.assert_allclose(compared["gaps"], gaps)
+        assert compared["difference"] == pytest.approx(gaps.mean())
+        # t(0.975, 2) = 4.3027.
+        half = 4.3027 * gaps.std(ddof=1) / np.sqrt(3)
+        assert compared["interval"] == pytest.approx(half, rel=1e-3)
+        assert compared["worst"] == pytest.approx(-0.1)
+        assert compared["below"] is bool(gaps.mean() + half < 0) is True
+        level = plasticity.paired(reference, reference)
+        assert (level["difference"], level["interval"], level["below"]) == (
+            0.0,
+            0.0,
+            False,
+        )
+        one = plasticity.paired(runs[:1], reference)
+        assert one["interval"] is None and one["below"] is False
+
+    def test_noise_verdicts(self):
+        """The mission's test: below ReLU, or `recommended` below the best
+        method, only when the whole 95% interval is under 0."""
+        from benchmarks import plasticity
+
+        def runs(lasts):
+            return [{"seed": s, "last": v} for s, v in enumerate(lasts)]
+
+        records = {
+            "relu": runs([0.60, 0.70, 0.80]),
+            # 0.1 below in every seed: below beyond the noise.
+            "recycle": runs([0.50, 0.60, 0.70]),
+            # +0.05 on the mean, one seed 0.1 below: within the noise.
+            "recommended": runs([0.75, 0.60, 0.90]),
+            # The best, level with recommended but for one seed.
+            "leaky_relu_0.3": runs([0.80, 0.70, 0.90]),
+            # A noise reference is no method.
+            "relu_reseeded": runs([0.99, 0.99, 0.99]),
+        }
+        lines, passed = plasticity.noise_verdicts(
+            "s", records, plasticity.REMEDY_TARGETS
+        )
+        assert passed is True
+        assert lines[0].startswith(
+            "- s: recommended minus ReLU +0.050 ± 0.3"
+        ) and lines[0].endswith(
+            "(worst seed -0.100): not below plain ReLU beyond the seeds' noise."
+        )
+        assert lines[1].startswith(
+            "- s: recommended minus the best method (leaky_relu_0.3) -0.050 ± "
+        ) and lines[1].endswith("not below it beyond the seeds' noise.")
+        assert lines[2] == (
+            "- s: recycle minus ReLU -0.100 ± 0.000 (worst seed -0.100): "
+            "**below** plain ReLU beyond the seeds' noise."
+        )
+        assert len(lines) == 3
+        # Below the best in every seed: the test fails.
+        records["leaky_relu_0.3"] = runs([0.85, 0.70, 1.00])
+        lines, passed = plasticity.noise_verdicts(
+            "s", records, plasticity.REMEDY_TARGETS
+        )
+        assert passed is False
+        assert lines[1].endswith("**below** it beyond the seeds' noise.")
+        # recommended the best: said so, and passed.
+        records["recommended"] = runs([0.90, 0.80, 0.99])
+        lines, passed = plasticity.noise_verdicts("s", records, ["recommended"])
+        assert passed is True
+        assert lines[1] == (
+            "- s: recommended is the best method (0.897; next leaky_relu_0.3, "
+            "0.850)."
+        )
+        text = "\n".join(
+            plasticity.noise_part([("a", records), ("b", {"relu": records["relu"]})])
+        )
+        assert "beyond the seeds' noise in 1 of 1." in text
+        assert plasticity.noise_part([("b", {"recycle": records["recycle"]})]) == []
+
     def test_runs_from_the_first_seed(self, monkeypatch):
         from benchmarks import plasticity
 
