@@ -409,9 +409,7 @@ class TestPlasticity:
         from benchmarks import plasticity
 
         runs = [{"seed": s, "last": v} for s, v in [(0, 0.5), (1, 0.7), (2, 0.6)]]
-        reference = [
-            {"seed": s, "last": v} for s, v in [(2, 0.7), (0, 0.6), (1, 0.75)]
-        ]
+        reference = [{"seed": s, "last": v} for s, v in [(2, 0.7), (0, 0.6), (1, 0.75)]]
         compared = plasticity.paired([*runs, {"seed": 9, "last": 1.0}], reference)
         gaps = np.array([-0.1, -0.05, -0.1])
         np.testing.assert_allclose(compared["gaps"], gaps)
@@ -478,8 +476,7 @@ class TestPlasticity:
         lines, passed = plasticity.noise_verdicts("s", records, ["recommended"])
         assert passed is True
         assert lines[1] == (
-            "- s: recommended is the best method (0.897; next leaky_relu_0.3, "
-            "0.850)."
+            "- s: recommended is the best method (0.897; next leaky_relu_0.3, 0.850)."
         )
         text = "\n".join(
             plasticity.noise_part([("a", records), ("b", {"relu": records["relu"]})])
