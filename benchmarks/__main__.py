@@ -41,6 +41,12 @@ SECTIONS = (
     "untuned",
     "scenarios",
 )
+#: The sections that compare accuracies. Their numbers are published with
+#: TensorFlow's oneDNN off (`TF_ENABLE_ONEDNN_OPTS=0`, as `make test` runs):
+#: its kernels round otherwise, and ten epochs of SGD at 0.2 or a small
+#: CNN carry that into the accuracies. A run of these sections alone turns
+#: it off unless the caller set the variable.
+ACCURACY = ("plasticity", "slot_rules", "untuned", "scenarios")
 # Sections another module may not provide yet: skipped with a note.
 OPTIONAL = ("callbacks", "plasticity")
 README = pathlib.Path(__file__).with_name("README.md")
@@ -174,7 +180,7 @@ def header(command, quick):
     lines += [
         f"- Date: {now:%Y-%m-%d %H:%M} UTC",
         f"- Python {platform.python_version()}, Keras {keras.__version__}, "
-        f"TensorFlow {tf.__version__}, NumPy {np.__version__}",
+        f"TensorFlow {tf.__version__} ({onednn()}), NumPy {np.__version__}",
         f"- Machine: {_cpu_model()}, {cores} cores ({usable} usable)"
         + (f", {memory:.0f} GiB RAM" if memory else "")
         + f", {platform.system()} {platform.release()}",
@@ -231,7 +237,7 @@ def provenance(command):
     return (
         f"_This section alone was regenerated with `{command}` on "
         f"{now:%Y-%m-%d %H:%M} UTC (Keras {keras.__version__}, TensorFlow "
-        f"{tf.__version__}, {_cpu_model()}, {os.cpu_count()} cores"
+        f"{tf.__version__}, {onednn()}, {_cpu_model()}, {os.cpu_count()} cores"
         + (f", load average when it started: {load}" if load else "")
         + "); the header above describes the last full run._"
     )
@@ -261,9 +267,37 @@ def replace_sections(text, sections):
     return "\n\n".join(part for part in parts if part) + "\n"
 
 
+def onednn():
+    """`"oneDNN off"` where `TF_ENABLE_ONEDNN_OPTS` is 0, else `"oneDNN on"`
+    (TensorFlow's default on x86)."""
+    off = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "").strip() == "0"
+    return "oneDNN off" if off else "oneDNN on"
+
+
+def turn_onednn_off(sections):
+    """Set `TF_ENABLE_ONEDNN_OPTS=0` where `sections` (names, or `None` for
+    all) are all `ACCURACY` sections and the caller left it unset."""
+    if sections and all(name in ACCURACY for name in sections):
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+def _onednn_note(name):
+    """The line an accuracy section gets when it ran with oneDNN on."""
+    if name not in ACCURACY or onednn() == "oneDNN off":
+        return ""
+    return (
+        "\n\n**Measured with TensorFlow's oneDNN on: its rounding differs "
+        "from the published numbers' (`TF_ENABLE_ONEDNN_OPTS=0`). Run "
+        f"`python -m benchmarks {name}` alone (it turns oneDNN off) to "
+        "compare.**"
+    )
+
+
 def main(argv=None):
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Before TensorFlow is imported (the header imports it).
+    turn_onednn_off(args.section)
     flags = [
         flag
         for flag, on in (("--quick", args.quick), ("--no-write", args.no_write))
@@ -293,6 +327,7 @@ def main(argv=None):
             seeds=args.seeds,
             first_seed=args.first_seed,
         )
+        section += _onednn_note(name)
         if started:
             section += "\n\n" + started
         print(f"\n{section}", flush=True)

@@ -160,6 +160,21 @@ def _launched_as_command_line():
 _quieted = False
 
 
+def pin_kernels(argv: Sequence[str]) -> None:
+    """For `relu-kit demo`, turn TensorFlow's oneDNN off
+    (`TF_ENABLE_ONEDNN_OPTS=0`) unless the caller set it.
+
+    The demo's scoreboard is published from TensorFlow's own (Eigen) CPU
+    kernels, which every x86 CPU runs alike, as `make test` runs them;
+    oneDNN's kernels round otherwise, and at the demo's high learning
+    rates that moves its numbers by a few hundredths. It has to run before
+    TensorFlow is imported; the demo's worker processes inherit it.
+    """
+    positional = [arg for arg in argv if not arg.startswith("-")]
+    if positional[:1] == ["demo"]:
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
 def quiet_start(argv: Sequence[str] | None = None) -> None:
     """Import Keras and its backend with their start-up log lines hidden.
 
@@ -186,6 +201,7 @@ def quiet_start(argv: Sequence[str] | None = None) -> None:
             return
         argv = sys.argv[1:]
     _quieted = True
+    pin_kernels(argv)
     if _verbose_requested(argv):
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

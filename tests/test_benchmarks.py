@@ -233,6 +233,27 @@ class TestCommandLine:
         assert args.section == ["layers", "memory"]
         assert parse_args([]).section is None
 
+    def test_accuracy_sections_run_with_onednn_off(self, monkeypatch):
+        """A run of accuracy sections alone turns oneDNN off unless the
+        caller set it; a timing section keeps TensorFlow's default; a
+        section run with oneDNN on says so."""
+        from benchmarks import __main__ as cli
+
+        monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+        cli.turn_onednn_off(["layers", "plasticity"])
+        cli.turn_onednn_off(None)
+        assert "TF_ENABLE_ONEDNN_OPTS" not in os.environ
+        assert cli.onednn() == "oneDNN on"
+        assert "oneDNN on" in cli._onednn_note("untuned")
+        assert cli._onednn_note("layers") == ""
+        cli.turn_onednn_off(["plasticity", "untuned"])
+        assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == "0"
+        assert cli.onednn() == "oneDNN off"
+        assert cli._onednn_note("untuned") == ""
+        monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
+        cli.turn_onednn_off(["scenarios"])
+        assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == "1"
+
     def test_first_seed(self, capsys):
         from benchmarks.__main__ import parse_args
 

@@ -595,6 +595,32 @@ def _quiet_env(**extra):
     return env
 
 
+class TestPinKernels:
+    """`relu-kit demo` runs TensorFlow's own kernels, as its scoreboard was
+    published with; the other commands, and a caller's choice, are left."""
+
+    @pytest.mark.parametrize(
+        "argv, expected",
+        [
+            (["demo"], "0"),
+            (["demo", "--quick", "--out", "here"], "0"),
+            (["--verbose", "demo"], "0"),
+            (["inspect", "demo.keras", "--data", "x.npy"], None),
+            (["--help"], None),
+            ([], None),
+        ],
+    )
+    def test_demo_turns_onednn_off(self, argv, expected, monkeypatch):
+        monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+        cli.pin_kernels(argv)
+        assert os.environ.get("TF_ENABLE_ONEDNN_OPTS") == expected
+
+    def test_the_caller_s_setting_stays(self, monkeypatch):
+        monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
+        cli.pin_kernels(["demo"])
+        assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == "1"
+
+
 class TestConsoleScript:
     def test_inspect_in_a_subprocess(self, tmp_path, rng):
         keras_only_model(rng).save(tmp_path / "m.keras")
