@@ -816,13 +816,7 @@ def targets(
         )
         if method != "recommended":
             continue
-        # The best of the methods, not of a variant or a noise reference
-        # run beside them.
-        means = {
-            m: float(np.mean([r["last"] for r in rs]))
-            for m, rs in records.items()
-            if m in METHODS
-        }
+        means = method_means(records)
         best = max(means, key=means.get)
         lines.append(
             f"- {cell}: recommended {metric} {mean:.3f} within "
@@ -855,20 +849,15 @@ def _fmt_gap(compared: Mapping[str, Any]) -> str:
     )
 
 
-def _against_best(records: dict[str, list[dict]]) -> tuple[str, dict | None]:
-    """`(best, compared)`: the method of `METHODS` of the best mean other
-    than `recommended`, and `recommended` `paired` against it (`None`
-    where `recommended`'s own mean is at least as high)."""
-    runs = records["recommended"]
-    means = {
+def method_means(records: Mapping[str, list[dict]]) -> dict[str, float]:
+    """Each method's mean score (`"last"`) over its seeds: the methods of
+    `METHODS` only, not a variant or a noise reference run beside them
+    (the "best method" of the targets and of the mission's test)."""
+    return {
         m: float(np.mean([r["last"] for r in rs]))
         for m, rs in records.items()
-        if m in METHODS and m != "recommended"
+        if m in METHODS
     }
-    best = max(means, key=means.get)
-    if float(np.mean([r["last"] for r in runs])) >= means[best]:
-        return best, None
-    return best, paired(runs, records[best])
 
 
 def noise_verdicts(
@@ -906,16 +895,18 @@ def noise_verdicts(
         )
         if method != "recommended":
             continue
-        best, against = _against_best(records)
-        passed = not compared["below"] and not (against or {}).get("below")
-        if against is None:
-            own = float(np.mean([r["last"] for r in records[method]]))
-            next_best = float(np.mean([r["last"] for r in records[best]]))
+        means = method_means(records)
+        own = means.pop(method)
+        best = max(means, key=means.get)
+        if own >= means[best]:
+            passed = not compared["below"]
             lines.append(
                 f"- {cell}: recommended is the best method ({own:.3f}; next "
-                f"{best}, {next_best:.3f})."
+                f"{best}, {means[best]:.3f})."
             )
             continue
+        against = paired(records[method], records[best])
+        passed = not compared["below"] and not against["below"]
         verdict = "**below**" if against["below"] else "not below"
         lines.append(
             f"- {cell}: recommended minus the best method ({best}) "
