@@ -1761,7 +1761,7 @@ def _read(variable: Any) -> Any:
 #:   entry's first steps are about 3 to 5 times a usual one.
 #: - `"scaled"`: the larger of its value and the mean over the variable's
 #:   other entries, so the fresh entry's steps are no larger than usual.
-#: - `"auto"` (`Recycle`'s default; `ContinualBackprop`'s is `"zero"`): `"zero"`
+#: - `"auto"` (`Recycle`'s and `ContinualBackprop`'s default): `"zero"`
 #:   while the learning rate is at most `AUTO_RATE_RATIO` times the root
 #:   mean square of the weights the producer's kernel initializer draws
 #:   (the fresh unit's scale: He normal with 64 inputs 0.18, with 1,000

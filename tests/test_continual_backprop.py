@@ -89,7 +89,7 @@ class TestOneReplacement:
         [
             ("sgd_momentum", None),
             ("adam", None),
-            ("adam", "auto"),
+            ("adam", "zero"),
             ("adam", "scaled"),
         ],
     )
@@ -144,9 +144,9 @@ class TestOneReplacement:
         # The next layer's mean pre-activation on the probe is unchanged.
         _, pre_after = _features(model, X, "hidden", "out")
         np.testing.assert_allclose(pre_after, pre_before, rtol=1e-5, atol=1e-5)
-        # The default resets the second moments to 0 at any rate (Dohare
-        # et al.'s reset); "auto" at a rate of 10 keeps them "scaled".
-        rule = "zero" if rule is None else "scaled"
+        # The default, "auto", keeps them "scaled" at a rate of 10; "zero"
+        # resets them to 0 at any rate (Dohare et al.'s reset).
+        rule = "scaled" if rule in (None, "scaled") else "zero"
         self._check_slots(model, reference, expected, optimizer == "adam", rule)
         # The replaced units start anew.
         stats = cbp.stats["hidden"]
