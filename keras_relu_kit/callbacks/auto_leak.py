@@ -41,7 +41,7 @@ data, else its training data). Given `dead_relu_monitor=`, a
 `DeadReLUMonitor` passed to the same `fit`, it reuses that monitor's
 measurement of the epoch: one forward pass serves both.
 
-The divergence guard: never worse than not using it. When training goes
+The divergence guard. When training goes
 bad after a raise (the epoch's `logs["loss"]` non-finite, or more than
 `divergence_factor - 1` times its magnitude above the best epoch loss so
 far), AutoLeak restores the weights and optimizer state it kept in host
@@ -52,7 +52,11 @@ raising those layers for the rest of the run, and says so in `changes`
 raise clears the kept states: that raise did not hurt. The guard watches
 one `fit`: each `fit` starts it afresh. With `backup_dir`, a rollback
 survives an interruption (`auto_leak_rollback.npz`) whichever order
-AutoLeak and `BackupAndRestore` are listed in.
+AutoLeak and `BackupAndRestore` are listed in. The guard catches a
+raise that blows the loss up; it does not keep AutoLeak from ending below
+plain ReLU where a leak itself learns worse (the demo's Adam scenario, a
+high learning rate; `benchmarks/README.md`, scenarios section), nor from
+diverging again after a rollback when no earlier state is kept.
 """
 
 from __future__ import annotations
