@@ -622,6 +622,98 @@ class TestDivergenceGuard:
         assert auto.stopped == []
         assert history.history["alpha/a"] == pytest.approx([0.05] * 5)
 
+    def test_falls_back_to_plain_relu_when_the_loss_goes_bad_again(self):
+        # Raised at epochs 0 and 1 (a and b above 0.2); NaN at epoch 2 rolls
+        # back the raise of epoch 1; NaN again at epoch 3, with no raise
+        # left to undo, restores that state again with every slope at 0.
+        losses = iter([1.0, 0.9, float("nan"), float("nan"), 0.8])
+
+        class Losses(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                logs["loss"] = next(losses)
+
+        def weights(model):
+            return {
+                v.path: keras.ops.convert_to_numpy(v)
+                for v in model.weights
+                if "alpha" not in v.path
+            }
+
+        class Before(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if epoch == 1:
+                    self.weights = weights(self.model)
+
+        class After(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if epoch == 3:
+                    self.weights = weights(self.model)
+
+        model = _planted()
+        model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "mse")
+        before, after = Before(), After()
+        auto = AutoLeak(threshold=0.2, start=0.05)
+        with pytest.warns(DivergenceRollbackWarning) as caught:
+            history = _fit(model, [Losses(), before, auto, after], 5)
+        messages = [
+            str(w.message) for w in caught if w.category is DivergenceRollbackWarning
+        ]
+        assert any("is nan again" in m and "(plain ReLU)" in m for m in messages)
+        for name in ("a", "b"):
+            assert history.history[f"alpha/{name}"] == pytest.approx(
+                [0.05, 0.1, 0.05, 0.0, 0.0]
+            )
+        fallback = [c for c in auto.changes if c.get("fallback")]
+        assert [(c["epoch"], c["layer"], c["raised_at"]) for c in fallback] == [
+            (3, "a", 1),
+            (3, "b", 1),
+        ]
+        assert [c["old"] for c in fallback] == pytest.approx([0.05, 0.05])
+        assert [c["new"] for c in fallback] == [0.0, 0.0]
+        assert sorted(auto.stopped) == ["a", "b", "c"]
+        # The state of epoch 1's end, before its raise, restored again.
+        assert before.weights.keys() == after.weights.keys()
+        for path, value in before.weights.items():
+            np.testing.assert_array_equal(after.weights[path], value)
+
+    def test_no_fall_back_after_a_finite_loss_too_high(self):
+        # Rolled back at epoch 2 (a loss 10x the best); 5x again at epoch
+        # 3, finite: the slopes the rollback restored stay.
+        losses = iter([1.0, 0.9, 9.0, 4.5, 0.8])
+
+        class Losses(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                logs["loss"] = next(losses)
+
+        model = _planted()
+        auto = AutoLeak(threshold=0.2, start=0.05)
+        with pytest.warns(DivergenceRollbackWarning) as caught:
+            history = _fit(model, [Losses(), auto], 5)
+        rollbacks = [w for w in caught if w.category is DivergenceRollbackWarning]
+        assert len(rollbacks) == 1
+        assert not any(c.get("fallback") for c in auto.changes)
+        assert history.history["alpha/a"] == pytest.approx(
+            [0.05, 0.1, 0.05, 0.05, 0.05]
+        )
+
+    def test_a_new_best_after_a_rollback_clears_the_fallback(self):
+        losses = iter([1.0, 0.9, float("nan"), 0.5, float("nan")])
+
+        class Losses(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                logs["loss"] = next(losses)
+
+        model = _planted()
+        auto = AutoLeak(threshold=0.2, start=0.05)
+        with pytest.warns(DivergenceRollbackWarning) as caught:
+            history = _fit(model, [Losses(), auto], 5)
+        rollbacks = [w for w in caught if w.category is DivergenceRollbackWarning]
+        assert len(rollbacks) == 1  # The rollback of epoch 2 only.
+        assert not any(c.get("fallback") for c in auto.changes)
+        assert history.history["alpha/a"] == pytest.approx(
+            [0.05, 0.1, 0.05, 0.05, 0.05]
+        )
+
     @pytest.mark.parametrize(
         "losses, undone",
         [

@@ -48,15 +48,21 @@ far), AutoLeak restores the weights and optimizer state it kept in host
 memory from just before that raise (not the step count or learning rate,
 so a schedule or `ReduceLROnPlateau` goes on), takes the raise back, stops
 raising those layers for the rest of the run, and says so in `changes`
-(with `"undone": True`) and in a warning. A new best epoch loss after a
-raise clears the kept states: that raise did not hurt. The guard watches
-one `fit`: each `fit` starts it afresh. With `backup_dir`, a rollback
-survives an interruption (`auto_leak_rollback.npz`) whichever order
-AutoLeak and `BackupAndRestore` are listed in. The guard catches a
-raise that blows the loss up; it does not keep AutoLeak from ending below
-plain ReLU where a leak itself learns worse (the demo's Adam scenario, a
-high learning rate; `benchmarks/README.md`, scenarios section), nor from
-diverging again after a rollback when no earlier state is kept.
+(with `"undone": True`) and in a warning. When the loss is NaN/inf after
+that, before any new best, with no raise left to undo, it restores that
+state once more and sets every slope it manages to 0: training goes on as
+plain ReLU, with no more raises in that `fit` (`changes` entries with
+`"fallback": True`). Only for NaN/inf: after a loss merely too high, that
+fall back cost more than it saved (measured on the demo's high-LR
+scenario). A new best epoch loss after a raise clears the kept
+states: that raise did not hurt. The guard watches one `fit`: each `fit`
+starts it afresh. With `backup_dir`, a rollback survives an interruption
+(`auto_leak_rollback.npz`) whichever order AutoLeak and
+`BackupAndRestore` are listed in (the kept states live in host memory: a
+resumed run has none until its next raise). The guard catches a raise
+that blows the loss up; it does not keep AutoLeak from ending below plain
+ReLU where a leak itself learns worse (the demo's Adam scenario, a high
+learning rate; `benchmarks/README.md`, scenarios section).
 """
 
 from __future__ import annotations
@@ -203,8 +209,9 @@ class AutoLeak(RemedyCallback):
         seed: int >= 0. As `DeadReLUMonitor`'s. Defaults to `0`.
         divergence_factor: float > 1 or `None`. An epoch loss above the
             best so far by more than `(divergence_factor - 1) * abs(best)`,
-            or NaN/inf, undoes the latest raise; `None` turns the guard off.
-            Defaults to `2.0`.
+            or NaN/inf, undoes the latest raise (and, when the loss is
+            NaN/inf again with no raise left to undo, sets every managed
+            slope to 0); `None` turns the guard off. Defaults to `2.0`.
         max_snapshots: int >= 1. How many pre-raise states are kept in host
             memory. Defaults to `2`.
 
@@ -213,7 +220,8 @@ class AutoLeak(RemedyCallback):
             `"layer"`, `"old"` and `"new"` (the mean alpha before and
             after), `"dead_fraction"`, `"raised_units"`. A raise undone by
             the guard adds one with `"undone": True`, `"raised_at"` and
-            `"loss"`.
+            `"loss"`; a fall back to plain ReLU, one per layer that leaked,
+            with `"fallback": True` too.
         stopped: names of the layers the guard stopped raising.
         layers_managed: names of the layers managed in the current run.
 
@@ -305,6 +313,8 @@ class AutoLeak(RemedyCallback):
         self.stopped: list[str] = []
         self._state: dict[str, RaiseState] = {}
         self._snapshots: list[dict[str, Any]] = []
+        # The snapshot the last rollback restored, until a new best loss.
+        self._fallback: dict[str, Any] | None = None
         self._best_loss: float | None = None
         self._rolled_back: list[Any] | None = None
 
@@ -467,7 +477,9 @@ class AutoLeak(RemedyCallback):
         model: keras.Model,
         layers: dict[str, keras.layers.Layer],
     ) -> bool:
-        """Undo the latest raise when the loss went bad after it.
+        """Undo the latest raise when the loss went bad after it; when it
+        is NaN/inf after a rollback, with no raise left to undo, fall back
+        to plain ReLU (`_fall_back`).
 
         Returns whether it rolled back (then nothing is raised this epoch).
         """
@@ -480,10 +492,14 @@ class AutoLeak(RemedyCallback):
                 # A new best after the raises: they did not hurt.
                 self._best_loss = loss
                 self._snapshots.clear()
+                self._fallback = None
             return False
-        if not self._snapshots:
+        if self._snapshots:
+            self._roll_back(epoch, loss, model, layers)
+        elif self._fallback is not None and not np.isfinite(loss):
+            self._fall_back(epoch, loss, model, layers)
+        else:
             return False
-        self._roll_back(epoch, loss, model, layers)
         return True
 
     def _roll_back(
@@ -500,6 +516,7 @@ class AutoLeak(RemedyCallback):
         # The restored alphas are among the values.
         _assign(_state_variables(model), snapshot["values"])
         self._rolled_back = snapshot["values"]
+        self._fallback = snapshot
         for name in undone:
             if name not in self.stopped:
                 self.stopped.append(name)
@@ -519,6 +536,52 @@ class AutoLeak(RemedyCallback):
             f"at epoch {epoch + 1}, after raising alpha at epoch "
             f"{snapshot['epoch'] + 1}. Restored the weights and optimizer "
             f"state from before that raise, and stopped raising {undone}.",
+            DivergenceRollbackWarning,
+            stacklevel=4,  # The Keras code that called `on_epoch_end`.
+        )
+
+    def _fall_back(
+        self,
+        epoch: int,
+        loss: float,
+        model: keras.Model,
+        layers: dict[str, keras.layers.Layer],
+    ) -> None:
+        """The loss is NaN/inf after a rollback, before any new best, with
+        no raise left to undo: restore the state that rollback restored
+        and set every managed slope to 0, so training goes on as plain ReLU
+        from there, and raise nothing more in this `fit`."""
+        snapshot, self._fallback = self._fallback, None
+        assert snapshot is not None  # `_guard` checked.
+        leaking = {name: _mean_alpha(layers[name]) for name in self.layers_managed}
+        _assign(_state_variables(model), snapshot["values"])
+        for name in self.layers_managed:
+            alpha = layers[name].alpha
+            alpha.assign(np.zeros(tuple(alpha.shape), dtype=alpha.dtype))
+            if name not in self.stopped:
+                self.stopped.append(name)
+            if leaking[name] > 0:
+                self.changes.append(
+                    {
+                        "epoch": int(epoch),
+                        "layer": name,
+                        "old": leaking[name],
+                        "new": 0.0,
+                        "undone": True,
+                        "raised_at": int(snapshot["epoch"]),
+                        "loss": loss,
+                        "fallback": True,
+                    }
+                )
+        self._rolled_back = [
+            keras.ops.convert_to_numpy(v) for v in _state_variables(model)
+        ]
+        warnings.warn(
+            f"{OWNER}: the loss is {loss} again at epoch {epoch + 1}, "
+            "after its rollback, with no raise left to undo. Restored the "
+            f"state from before the raise of epoch {snapshot['epoch'] + 1} "
+            f"again and set the slopes of {self.layers_managed} to 0 (plain "
+            "ReLU); no more raises in this fit.",
             DivergenceRollbackWarning,
             stacklevel=4,  # The Keras code that called `on_epoch_end`.
         )
