@@ -35,7 +35,8 @@ alone compiles its probe's capture in each `fit`, so the time goes with
 the number of models and `fit` calls more than with the examples. On the
 2-core development machine one seed of seven methods (both optimizers,
 all three streams: 42 runs) took 165 s of CPU time; the full run (ten
-methods, five seeds) is about 20 minutes on an idle machine of that kind,
+methods, five seeds) is about 9-10 minutes on an idle machine of that kind
+(556 s in the latest run),
 `--quick` (one optimizer per stream, two seeds) about 2 minutes.
 """
 

@@ -10,7 +10,7 @@ replacement rate, accumulated across steps) is replaced each step, and
 those replaced are the eligible ones of lowest bias-corrected utility. A
 replaced unit gets incoming weights drawn afresh (the kit's He preset for
 the unit's slope, `initializer_for`), a bias of 0, outgoing weights of 0
-and its optimizer slots on those entries reset to 0 (`optimizer_slots`);
+and its optimizer slots on those entries reset (`optimizer_slots`);
 its mean contribution (its outgoing weights times its bias-corrected mean
 activation) is first added to the next layer's bias, so that layer's mean
 pre-activation is unchanged. Unlike `Recycle`, which acts on units that
@@ -139,7 +139,8 @@ class ContinualBackprop(UnitReplacement):
     with the lowest bias-corrected utility: fresh incoming weights from
     the He preset of the unit's slope, bias 0, its mean contribution moved
     into the next layer's bias, outgoing weights 0, optimizer slots of
-    those entries reset to 0 (`optimizer_slots`). The model's mean prediction
+    those entries reset (momentum to 0, second moments by
+    `optimizer_slots`). The model's mean prediction
     on the probe is unchanged at that moment. Statistics and ages carry
     over from one `fit` call to the next (a continual stream trained task
     by task). `logs` get `"replaced/<site>"` and `"replaced"`, the units
