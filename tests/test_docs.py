@@ -189,3 +189,14 @@ def test_scoreboard_is_the_demo_s(page):
     targets = _table_rows(results, "| Target |")
     assert len(targets) > 2
     assert _table_rows(shown, "| Target |") == targets
+
+
+@pytest.mark.backend_independent
+def test_claims_table_is_the_demo_s():
+    """The remedies guide's table of the seed text's claims is the one
+    `make demo` wrote (it once kept an older run's numbers)."""
+    results = (DOCS / "demo" / "results.md").read_text(encoding="utf-8")
+    shown = (DOCS / "guides" / "remedies.md").read_text(encoding="utf-8")
+    expected = _table_rows(results, "| # | Claim |")
+    assert len(expected) == 13  # Header, rule and one row per claim.
+    assert _table_rows(shown, "| # | Claim |") == expected
