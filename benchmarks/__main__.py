@@ -275,8 +275,10 @@ def onednn():
 
 
 def turn_onednn_off(sections):
-    """Set `TF_ENABLE_ONEDNN_OPTS=0` where `sections` (names, or `None` for
-    all) are all `ACCURACY` sections and the caller left it unset."""
+    """Set `TF_ENABLE_ONEDNN_OPTS=0` when every section of `sections` (the
+    names asked for) is an `ACCURACY` section and the caller left it unset;
+    a full run (`sections=None`) has other sections and keeps TensorFlow's
+    default."""
     if sections and all(name in ACCURACY for name in sections):
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
